@@ -1,0 +1,820 @@
+//! The embedded in-process store: the alias `default` unless configured
+//! otherwise. Keys live in a sharded map, so unrelated keys never wait on one
+//! global lock; waiters queue per key and are woken by the release itself.
+//!
+//! Waiting follows Go's `sync.Mutex`: a release wakes the first waiter, which
+//! competes with newcomers (barging keeps throughput high), but once a waiter
+//! has queued for longer than [`STARVATION`], or asked for `fair`, the release
+//! hands the lock straight to it, so nobody starves.
+
+use std::collections::hash_map::Entry;
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::task::{Context, Poll, Waker};
+use std::thread::Thread;
+use std::time::{Duration, Instant};
+
+use once_cell::sync::Lazy;
+
+use super::{Acquired, Attempt, Backend, BackendError, BoxFuture, Busy, Request, Token, Wait};
+
+/// How long a waiter may queue before releases hand the lock straight to it
+/// instead of letting newcomers barge in.
+pub const STARVATION: Duration = Duration::from_millis(1);
+
+const SHARDS: usize = 64;
+/// Every this many new keys in a shard, entries whose lease ran out without a
+/// release (`delete_on_exit(false)`, a leaked guard) are swept away.
+const SWEEP_EVERY: u32 = 1024;
+const NO_LEASE: u64 = u64::MAX;
+
+/// An in-process lock store.
+///
+/// Stores are named: every alias configured as `memory://NAME` (or
+/// [`AliasConfig::memory`](crate::registry::AliasConfig::memory)) shares the
+/// store of that name, so reconfiguring the registry never splits one lock
+/// into two. The store honours leases, `steal_after`, `delete_on_exit` and
+/// fairness, and wakes waiters on release instead of polling.
+///
+/// ```
+/// use lock_runtime::backend::memory::MemoryBackend;
+/// use lock_runtime::backend::{Attempt, Backend, Request};
+///
+/// let store = MemoryBackend::new();
+/// let first = Request::new("k");
+/// assert!(matches!(store.try_acquire(&first).unwrap(), Attempt::Acquired(_)));
+/// assert!(matches!(store.try_acquire(&Request::new("k")).unwrap(), Attempt::Busy(_)));
+/// assert!(store.release("k", first.token).unwrap());
+/// ```
+pub struct MemoryBackend {
+    shards: Box<[Shard]>,
+}
+
+#[repr(align(64))]
+struct Shard {
+    state: Mutex<ShardState>,
+}
+
+#[derive(Default)]
+struct ShardState {
+    map: HashMap<Box<str>, Slot>,
+    /// The last fencing token handed out for a key of this shard. Keys never
+    /// move between shards, so it is strictly increasing per key.
+    fence: u64,
+    inserts: u32,
+}
+
+#[derive(Default)]
+struct Slot {
+    holder: Option<Holder>,
+    waiters: VecDeque<Arc<Waiter>>,
+}
+
+#[derive(Clone, Copy)]
+struct Holder {
+    token: Token,
+    /// Nanoseconds on [`now`]'s clock.
+    since: u64,
+    until: u64,
+}
+
+impl Holder {
+    fn live(&self, now: u64) -> bool {
+        now < self.until
+    }
+}
+
+impl Default for MemoryBackend {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl MemoryBackend {
+    /// A fresh, private store.
+    pub fn new() -> Self {
+        Self {
+            shards: (0..SHARDS)
+                .map(|_| Shard {
+                    state: Mutex::new(ShardState::default()),
+                })
+                .collect(),
+        }
+    }
+
+    /// The process-wide store called `name`, created on first use. It lives
+    /// as long as an alias or a guard uses it.
+    pub fn named(name: &str) -> Arc<Self> {
+        static STORES: Lazy<Mutex<HashMap<String, Weak<MemoryBackend>>>> =
+            Lazy::new(Default::default);
+        let mut stores = lock(&STORES);
+        if let Some(store) = stores.get(name).and_then(Weak::upgrade) {
+            return store;
+        }
+        stores.retain(|_, w| w.strong_count() > 0);
+        let store = Arc::new(Self::new());
+        stores.insert(name.to_owned(), Arc::downgrade(&store));
+        store
+    }
+
+    /// How many keys are held right now (expired leases not counted).
+    pub fn held(&self) -> usize {
+        let now = now();
+        self.shards
+            .iter()
+            .map(|s| {
+                lock(&s.state)
+                    .map
+                    .values()
+                    .filter(|slot| slot.holder.is_some_and(|h| h.live(now)))
+                    .count()
+            })
+            .sum()
+    }
+
+    fn shard(&self, key: &str) -> MutexGuard<'_, ShardState> {
+        lock(&self.shards[shard_index(key)].state)
+    }
+
+    /// First step of a waiting acquisition: take the lock, give up, or join
+    /// the queue.
+    fn enqueue(&self, req: &Request<'_>, wait: Wait, wake: Wake) -> Enqueued {
+        let now = now();
+        let mut st = self.shard(req.key);
+        match st.take(req, now, false) {
+            Ok(fence) => Enqueued::Done(Some(granted(fence, now))),
+            Err(_) if wait.deadline.is_some_and(|d| Instant::now() >= d) => Enqueued::Done(None),
+            Err(retry_at) => {
+                let waiter = Arc::new(Waiter {
+                    token: req.token,
+                    lease: req.lease,
+                    fair: req.fair,
+                    queued_at: now,
+                    state: AtomicU8::new(WAITING),
+                    fence: AtomicU64::new(0),
+                    granted_at: AtomicU64::new(0),
+                    wake: Mutex::new(wake),
+                });
+                st.slot(req.key).waiters.push_back(Arc::clone(&waiter));
+                Enqueued::Queued(waiter, retry_at)
+            }
+        }
+    }
+
+    /// After a waiter wakes (signalled or timed out): the lock, a new time to
+    /// look again, or the end of the wait.
+    fn after_wake(&self, ticket: &mut Ticket<'_>, req: &Request<'_>, wait: Wait) -> Step {
+        let now = now();
+        let mut st = self.shard(req.key);
+        let waiter = &ticket.waiter;
+        match waiter.state.load(Ordering::Acquire) {
+            GRANTED => {
+                ticket.done = true;
+                return Step::Done(Some(granted(
+                    waiter.fence.load(Ordering::Acquire),
+                    waiter.granted_at.load(Ordering::Acquire),
+                )));
+            }
+            WOKEN => {
+                // Popped by a release: the slot is free unless a newcomer barged.
+                match st.take(req, now, true) {
+                    Ok(fence) => {
+                        ticket.done = true;
+                        return Step::Done(Some(granted(fence, now)));
+                    }
+                    Err(retry_at) => {
+                        if past(wait.deadline) {
+                            ticket.done = true;
+                            st.abandon(req.key, waiter, now);
+                            return Step::Done(None);
+                        }
+                        // Back to the front: it keeps its place and its age.
+                        waiter.state.store(WAITING, Ordering::Release);
+                        st.slot(req.key).waiters.push_front(Arc::clone(waiter));
+                        return Step::Again(retry_at);
+                    }
+                }
+            }
+            _ => {}
+        }
+        // Timed out while queued: the holder's lease or steal age may have run
+        // out (no release signals that), or the deadline came.
+        match st.take(req, now, true) {
+            Ok(fence) => {
+                st.slot(req.key).waiters.retain(|w| !Arc::ptr_eq(w, waiter));
+                ticket.done = true;
+                Step::Done(Some(granted(fence, now)))
+            }
+            Err(_) if past(wait.deadline) => {
+                ticket.done = true;
+                st.abandon(req.key, waiter, now);
+                Step::Done(None)
+            }
+            Err(retry_at) => Step::Again(retry_at),
+        }
+    }
+}
+
+fn past(deadline: Option<Instant>) -> bool {
+    deadline.is_some_and(|d| Instant::now() >= d)
+}
+
+impl ShardState {
+    fn slot(&mut self, key: &str) -> &mut Slot {
+        // Only called for keys known to be present or about to be inserted.
+        if !self.map.contains_key(key) {
+            self.map.insert(key.into(), Slot::default());
+        }
+        self.map.get_mut(key).expect("inserted above")
+    }
+
+    /// Takes the lock for `req` if it is free, expired or stealable; else the
+    /// clock reading at which to look again (`None`: wait for a signal).
+    /// `queued` requests were already in line, so they may pass fair waiters.
+    fn take(&mut self, req: &Request<'_>, now: u64, queued: bool) -> Result<u64, Option<u64>> {
+        let holder = Holder {
+            token: req.token,
+            since: now,
+            until: req.lease.map_or(NO_LEASE, |l| now.saturating_add(nanos(l))),
+        };
+        match self.map.get_mut(req.key) {
+            None => {
+                self.map.insert(
+                    req.key.into(),
+                    Slot {
+                        holder: Some(holder),
+                        waiters: VecDeque::new(),
+                    },
+                );
+                self.inserts += 1;
+                if self.inserts % SWEEP_EVERY == 0 {
+                    self.sweep(now);
+                }
+            }
+            Some(slot) => {
+                if let Some(h) = slot.holder {
+                    let steal_at = req
+                        .steal_after
+                        .map_or(NO_LEASE, |s| h.since.saturating_add(nanos(s)));
+                    if h.live(now) && now < steal_at {
+                        return Err(Some(h.until.min(steal_at)));
+                    }
+                }
+                if req.fair && !queued && !slot.waiters.is_empty() {
+                    // Join the line. A lease that ran out sends no signal, so
+                    // look again when it ends.
+                    return Err(slot.holder.map(|h| h.until).filter(|&u| u != NO_LEASE));
+                }
+                slot.holder = Some(holder);
+            }
+        }
+        self.fence += 1;
+        Ok(self.fence)
+    }
+
+    fn release(&mut self, key: &str, token: Token, now: u64) -> bool {
+        let Some(slot) = self.map.get_mut(key) else {
+            return false;
+        };
+        let Some(h) = slot.holder.filter(|h| h.token == token) else {
+            return false;
+        };
+        slot.holder = None;
+        self.hand_off(key, now);
+        h.live(now)
+    }
+
+    /// After a release: grant the lock to the first waiter if it is fair or
+    /// starving, else wake it to compete. Drops the slot when nothing is left.
+    fn hand_off(&mut self, key: &str, now: u64) {
+        let Entry::Occupied(mut entry) = self.map.entry_ref(key) else {
+            return;
+        };
+        let slot = entry.get_mut();
+        if slot.holder.is_some_and(|h| !h.live(now)) {
+            slot.holder = None;
+        }
+        if slot.holder.is_none() {
+            if let Some(w) = slot.waiters.pop_front() {
+                if w.fair || now.saturating_sub(w.queued_at) >= nanos(STARVATION) {
+                    self.fence += 1;
+                    slot.holder = Some(Holder {
+                        token: w.token,
+                        since: now,
+                        until: w.lease.map_or(NO_LEASE, |l| now.saturating_add(nanos(l))),
+                    });
+                    w.fence.store(self.fence, Ordering::Release);
+                    w.granted_at.store(now, Ordering::Release);
+                    w.signal(GRANTED);
+                } else {
+                    w.signal(WOKEN);
+                }
+            }
+        }
+        if slot.holder.is_none() && slot.waiters.is_empty() {
+            entry.remove();
+        }
+    }
+
+    /// A waiter gives up (deadline, cancellation, panic): leave the queue and
+    /// pass on whatever it was given.
+    fn abandon(&mut self, key: &str, waiter: &Arc<Waiter>, now: u64) {
+        match waiter.state.load(Ordering::Acquire) {
+            GRANTED => {
+                self.release(key, waiter.token, now);
+            }
+            WOKEN => self.hand_off(key, now),
+            _ => {
+                if let Some(slot) = self.map.get_mut(key) {
+                    slot.waiters.retain(|w| !Arc::ptr_eq(w, waiter));
+                }
+                // A lock left free (a lease that ran out) with others still in
+                // line: wake the next one, since no release will.
+                self.hand_off(key, now);
+            }
+        }
+    }
+
+    fn sweep(&mut self, now: u64) {
+        self.map
+            .retain(|_, slot| slot.holder.is_some_and(|h| h.live(now)) || !slot.waiters.is_empty());
+    }
+}
+
+/// `HashMap::entry` wants an owned key; this looks the key up by reference.
+trait EntryRef {
+    fn entry_ref(&mut self, key: &str) -> Entry<'_, Box<str>, Slot>;
+}
+
+impl EntryRef for HashMap<Box<str>, Slot> {
+    fn entry_ref(&mut self, key: &str) -> Entry<'_, Box<str>, Slot> {
+        // The key is present in every caller; the allocation only happens on
+        // the rare path where a slot was already removed.
+        match self.get_key_value(key) {
+            Some((k, _)) => {
+                let k = k.clone();
+                self.entry(k)
+            }
+            None => self.entry(key.into()),
+        }
+    }
+}
+
+enum Enqueued {
+    Done(Option<Acquired>),
+    Queued(Arc<Waiter>, Option<u64>),
+}
+
+enum Step {
+    Done(Option<Acquired>),
+    Again(Option<u64>),
+}
+
+const WAITING: u8 = 0;
+const WOKEN: u8 = 1;
+const GRANTED: u8 = 2;
+
+/// One queued acquisition. Its state changes only under its shard's lock.
+struct Waiter {
+    token: Token,
+    lease: Option<Duration>,
+    fair: bool,
+    queued_at: u64,
+    state: AtomicU8,
+    fence: AtomicU64,
+    granted_at: AtomicU64,
+    wake: Mutex<Wake>,
+}
+
+enum Wake {
+    Thread(Thread),
+    Task(Option<Waker>),
+}
+
+impl Waiter {
+    fn signal(&self, state: u8) {
+        self.state.store(state, Ordering::Release);
+        match &mut *lock(&self.wake) {
+            Wake::Thread(t) => t.unpark(),
+            Wake::Task(w) => {
+                if let Some(w) = w.take() {
+                    w.wake();
+                }
+            }
+        }
+    }
+
+    fn waiting(&self) -> bool {
+        self.state.load(Ordering::Acquire) == WAITING
+    }
+}
+
+/// Gives the queue place back if the acquisition ends without the lock: on
+/// timeout, on a dropped future, on a panic.
+struct Ticket<'a> {
+    backend: &'a MemoryBackend,
+    key: &'a str,
+    waiter: Arc<Waiter>,
+    done: bool,
+}
+
+impl Drop for Ticket<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.backend
+                .shard(self.key)
+                .abandon(self.key, &self.waiter, now());
+        }
+    }
+}
+
+/// Resolves when the waiter is signalled or the timer fires.
+struct Signalled<'a> {
+    waiter: &'a Waiter,
+    timer: Option<futures_timer::Delay>,
+}
+
+impl Future for Signalled<'_> {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if let Wake::Task(w) = &mut *lock(&self.waiter.wake) {
+            match w {
+                Some(w) if w.will_wake(cx.waker()) => {}
+                _ => *w = Some(cx.waker().clone()),
+            }
+        }
+        if !self.waiter.waiting() {
+            return Poll::Ready(());
+        }
+        match &mut self.timer {
+            Some(t) => Pin::new(t).poll(cx),
+            None => Poll::Pending,
+        }
+    }
+}
+
+/// When a queued waiter should look again on its own: at the holder's lease
+/// end or steal age, or at the deadline, whichever comes first.
+fn wake_deadline(retry_at: Option<u64>, deadline: Option<Instant>) -> Option<Instant> {
+    let retry = retry_at.filter(|&r| r != NO_LEASE).map(|r| {
+        let now = now();
+        Instant::now() + Duration::from_nanos(r.saturating_sub(now))
+    });
+    match (retry, deadline) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+impl Backend for MemoryBackend {
+    fn try_acquire(&self, req: &Request<'_>) -> Result<Attempt, BackendError> {
+        let now = now();
+        Ok(match self.shard(req.key).take(req, now, false) {
+            Ok(fence) => Attempt::Acquired(granted(fence, now)),
+            Err(retry_at) => Attempt::Busy(Busy::new(
+                retry_at
+                    .filter(|&r| r != NO_LEASE)
+                    .map(|r| Duration::from_nanos(r.saturating_sub(now))),
+            )),
+        })
+    }
+
+    fn release(&self, key: &str, token: Token) -> Result<bool, BackendError> {
+        Ok(self.shard(key).release(key, token, now()))
+    }
+
+    fn extend(&self, key: &str, token: Token, lease: Duration) -> Result<bool, BackendError> {
+        let now = now();
+        let mut st = self.shard(key);
+        Ok(match st.map.get_mut(key).and_then(|s| s.holder.as_mut()) {
+            Some(h) if h.token == token && h.live(now) => {
+                h.until = now.saturating_add(nanos(lease));
+                true
+            }
+            _ => false,
+        })
+    }
+
+    fn acquire(&self, req: &Request<'_>, wait: Wait) -> Result<Option<Acquired>, BackendError> {
+        let (waiter, mut retry_at) =
+            match self.enqueue(req, wait, Wake::Thread(std::thread::current())) {
+                Enqueued::Done(outcome) => return Ok(outcome),
+                Enqueued::Queued(w, r) => (w, r),
+            };
+        let mut ticket = Ticket {
+            backend: self,
+            key: req.key,
+            waiter,
+            done: false,
+        };
+        loop {
+            let until = wake_deadline(retry_at, wait.deadline);
+            while ticket.waiter.waiting() {
+                match until {
+                    None => std::thread::park(),
+                    Some(u) => {
+                        let now = Instant::now();
+                        if now >= u {
+                            break;
+                        }
+                        std::thread::park_timeout(u - now);
+                    }
+                }
+            }
+            match self.after_wake(&mut ticket, req, wait) {
+                Step::Done(outcome) => return Ok(outcome),
+                Step::Again(r) => retry_at = r,
+            }
+        }
+    }
+
+    fn acquire_async<'a>(
+        &'a self,
+        req: &'a Request<'a>,
+        wait: Wait,
+    ) -> BoxFuture<'a, Result<Option<Acquired>, BackendError>> {
+        Box::pin(async move {
+            let (waiter, mut retry_at) = match self.enqueue(req, wait, Wake::Task(None)) {
+                Enqueued::Done(outcome) => return Ok(outcome),
+                Enqueued::Queued(w, r) => (w, r),
+            };
+            let mut ticket = Ticket {
+                backend: self,
+                key: req.key,
+                waiter,
+                done: false,
+            };
+            loop {
+                let timer = wake_deadline(retry_at, wait.deadline).map(|u| {
+                    futures_timer::Delay::new(u.saturating_duration_since(Instant::now()))
+                });
+                Signalled {
+                    waiter: &ticket.waiter,
+                    timer,
+                }
+                .await;
+                match self.after_wake(&mut ticket, req, wait) {
+                    Step::Done(outcome) => return Ok(outcome),
+                    Step::Again(r) => retry_at = r,
+                }
+            }
+        })
+    }
+
+    fn supports_unleased(&self) -> bool {
+        true
+    }
+}
+
+fn granted(fence: u64, at: u64) -> Acquired {
+    Acquired::new(Some(fence)).sent_at(*EPOCH + Duration::from_nanos(at))
+}
+
+static EPOCH: Lazy<Instant> = Lazy::new(Instant::now);
+
+/// Nanoseconds since the first call, on the monotonic clock.
+fn now() -> u64 {
+    nanos(EPOCH.elapsed())
+}
+
+fn nanos(d: Duration) -> u64 {
+    d.as_nanos().min(u64::MAX as u128 - 1) as u64
+}
+
+/// Picks a shard with a fast multiplicative hash, a word at a time.
+fn shard_index(key: &str) -> usize {
+    let mut h: u64 = 0;
+    let mut chunks = key.as_bytes().chunks_exact(8);
+    for c in &mut chunks {
+        let w = u64::from_le_bytes(c.try_into().unwrap_or_default());
+        h = (h.rotate_left(5) ^ w).wrapping_mul(0x517c_c1b7_2722_0a95);
+    }
+    for &b in chunks.remainder() {
+        h = (h.rotate_left(5) ^ b as u64).wrapping_mul(0x517c_c1b7_2722_0a95);
+    }
+    (h >> 58) as usize % SHARDS
+}
+
+/// The store's mutexes guard plain data that every operation leaves
+/// consistent, so a panic elsewhere never poisons the lock service.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+
+    fn req(key: &str) -> Request<'_> {
+        Request::new(key)
+    }
+
+    fn acquired(a: Attempt) -> Acquired {
+        match a {
+            Attempt::Acquired(a) => a,
+            Attempt::Busy(b) => panic!("expected the lock, got Busy({b:?})"),
+        }
+    }
+
+    #[test]
+    fn lease_runs_out_and_next_holder_takes_over() {
+        let store = MemoryBackend::new();
+        let first = req("k").lease(Some(Duration::from_millis(20)));
+        acquired(store.try_acquire(&first).unwrap());
+        let Attempt::Busy(b) = store.try_acquire(&req("k")).unwrap() else {
+            panic!("lock taken twice")
+        };
+        assert!(b.retry_in.is_some_and(|r| r <= Duration::from_millis(20)));
+        std::thread::sleep(Duration::from_millis(30));
+        let second = req("k");
+        acquired(store.try_acquire(&second).unwrap());
+        assert!(
+            !store.release("k", first.token).unwrap(),
+            "an expired holder released the new one"
+        );
+        assert!(
+            !store
+                .extend("k", first.token, Duration::from_secs(1))
+                .unwrap()
+        );
+        assert!(store.release("k", second.token).unwrap());
+    }
+
+    #[test]
+    fn steal_after_takes_over_an_old_lock() {
+        let store = MemoryBackend::new();
+        acquired(store.try_acquire(&req("k")).unwrap());
+        let thief = req("k").steal_after(Some(Duration::from_millis(10)));
+        assert!(matches!(
+            store.try_acquire(&thief).unwrap(),
+            Attempt::Busy(_)
+        ));
+        std::thread::sleep(Duration::from_millis(15));
+        acquired(store.try_acquire(&thief).unwrap());
+    }
+
+    #[test]
+    fn fencing_tokens_increase_per_key() {
+        let store = MemoryBackend::new();
+        let mut last = 0;
+        for _ in 0..100 {
+            let r = req("k");
+            let f = acquired(store.try_acquire(&r).unwrap()).fencing.unwrap();
+            assert!(f > last);
+            last = f;
+            store.release("k", r.token).unwrap();
+        }
+    }
+
+    #[test]
+    fn waiter_is_woken_by_release_not_by_a_timer() {
+        let store = Arc::new(MemoryBackend::new());
+        let first = req("k");
+        acquired(store.try_acquire(&first).unwrap());
+        let s = Arc::clone(&store);
+        let t = std::thread::spawn(move || {
+            let r = req("k");
+            let got = s
+                .acquire(&r, Wait::new(None, Duration::from_secs(3600)))
+                .unwrap();
+            (got, Instant::now())
+        });
+        std::thread::sleep(Duration::from_millis(50));
+        let released = Instant::now();
+        store.release("k", first.token).unwrap();
+        let (got, at) = t.join().unwrap();
+        assert!(got.is_some());
+        assert!(at.duration_since(released) < Duration::from_millis(100));
+    }
+
+    #[test]
+    fn waiter_times_out_and_leaves_the_queue() {
+        let store = MemoryBackend::new();
+        let first = req("k");
+        acquired(store.try_acquire(&first).unwrap());
+        let started = Instant::now();
+        let got = store
+            .acquire(
+                &req("k"),
+                Wait::new(
+                    Some(started + Duration::from_millis(30)),
+                    Duration::from_secs(1),
+                ),
+            )
+            .unwrap();
+        assert!(got.is_none());
+        assert!(started.elapsed() >= Duration::from_millis(30));
+        let st = store.shard("k");
+        assert!(st.map["k"].waiters.is_empty());
+    }
+
+    #[test]
+    fn waiter_takes_an_expired_lease_without_a_release() {
+        let store = MemoryBackend::new();
+        acquired(
+            store
+                .try_acquire(&req("k").lease(Some(Duration::from_millis(20))))
+                .unwrap(),
+        );
+        let started = Instant::now();
+        let got = store
+            .acquire(&req("k"), Wait::new(None, Duration::from_secs(3600)))
+            .unwrap();
+        assert!(got.is_some());
+        assert!(started.elapsed() < Duration::from_secs(1));
+    }
+
+    #[test]
+    fn fair_waiters_are_served_in_arrival_order() {
+        let store = Arc::new(MemoryBackend::new());
+        let first = req("k");
+        acquired(store.try_acquire(&first).unwrap());
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let mut threads = Vec::new();
+        for i in 0..6 {
+            let (s, o) = (Arc::clone(&store), Arc::clone(&order));
+            threads.push(std::thread::spawn(move || {
+                let r = req("k").fair(true);
+                s.acquire(&r, Wait::new(None, Duration::from_secs(1)))
+                    .unwrap()
+                    .unwrap();
+                lock(&o).push(i);
+                s.release("k", r.token).unwrap();
+            }));
+            // Let each one queue before the next arrives.
+            while lock(&store.shards[shard_index("k")].state).map["k"]
+                .waiters
+                .len()
+                < i + 1
+            {
+                std::thread::yield_now();
+            }
+        }
+        store.release("k", first.token).unwrap();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(*lock(&order), vec![0, 1, 2, 3, 4, 5]);
+    }
+
+    #[test]
+    fn granted_lock_of_a_cancelled_waiter_passes_on() {
+        let store = Arc::new(MemoryBackend::new());
+        let first = req("k");
+        acquired(store.try_acquire(&first).unwrap());
+        // A fair async waiter that is dropped after the lock was handed to it.
+        let r = req("k").fair(true);
+        let mut fut = store.acquire_async(&r, Wait::new(None, Duration::from_secs(1)));
+        let waker = futures::task::noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        assert!(fut.as_mut().poll(&mut cx).is_pending());
+        store.release("k", first.token).unwrap();
+        drop(fut);
+        // The grant was given back, so a newcomer gets the lock at once.
+        acquired(store.try_acquire(&req("k")).unwrap());
+    }
+
+    #[test]
+    fn concurrent_threads_exclude_each_other() {
+        let store = Arc::new(MemoryBackend::new());
+        let inside = Arc::new(AtomicUsize::new(0));
+        let total = Arc::new(AtomicUsize::new(0));
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let (s, inside, total) =
+                    (Arc::clone(&store), Arc::clone(&inside), Arc::clone(&total));
+                std::thread::spawn(move || {
+                    for _ in 0..2000 {
+                        let r = req("k");
+                        s.acquire(&r, Wait::new(None, Duration::from_secs(1)))
+                            .unwrap()
+                            .unwrap();
+                        assert_eq!(inside.fetch_add(1, Ordering::SeqCst), 0);
+                        total.fetch_add(1, Ordering::Relaxed);
+                        inside.fetch_sub(1, Ordering::SeqCst);
+                        assert!(s.release("k", r.token).unwrap());
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(total.load(Ordering::Relaxed), 8000);
+        assert_eq!(store.held(), 0);
+        assert!(store.shard("k").map.is_empty());
+    }
+
+    #[test]
+    fn named_stores_are_shared() {
+        let a = MemoryBackend::named("shared-test");
+        let b = MemoryBackend::named("shared-test");
+        assert!(Arc::ptr_eq(&a, &b));
+        assert!(!Arc::ptr_eq(&a, &MemoryBackend::named("other-test")));
+    }
+}

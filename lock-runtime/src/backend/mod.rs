@@ -1,0 +1,575 @@
+//! The [`Backend`] trait that every store implements (the embedded
+//! [`memory`] store, Redis, a quorum of Redis nodes, or your own), and the
+//! small types that travel through it: the owner [`Token`], the [`Request`],
+//! and the outcome of an [`Attempt`].
+//!
+//! A backend only has to do four things atomically: set-if-absent with a lease
+//! (honouring `steal_after`), compare-and-delete, compare-and-extend, each keyed
+//! by the owner's token. Waiting, async forms and cancellation have default
+//! implementations built on those; a backend overrides them to do better
+//! (wake-ups instead of polling, non-blocking I/O).
+//!
+//! # A complete custom backend
+//!
+//! A store that only offers get/set/delete behind a mutex, like the caches
+//! python-cachelock plugs in:
+//!
+//! ```
+//! use std::collections::HashMap;
+//! use std::sync::{Arc, Mutex};
+//! use std::time::{Duration, Instant};
+//!
+//! use lock_runtime::backend::{Acquired, Attempt, Backend, BackendError, Busy, Request, Token};
+//! use lock_runtime::registry::{self, AliasConfig};
+//! use lock_runtime::Lock;
+//!
+//! #[derive(Default)]
+//! struct MapStore {
+//!     // key -> (owner, acquired at, lease end)
+//!     map: Mutex<HashMap<String, (Token, Instant, Instant)>>,
+//!     fence: Mutex<u64>,
+//! }
+//!
+//! impl Backend for MapStore {
+//!     fn try_acquire(&self, req: &Request<'_>) -> Result<Attempt, BackendError> {
+//!         let mut map = self.map.lock().unwrap();
+//!         let now = Instant::now();
+//!         if let Some(&(_, since, until)) = map.get(req.key) {
+//!             let stale = req.steal_after.is_some_and(|s| now >= since + s);
+//!             if now < until && !stale {
+//!                 return Ok(Attempt::Busy(Busy { retry_in: Some(until - now) }));
+//!             }
+//!         }
+//!         let lease = req.lease.unwrap_or(Duration::from_secs(30));
+//!         map.insert(req.key.to_owned(), (req.token, now, now + lease));
+//!         let mut fence = self.fence.lock().unwrap();
+//!         *fence += 1;
+//!         Ok(Attempt::Acquired(Acquired { fencing: Some(*fence) }))
+//!     }
+//!
+//!     fn release(&self, key: &str, token: Token) -> Result<bool, BackendError> {
+//!         let mut map = self.map.lock().unwrap();
+//!         let owned = map.get(key).is_some_and(|e| e.0 == token && Instant::now() < e.2);
+//!         if owned {
+//!             map.remove(key);
+//!         }
+//!         Ok(owned)
+//!     }
+//!
+//!     fn extend(&self, key: &str, token: Token, lease: Duration) -> Result<bool, BackendError> {
+//!         let mut map = self.map.lock().unwrap();
+//!         match map.get_mut(key) {
+//!             Some(e) if e.0 == token && Instant::now() < e.2 => {
+//!                 e.2 = Instant::now() + lease;
+//!                 Ok(true)
+//!             }
+//!             _ => Ok(false),
+//!         }
+//!     }
+//! }
+//!
+//! registry::configure([("maps", AliasConfig::custom(Arc::new(MapStore::default())))]).unwrap();
+//! let guard = Lock::new("job").alias("maps").acquire().unwrap();
+//! assert!(Lock::new("job").alias("maps").try_acquire().unwrap().is_none());
+//! guard.release().unwrap();
+//! assert!(Lock::new("job").alias("maps").try_acquire().unwrap().is_some());
+//! ```
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+pub use crate::error::{BackendError, BackendErrorKind};
+
+pub mod memory;
+#[cfg(feature = "redis")]
+pub mod redis;
+
+/// A boxed, `Send` future: the return type of a backend's async methods.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// The unique owner of one acquisition.
+///
+/// Every acquisition gets a fresh token; a backend releases or extends a lock
+/// only for the token that holds it (compare-and-delete), so a holder whose
+/// lease ran out can never release the next holder's lock. Tokens are unique
+/// within a process by construction and across processes and machines with
+/// overwhelming probability (64 random bits per process).
+///
+/// ```
+/// use lock_runtime::backend::Token;
+///
+/// let (a, b) = (Token::new(), Token::new());
+/// assert_ne!(a, b);
+/// assert_eq!(Token::decode(a.encode().as_str()), Some(a));
+/// ```
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Token(u128);
+
+impl Token {
+    /// A token no other acquisition has.
+    pub fn new() -> Self {
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        Self(((process_seed() as u128) << 64) | n as u128)
+    }
+
+    /// The token as a number.
+    pub fn as_u128(self) -> u128 {
+        self.0
+    }
+
+    /// The token as 22 URL-safe characters, the form stored in Redis.
+    pub fn encode(self) -> EncodedToken {
+        let mut out = [0u8; TOKEN_LEN];
+        let mut v = self.0;
+        for b in out.iter_mut().rev() {
+            *b = ALPHABET[(v & 63) as usize];
+            v >>= 6;
+        }
+        EncodedToken(out)
+    }
+
+    /// Parses the 22-character form back; `None` if it is not one.
+    pub fn decode(s: &str) -> Option<Self> {
+        let bytes = s.as_bytes();
+        if bytes.len() != TOKEN_LEN {
+            return None;
+        }
+        let mut v: u128 = 0;
+        for &c in bytes {
+            let d = ALPHABET.iter().position(|&a| a == c)? as u128;
+            v = v.checked_mul(64)?.checked_add(d)?;
+        }
+        Some(Self(v))
+    }
+}
+
+impl Default for Token {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Debug for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Token({})", self.encode().as_str())
+    }
+}
+
+impl fmt::Display for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.encode().as_str())
+    }
+}
+
+const TOKEN_LEN: usize = 22;
+const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
+/// The text form of a [`Token`], kept on the stack.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct EncodedToken([u8; TOKEN_LEN]);
+
+impl EncodedToken {
+    /// The 22 characters.
+    pub fn as_str(&self) -> &str {
+        // The alphabet is ASCII, so this never fails.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+}
+
+/// 64 random bits fixed for the life of the process, drawn from the OS
+/// through std's hash seeding (no extra dependency), mixed with the pid and
+/// the clock so that even a seeding failure stays unique per process.
+fn process_seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    static SEED: once_cell::sync::OnceCell<u64> = once_cell::sync::OnceCell::new();
+    *SEED.get_or_init(|| {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u32(std::process::id());
+        if let Ok(t) = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
+            h.write_u128(t.as_nanos());
+        }
+        h.finish()
+    })
+}
+
+/// One request to take a lock, as the runtime hands it to a backend.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Request<'a> {
+    /// The full key: the alias prefix followed by the lock's key.
+    pub key: &'a str,
+    /// The owner of this acquisition.
+    pub token: Token,
+    /// How long the lock lives unless extended. `None` only for backends that
+    /// accept "held until released" (the in-process memory store).
+    pub lease: Option<Duration>,
+    /// Take the lock over when the current holder has held it at least this
+    /// long (djangae's `steal_after_ms`). The backend judges the age with its
+    /// own clock.
+    pub steal_after: Option<Duration>,
+    /// Serve waiters in arrival order rather than letting a newcomer barge in.
+    pub fair: bool,
+}
+
+impl<'a> Request<'a> {
+    /// A request for `key` with a fresh token and no lease, steal or fairness.
+    /// Backends and their tests build requests; the runtime fills the rest in
+    /// from a [`Lock`](crate::Lock).
+    pub fn new(key: &'a str) -> Self {
+        Self {
+            key,
+            token: Token::new(),
+            lease: None,
+            steal_after: None,
+            fair: false,
+        }
+    }
+
+    /// Sets the lease.
+    pub fn lease(mut self, lease: Option<Duration>) -> Self {
+        self.lease = lease;
+        self
+    }
+
+    /// Sets the steal age.
+    pub fn steal_after(mut self, steal_after: Option<Duration>) -> Self {
+        self.steal_after = steal_after;
+        self
+    }
+
+    /// Sets fairness.
+    pub fn fair(mut self, fair: bool) -> Self {
+        self.fair = fair;
+        self
+    }
+
+    /// Sets the token.
+    pub fn token(mut self, token: Token) -> Self {
+        self.token = token;
+        self
+    }
+}
+
+/// The outcome of one attempt to take a lock.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Attempt {
+    /// The lock is now held by the request's token.
+    Acquired(Acquired),
+    /// Somebody else holds it.
+    Busy(Busy),
+}
+
+/// What a backend tells about a lock it just granted.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Acquired {
+    /// A number strictly greater than that of every earlier acquisition of
+    /// the same key on the same store, when the backend keeps one.
+    pub fencing: Option<u64>,
+    /// When the request that won the lock was sent (or, for a store with no
+    /// network in between, when the lock was granted): the lease counts from
+    /// here. `None` makes the runtime count from the start of the whole
+    /// acquisition, which is safe but can shorten the known validity.
+    pub sent_at: Option<Instant>,
+}
+
+impl Acquired {
+    /// A grant with the given fencing token.
+    pub fn new(fencing: Option<u64>) -> Self {
+        Self {
+            fencing,
+            sent_at: None,
+        }
+    }
+
+    /// Sets when the winning request was sent.
+    pub fn sent_at(mut self, at: Instant) -> Self {
+        self.sent_at = Some(at);
+        self
+    }
+}
+
+/// What a backend tells about a lock it could not grant.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Busy {
+    /// When the holder's lease (or the steal age) runs out, if known: the
+    /// latest moment a waiter should look again even if no release is seen.
+    pub retry_in: Option<Duration>,
+}
+
+impl Busy {
+    /// Busy, with the time until the holder's lease or steal age runs out.
+    pub fn new(retry_in: Option<Duration>) -> Self {
+        Self { retry_in }
+    }
+}
+
+/// How a waiting acquisition waits: until when, and how often a polling
+/// backend looks again.
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub struct Wait {
+    /// Give up at this instant (`wait_for`); `None` waits as long as it takes.
+    pub deadline: Option<Instant>,
+    /// The alias's poll interval, for backends that cannot be woken.
+    pub poll_interval: Duration,
+}
+
+impl Wait {
+    /// A wait until `deadline`, polling every `poll_interval`.
+    pub fn new(deadline: Option<Instant>, poll_interval: Duration) -> Self {
+        Self {
+            deadline,
+            poll_interval,
+        }
+    }
+}
+
+/// A store that can hold locks.
+///
+/// Implement the three required methods with atomic operations of your
+/// store; everything else has a correct default. See the
+/// [module docs](self) for a complete example.
+///
+/// # Contract
+/// - `try_acquire` sets the key to the request's token if it is free, its
+///   lease has run out, or (with `steal_after`) its holder is older than the
+///   steal age; all in one atomic step.
+/// - `release` deletes the key only if the token still owns it, and answers
+///   whether it did. `extend` renews the lease on the same condition.
+/// - An async method's future may be dropped at any await point. If a
+///   dropped `acquire_async` had already been granted the lock, the backend
+///   must give it back.
+pub trait Backend: Send + Sync + 'static {
+    /// One atomic attempt to take `req.key` for `req.token`.
+    fn try_acquire(&self, req: &Request<'_>) -> Result<Attempt, BackendError>;
+
+    /// Deletes `key` if `token` holds it; `Ok(false)` when it does not (any
+    /// more).
+    fn release(&self, key: &str, token: Token) -> Result<bool, BackendError>;
+
+    /// Sets `key`'s lease to `lease` from now if `token` holds it; `Ok(false)`
+    /// when it does not (any more).
+    fn extend(&self, key: &str, token: Token, lease: Duration) -> Result<bool, BackendError>;
+
+    /// Takes the lock, waiting for it as `wait` says; `Ok(None)` when the
+    /// deadline passed first. The default polls `try_acquire` at the poll
+    /// interval (with jitter, and sooner when the holder's lease ends sooner).
+    fn acquire(&self, req: &Request<'_>, wait: Wait) -> Result<Option<Acquired>, BackendError> {
+        poll_acquire(self, req, wait)
+    }
+
+    /// The async form of [`try_acquire`](Self::try_acquire). The default runs
+    /// the sync form inline, which is right only for stores that never block.
+    fn try_acquire_async<'a>(
+        &'a self,
+        req: &'a Request<'a>,
+    ) -> BoxFuture<'a, Result<Attempt, BackendError>> {
+        Box::pin(std::future::ready(self.try_acquire(req)))
+    }
+
+    /// The async form of [`acquire`](Self::acquire): polls
+    /// [`try_acquire_async`](Self::try_acquire_async), sleeping on a timer
+    /// that needs no particular async runtime.
+    fn acquire_async<'a>(
+        &'a self,
+        req: &'a Request<'a>,
+        wait: Wait,
+    ) -> BoxFuture<'a, Result<Option<Acquired>, BackendError>> {
+        Box::pin(poll_acquire_async(self, req, wait))
+    }
+
+    /// The async form of [`release`](Self::release); the default runs the sync
+    /// form inline.
+    fn release_async<'a>(
+        &'a self,
+        key: &'a str,
+        token: Token,
+    ) -> BoxFuture<'a, Result<bool, BackendError>> {
+        Box::pin(std::future::ready(self.release(key, token)))
+    }
+
+    /// The async form of [`extend`](Self::extend); the default runs the sync
+    /// form inline.
+    fn extend_async<'a>(
+        &'a self,
+        key: &'a str,
+        token: Token,
+        lease: Duration,
+    ) -> BoxFuture<'a, Result<bool, BackendError>> {
+        Box::pin(std::future::ready(self.extend(key, token, lease)))
+    }
+
+    /// Releases without making the caller wait: called when a guard taken
+    /// with `acquire_async` is dropped (possibly on an executor thread). A
+    /// network backend hands the release to its own I/O thread; the default
+    /// releases inline. Failures are reported through `tracing`.
+    fn release_detached(&self, key: &str, token: Token) {
+        if let Err(e) = self.release(key, token) {
+            tracing::error!(key, error = %e, "releasing a dropped lock guard failed");
+        }
+    }
+
+    /// Whether a lock may be held with no lease at all (held until released).
+    /// Only a store that dies with its holders (the in-process memory store)
+    /// should say yes; the default is no, so every lock gets a lease.
+    fn supports_unleased(&self) -> bool {
+        false
+    }
+}
+
+/// The default waiting strategy: poll at the alias's interval.
+fn poll_acquire<B: Backend + ?Sized>(
+    backend: &B,
+    req: &Request<'_>,
+    wait: Wait,
+) -> Result<Option<Acquired>, BackendError> {
+    let mut rng = Jitter::new(req.token);
+    loop {
+        let sent = Instant::now();
+        let busy = match backend.try_acquire(req)? {
+            Attempt::Acquired(a) => return Ok(Some(with_sent(a, sent))),
+            Attempt::Busy(b) => b,
+        };
+        match next_poll(&busy, wait, &mut rng) {
+            Some(nap) => std::thread::sleep(nap),
+            None => return Ok(None),
+        }
+    }
+}
+
+async fn poll_acquire_async<B: Backend + ?Sized>(
+    backend: &B,
+    req: &Request<'_>,
+    wait: Wait,
+) -> Result<Option<Acquired>, BackendError> {
+    let mut rng = Jitter::new(req.token);
+    loop {
+        let sent = Instant::now();
+        let busy = match backend.try_acquire_async(req).await? {
+            Attempt::Acquired(a) => return Ok(Some(with_sent(a, sent))),
+            Attempt::Busy(b) => b,
+        };
+        match next_poll(&busy, wait, &mut rng) {
+            Some(nap) => futures_timer::Delay::new(nap).await,
+            None => return Ok(None),
+        }
+    }
+}
+
+fn with_sent(a: Acquired, sent: Instant) -> Acquired {
+    if a.sent_at.is_some() {
+        a
+    } else {
+        a.sent_at(sent)
+    }
+}
+
+/// How long a poller sleeps before the next attempt, or `None` when the
+/// deadline has passed. The sleep is the poll interval with ±50% jitter, cut
+/// short by the holder's lease end and by the deadline, so that the last
+/// attempt happens at the deadline, never a whole interval past it.
+pub(crate) fn next_poll(busy: &Busy, wait: Wait, rng: &mut Jitter) -> Option<Duration> {
+    let now = Instant::now();
+    let left = match wait.deadline {
+        Some(d) if now >= d => return None,
+        Some(d) => Some(d - now),
+        None => None,
+    };
+    let mut nap = rng.around(wait.poll_interval);
+    if let Some(r) = busy.retry_in {
+        // A lease that ends within the nap: look right after it ends.
+        nap = nap.min(r + Duration::from_millis(1));
+    }
+    if let Some(left) = left {
+        nap = nap.min(left);
+    }
+    Some(nap)
+}
+
+/// A tiny xorshift generator for poll jitter; seeded from the token so that
+/// processes started together do not poll in lockstep.
+pub(crate) struct Jitter(u64);
+
+impl Jitter {
+    pub(crate) fn new(token: Token) -> Self {
+        let v = token.as_u128();
+        Self(((v >> 64) as u64 ^ v as u64) | 1)
+    }
+
+    fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.0 = x;
+        x
+    }
+
+    /// A duration uniformly drawn from [d/2, 3d/2).
+    pub(crate) fn around(&mut self, d: Duration) -> Duration {
+        let nanos = d.as_nanos().min(u64::MAX as u128) as u64;
+        if nanos < 2 {
+            return d;
+        }
+        Duration::from_nanos(nanos / 2 + self.next() % nanos)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_round_trip_and_differ() {
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..1000 {
+            let t = Token::new();
+            assert_eq!(Token::decode(t.encode().as_str()), Some(t));
+            assert!(seen.insert(t));
+        }
+        assert_eq!(Token::decode("short"), None);
+        assert_eq!(Token::decode("**********************"), None);
+    }
+
+    #[test]
+    fn jitter_stays_within_half_either_side() {
+        let mut j = Jitter::new(Token::new());
+        let d = Duration::from_millis(100);
+        for _ in 0..1000 {
+            let n = j.around(d);
+            assert!(
+                n >= Duration::from_millis(50) && n < Duration::from_millis(150),
+                "{n:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn next_poll_never_sleeps_past_the_deadline() {
+        let mut j = Jitter::new(Token::new());
+        let deadline = Instant::now() + Duration::from_millis(20);
+        let wait = Wait::new(Some(deadline), Duration::from_secs(5));
+        let nap = next_poll(&Busy::default(), wait, &mut j).expect("not yet past the deadline");
+        assert!(nap <= Duration::from_millis(20), "{nap:?}");
+        let past = Wait::new(
+            Some(Instant::now() - Duration::from_millis(1)),
+            Duration::from_secs(5),
+        );
+        assert_eq!(next_poll(&Busy::default(), past, &mut j), None);
+    }
+
+    #[test]
+    fn next_poll_wakes_when_the_lease_ends() {
+        let mut j = Jitter::new(Token::new());
+        let wait = Wait::new(None, Duration::from_secs(5));
+        let busy = Busy::new(Some(Duration::from_millis(3)));
+        let nap = next_poll(&busy, wait, &mut j).expect("no deadline");
+        assert!(nap <= Duration::from_millis(4), "{nap:?}");
+    }
+}

@@ -1,0 +1,339 @@
+//! The one error type of the crate, [`LockError`], and the error a backend
+//! reports, [`BackendError`]. Every variant says when it happens and what to do.
+
+use std::error::Error as StdError;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Everything that can go wrong when taking, holding or giving back a lock.
+///
+/// Match on the variants, or use the predicates ([`is_busy`](Self::is_busy),
+/// [`is_timeout`](Self::is_timeout), ...). The enum is `#[non_exhaustive]`:
+/// keep a `_` arm.
+///
+/// ```
+/// use lock_runtime::{Lock, LockError};
+///
+/// let held = Lock::new("invoice-42").acquire().unwrap();
+/// match Lock::new("invoice-42").wait(false).acquire() {
+///     Err(LockError::Busy { key, .. }) => assert_eq!(key, "invoice-42"),
+///     other => panic!("expected Busy, got {other:?}"),
+/// }
+/// drop(held);
+/// ```
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum LockError {
+    /// The lock is held by another owner and the request did not wait
+    /// (`wait = false`, or [`Lock::try_acquire`](crate::Lock::try_acquire)'s
+    /// error-raising twin). The seeds call this `LockActiveError`.
+    ///
+    /// What to do: retry later, wait (`wait = true`), or skip the work
+    /// (`raise = false`, `#[once]`).
+    #[error("lock `{key}` (alias `{alias}`) is held by another owner")]
+    Busy {
+        /// The lock's key, without the alias prefix.
+        key: String,
+        /// The alias the lock was requested on.
+        alias: String,
+    },
+
+    /// The lock stayed busy for the whole of `wait_for` (`wait_for_ms`).
+    ///
+    /// What to do: raise `wait_for`, or treat it like [`LockError::Busy`].
+    #[error("gave up waiting for lock `{key}` (alias `{alias}`) after {} ms", waited.as_millis())]
+    Timeout {
+        /// The lock's key, without the alias prefix.
+        key: String,
+        /// The alias the lock was requested on.
+        alias: String,
+        /// How long the request waited before giving up.
+        waited: Duration,
+    },
+
+    /// The alias named in `alias = "..."` is not configured.
+    ///
+    /// What to do: add it to [`registry::configure`](crate::registry::configure),
+    /// or fix the spelling; `known` lists what exists.
+    #[error("unknown lock alias `{name}`; configured aliases: {}", known.join(", "))]
+    UnknownAlias {
+        /// The name that was asked for.
+        name: String,
+        /// The aliases that are configured, sorted.
+        known: Vec<String>,
+    },
+
+    /// A release or extend found that this guard no longer owns the lock: its
+    /// lease ran out and somebody else took it, it was stolen with
+    /// `steal_after`, or it was deleted behind the holder's back.
+    ///
+    /// What to do: the work done under the lock may have overlapped with
+    /// another holder's. Use a longer `expire`, let the lease renew itself
+    /// (no `expire`), or check [`LockGuard::is_lost`](crate::LockGuard::is_lost).
+    #[error("lock `{key}` (alias `{alias}`) is no longer held by this owner")]
+    NotHeld {
+        /// The lock's key, without the alias prefix.
+        key: String,
+        /// The alias the lock was requested on.
+        alias: String,
+    },
+
+    /// The options of a lock request contradict each other or are out of range
+    /// (a zero duration, `wait(false)` with `wait_for`, `delete_on_exit(false)`
+    /// without `expire`, ...). The macros catch these at compile time; the
+    /// builder reports them here.
+    ///
+    /// What to do: change the option named in `reason`.
+    #[error("invalid lock options: {reason}")]
+    InvalidOptions {
+        /// Which option is wrong and what to write instead.
+        reason: String,
+    },
+
+    /// An alias configuration could not be used: a malformed URL, an unknown
+    /// scheme, an out-of-range setting, or a backend whose cargo feature is off.
+    /// Reported by [`registry::configure`](crate::registry::configure), never
+    /// at first use.
+    ///
+    /// What to do: fix the alias named in `alias` as `reason` says.
+    #[error("invalid configuration for lock alias `{alias}`: {reason}")]
+    Config {
+        /// The alias whose configuration is wrong.
+        alias: String,
+        /// What is wrong and how to fix it.
+        reason: String,
+    },
+
+    /// The backend failed: unreachable, timed out, or answered something
+    /// unexpected. The lock was not acquired (or, for a release, may still
+    /// be held until its lease runs out).
+    ///
+    /// What to do: see `source`; [`BackendError::kind`] says whether it was a
+    /// connection failure, a timeout or a protocol error.
+    #[error("lock backend `{alias}` failed to {op} lock `{key}`: {source}")]
+    Backend {
+        /// The alias whose backend failed.
+        alias: String,
+        /// The lock's key, without the alias prefix.
+        key: String,
+        /// What the runtime was doing.
+        op: Operation,
+        /// The backend's own error.
+        #[source]
+        source: BackendError,
+    },
+}
+
+impl LockError {
+    /// True for [`LockError::Busy`].
+    pub fn is_busy(&self) -> bool {
+        matches!(self, Self::Busy { .. })
+    }
+
+    /// True for [`LockError::Timeout`].
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, Self::Timeout { .. })
+    }
+
+    /// True for [`LockError::NotHeld`].
+    pub fn is_not_held(&self) -> bool {
+        matches!(self, Self::NotHeld { .. })
+    }
+
+    /// True for [`LockError::Backend`].
+    pub fn is_backend(&self) -> bool {
+        matches!(self, Self::Backend { .. })
+    }
+
+    /// True when the lock was simply taken by someone else: [`LockError::Busy`]
+    /// or [`LockError::Timeout`]. `#[once]` and `raise = false` skip quietly
+    /// on these and report everything else through `tracing`.
+    pub fn is_contention(&self) -> bool {
+        self.is_busy() || self.is_timeout()
+    }
+
+    /// The lock key this error is about, when it is about one.
+    pub fn key(&self) -> Option<&str> {
+        match self {
+            Self::Busy { key, .. }
+            | Self::Timeout { key, .. }
+            | Self::NotHeld { key, .. }
+            | Self::Backend { key, .. } => Some(key),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn invalid(reason: impl Into<String>) -> Self {
+        Self::InvalidOptions {
+            reason: reason.into(),
+        }
+    }
+}
+
+/// What the runtime was doing when a backend failed; part of
+/// [`LockError::Backend`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Operation {
+    /// Taking the lock (including waiting for it).
+    Acquire,
+    /// Giving the lock back.
+    Release,
+    /// Renewing the lease.
+    Extend,
+}
+
+impl fmt::Display for Operation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Acquire => "acquire",
+            Self::Release => "release",
+            Self::Extend => "extend",
+        })
+    }
+}
+
+/// The kind of a [`BackendError`], for deciding whether to retry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum BackendErrorKind {
+    /// The store could not be reached (refused, reset, DNS, TLS). Retrying
+    /// after the store comes back works.
+    Connection,
+    /// The store did not answer within the alias's timeout.
+    Timeout,
+    /// The store answered, but not as expected (a script error, a reply of the
+    /// wrong type, a read-only replica, ...). Usually a deployment problem.
+    Protocol,
+    /// Fewer nodes than a majority of a quorum alias granted the request; the
+    /// message lists each node's outcome.
+    Quorum,
+    /// Anything else a custom backend reports.
+    Other,
+}
+
+/// The error a [`Backend`](crate::backend::Backend) returns. It carries a
+/// [`BackendErrorKind`] and the store's own error as its source, and it is
+/// cheap to clone.
+///
+/// ```
+/// use lock_runtime::backend::{BackendError, BackendErrorKind};
+///
+/// let e = BackendError::new(BackendErrorKind::Timeout, "no reply within 2s");
+/// assert!(e.is_timeout());
+/// assert_eq!(e.to_string(), "timeout: no reply within 2s");
+/// ```
+#[derive(Clone)]
+pub struct BackendError {
+    kind: BackendErrorKind,
+    source: Arc<dyn StdError + Send + Sync>,
+}
+
+impl BackendError {
+    /// Wraps any error (or message) with its kind.
+    pub fn new(kind: BackendErrorKind, error: impl Into<Box<dyn StdError + Send + Sync>>) -> Self {
+        Self {
+            kind,
+            source: Arc::from(error.into()),
+        }
+    }
+
+    /// What kind of failure this is.
+    pub fn kind(&self) -> BackendErrorKind {
+        self.kind
+    }
+
+    /// True for [`BackendErrorKind::Timeout`].
+    pub fn is_timeout(&self) -> bool {
+        self.kind == BackendErrorKind::Timeout
+    }
+
+    /// True for [`BackendErrorKind::Connection`].
+    pub fn is_connection(&self) -> bool {
+        self.kind == BackendErrorKind::Connection
+    }
+
+    /// The store's own error.
+    pub fn inner(&self) -> &(dyn StdError + Send + Sync + 'static) {
+        &*self.source
+    }
+}
+
+impl fmt::Debug for BackendError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BackendError")
+            .field("kind", &self.kind)
+            .field("source", &self.source)
+            .finish()
+    }
+}
+
+impl fmt::Display for BackendError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = match self.kind {
+            BackendErrorKind::Connection => "connection failed",
+            BackendErrorKind::Timeout => "timeout",
+            BackendErrorKind::Protocol => "unexpected reply",
+            BackendErrorKind::Quorum => "no quorum",
+            BackendErrorKind::Other => "error",
+        };
+        write!(f, "{kind}: {}", self.source)
+    }
+}
+
+impl StdError for BackendError {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        Some(&*self.source)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_alias_lists_the_known_ones() {
+        let e = LockError::UnknownAlias {
+            name: "cache".into(),
+            known: vec!["default".into(), "redis".into()],
+        };
+        assert_eq!(
+            e.to_string(),
+            "unknown lock alias `cache`; configured aliases: default, redis"
+        );
+        assert_eq!(e.key(), None);
+    }
+
+    #[test]
+    fn backend_error_keeps_its_source() {
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        let e = LockError::Backend {
+            alias: "shared".into(),
+            key: "k".into(),
+            op: Operation::Acquire,
+            source: BackendError::new(BackendErrorKind::Connection, io),
+        };
+        assert!(e.is_backend() && !e.is_contention());
+        assert_eq!(
+            e.to_string(),
+            "lock backend `shared` failed to acquire lock `k`: connection failed: refused"
+        );
+        let src = StdError::source(&e).expect("a source");
+        assert_eq!(src.to_string(), "connection failed: refused");
+    }
+
+    #[test]
+    fn timeout_says_how_long_it_waited() {
+        let e = LockError::Timeout {
+            key: "k".into(),
+            alias: "default".into(),
+            waited: Duration::from_millis(250),
+        };
+        assert!(e.is_timeout() && e.is_contention());
+        assert_eq!(
+            e.to_string(),
+            "gave up waiting for lock `k` (alias `default`) after 250 ms"
+        );
+    }
+}

@@ -1,0 +1,58 @@
+//! Named locks for sync and async Rust: `#[lock]` makes a function run by one
+//! holder at a time, across threads, tasks, processes and machines.
+//!
+//! ```
+//! use lock_runtime::{lock, once, LockError};
+//!
+//! #[derive(Debug)]
+//! enum AppError { Lock(LockError) }
+//! impl From<LockError> for AppError {
+//!     fn from(e: LockError) -> Self { AppError::Lock(e) }
+//! }
+//!
+//! struct User { id: u64 }
+//!
+//! #[lock("report-<user.id>", wait = false)]
+//! fn build_report(user: &User) -> Result<String, AppError> {
+//!     Ok(format!("report for {}", user.id))
+//! }
+//!
+//! #[once("nightly-<job>")]
+//! fn nightly(job: &str) -> usize {
+//!     job.len()
+//! }
+//!
+//! assert_eq!(build_report(&User { id: 7 }).unwrap(), "report for 7");
+//! assert_eq!(nightly("reindex"), Some(7));
+//! ```
+//!
+//! # Map of the crate
+//! - [`lock`] and [`once`]: the attributes (see their docs for every option).
+//! - [`Lock`] / [`LockGuard`]: the builder and RAII guard the attributes use,
+//!   for locking a block of code by hand.
+//! - [`LockError`]: the one error type; every variant says what to do.
+//! - [`registry`]: named backend aliases, configured at start-up (or from
+//!   environment variables); `default` is the embedded memory store.
+//! - [`backend`]: the [`Backend`](backend::Backend) trait for stores, the
+//!   [memory store](backend::memory) and, with the `redis` feature (on by
+//!   default), the [Redis store](backend::redis).
+//!
+//! # Cargo features
+//! - `redis` (default): the Redis backend, on the `redis` crate and a small
+//!   private `tokio` runtime for its I/O.
+
+#![warn(missing_docs)]
+
+pub mod backend;
+mod error;
+mod lock;
+pub mod registry;
+mod watchdog;
+
+#[doc(hidden)]
+#[path = "private.rs"]
+pub mod __private;
+
+pub use error::{LockError, Operation};
+pub use lock::{Lock, LockGuard};
+pub use lock_macros::{lock, once};

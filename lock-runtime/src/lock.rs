@@ -1,0 +1,634 @@
+//! The lock builder, [`Lock`], and the RAII guard it returns, [`LockGuard`]:
+//! the low-level form of what `#[lock]` generates.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::backend::{Acquired, Attempt, Request, Token, Wait};
+use crate::error::{LockError, Operation};
+use crate::registry::{self, Alias, DEFAULT_ALIAS};
+use crate::watchdog::{Status, drift};
+
+/// A lock request: a key, an alias and options. Build it, then
+/// [`acquire`](Self::acquire) it (or [`acquire_async`](Self::acquire_async),
+/// [`try_acquire`](Self::try_acquire)). The same `Lock` can be acquired again.
+///
+/// | option | default | meaning |
+/// |---|---|---|
+/// | [`alias`](Self::alias) | `"default"` | which configured store |
+/// | [`wait`](Self::wait) | `true` | wait while busy, or fail with [`LockError::Busy`] |
+/// | [`wait_for`](Self::wait_for) | forever | give up with [`LockError::Timeout`] after this long |
+/// | [`expire`](Self::expire) | the alias's lease | fixed lease; without it a leased store renews the lease while the guard lives |
+/// | [`steal_after`](Self::steal_after) | never | take over a lock held at least this long |
+/// | [`delete_on_exit`](Self::delete_on_exit) | `true` | release when the guard drops; `false` keeps the key until `expire` |
+/// | [`fair`](Self::fair) | `false` | serve waiters in arrival order |
+///
+/// ```
+/// use std::time::Duration;
+/// use lock_runtime::Lock;
+///
+/// let lock = Lock::new("nightly-report").wait_for(Duration::from_millis(500));
+/// let guard = lock.acquire().unwrap();
+/// assert_eq!(guard.key(), "nightly-report");
+/// assert!(lock.try_acquire().unwrap().is_none(), "held until the guard drops");
+/// drop(guard);
+/// assert!(lock.try_acquire().unwrap().is_some());
+/// ```
+#[derive(Clone, Debug)]
+#[must_use = "a Lock does nothing until it is acquired"]
+pub struct Lock {
+    key: Cow<'static, str>,
+    alias: Cow<'static, str>,
+    expire: Option<Duration>,
+    wait: bool,
+    wait_for: Option<Duration>,
+    steal_after: Option<Duration>,
+    delete_on_exit: bool,
+    fair: bool,
+}
+
+impl Lock {
+    /// A lock on `key`, with the defaults in the table above.
+    pub fn new(key: impl Into<Cow<'static, str>>) -> Self {
+        Self {
+            key: key.into(),
+            alias: Cow::Borrowed(DEFAULT_ALIAS),
+            expire: None,
+            wait: true,
+            wait_for: None,
+            steal_after: None,
+            delete_on_exit: true,
+            fair: false,
+        }
+    }
+
+    /// Takes the lock from the store configured as `alias`.
+    pub fn alias(mut self, alias: impl Into<Cow<'static, str>>) -> Self {
+        self.alias = alias.into();
+        self
+    }
+
+    /// A fixed lease: the lock frees itself this long after it was taken,
+    /// unless [extended](LockGuard::extend). Without it, stores that need a
+    /// lease use the alias's and renew it while the guard lives.
+    pub fn expire(mut self, lease: Duration) -> Self {
+        self.expire = Some(lease);
+        self
+    }
+
+    /// Whether to wait while the lock is busy (default `true`). With `false`,
+    /// [`acquire`](Self::acquire) fails at once with [`LockError::Busy`].
+    pub fn wait(mut self, wait: bool) -> Self {
+        self.wait = wait;
+        self
+    }
+
+    /// Waits at most this long, then fails with [`LockError::Timeout`].
+    pub fn wait_for(mut self, limit: Duration) -> Self {
+        self.wait_for = Some(limit);
+        self
+    }
+
+    /// Takes over a lock whose holder has held it at least this long
+    /// (djangae's `steal_after_ms`), judged by the store's clock.
+    pub fn steal_after(mut self, age: Duration) -> Self {
+        self.steal_after = Some(age);
+        self
+    }
+
+    /// Whether dropping the guard releases the lock (default `true`). With
+    /// `false` the key stays held until its lease ends, so `expire` is
+    /// required: a "run at most once per period" lock.
+    pub fn delete_on_exit(mut self, delete: bool) -> Self {
+        self.delete_on_exit = delete;
+        self
+    }
+
+    /// Serves waiters in arrival order instead of letting a newcomer take a
+    /// just-released lock first.
+    pub fn fair(mut self, fair: bool) -> Self {
+        self.fair = fair;
+        self
+    }
+
+    /// The key, without the alias prefix.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    fn check(&self) -> Result<(), LockError> {
+        if self.key.is_empty() {
+            return Err(LockError::invalid(
+                "the lock key is empty: give the lock a name",
+            ));
+        }
+        for (name, d) in [
+            ("expire", self.expire),
+            ("wait_for", self.wait_for),
+            ("steal_after", self.steal_after),
+        ] {
+            if d == Some(Duration::ZERO) {
+                return Err(LockError::invalid(format!(
+                    "`{name}` must be greater than zero"
+                )));
+            }
+        }
+        if !self.wait && self.wait_for.is_some() {
+            return Err(LockError::invalid(
+                "`wait(false)` never waits, so `wait_for` has no effect: remove one of them",
+            ));
+        }
+        if !self.delete_on_exit && self.expire.is_none() {
+            return Err(LockError::invalid(
+                "`delete_on_exit(false)` keeps the lock until its lease ends, so it needs `expire(...)`",
+            ));
+        }
+        Ok(())
+    }
+
+    fn prepare(&self) -> Result<Prepared, LockError> {
+        self.check()?;
+        let alias = registry::alias(&self.alias)?;
+        let lease = self.expire.or(alias.0.lease);
+        let mut key = String::with_capacity(alias.0.prefix.len() + self.key.len());
+        key.push_str(&alias.0.prefix);
+        key.push_str(&self.key);
+        Ok(Prepared {
+            alias,
+            key,
+            lease,
+            token: Token::new(),
+        })
+    }
+
+    fn request<'a>(&self, p: &'a Prepared) -> Request<'a> {
+        Request::new(&p.key)
+            .token(p.token)
+            .lease(p.lease)
+            .steal_after(self.steal_after)
+            .fair(self.fair)
+    }
+
+    fn wait_spec(&self, p: &Prepared, sent: Instant) -> Wait {
+        Wait::new(self.wait_for.map(|d| sent + d), p.alias.0.poll_interval)
+    }
+
+    /// Takes the lock, waiting as the options say. Blocks the thread; needs
+    /// no async runtime.
+    ///
+    /// Errors: [`LockError::Busy`] (with `wait(false)`), [`LockError::Timeout`],
+    /// [`LockError::UnknownAlias`], [`LockError::InvalidOptions`],
+    /// [`LockError::Backend`].
+    pub fn acquire(&self) -> Result<LockGuard, LockError> {
+        let p = self.prepare()?;
+        let req = self.request(&p);
+        let sent = Instant::now();
+        let backend = p.alias.backend();
+        let outcome = if self.wait {
+            backend.acquire(&req, self.wait_spec(&p, sent))
+        } else {
+            backend.try_acquire(&req).map(granted)
+        };
+        self.finish(p, outcome, sent, false, self.wait)
+    }
+
+    /// The async form of [`acquire`](Self::acquire). Waiting never blocks the
+    /// executor, and works on any async runtime. If the future is dropped
+    /// part-way, nothing stays locked.
+    pub async fn acquire_async(&self) -> Result<LockGuard, LockError> {
+        let p = self.prepare()?;
+        let req = self.request(&p);
+        let sent = Instant::now();
+        let backend = p.alias.backend();
+        let outcome = if self.wait {
+            backend.acquire_async(&req, self.wait_spec(&p, sent)).await
+        } else {
+            backend.try_acquire_async(&req).await.map(granted)
+        };
+        self.finish(p, outcome, sent, true, self.wait)
+    }
+
+    /// One attempt, never waiting: `Ok(None)` when the lock is busy (djangae's
+    /// `acquire(wait=False)` returning `None`).
+    pub fn try_acquire(&self) -> Result<Option<LockGuard>, LockError> {
+        let p = self.prepare()?;
+        let req = self.request(&p);
+        let sent = Instant::now();
+        let outcome = p.alias.backend().try_acquire(&req).map(granted);
+        self.finish(p, outcome, sent, false, false)
+            .map(Some)
+            .or_else(busy_is_none)
+    }
+
+    /// The async form of [`try_acquire`](Self::try_acquire).
+    pub async fn try_acquire_async(&self) -> Result<Option<LockGuard>, LockError> {
+        let p = self.prepare()?;
+        let req = self.request(&p);
+        let sent = Instant::now();
+        let outcome = p.alias.backend().try_acquire_async(&req).await.map(granted);
+        self.finish(p, outcome, sent, true, false)
+            .map(Some)
+            .or_else(busy_is_none)
+    }
+
+    fn finish(
+        &self,
+        p: Prepared,
+        outcome: Result<Option<Acquired>, crate::backend::BackendError>,
+        sent: Instant,
+        detached: bool,
+        waited: bool,
+    ) -> Result<LockGuard, LockError> {
+        let acquired = match outcome {
+            Ok(Some(a)) => a,
+            Ok(None) if waited => {
+                return Err(LockError::Timeout {
+                    key: self.key.to_string(),
+                    alias: p.alias.name().to_owned(),
+                    waited: sent.elapsed(),
+                });
+            }
+            Ok(None) => {
+                return Err(LockError::Busy {
+                    key: self.key.to_string(),
+                    alias: p.alias.name().to_owned(),
+                });
+            }
+            Err(source) => {
+                return Err(LockError::Backend {
+                    alias: p.alias.name().to_owned(),
+                    key: self.key.to_string(),
+                    op: Operation::Acquire,
+                    source,
+                });
+            }
+        };
+        let start = acquired.sent_at.unwrap_or(sent);
+        let status = match (self.expire, p.lease) {
+            (None, Some(lease)) => Some(p.alias.0.watchdog.watch(
+                Arc::clone(p.alias.backend()),
+                p.alias.name(),
+                &p.key,
+                p.token,
+                lease,
+                start,
+            )),
+            _ => None,
+        };
+        Ok(LockGuard {
+            prefix_len: p.alias.0.prefix.len(),
+            valid_until: p.lease.map(|l| start + l.saturating_sub(drift(l))),
+            alias: p.alias,
+            key: p.key,
+            token: p.token,
+            fencing: acquired.fencing,
+            delete_on_exit: self.delete_on_exit,
+            detached,
+            status,
+            released: false,
+        })
+    }
+}
+
+fn granted(a: Attempt) -> Option<Acquired> {
+    match a {
+        Attempt::Acquired(a) => Some(a),
+        Attempt::Busy(_) => None,
+    }
+}
+
+fn busy_is_none(e: LockError) -> Result<Option<LockGuard>, LockError> {
+    if e.is_busy() { Ok(None) } else { Err(e) }
+}
+
+struct Prepared {
+    alias: Alias,
+    key: String,
+    lease: Option<Duration>,
+    token: Token,
+}
+
+/// Proof that a lock is held; dropping it releases the lock (unless
+/// `delete_on_exit(false)`).
+///
+/// [`release`](Self::release) gives the lock back and reports what happened;
+/// a drop reports failures through `tracing` instead. Release and
+/// [`extend`](Self::extend) act only while this guard's token still owns the
+/// lock, so a guard whose lease ran out can never free the next holder's lock.
+///
+/// ```
+/// use std::time::Duration;
+/// use lock_runtime::{Lock, LockError};
+///
+/// let mut guard = Lock::new("ledger").expire(Duration::from_secs(5)).acquire().unwrap();
+/// assert!(guard.remaining().unwrap() <= Duration::from_secs(5));
+/// guard.extend(Duration::from_secs(60)).unwrap();
+/// assert!(guard.remaining().unwrap() > Duration::from_secs(5));
+/// assert!(!guard.is_lost());
+/// guard.release().unwrap();
+/// ```
+#[must_use = "the lock is released as soon as the guard is dropped"]
+pub struct LockGuard {
+    alias: Alias,
+    /// The prefixed key as the store knows it.
+    key: String,
+    prefix_len: usize,
+    token: Token,
+    fencing: Option<u64>,
+    /// For fixed leases: until when the lock surely is ours.
+    valid_until: Option<Instant>,
+    delete_on_exit: bool,
+    /// Taken through an async call: a drop must not block the thread.
+    detached: bool,
+    /// Shared with the watchdog that renews the lease.
+    status: Option<Arc<Status>>,
+    released: bool,
+}
+
+impl fmt::Debug for LockGuard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LockGuard")
+            .field("alias", &self.alias.name())
+            .field("key", &self.key())
+            .field("token", &self.token)
+            .field("fencing_token", &self.fencing)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LockGuard {
+    /// The lock's key, without the alias prefix.
+    pub fn key(&self) -> &str {
+        &self.key[self.prefix_len..]
+    }
+
+    /// The alias the lock was taken from.
+    pub fn alias(&self) -> &str {
+        self.alias.name()
+    }
+
+    /// The owner token of this acquisition.
+    pub fn token(&self) -> Token {
+        self.token
+    }
+
+    /// A number strictly greater than that of every earlier acquisition of
+    /// this key on this store, for stores that keep one (the memory store
+    /// does): hand it to the resource you protect so it can reject writes
+    /// from a holder whose lock has since passed to someone else.
+    pub fn fencing_token(&self) -> Option<u64> {
+        self.fencing
+    }
+
+    /// How long the lock is surely still held: the lease left, measured on
+    /// the monotonic clock from when the acquiring request was sent, minus a
+    /// drift allowance. `None` for a lock with no lease (held until released).
+    pub fn remaining(&self) -> Option<Duration> {
+        let until = match &self.status {
+            Some(s) => s.valid_until(),
+            None => self.valid_until?,
+        };
+        Some(until.saturating_duration_since(Instant::now()))
+    }
+
+    /// True once the lock can no longer be counted on: its lease ran out, a
+    /// renewal found it gone, or the store stayed unreachable past the lease.
+    pub fn is_lost(&self) -> bool {
+        match &self.status {
+            Some(s) => s.is_lost(),
+            None => self.valid_until.is_some_and(|u| Instant::now() >= u),
+        }
+    }
+
+    fn error(&self, op: Operation, source: crate::backend::BackendError) -> LockError {
+        LockError::Backend {
+            alias: self.alias.name().to_owned(),
+            key: self.key().to_owned(),
+            op,
+            source,
+        }
+    }
+
+    fn not_held(&self) -> LockError {
+        LockError::NotHeld {
+            alias: self.alias.name().to_owned(),
+            key: self.key().to_owned(),
+        }
+    }
+
+    /// Sets the lease to `lease` from now.
+    ///
+    /// Errors: [`LockError::NotHeld`] when the lock is no longer ours,
+    /// [`LockError::InvalidOptions`] for a zero lease, [`LockError::Backend`].
+    pub fn extend(&mut self, lease: Duration) -> Result<(), LockError> {
+        if lease.is_zero() {
+            return Err(LockError::invalid(
+                "`extend` needs a lease greater than zero",
+            ));
+        }
+        let sent = Instant::now();
+        match self.alias.backend().extend(&self.key, self.token, lease) {
+            Ok(true) => {
+                self.extended(sent, lease);
+                Ok(())
+            }
+            Ok(false) => Err(self.not_held()),
+            Err(e) => Err(self.error(Operation::Extend, e)),
+        }
+    }
+
+    /// The async form of [`extend`](Self::extend).
+    pub async fn extend_async(&mut self, lease: Duration) -> Result<(), LockError> {
+        if lease.is_zero() {
+            return Err(LockError::invalid(
+                "`extend` needs a lease greater than zero",
+            ));
+        }
+        let sent = Instant::now();
+        match self
+            .alias
+            .backend()
+            .extend_async(&self.key, self.token, lease)
+            .await
+        {
+            Ok(true) => {
+                self.extended(sent, lease);
+                Ok(())
+            }
+            Ok(false) => Err(self.not_held()),
+            Err(e) => Err(self.error(Operation::Extend, e)),
+        }
+    }
+
+    fn extended(&mut self, sent: Instant, lease: Duration) {
+        let until = sent + lease.saturating_sub(drift(lease));
+        match &self.status {
+            // The watchdog keeps renewing with the alias lease from here on.
+            Some(_) => {}
+            None => self.valid_until = Some(until),
+        }
+    }
+
+    /// Gives the lock back now and says whether it was still ours.
+    ///
+    /// Errors: [`LockError::NotHeld`] when the lease had run out or the lock
+    /// was taken over (nothing of the new holder's is touched),
+    /// [`LockError::Backend`] when the store failed (the lock then frees
+    /// itself when its lease ends).
+    pub fn release(mut self) -> Result<(), LockError> {
+        self.released = true;
+        if let Some(s) = &self.status {
+            s.mark_released();
+        }
+        match self.alias.backend().release(&self.key, self.token) {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(self.not_held()),
+            Err(e) => Err(self.error(Operation::Release, e)),
+        }
+    }
+
+    /// The async form of [`release`](Self::release).
+    pub async fn release_async(mut self) -> Result<(), LockError> {
+        self.released = true;
+        if let Some(s) = &self.status {
+            s.mark_released();
+        }
+        match self
+            .alias
+            .backend()
+            .release_async(&self.key, self.token)
+            .await
+        {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(self.not_held()),
+            Err(e) => Err(self.error(Operation::Release, e)),
+        }
+    }
+}
+
+impl Drop for LockGuard {
+    fn drop(&mut self) {
+        if self.released {
+            return;
+        }
+        if let Some(s) = &self.status {
+            s.mark_released();
+        }
+        if !self.delete_on_exit {
+            return;
+        }
+        let backend = self.alias.backend();
+        if self.detached {
+            backend.release_detached(&self.key, self.token);
+            return;
+        }
+        match backend.release(&self.key, self.token) {
+            Ok(true) => {}
+            Ok(false) => tracing::warn!(
+                alias = self.alias.name(),
+                key = self.key(),
+                "lock was no longer held when its guard was dropped"
+            ),
+            Err(e) => tracing::error!(
+                alias = self.alias.name(),
+                key = self.key(),
+                error = %e,
+                "releasing a dropped lock guard failed; the lock frees itself when its lease ends"
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_are_checked_before_anything_happens() {
+        let cases = [
+            (Lock::new(""), "the lock key is empty"),
+            (
+                Lock::new("k").expire(Duration::ZERO),
+                "`expire` must be greater than zero",
+            ),
+            (
+                Lock::new("k").wait_for(Duration::ZERO),
+                "`wait_for` must be greater than zero",
+            ),
+            (
+                Lock::new("k").steal_after(Duration::ZERO),
+                "`steal_after` must be greater than zero",
+            ),
+            (
+                Lock::new("k").wait(false).wait_for(Duration::from_secs(1)),
+                "`wait(false)` never waits",
+            ),
+            (Lock::new("k").delete_on_exit(false), "needs `expire(...)`"),
+        ];
+        for (lock, msg) in cases {
+            let err = lock.acquire().unwrap_err();
+            assert!(matches!(err, LockError::InvalidOptions { .. }), "{err:?}");
+            assert!(err.to_string().contains(msg), "{err} does not say {msg}");
+        }
+    }
+
+    #[test]
+    fn unknown_alias_is_reported_with_the_known_ones() {
+        let err = Lock::new("k").alias("nowhere").acquire().unwrap_err();
+        match err {
+            LockError::UnknownAlias { name, known } => {
+                assert_eq!(name, "nowhere");
+                assert!(known.contains(&"default".to_owned()));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn wait_false_is_busy_and_wait_for_is_timeout() {
+        let held = Lock::new("lock-rs-busy").acquire().unwrap();
+        let err = Lock::new("lock-rs-busy").wait(false).acquire().unwrap_err();
+        assert!(err.is_busy(), "{err:?}");
+        let started = Instant::now();
+        let err = Lock::new("lock-rs-busy")
+            .wait_for(Duration::from_millis(30))
+            .acquire()
+            .unwrap_err();
+        assert!(err.is_timeout(), "{err:?}");
+        assert!(started.elapsed() >= Duration::from_millis(30));
+        assert_eq!(held.key(), "lock-rs-busy");
+    }
+
+    #[test]
+    fn release_of_an_expired_lock_is_not_held() {
+        let guard = Lock::new("lock-rs-expired")
+            .expire(Duration::from_millis(10))
+            .acquire()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+        assert!(guard.is_lost());
+        let next = Lock::new("lock-rs-expired").acquire().unwrap();
+        assert!(guard.release().unwrap_err().is_not_held());
+        assert!(
+            Lock::new("lock-rs-expired")
+                .try_acquire()
+                .unwrap()
+                .is_none(),
+            "the new holder kept its lock"
+        );
+        drop(next);
+    }
+
+    #[test]
+    fn keep_on_exit_holds_until_the_lease_ends() {
+        let lock = Lock::new("lock-rs-keep")
+            .expire(Duration::from_millis(40))
+            .delete_on_exit(false);
+        drop(lock.acquire().unwrap());
+        assert!(lock.try_acquire().unwrap().is_none());
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(lock.try_acquire().unwrap().is_some());
+    }
+}

@@ -1,0 +1,657 @@
+//! Named backend aliases, configured once at start-up the way Django projects
+//! name their caches in `CACHES`. Without any configuration the embedded
+//! in-memory store serves as the alias `default`.
+//!
+//! ```
+//! use std::time::Duration;
+//! use lock_runtime::registry::{self, AliasConfig};
+//!
+//! registry::configure([
+//!     ("default", AliasConfig::memory()),
+//!     ("reports", AliasConfig::memory().prefix("reports:").poll_interval(Duration::from_millis(20))),
+//! ])
+//! .unwrap();
+//! assert_eq!(registry::aliases(), ["default", "reports"]);
+//! assert_eq!(registry::alias("reports").unwrap().prefix(), "reports:");
+//! assert!(registry::alias("nope").unwrap_err().to_string().contains("default, reports"));
+//! ```
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use once_cell::sync::Lazy;
+
+use crate::backend::Backend;
+use crate::backend::memory::MemoryBackend;
+use crate::error::LockError;
+use crate::watchdog::Watchdog;
+
+/// The alias used when a lock names none.
+pub const DEFAULT_ALIAS: &str = "default";
+/// The key prefix of an alias that sets none (django-cache-lock's
+/// `DJANGOLOCK_PREFIX`).
+pub const DEFAULT_PREFIX: &str = "lock:";
+/// How often a backend that cannot be woken looks again at a busy lock
+/// (django-cache-lock's `DJANGOLOCK_SLEEP`), unless the alias sets its own.
+pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_millis(100);
+/// The lease of a lock on a shared store when neither the lock (`expire`) nor
+/// the alias sets one. Such a lock is renewed every third of it while held.
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(30);
+/// The prefix of the environment variables read by [`configure_from_env`].
+pub const ENV_PREFIX: &str = "LOCK_ALIAS_";
+
+/// How to build one alias: which store, and the alias settings.
+///
+/// Build it with a constructor ([`memory`](Self::memory),
+/// [`from_url`](Self::from_url), [`custom`](Self::custom), ...) and adjust it
+/// with the setters; [`configure`] checks it.
+///
+/// URL forms (settings may follow as a query string: `prefix`, `poll_ms`,
+/// `lease_ms`, `connect_timeout_ms`, `timeout_ms`):
+///
+/// | URL | store |
+/// |---|---|
+/// | `memory://` or `memory://NAME` | the in-process store called `NAME` (`default`) |
+/// | `redis://[user:password@]host[:port][/db]` | one Redis server (feature `redis`) |
+/// | `rediss://...` | the same over TLS, where the `redis` crate was built with TLS |
+/// | `redis+unix:///path/to/socket[?db=N]` | Redis over a Unix socket |
+///
+/// ```
+/// use std::time::Duration;
+/// use lock_runtime::registry::AliasConfig;
+///
+/// let cfg = AliasConfig::from_url("memory://jobs?prefix=jobs:&poll_ms=25").unwrap();
+/// assert_eq!(cfg.get_prefix(), "jobs:");
+/// assert_eq!(cfg.get_poll_interval(), Duration::from_millis(25));
+/// assert!(AliasConfig::from_url("ftp://x").is_err());
+/// ```
+#[derive(Clone)]
+pub struct AliasConfig {
+    pub(crate) store: Store,
+    pub(crate) prefix: String,
+    pub(crate) poll_interval: Duration,
+    pub(crate) lease: Option<Option<Duration>>,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) command_timeout: Duration,
+    /// Errors found while building (a bad URL), reported by [`configure`].
+    pub(crate) invalid: Option<String>,
+}
+
+#[derive(Clone)]
+pub(crate) enum Store {
+    Memory(String),
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    Redis(String),
+    Custom(Arc<dyn Backend>),
+}
+
+impl fmt::Debug for AliasConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let store = match &self.store {
+            Store::Memory(name) => format!("memory://{name}"),
+            Store::Redis(url) => redact(url),
+            Store::Custom(_) => "custom".to_owned(),
+        };
+        f.debug_struct("AliasConfig")
+            .field("store", &store)
+            .field("prefix", &self.prefix)
+            .field("poll_interval", &self.poll_interval)
+            .field("lease", &self.lease)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Hides the password of a URL for logs and `Debug`.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            match creds.find(':') {
+                Some(c) => format!("{}{}:***{}", &url[..s + 3], &creds[..c], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+impl AliasConfig {
+    fn with_store(store: Store) -> Self {
+        Self {
+            store,
+            prefix: DEFAULT_PREFIX.to_owned(),
+            poll_interval: DEFAULT_POLL_INTERVAL,
+            lease: None,
+            connect_timeout: Duration::from_secs(2),
+            command_timeout: Duration::from_secs(2),
+            invalid: None,
+        }
+    }
+
+    /// The in-process store called `default`: locks are shared by the
+    /// threads and tasks of this process. Its locks have no lease unless the
+    /// lock sets `expire` (a holder cannot die without its store).
+    pub fn memory() -> Self {
+        Self::memory_named(DEFAULT_ALIAS)
+    }
+
+    /// The in-process store called `name`; every alias naming it shares it.
+    pub fn memory_named(name: impl Into<String>) -> Self {
+        Self::with_store(Store::Memory(name.into()))
+    }
+
+    /// One Redis server, from a `redis://`, `rediss://` or `redis+unix://`
+    /// URL. Needs the `redis` feature (on by default). Nothing connects
+    /// until the first lock; a malformed URL fails [`configure`].
+    ///
+    /// ```
+    /// # #[cfg(feature = "redis")] {
+    /// use lock_runtime::registry::AliasConfig;
+    /// let cfg = AliasConfig::redis("redis://127.0.0.1:6379/2").prefix("app:");
+    /// assert_eq!(cfg.get_prefix(), "app:");
+    /// # }
+    /// ```
+    pub fn redis(url: impl Into<String>) -> Self {
+        Self::with_store(Store::Redis(url.into()))
+    }
+
+    /// Your own [`Backend`]. Its locks get [`DEFAULT_LEASE`] unless the
+    /// backend [supports unleased locks](Backend::supports_unleased) or the
+    /// alias sets [`default_lease`](Self::default_lease).
+    pub fn custom(backend: Arc<dyn Backend>) -> Self {
+        Self::with_store(Store::Custom(backend))
+    }
+
+    /// An alias from its URL (see the table above), settings included.
+    pub fn from_url(url: &str) -> Result<Self, LockError> {
+        let invalid = |reason: String| LockError::Config {
+            alias: String::new(),
+            reason,
+        };
+        let (base, query) = match url.split_once('?') {
+            Some((b, q)) => (b, Some(q)),
+            None => (url, None),
+        };
+        let (scheme, rest) = base.split_once("://").ok_or_else(|| {
+            invalid(format!(
+                "`{}` is not a URL: expected `scheme://...`",
+                redact(url)
+            ))
+        })?;
+        let mut cfg = match scheme {
+            "memory" => Self::memory_named(if rest.is_empty() {
+                DEFAULT_ALIAS
+            } else {
+                rest.trim_end_matches('/')
+            }),
+            "redis" | "rediss" | "redis+unix" | "unix" => {
+                // `db` stays in the query for unix sockets, where the crate reads it.
+                let mut kept = Vec::new();
+                let cfg_query = query
+                    .map(|q| split_query(q, &mut kept))
+                    .transpose()
+                    .map_err(invalid)?;
+                let base = if kept.is_empty() {
+                    base.to_owned()
+                } else {
+                    format!("{base}?{}", kept.join("&"))
+                };
+                let mut cfg = Self::redis(base);
+                if let Some(settings) = cfg_query {
+                    cfg = cfg.apply(&settings).map_err(invalid)?;
+                }
+                return Ok(cfg);
+            }
+            other => {
+                return Err(invalid(format!(
+                    "unknown scheme `{other}://`; expected memory://, redis://, rediss:// or redis+unix://"
+                )));
+            }
+        };
+        if let Some(q) = query {
+            let mut kept = Vec::new();
+            let settings = split_query(q, &mut kept).map_err(invalid)?;
+            if let Some(k) = kept.first() {
+                return Err(invalid(format!("unknown setting `{k}` for a memory alias")));
+            }
+            cfg = cfg.apply(&settings).map_err(invalid)?;
+        }
+        Ok(cfg)
+    }
+
+    fn apply(mut self, settings: &[(String, String)]) -> Result<Self, String> {
+        for (k, v) in settings {
+            let ms = || -> Result<Duration, String> {
+                match v.parse::<u64>() {
+                    Ok(0) | Err(_) => Err(format!(
+                        "`{k}={v}`: expected a positive number of milliseconds"
+                    )),
+                    Ok(n) => Ok(Duration::from_millis(n)),
+                }
+            };
+            match k.as_str() {
+                "prefix" => self.prefix = v.clone(),
+                "poll_ms" => self.poll_interval = ms()?,
+                "lease_ms" => self.lease = Some(Some(ms()?)),
+                "connect_timeout_ms" => self.connect_timeout = ms()?,
+                "timeout_ms" => self.command_timeout = ms()?,
+                _ => unreachable!("split_query keeps only known settings"),
+            }
+        }
+        Ok(self)
+    }
+
+    /// The prefix put before every key of this alias (default `lock:`), so
+    /// that aliases sharing a store never see each other's locks.
+    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// How often a waiter looks again when the store cannot wake it
+    /// (default 100 ms, with ±50% jitter).
+    pub fn poll_interval(mut self, interval: Duration) -> Self {
+        self.poll_interval = interval;
+        self
+    }
+
+    /// The lease of locks that set no `expire`. They are renewed every third
+    /// of it while held, so a crashed holder frees its lock within one lease.
+    /// Default: none for memory stores, [`DEFAULT_LEASE`] for the others.
+    pub fn default_lease(mut self, lease: Duration) -> Self {
+        self.lease = Some(Some(lease));
+        self
+    }
+
+    /// How long connecting to a network store may take (default 2 s).
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// How long one command to a network store may take (default 2 s).
+    pub fn command_timeout(mut self, timeout: Duration) -> Self {
+        self.command_timeout = timeout;
+        self
+    }
+
+    /// The configured prefix.
+    pub fn get_prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// The configured poll interval.
+    pub fn get_poll_interval(&self) -> Duration {
+        self.poll_interval
+    }
+
+    fn check(&self) -> Result<(), String> {
+        if let Some(reason) = &self.invalid {
+            return Err(reason.clone());
+        }
+        for (name, d) in [
+            ("poll_interval", self.poll_interval),
+            ("connect_timeout", self.connect_timeout),
+            ("command_timeout", self.command_timeout),
+        ] {
+            if d.is_zero() {
+                return Err(format!("`{name}` must be greater than zero"));
+            }
+        }
+        if self.lease == Some(Some(Duration::ZERO)) {
+            return Err("`default_lease` must be greater than zero".into());
+        }
+        Ok(())
+    }
+}
+
+/// Splits `a=b&c=d`, percent-decoding values; settings this crate knows are
+/// returned, anything else is pushed to `kept` (for the store's own URL).
+fn split_query(query: &str, kept: &mut Vec<String>) -> Result<Vec<(String, String)>, String> {
+    const KNOWN: [&str; 5] = [
+        "prefix",
+        "poll_ms",
+        "lease_ms",
+        "connect_timeout_ms",
+        "timeout_ms",
+    ];
+    let mut out = Vec::new();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        if KNOWN.contains(&k) {
+            out.push((k.to_owned(), percent_decode(v)?));
+        } else {
+            kept.push(pair.to_owned());
+        }
+    }
+    Ok(out)
+}
+
+fn percent_decode(s: &str) -> Result<String, String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' => {
+                let hex = s
+                    .get(i + 1..i + 3)
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+                    .ok_or_else(|| format!("bad percent-escape in `{s}`"))?;
+                out.push(hex);
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).map_err(|_| format!("`{s}` does not decode to UTF-8"))
+}
+
+/// A configured alias: its name, settings and store. Cheap to clone.
+///
+/// ```
+/// let default = lock_runtime::registry::alias("default").unwrap();
+/// assert_eq!(default.name(), "default");
+/// assert_eq!(default.prefix(), "lock:");
+/// ```
+#[derive(Clone)]
+pub struct Alias(pub(crate) Arc<AliasInner>);
+
+pub(crate) struct AliasInner {
+    pub(crate) name: String,
+    pub(crate) prefix: String,
+    pub(crate) poll_interval: Duration,
+    pub(crate) lease: Option<Duration>,
+    pub(crate) backend: Arc<dyn Backend>,
+    pub(crate) watchdog: Watchdog,
+}
+
+impl fmt::Debug for Alias {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Alias")
+            .field("name", &self.0.name)
+            .field("prefix", &self.0.prefix)
+            .field("poll_interval", &self.0.poll_interval)
+            .field("default_lease", &self.0.lease)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Alias {
+    fn build(name: &str, cfg: AliasConfig) -> Result<Self, LockError> {
+        let invalid = |reason: String| LockError::Config {
+            alias: name.to_owned(),
+            reason,
+        };
+        cfg.check().map_err(invalid)?;
+        let backend: Arc<dyn Backend> = match &cfg.store {
+            Store::Memory(store) => MemoryBackend::named(store),
+            Store::Custom(b) => Arc::clone(b),
+            #[cfg(feature = "redis")]
+            Store::Redis(url) => Arc::new(
+                crate::backend::redis::RedisBackend::open(
+                    url,
+                    cfg.connect_timeout,
+                    cfg.command_timeout,
+                )
+                .map_err(invalid)?,
+            ),
+            #[cfg(not(feature = "redis"))]
+            Store::Redis(_) => {
+                return Err(invalid(
+                    "Redis URLs need the `redis` feature of lock-runtime".into(),
+                ));
+            }
+        };
+        let lease = match cfg.lease {
+            Some(lease) => lease,
+            None if backend.supports_unleased() => None,
+            None => Some(DEFAULT_LEASE),
+        };
+        Ok(Self(Arc::new(AliasInner {
+            name: name.to_owned(),
+            prefix: cfg.prefix,
+            poll_interval: cfg.poll_interval,
+            lease,
+            backend,
+            watchdog: Watchdog::default(),
+        })))
+    }
+
+    /// The alias's name.
+    pub fn name(&self) -> &str {
+        &self.0.name
+    }
+
+    /// The prefix put before every key.
+    pub fn prefix(&self) -> &str {
+        &self.0.prefix
+    }
+
+    /// The poll interval of waiters that cannot be woken.
+    pub fn poll_interval(&self) -> Duration {
+        self.0.poll_interval
+    }
+
+    /// The lease of locks that set no `expire`; `None`: held until released.
+    pub fn default_lease(&self) -> Option<Duration> {
+        self.0.lease
+    }
+
+    /// The store behind the alias.
+    pub fn backend(&self) -> &Arc<dyn Backend> {
+        &self.0.backend
+    }
+}
+
+struct Registry {
+    default: Alias,
+    by_name: HashMap<String, Alias>,
+}
+
+static REGISTRY: Lazy<ArcSwap<Registry>> = Lazy::new(|| {
+    let default = Alias::build(DEFAULT_ALIAS, AliasConfig::memory())
+        .expect("the built-in default alias is valid");
+    ArcSwap::from_pointee(Registry {
+        by_name: HashMap::from([(DEFAULT_ALIAS.to_owned(), default.clone())]),
+        default,
+    })
+});
+
+/// Sets the aliases, replacing the whole set at once.
+///
+/// Every alias is checked (URL, settings) before anything changes; on error
+/// the previous set stays. `default` is the embedded memory store unless the
+/// set names it. Guards taken before keep working against the store they were
+/// taken from, and memory stores are shared by name, so reconfiguring never
+/// lets two holders into the same in-process lock.
+///
+/// ```
+/// use lock_runtime::registry::{self, AliasConfig};
+/// registry::configure([("jobs", AliasConfig::from_url("memory://jobs").unwrap())]).unwrap();
+/// assert_eq!(registry::aliases(), ["default", "jobs"]);
+/// ```
+pub fn configure<I, N>(aliases: I) -> Result<(), LockError>
+where
+    I: IntoIterator<Item = (N, AliasConfig)>,
+    N: Into<String>,
+{
+    let mut by_name = HashMap::new();
+    for (name, cfg) in aliases {
+        let name = name.into();
+        if name.is_empty() {
+            return Err(LockError::Config {
+                alias: name,
+                reason: "alias names cannot be empty".into(),
+            });
+        }
+        if by_name.contains_key(&name) {
+            return Err(LockError::Config {
+                alias: name,
+                reason: "the alias is named twice".into(),
+            });
+        }
+        let alias = Alias::build(&name, cfg)?;
+        by_name.insert(name, alias);
+    }
+    if !by_name.contains_key(DEFAULT_ALIAS) {
+        by_name.insert(
+            DEFAULT_ALIAS.to_owned(),
+            Alias::build(DEFAULT_ALIAS, AliasConfig::memory())?,
+        );
+    }
+    let default = by_name[DEFAULT_ALIAS].clone();
+    REGISTRY.store(Arc::new(Registry { default, by_name }));
+    Ok(())
+}
+
+/// Configures the aliases from environment variables `LOCK_ALIAS_<NAME>=<url>`
+/// (the alias is `<NAME>` in lower case; see [`AliasConfig`] for the URL
+/// forms). Returns the names it configured; with no such variable it changes
+/// nothing and returns an empty list.
+///
+/// ```
+/// // SAFETY: doc tests run their examples in a process of their own.
+/// unsafe { std::env::set_var("LOCK_ALIAS_BATCH", "memory://batch?prefix=batch:") };
+/// let names = lock_runtime::registry::configure_from_env().unwrap();
+/// assert_eq!(names, ["batch"]);
+/// assert_eq!(lock_runtime::registry::alias("batch").unwrap().prefix(), "batch:");
+/// ```
+pub fn configure_from_env() -> Result<Vec<String>, LockError> {
+    let mut found = Vec::new();
+    for (var, value) in std::env::vars_os() {
+        let Some(name) = var.to_str().and_then(|v| v.strip_prefix(ENV_PREFIX)) else {
+            continue;
+        };
+        let name = name.to_ascii_lowercase();
+        let value = value.into_string().map_err(|_| LockError::Config {
+            alias: name.clone(),
+            reason: format!(
+                "`{ENV_PREFIX}{}` is not valid UTF-8",
+                name.to_ascii_uppercase()
+            ),
+        })?;
+        let cfg = AliasConfig::from_url(&value).map_err(|e| match e {
+            LockError::Config { reason, .. } => LockError::Config {
+                alias: name.clone(),
+                reason,
+            },
+            other => other,
+        })?;
+        found.push((name, cfg));
+    }
+    if found.is_empty() {
+        return Ok(Vec::new());
+    }
+    found.sort_by(|a, b| a.0.cmp(&b.0));
+    let names = found.iter().map(|(n, _)| n.clone()).collect();
+    configure(found)?;
+    Ok(names)
+}
+
+/// The names of the configured aliases, sorted.
+pub fn aliases() -> Vec<String> {
+    let reg = REGISTRY.load();
+    let mut names: Vec<String> = reg.by_name.keys().cloned().collect();
+    names.sort();
+    names
+}
+
+/// Looks an alias up by name.
+pub fn alias(name: &str) -> Result<Alias, LockError> {
+    let reg = REGISTRY.load();
+    if name == DEFAULT_ALIAS {
+        return Ok(reg.default.clone());
+    }
+    reg.by_name.get(name).cloned().ok_or_else(|| {
+        let mut known: Vec<String> = reg.by_name.keys().cloned().collect();
+        known.sort();
+        LockError::UnknownAlias {
+            name: name.to_owned(),
+            known,
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_settings_are_parsed_and_checked() {
+        let cfg = AliasConfig::from_url("memory://?prefix=a%3Ab&poll_ms=5&lease_ms=1000").unwrap();
+        assert_eq!(cfg.prefix, "a:b");
+        assert_eq!(cfg.poll_interval, Duration::from_millis(5));
+        assert_eq!(cfg.lease, Some(Some(Duration::from_secs(1))));
+        let err = AliasConfig::from_url("memory://?poll_ms=0").unwrap_err();
+        assert!(
+            err.to_string().contains("positive number of milliseconds"),
+            "{err}"
+        );
+        let err = AliasConfig::from_url("memory://?colour=red").unwrap_err();
+        assert!(
+            err.to_string().contains("unknown setting `colour=red`"),
+            "{err}"
+        );
+        let err = AliasConfig::from_url("memory://?prefix=%zz").unwrap_err();
+        assert!(err.to_string().contains("percent-escape"), "{err}");
+    }
+
+    #[test]
+    fn bad_urls_are_config_errors() {
+        for url in ["", "localhost:6379", "mongodb://x", "memory:/x"] {
+            let err = AliasConfig::from_url(url).unwrap_err();
+            assert!(matches!(err, LockError::Config { .. }), "{url}: {err:?}");
+        }
+    }
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(
+            redact("redis://user:secret@host:1/0"),
+            "redis://user:***@host:1/0"
+        );
+        assert_eq!(redact("redis://host:1/0"), "redis://host:1/0");
+        let cfg = AliasConfig::redis("redis://:pw@h/1");
+        assert!(!format!("{cfg:?}").contains("pw"));
+    }
+
+    #[test]
+    fn zero_settings_are_rejected_at_configure() {
+        let err =
+            Alias::build("x", AliasConfig::memory().poll_interval(Duration::ZERO)).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid configuration for lock alias `x`: `poll_interval` must be greater than zero"
+        );
+    }
+
+    #[test]
+    fn memory_aliases_have_no_lease_and_custom_ones_do() {
+        let mem = Alias::build("m", AliasConfig::memory()).unwrap();
+        assert_eq!(mem.default_lease(), None);
+        let custom =
+            Alias::build("c", AliasConfig::custom(Arc::new(MemoryBackend::new()))).unwrap();
+        assert_eq!(
+            custom.default_lease(),
+            None,
+            "a custom store may support unleased locks"
+        );
+        let leased = Alias::build(
+            "l",
+            AliasConfig::memory().default_lease(Duration::from_secs(5)),
+        )
+        .unwrap();
+        assert_eq!(leased.default_lease(), Some(Duration::from_secs(5)));
+    }
+}
