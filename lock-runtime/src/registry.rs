@@ -105,7 +105,7 @@ impl fmt::Debug for AliasConfig {
 }
 
 /// Hides the password of a URL for logs and `Debug`.
-fn redact(url: &str) -> String {
+pub(crate) fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(s), Some(at)) if at > s => {
             let creds = &url[s + 3..at];
@@ -401,6 +401,7 @@ impl Alias {
             Store::Redis(url) => Arc::new(
                 crate::backend::redis::RedisBackend::open(
                     url,
+                    &cfg.prefix,
                     cfg.connect_timeout,
                     cfg.command_timeout,
                 )
