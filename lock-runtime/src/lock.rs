@@ -3,6 +3,7 @@
 
 use std::borrow::Cow;
 use std::fmt;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -118,6 +119,10 @@ impl Lock {
         &self.key
     }
 
+    pub(crate) fn waits(&self) -> bool {
+        self.wait
+    }
+
     fn check(&self) -> Result<(), LockError> {
         if self.key.is_empty() {
             return Err(LockError::invalid(
@@ -197,17 +202,28 @@ impl Lock {
     /// The async form of [`acquire`](Self::acquire). Waiting never blocks the
     /// executor, and works on any async runtime. If the future is dropped
     /// part-way, nothing stays locked.
-    pub async fn acquire_async(&self) -> Result<LockGuard, LockError> {
+    ///
+    /// The future owns a copy of the request, so it can be stored, spawned or
+    /// raced in `select!` without borrowing the `Lock`.
+    pub fn acquire_async(
+        &self,
+    ) -> impl Future<Output = Result<LockGuard, LockError>> + Send + 'static {
+        self.clone().into_acquire_async(self.wait)
+    }
+
+    /// Acquires asynchronously, consuming the request (no copy): what the
+    /// macros call. `wait == false` makes a single attempt.
+    pub(crate) async fn into_acquire_async(self, wait: bool) -> Result<LockGuard, LockError> {
         let p = self.prepare()?;
         let req = self.request(&p);
         let sent = Instant::now();
         let backend = p.alias.backend();
-        let outcome = if self.wait {
+        let outcome = if wait {
             backend.acquire_async(&req, self.wait_spec(&p, sent)).await
         } else {
             backend.try_acquire_async(&req).await.map(granted)
         };
-        self.finish(p, outcome, sent, true, self.wait)
+        self.finish(p, outcome, sent, true, wait)
     }
 
     /// One attempt, never waiting: `Ok(None)` when the lock is busy (djangae's
@@ -223,14 +239,11 @@ impl Lock {
     }
 
     /// The async form of [`try_acquire`](Self::try_acquire).
-    pub async fn try_acquire_async(&self) -> Result<Option<LockGuard>, LockError> {
-        let p = self.prepare()?;
-        let req = self.request(&p);
-        let sent = Instant::now();
-        let outcome = p.alias.backend().try_acquire_async(&req).await.map(granted);
-        self.finish(p, outcome, sent, true, false)
-            .map(Some)
-            .or_else(busy_is_none)
+    pub fn try_acquire_async(
+        &self,
+    ) -> impl Future<Output = Result<Option<LockGuard>, LockError>> + Send + 'static {
+        let attempt = self.clone().into_acquire_async(false);
+        async move { attempt.await.map(Some).or_else(busy_is_none) }
     }
 
     fn finish(

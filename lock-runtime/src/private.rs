@@ -13,7 +13,8 @@ pub fn acquire(lock: Lock) -> Result<LockGuard, LockError> {
 
 /// `raise = true` on an `async fn`.
 pub async fn acquire_async(lock: Lock) -> Result<LockGuard, LockError> {
-    lock.acquire_async().await
+    let wait = lock.waits();
+    lock.into_acquire_async(wait).await
 }
 
 /// `raise = false`: take the lock, or `None` when the body must be skipped.
@@ -23,7 +24,8 @@ pub fn acquire_or_skip(lock: Lock) -> Option<LockGuard> {
 
 /// `raise = false` on an `async fn`.
 pub async fn acquire_or_skip_async(lock: Lock) -> Option<LockGuard> {
-    skip_on_error(lock.acquire_async().await)
+    let wait = lock.waits();
+    skip_on_error(lock.into_acquire_async(wait).await)
 }
 
 /// Contention is the expected reason to skip and is logged at debug level;

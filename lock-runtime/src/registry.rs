@@ -516,6 +516,34 @@ where
     Ok(())
 }
 
+/// Adds one alias, or replaces the alias of that name, leaving the others as
+/// they are. The same checks as [`configure`] apply; on error nothing changes.
+///
+/// ```
+/// use lock_runtime::registry::{self, AliasConfig};
+/// registry::add("audit", AliasConfig::memory_named("audit")).unwrap();
+/// assert!(registry::aliases().contains(&"audit".to_owned()));
+/// ```
+pub fn add(name: impl Into<String>, config: AliasConfig) -> Result<(), LockError> {
+    let name = name.into();
+    if name.is_empty() {
+        return Err(LockError::Config {
+            alias: name,
+            reason: "alias names cannot be empty".into(),
+        });
+    }
+    let alias = Alias::build(&name, config)?;
+    REGISTRY.rcu(|reg| {
+        let mut by_name = reg.by_name.clone();
+        by_name.insert(name.clone(), alias.clone());
+        Registry {
+            default: by_name[DEFAULT_ALIAS].clone(),
+            by_name,
+        }
+    });
+    Ok(())
+}
+
 /// Configures the aliases from environment variables `LOCK_ALIAS_<NAME>=<url>`
 /// (the alias is `<NAME>` in lower case; see [`AliasConfig`] for the URL
 /// forms). Returns the names it configured; with no such variable it changes

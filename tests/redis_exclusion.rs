@@ -1,0 +1,101 @@
+//! Mutual exclusion across OS processes through one Redis: four processes
+//! each run 2,000 critical sections that read a counter kept in Redis and
+//! write it back plus one, a read-modify-write that loses updates unless
+//! the lock really excludes. The final count must be exact.
+
+mod support;
+
+use std::time::Duration;
+
+use lock_runtime::Lock;
+use lock_runtime::registry::{self, AliasConfig};
+use support::RedisServer;
+
+const PROCESSES: usize = 4;
+const SECTIONS: usize = 2_000;
+const COUNTER: &str = "exclusion:counter";
+
+/// Reads and rewrites the counter in two separate commands, with a yield in
+/// between so that a second writer would interleave if it could.
+fn unsafe_increment(conn: &mut redis::Connection) {
+    let n: Option<u64> = redis::cmd("GET").arg(COUNTER).query(conn).expect("GET");
+    std::thread::yield_now();
+    let () = redis::cmd("SET")
+        .arg(COUNTER)
+        .arg(n.unwrap_or(0) + 1)
+        .query(conn)
+        .expect("SET");
+}
+
+fn configure_from_parent() -> redis::Connection {
+    let url = std::env::var("REDIS_URL").expect("the parent passes REDIS_URL");
+    registry::add(
+        "shared",
+        AliasConfig::from_url(&url)
+            .unwrap()
+            .poll_interval(Duration::from_millis(2)),
+    )
+    .unwrap();
+    redis::Client::open(url).unwrap().get_connection().unwrap()
+}
+
+fn run_in_processes(test: &str) {
+    let server = RedisServer::start();
+    let url = server.url();
+    let children = support::run_children(test, "worker", PROCESSES, &[("REDIS_URL", url.as_str())]);
+    assert_eq!(children.len(), PROCESSES);
+    for c in &children {
+        assert_eq!(c.reports(), vec![format!("done {SECTIONS}")]);
+    }
+    assert_eq!(
+        server.get(COUNTER).as_deref(),
+        Some((PROCESSES * SECTIONS).to_string().as_str()),
+        "updates were lost: the lock let two processes in at once"
+    );
+    assert!(
+        server.keys("lock:*").iter().all(|k| k.contains('\0')),
+        "a lock was left behind"
+    );
+}
+
+#[test]
+fn builder_guards_exclude_across_processes() {
+    match support::child_role().as_deref() {
+        Some(_) => {
+            let mut conn = configure_from_parent();
+            for _ in 0..SECTIONS {
+                let guard = Lock::new("counter")
+                    .alias("shared")
+                    .acquire()
+                    .expect("acquire");
+                unsafe_increment(&mut conn);
+                guard.release().expect("still held");
+            }
+            support::report(format!("done {SECTIONS}"));
+        }
+        None => run_in_processes(&support::test_name!()),
+    }
+}
+
+#[test]
+fn async_guards_exclude_across_processes() {
+    match support::child_role().as_deref() {
+        Some(_) => {
+            let mut conn = configure_from_parent();
+            let rt = tokio::runtime::Runtime::new().unwrap();
+            rt.block_on(async {
+                for _ in 0..SECTIONS {
+                    let guard = Lock::new("counter")
+                        .alias("shared")
+                        .acquire_async()
+                        .await
+                        .expect("acquire");
+                    unsafe_increment(&mut conn);
+                    guard.release_async().await.expect("still held");
+                }
+            });
+            support::report(format!("done {SECTIONS}"));
+        }
+        None => run_in_processes(&support::test_name!()),
+    }
+}
