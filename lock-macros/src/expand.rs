@@ -1,0 +1,378 @@
+//! Code generation: the function keeps its signature (but for `Option<T>`
+//! when the body may be skipped) and its body; the body runs after a guard is
+//! taken into a hygienic local, so that RAII releases the lock on every path.
+
+use proc_macro2::{Span, TokenStream};
+use quote::{ToTokens, quote, quote_spanned};
+use syn::spanned::Spanned;
+use syn::visit::Visit;
+use syn::{
+    Attribute, Block, FnArg, Ident, ItemFn, LitInt, Path, ReturnType, Signature, TraitItemFn, Type,
+    parse_quote,
+};
+
+use crate::args::{Args, Flavor};
+use crate::template;
+
+/// Parses, checks and expands; any error is the caller's to report next to
+/// the untouched item.
+pub(crate) fn expand(
+    flavor: Flavor,
+    args: TokenStream,
+    item: TokenStream,
+) -> syn::Result<TokenStream> {
+    let func = function(flavor, item)?;
+    let args = Args::parse(flavor, args)?;
+    if let Some(constness) = &func.sig.constness {
+        return Err(syn::Error::new(
+            constness.span,
+            format!(
+                "`{}` cannot go on a `const fn`: a lock is taken at run time; remove `const`",
+                flavor.attr()
+            ),
+        ));
+    }
+    let krate = match &args.krate {
+        Some(k) => k.value.clone(),
+        None => parse_quote!(::lock_runtime),
+    };
+    let key = match &args.key {
+        Some(lit) => template::key_expr(lit, &func.sig)?,
+        None => default_key(&func.sig),
+    };
+    let lock = lock_expr(&args, flavor, &krate, key);
+    Ok(wrap(func, &krate, lock, args.raises(flavor)))
+}
+
+/// The function the attribute sits on, or an error naming what it sits on.
+fn function(flavor: Flavor, item: TokenStream) -> syn::Result<ItemFn> {
+    let attr = flavor.attr();
+    if let Ok(func) = syn::parse2::<ItemFn>(item.clone()) {
+        return Ok(func);
+    }
+    if let Ok(decl) = syn::parse2::<TraitItemFn>(item.clone())
+        && let (None, Some(semi)) = (&decl.default, &decl.semi_token)
+    {
+        return Err(syn::Error::new(
+            semi.span,
+            format!(
+                "`{attr}` needs a function body to wrap, and `{}` has none: put `{attr}` on the method where it is implemented, not on its declaration",
+                decl.sig.ident
+            ),
+        ));
+    }
+    let (what, span) = match syn::parse2::<syn::Item>(item.clone()) {
+        Ok(syn::Item::Struct(i)) => ("a struct", i.struct_token.span),
+        Ok(syn::Item::Enum(i)) => ("an enum", i.enum_token.span),
+        Ok(syn::Item::Union(i)) => ("a union", i.union_token.span),
+        Ok(syn::Item::Impl(i)) => (
+            "an `impl` block; put it on each method to lock instead",
+            i.impl_token.span,
+        ),
+        Ok(syn::Item::Trait(i)) => ("a trait", i.trait_token.span),
+        Ok(syn::Item::Mod(i)) => ("a module", i.mod_token.span),
+        Ok(syn::Item::Const(i)) => ("a constant", i.const_token.span),
+        Ok(syn::Item::Static(i)) => ("a static", i.static_token.span),
+        Ok(syn::Item::Type(i)) => ("a type alias", i.type_token.span),
+        Ok(syn::Item::Use(i)) => ("a `use` declaration", i.use_token.span),
+        Ok(other) => ("this item", other.span()),
+        // Not an item at all: the compiler will say what is wrong with it.
+        Err(_) => {
+            return Err(syn::Error::new(
+                item.span(),
+                format!("`{attr}` goes on a function"),
+            ));
+        }
+    };
+    Err(syn::Error::new(
+        span,
+        format!("`{attr}` goes on a function or method, not on {what}"),
+    ))
+}
+
+// Input:  fn build_report(..)        /  fn save(&self, ..)
+// Output: ::core::concat!(::core::module_path!(), "::", "build_report")
+//         / ::std::format!("{}::{}", ::core::any::type_name::<Self>(), "save")
+fn default_key(sig: &Signature) -> TokenStream {
+    let name = sig.ident.unraw().to_string();
+    let has_receiver = matches!(sig.inputs.first(), Some(FnArg::Receiver(_)));
+    if has_receiver {
+        // Two types' methods of the same name in one module must not share
+        // a lock, so methods are named after their type.
+        quote!(::std::format!("{}::{}", ::core::any::type_name::<Self>(), #name))
+    } else {
+        quote!(::core::concat!(::core::module_path!(), "::", #name))
+    }
+}
+
+use syn::ext::IdentExt;
+
+// Input:  key = format!(..), options wait = false, expire = "10s"
+// Output: ::lock_runtime::__private::Lock::new(format!(..))
+//             .wait(false)
+//             .expire(::core::time::Duration::from_millis(10000u64))
+fn lock_expr(args: &Args, flavor: Flavor, krate: &Path, key: TokenStream) -> TokenStream {
+    let millis = |ms: u64, span: Span| {
+        let n = LitInt::new(&ms.to_string(), span);
+        quote!(::core::time::Duration::from_millis(#n))
+    };
+    let mut calls = TokenStream::new();
+    if let Some(alias) = &args.alias {
+        let a = &alias.value;
+        calls.extend(quote!(.alias(#a)));
+    }
+    // `#[once]` never waits unless asked to, so its default is spelled out;
+    // `#[lock]` keeps the builder's default (wait).
+    let explicit_wait = args.wait.as_ref().map(|w| w.value);
+    let wait = match flavor {
+        Flavor::Lock => explicit_wait,
+        Flavor::Once => Some(args.waits(flavor)),
+    };
+    if let Some(wait) = wait {
+        calls.extend(quote!(.wait(#wait)));
+    }
+    if let Some(w) = &args.wait_for_ms {
+        let d = millis(w.value, w.span);
+        calls.extend(quote!(.wait_for(#d)));
+    }
+    if let Some(s) = &args.steal_after_ms {
+        let d = millis(s.value, s.span);
+        calls.extend(quote!(.steal_after(#d)));
+    }
+    if let Some(e) = &args.expire_ms {
+        let d = millis(e.value, e.span);
+        calls.extend(quote!(.expire(#d)));
+    }
+    if let Some(d) = &args.delete_on_exit {
+        let v = d.value;
+        calls.extend(quote!(.delete_on_exit(#v)));
+    }
+    if let Some(f) = &args.fair {
+        let v = f.value;
+        calls.extend(quote!(.fair(#v)));
+    }
+    quote!(#krate::__private::Lock::new(#key) #calls)
+}
+
+/// Names only the expansion can see: user code can neither read nor shadow
+/// them, and they never collide with the user's own locals.
+fn hidden(name: &str) -> Ident {
+    Ident::new(name, Span::mixed_site())
+}
+
+fn wrap(func: ItemFn, krate: &Path, lock: TokenStream, raise: bool) -> TokenStream {
+    let ItemFn {
+        attrs,
+        vis,
+        mut sig,
+        block,
+    } = func;
+    // Inner attributes (`#![allow(..)]`) arrive among `attrs`; they must go
+    // back to the top of the body.
+    let (outer, inner): (Vec<Attribute>, Vec<Attribute>) = attrs
+        .into_iter()
+        .partition(|a| matches!(a.style, syn::AttrStyle::Outer));
+    let output = sig.output.clone();
+    let body = match (sig.asyncness.is_some(), raise) {
+        (false, true) => sync_raise(krate, lock, &output, *block),
+        (false, false) => sync_skip(krate, lock, &output, *block),
+        (true, true) => async_raise(krate, lock, &output, *block),
+        (true, false) => async_skip(krate, lock, &output, *block),
+    };
+    if !raise {
+        sig.output = optional(&sig.output);
+    }
+    quote! {
+        #(#outer)*
+        #vis #sig {
+            #(#inner)*
+            #body
+        }
+    }
+}
+
+// Input:  -> T      /  (nothing)
+// Output: -> ::core::option::Option<T>  /  -> ::core::option::Option<()>
+fn optional(output: &ReturnType) -> ReturnType {
+    match output {
+        ReturnType::Default => parse_quote!(-> ::core::option::Option<()>),
+        ReturnType::Type(arrow, ty) => {
+            let span = ty.span();
+            let ty = quote_spanned!(span=> ::core::option::Option<#ty>);
+            ReturnType::Type(*arrow, Box::new(Type::Verbatim(ty)))
+        }
+    }
+}
+
+/// `return raise(error)`, spanned on the return type so that rustc's
+/// "cannot carry a `LockError`" error points there.
+fn raise_call(krate: &Path, output: &ReturnType, error: &Ident) -> TokenStream {
+    let span = match output {
+        ReturnType::Type(_, ty) => ty.span(),
+        ReturnType::Default => Span::call_site(),
+    };
+    // Every token of the path gets the span: a path mixing spans would be
+    // reported from the attribute all the way to the return type.
+    let raise: TokenStream = quote!(#krate::__private::raise)
+        .into_iter()
+        .map(|mut t| {
+            t.set_span(span);
+            t
+        })
+        .collect();
+    quote!(return #raise(#error))
+}
+
+// Input:  fn f(..) -> Result<T, E> { body }
+// Output: fn f(..) -> Result<T, E> {
+//             let guard = match acquire(lock) { Ok(g) => g, Err(e) => return raise(e) };
+//             body
+//         }
+fn sync_raise(krate: &Path, lock: TokenStream, output: &ReturnType, block: Block) -> TokenStream {
+    let (guard, error) = (hidden("__lock_guard"), hidden("__lock_error"));
+    let raise = raise_call(krate, output, &error);
+    let stmts = block.stmts;
+    quote! {
+        let #guard = match #krate::__private::acquire(#lock) {
+            ::core::result::Result::Ok(#guard) => #guard,
+            ::core::result::Result::Err(#error) => #raise,
+        };
+        #(#stmts)*
+    }
+}
+
+// Input:  fn f(..) -> T { body }
+// Output: fn f(..) -> Option<T> {
+//             let guard = match acquire_or_skip(lock) { Some(g) => g, None => return None };
+//             Some((move || -> T { body })())
+//         }
+fn sync_skip(krate: &Path, lock: TokenStream, output: &ReturnType, block: Block) -> TokenStream {
+    let guard = hidden("__lock_guard");
+    // A closure, not an inner fn, so `self`, generics and `impl Trait`
+    // arguments stay in scope; it turns the body's `return x` into `Some(x)`.
+    let annotation = match output {
+        ReturnType::Type(_, ty) if closure_can_name(ty) => output.to_token_stream(),
+        _ => TokenStream::new(),
+    };
+    quote! {
+        let #guard = match #krate::__private::acquire_or_skip(#lock) {
+            ::core::option::Option::Some(#guard) => #guard,
+            ::core::option::Option::None => return ::core::option::Option::None,
+        };
+        ::core::option::Option::Some((move || #annotation #block)())
+    }
+}
+
+// Input:  async fn f(..) -> Result<T, E> { body }
+// Output: async fn f(..) -> Result<T, E> {
+//             let guard = match acquire_async(lock).await { Ok(g) => g, Err(e) => return raise(e) };
+//             let out = async move { body }.await;
+//             release_async(guard).await;
+//             out
+//         }
+fn async_raise(krate: &Path, lock: TokenStream, output: &ReturnType, block: Block) -> TokenStream {
+    let (guard, error, out) = (
+        hidden("__lock_guard"),
+        hidden("__lock_error"),
+        hidden("__lock_out"),
+    );
+    let raise = raise_call(krate, output, &error);
+    let body = async_body(output, block);
+    quote! {
+        let #guard = match #krate::__private::acquire_async(#lock).await {
+            ::core::result::Result::Ok(#guard) => #guard,
+            ::core::result::Result::Err(#error) => #raise,
+        };
+        let #out = #body;
+        #krate::__private::release_async(#guard).await;
+        #out
+    }
+}
+
+// Input:  async fn f(..) -> T { body }
+// Output: async fn f(..) -> Option<T> {
+//             let guard = match acquire_or_skip_async(lock).await { Some(g) => g, None => return None };
+//             let out = async move { body }.await;
+//             release_async(guard).await;
+//             Some(out)
+//         }
+fn async_skip(krate: &Path, lock: TokenStream, output: &ReturnType, block: Block) -> TokenStream {
+    let (guard, out) = (hidden("__lock_guard"), hidden("__lock_out"));
+    let body = async_body(output, block);
+    quote! {
+        let #guard = match #krate::__private::acquire_or_skip_async(#lock).await {
+            ::core::option::Option::Some(#guard) => #guard,
+            ::core::option::Option::None => return ::core::option::Option::None,
+        };
+        let #out = #body;
+        #krate::__private::release_async(#guard).await;
+        ::core::option::Option::Some(#out)
+    }
+}
+
+// Input:  { body } of an async fn returning T
+// Output: async move { if false { return <value of type T>; } { body } }.await
+//
+// The body becomes an async block so that its `return` and `?` end the block,
+// not the function, which still has the lock to give back. The dead typed
+// `return` (tracing-attributes' trick) makes the block's type the declared
+// return type, so `?` and `.into()` infer as they did in the function.
+fn async_body(output: &ReturnType, block: Block) -> TokenStream {
+    let fake = match output {
+        ReturnType::Type(_, ty) if !mentions_impl(ty) => {
+            let value = hidden("__lock_return");
+            quote_spanned! {ty.span()=>
+                #[allow(
+                    unknown_lints,
+                    unreachable_code,
+                    clippy::diverging_sub_expression,
+                    clippy::empty_loop,
+                    clippy::let_unit_value,
+                    clippy::let_with_type_underscore,
+                    clippy::needless_return,
+                    clippy::unreachable
+                )]
+                if false {
+                    let #value: #ty = loop {};
+                    return #value;
+                }
+            }
+        }
+        _ => TokenStream::new(),
+    };
+    quote!(async move { #fake #block }.await)
+}
+
+/// Whether a closure's `-> T` can repeat the function's return type: not with
+/// `impl Trait` (not allowed there) or elided lifetimes (a closure would
+/// invent fresh ones, which fail to match the arguments').
+fn closure_can_name(ty: &Type) -> bool {
+    struct Finder(bool);
+    impl<'ast> Visit<'ast> for Finder {
+        fn visit_type_impl_trait(&mut self, _: &'ast syn::TypeImplTrait) {
+            self.0 = true;
+        }
+        fn visit_lifetime(&mut self, l: &'ast syn::Lifetime) {
+            self.0 |= l.ident == "_";
+        }
+        fn visit_type_reference(&mut self, r: &'ast syn::TypeReference) {
+            self.0 |= r.lifetime.is_none();
+            syn::visit::visit_type_reference(self, r);
+        }
+    }
+    let mut f = Finder(false);
+    f.visit_type(ty);
+    !f.0
+}
+
+fn mentions_impl(ty: &Type) -> bool {
+    struct Finder(bool);
+    impl<'ast> Visit<'ast> for Finder {
+        fn visit_type_impl_trait(&mut self, _: &'ast syn::TypeImplTrait) {
+            self.0 = true;
+        }
+    }
+    let mut f = Finder(false);
+    f.visit_type(ty);
+    f.0
+}

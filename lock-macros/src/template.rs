@@ -1,0 +1,276 @@
+//! The key template: literal text with `<name>` placeholders naming the
+//! function's arguments (`<user.id>`, `<pair.0>`, `<self.id>`), checked
+//! against the signature and turned into one `format!` call whose tokens
+//! carry the key literal's span, so errors point at the key.
+
+use proc_macro2::{Span, TokenStream};
+use quote::{ToTokens, quote};
+use syn::visit::Visit;
+use syn::{FnArg, Ident, Index, LitStr, Member, PatIdent, Signature};
+
+/// The parsed template: text runs and placeholders, in order.
+struct Template {
+    parts: Vec<Part>,
+}
+
+enum Part {
+    Text(String),
+    /// `<root.a.0>`: the argument, then the fields to follow. `source` is the
+    /// placeholder as written, for messages.
+    Placeholder {
+        source: String,
+        root: String,
+        fields: Vec<Field>,
+    },
+}
+
+enum Field {
+    Named(String),
+    Index(u32),
+}
+
+// Input:  "report-<user.id>-<<{day}>>"
+// Output: [Text("report-"), Placeholder(user.id), Text("-<{day}>")]
+fn parse(text: &str, span: Span) -> syn::Result<Template> {
+    let error = |message: String| Err(syn::Error::new(span, message));
+    let mut parts = Vec::new();
+    let mut run = String::new();
+    let mut chars = text.char_indices().peekable();
+    while let Some((at, c)) = chars.next() {
+        match c {
+            '<' if chars.peek().is_some_and(|&(_, n)| n == '<') => {
+                chars.next();
+                run.push('<');
+            }
+            '>' if chars.peek().is_some_and(|&(_, n)| n == '>') => {
+                chars.next();
+                run.push('>');
+            }
+            '>' => {
+                return error(format!(
+                    "unmatched `>` in the lock key `{text}`: write `>>` for a literal `>`"
+                ));
+            }
+            '<' => {
+                let rest = &text[at + 1..];
+                let Some(end) = rest
+                    .find(['<', '>'])
+                    .filter(|&e| rest[e..].starts_with('>'))
+                else {
+                    return error(format!(
+                        "unclosed `<` in the lock key `{text}`: close the placeholder with `>`, or write `<<` for a literal `<`"
+                    ));
+                };
+                let inner = &rest[..end];
+                for _ in 0..inner.chars().count() + 1 {
+                    chars.next();
+                }
+                if !run.is_empty() {
+                    parts.push(Part::Text(std::mem::take(&mut run)));
+                }
+                parts.push(placeholder(inner).map_err(|m| syn::Error::new(span, m))?);
+            }
+            c => run.push(c),
+        }
+    }
+    if !run.is_empty() {
+        parts.push(Part::Text(run));
+    }
+    Ok(Template { parts })
+}
+
+fn placeholder(inner: &str) -> Result<Part, String> {
+    if inner.is_empty() {
+        return Err("empty placeholder `<>` in the lock key: name an argument inside it, like `<user>`, or write `<<>>` for a literal `<>`".into());
+    }
+    let malformed = |why: &str| {
+        Err(format!(
+            "malformed placeholder `<{inner}>` in the lock key: {why}; write an argument name, optionally followed by `.field` or `.0` parts, like `<user.id>`"
+        ))
+    };
+    let mut segments = inner.split('.');
+    let root = segments.next().unwrap_or_default();
+    if !is_identifier(root) {
+        return malformed(&format!("`{root}` is not an argument name"));
+    }
+    let mut fields = Vec::new();
+    for seg in segments {
+        if seg.is_empty() {
+            return malformed("it has an empty `.` part");
+        }
+        if seg.bytes().all(|b| b.is_ascii_digit()) {
+            match seg.parse::<u32>() {
+                Ok(i) if seg == "0" || !seg.starts_with('0') => fields.push(Field::Index(i)),
+                _ => return malformed(&format!("`{seg}` is not a tuple index")),
+            }
+        } else if is_identifier(seg) && !is_keyword(seg) {
+            fields.push(Field::Named(seg.to_owned()));
+        } else {
+            return malformed(&format!("`{seg}` is not a field name"));
+        }
+    }
+    Ok(Part::Placeholder {
+        source: format!("<{inner}>"),
+        root: root.to_owned(),
+        fields,
+    })
+}
+
+/// Checked before any `Ident::new`, which panics on anything else.
+fn is_identifier(s: &str) -> bool {
+    let mut chars = s.chars();
+    match chars.next() {
+        Some(c) if c == '_' || unicode_ident::is_xid_start(c) => {
+            chars.all(unicode_ident::is_xid_continue) && s != "_"
+        }
+        _ => false,
+    }
+}
+
+/// Keywords cannot be field names (`user.type` does not parse); `self` is
+/// allowed as the root only, where the receiver provides it.
+fn is_keyword(s: &str) -> bool {
+    const KEYWORDS: &[&str] = &[
+        "as", "async", "await", "break", "const", "continue", "crate", "dyn", "else", "enum",
+        "extern", "false", "fn", "for", "gen", "if", "impl", "in", "let", "loop", "match", "mod",
+        "move", "mut", "pub", "ref", "return", "self", "Self", "static", "struct", "super",
+        "trait", "true", "type", "unsafe", "use", "where", "while", "abstract", "become", "box",
+        "do", "final", "macro", "override", "priv", "typeof", "unsized", "virtual", "yield", "try",
+    ];
+    KEYWORDS.contains(&s)
+}
+
+/// The names a signature binds: the receiver's `self` and every identifier in
+/// the parameter patterns, destructuring included.
+struct Bindings {
+    receiver: Option<Ident>,
+    names: Vec<Ident>,
+}
+
+impl<'ast> Visit<'ast> for Bindings {
+    fn visit_pat_ident(&mut self, pat: &'ast PatIdent) {
+        self.names.push(pat.ident.clone());
+        syn::visit::visit_pat_ident(self, pat);
+    }
+}
+
+fn bindings(sig: &Signature) -> Bindings {
+    let mut b = Bindings {
+        receiver: None,
+        names: Vec::new(),
+    };
+    for input in &sig.inputs {
+        match input {
+            FnArg::Receiver(r) => {
+                b.receiver = Some(Ident::new("self", r.self_token.span));
+            }
+            // Only the pattern binds; the type cannot.
+            FnArg::Typed(t) => b.visit_pat(&t.pat),
+        }
+    }
+    b
+}
+
+impl Bindings {
+    fn find(&self, name: &str) -> Option<&Ident> {
+        if name == "self" {
+            return self.receiver.as_ref();
+        }
+        self.names.iter().find(|i| i.unraw() == name)
+    }
+
+    fn listed(&self) -> Vec<String> {
+        let mut all: Vec<String> = self.receiver.iter().map(|_| "self".to_owned()).collect();
+        all.extend(self.names.iter().map(|i| i.unraw().to_string()));
+        all
+    }
+}
+
+use syn::ext::IdentExt;
+
+// Input:  "report-<user.id>-{<day>}" on fn build_report(user: &User, day: u32)
+// Output: ::std::format!("report-{}-{{{}}}", user.id, day)
+//         (or the bare literal when there is no placeholder)
+pub(crate) fn key_expr(key: &LitStr, sig: &Signature) -> syn::Result<TokenStream> {
+    let span = key.span();
+    let template = parse(&key.value(), span)?;
+    if template.parts.is_empty() {
+        return Err(syn::Error::new(
+            span,
+            "the lock key is empty: give the lock a name, or leave the key out to use the function's path",
+        ));
+    }
+    let bound = bindings(sig);
+    let fn_name = &sig.ident;
+    // `plain` is the key when nothing is substituted: no `format!`, no
+    // allocation, and so no brace escaping either.
+    let mut plain = String::new();
+    let mut format = String::new();
+    let mut values = Vec::new();
+    for part in &template.parts {
+        match part {
+            Part::Text(text) => {
+                plain.push_str(text);
+                format.push_str(&text.replace('{', "{{").replace('}', "}}"));
+            }
+            Part::Placeholder {
+                source,
+                root,
+                fields,
+            } => {
+                let Some(ident) = bound.find(root) else {
+                    return Err(syn::Error::new(
+                        span,
+                        unknown(source, root, fields, &bound, fn_name),
+                    ));
+                };
+                // Resolve as the parameter does (its hygiene), but report
+                // errors such as "not Display" at the key.
+                let mut base = ident.clone();
+                base.set_span(ident.span().located_at(span));
+                let members = fields.iter().map(|f| match f {
+                    Field::Named(n) => Member::Named(Ident::new(n, span)),
+                    Field::Index(i) => Member::Unnamed(Index { index: *i, span }),
+                });
+                values.push(quote!(#base #(.#members)*));
+                format.push_str("{}");
+            }
+        }
+    }
+    if values.is_empty() {
+        return Ok(LitStr::new(&plain, span).into_token_stream());
+    }
+    let format = LitStr::new(&format, span);
+    Ok(quote::quote_spanned!(span=> ::std::format!(#format, #(#values),*)))
+}
+
+fn unknown(
+    source: &str,
+    root: &str,
+    fields: &[Field],
+    bound: &Bindings,
+    fn_name: &Ident,
+) -> String {
+    let names = bound.listed();
+    let which = if fields.is_empty() {
+        format!("`{source}` is not an argument of `{fn_name}`")
+    } else {
+        format!("`{root}` in `{source}` is not an argument of `{fn_name}`")
+    };
+    if root == "self" {
+        let others = if names.is_empty() {
+            String::from("it has no arguments")
+        } else {
+            format!("its arguments are: {}", names.join(", "))
+        };
+        return format!("`{source}` needs a `self` receiver, and `{fn_name}` has none; {others}");
+    }
+    match crate::args::closest(root, names.iter().map(String::as_str)) {
+        Some(near) if names.len() > 1 => format!(
+            "{which}: did you mean `{near}`? its arguments are: {}",
+            names.join(", ")
+        ),
+        _ if names.is_empty() => format!("{which}: it has no arguments"),
+        _ => format!("{which}; its arguments are: {}", names.join(", ")),
+    }
+}
