@@ -157,20 +157,3 @@ fn boxed_errors_carry_the_lock_error() {
     let lock_err = err.downcast_ref::<LockError>().expect("a LockError");
     assert!(lock_err.is_busy());
 }
-
-/// The unknown alias reaches the caller as an error value, not a panic.
-#[lock("raise-alias", alias = "no-such-alias")]
-fn bad_alias() -> Result<(), AppError> {
-    Ok(())
-}
-
-#[test]
-fn unknown_alias_is_an_error_value() {
-    match bad_alias() {
-        Err(AppError::Lock(LockError::UnknownAlias { name, known })) => {
-            assert_eq!(name, "no-such-alias");
-            assert!(known.contains(&"default".to_owned()));
-        }
-        other => panic!("expected UnknownAlias, got {other:?}"),
-    }
-}

@@ -2,7 +2,7 @@
 //! options. Every option is one row of [`OPTIONS`]; each mistake becomes one
 //! error spanned on the token to change.
 
-use proc_macro2::{Span, TokenStream};
+use proc_macro2::TokenStream;
 use syn::ext::IdentExt;
 use syn::parse::{ParseStream, Parser};
 use syn::spanned::Spanned;
@@ -28,7 +28,6 @@ impl Flavor {
 pub(crate) struct Setting<T> {
     pub(crate) name: Ident,
     pub(crate) value: T,
-    pub(crate) span: Span,
 }
 
 /// The parsed arguments; `None` means "not written", so that only the options
@@ -376,7 +375,6 @@ impl Entry {
         Ok(Setting {
             name: self.name.clone(),
             value: check(self)?,
-            span: self.value.span(),
         })
     }
 

@@ -112,8 +112,10 @@ use syn::ext::IdentExt;
 //             .wait(false)
 //             .expire(::core::time::Duration::from_millis(10000u64))
 fn lock_expr(args: &Args, flavor: Flavor, krate: &Path, key: TokenStream) -> TokenStream {
-    let millis = |ms: u64, span: Span| {
-        let n = LitInt::new(&ms.to_string(), span);
+    // Call-site spans: a literal spanned on the user's `0.04` would make
+    // lints read that text as the source of our `40`.
+    let millis = |ms: u64| {
+        let n = LitInt::new(&ms.to_string(), Span::call_site());
         quote!(::core::time::Duration::from_millis(#n))
     };
     let mut calls = TokenStream::new();
@@ -132,15 +134,15 @@ fn lock_expr(args: &Args, flavor: Flavor, krate: &Path, key: TokenStream) -> Tok
         calls.extend(quote!(.wait(#wait)));
     }
     if let Some(w) = &args.wait_for_ms {
-        let d = millis(w.value, w.span);
+        let d = millis(w.value);
         calls.extend(quote!(.wait_for(#d)));
     }
     if let Some(s) = &args.steal_after_ms {
-        let d = millis(s.value, s.span);
+        let d = millis(s.value);
         calls.extend(quote!(.steal_after(#d)));
     }
     if let Some(e) = &args.expire_ms {
-        let d = millis(e.value, e.span);
+        let d = millis(e.value);
         calls.extend(quote!(.expire(#d)));
     }
     if let Some(d) = &args.delete_on_exit {
