@@ -37,14 +37,14 @@
 //!         if let Some(&(_, since, until)) = map.get(req.key) {
 //!             let stale = req.steal_after.is_some_and(|s| now >= since + s);
 //!             if now < until && !stale {
-//!                 return Ok(Attempt::Busy(Busy { retry_in: Some(until - now) }));
+//!                 return Ok(Attempt::Busy(Busy::new(Some(until - now))));
 //!             }
 //!         }
 //!         let lease = req.lease.unwrap_or(Duration::from_secs(30));
 //!         map.insert(req.key.to_owned(), (req.token, now, now + lease));
 //!         let mut fence = self.fence.lock().unwrap();
 //!         *fence += 1;
-//!         Ok(Attempt::Acquired(Acquired { fencing: Some(*fence) }))
+//!         Ok(Attempt::Acquired(Acquired::new(Some(*fence))))
 //!     }
 //!
 //!     fn release(&self, key: &str, token: Token) -> Result<bool, BackendError> {

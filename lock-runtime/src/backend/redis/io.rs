@@ -110,3 +110,20 @@ impl AsyncConn {
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
+
+/// Runs `fut` on the I/O thread and blocks the calling (non-async) thread
+/// until it is done. `fut` bounds its own time with the store's timeouts.
+pub(crate) fn block_on<T: Send + 'static>(
+    fut: impl Future<Output = Result<T, BackendError>> + Send + 'static,
+) -> Result<T, BackendError> {
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    spawn(async move {
+        let _ = tx.send(fut.await);
+    })?;
+    rx.recv().map_err(|_| {
+        BackendError::new(
+            BackendErrorKind::Other,
+            "the Redis I/O task ended without an answer",
+        )
+    })?
+}

@@ -2,13 +2,19 @@
 //! process that points an alias at the same server.
 //!
 //! Every operation is one Lua script, atomic on the server: acquire is
-//! set-if-absent with a millisecond lease (stealing by the server's clock),
-//! release is compare-and-delete by token, extend is compare-and-renew. Sync
-//! callers use a small pool of blocking connections; async callers share one
-//! multiplexed connection driven by the store's own I/O thread, so they need
-//! no particular async runtime. Connect and command timeouts bound every
-//! call: with the server down, an acquisition fails within them, and the next
-//! call after the server is back reconnects by itself.
+//! set-if-absent with a millisecond lease (stealing by the lock's age on the
+//! server's clock), release is compare-and-delete by token, extend is
+//! compare-and-renew. Sync callers use a small pool of blocking connections;
+//! async callers share one multiplexed connection driven by the store's own
+//! I/O thread, so they need no particular async runtime. Connect and command
+//! timeouts bound every call: with the server down an acquisition fails
+//! within them, and the first call after the server is back reconnects.
+//!
+//! Waiting: a waiter is woken by the release itself (pub/sub, one subscriber
+//! connection per store) and looks again at the holder's lease end in case
+//! no release comes. A waiter that has waited [`STARVATION`] joins a line
+//! kept in Redis, and from then on every release hands the lock to the head
+//! of the line, so no waiter starves; `fair` requests join the line at once.
 //!
 //! Configure it as an alias:
 //!
@@ -21,17 +27,30 @@
 mod io;
 mod pool;
 mod scripts;
+mod wake;
 
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use redis::{AsyncConnectionConfig, Client, RedisError, ScriptInvocation};
+use redis::{AsyncConnectionConfig, Client, FromRedisValue, RedisError, ScriptInvocation};
 
 use super::{
-    Acquired, Attempt, Backend, BackendError, BackendErrorKind, BoxFuture, Busy, Request, Token,
+    Acquired, Attempt, Backend, BackendError, BackendErrorKind, BoxFuture, Busy, Jitter, Request,
+    Token, Wait,
 };
 use crate::registry::DEFAULT_LEASE;
+use wake::{LocalWaiter, Wakeups};
+
+/// How long a barging waiter may wait before it joins the line, after which
+/// releases hand the lock to it in turn.
+pub const STARVATION: Duration = Duration::from_millis(10);
+/// How long a waiter in line stays in line without showing it is alive; a
+/// waiter whose process died is dropped from the line after this long.
+pub const WAITER_TTL: Duration = Duration::from_secs(5);
+/// How often a waiter in line shows it is alive.
+const REFRESH: Duration = Duration::from_millis(WAITER_TTL.as_millis() as u64 / 3);
 
 /// One Redis server as a lock store. Build it through
 /// [`AliasConfig::redis`](crate::registry::AliasConfig::redis) or a
@@ -48,6 +67,7 @@ struct Inner {
     fence_key: String,
     pool: pool::Pool,
     conn: io::AsyncConn,
+    wakeups: Wakeups,
 }
 
 impl fmt::Debug for RedisBackend {
@@ -77,10 +97,17 @@ impl RedisBackend {
                 url: shown,
                 fence_key: format!("{prefix}\u{0}fence"),
                 pool: pool::Pool::new(client.clone(), connect_timeout, command_timeout),
+                wakeups: Wakeups::new(client.clone(), connect_timeout, command_timeout),
                 conn: io::AsyncConn::new(client, config),
             }),
         })
     }
+}
+
+/// The line and liveness keys that sit beside a lock while someone waits
+/// in line for it.
+fn line_keys(key: &str) -> [String; 2] {
+    [format!("{key}\u{0}line"), format!("{key}\u{0}alive")]
 }
 
 /// The arguments of one acquisition, owned so that they can travel to the
@@ -90,7 +117,8 @@ struct AcquireArgs {
     token: Token,
     lease_ms: u64,
     steal_ms: u64,
-    will_wait: bool,
+    /// Present when the caller may wait (and so may join the line).
+    line: Option<[String; 2]>,
 }
 
 impl AcquireArgs {
@@ -100,25 +128,55 @@ impl AcquireArgs {
             token: req.token,
             lease_ms: millis(req.lease.unwrap_or(DEFAULT_LEASE)),
             steal_ms: req.steal_after.map_or(0, millis),
-            will_wait,
+            line: will_wait.then(|| line_keys(req.key)),
         }
     }
 
-    fn invocation<'a>(&self, fence_key: &str) -> ScriptInvocation<'a> {
-        let mut inv = scripts::ACQUIRE.prepare_invoke();
-        inv.key(&self.key)
-            .key(fence_key)
-            .arg(self.token.encode().as_str())
-            .arg(self.lease_ms)
-            .arg(self.steal_ms)
-            .arg(if self.will_wait { "1" } else { "0" });
-        inv
+    fn invocation<'a>(&self, fence_key: &str, in_line: bool) -> ScriptInvocation<'a> {
+        let token = self.token.encode();
+        match (&self.line, in_line) {
+            (Some([line, alive]), true) => {
+                let mut inv = scripts::ACQUIRE_FAIR.prepare_invoke();
+                inv.key(&self.key)
+                    .key(fence_key)
+                    .key(line)
+                    .key(alive)
+                    .arg(token.as_str())
+                    .arg(self.lease_ms)
+                    .arg(self.steal_ms)
+                    .arg(millis(WAITER_TTL))
+                    .arg(&self.key);
+                inv
+            }
+            (line, _) => {
+                let mut inv = scripts::ACQUIRE.prepare_invoke();
+                inv.key(&self.key)
+                    .key(fence_key)
+                    .arg(token.as_str())
+                    .arg(self.lease_ms)
+                    .arg(self.steal_ms)
+                    .arg(if line.is_some() { "1" } else { "0" });
+                inv
+            }
+        }
     }
 }
 
-fn release_invocation<'a>(key: &str, token: Token) -> ScriptInvocation<'a> {
-    let mut inv = scripts::RELEASE.prepare_invoke();
-    inv.key(key).arg(token.encode().as_str()).arg(key);
+/// Release (`script` = RELEASE) or leave the line (`script` = LEAVE): same
+/// keys and arguments.
+fn handover_invocation<'a>(
+    script: &'a redis::Script,
+    key: &str,
+    token: Token,
+) -> ScriptInvocation<'a> {
+    let [line, alive] = line_keys(key);
+    let mut inv = script.prepare_invoke();
+    inv.key(key)
+        .key(line)
+        .key(alive)
+        .arg(token.encode().as_str())
+        .arg(key)
+        .arg(millis(WAITER_TTL));
     inv
 }
 
@@ -145,7 +203,7 @@ fn attempt(reply: (i64, i64), sent: Instant) -> Attempt {
     }
 }
 
-fn backend_error(e: RedisError) -> BackendError {
+pub(crate) fn backend_error(e: RedisError) -> BackendError {
     let kind = if e.is_timeout() {
         BackendErrorKind::Timeout
     } else if e.is_io_error() || e.is_connection_refusal() || e.is_connection_dropped() {
@@ -161,11 +219,8 @@ fn is_connection_error(e: &RedisError) -> bool {
 }
 
 impl Inner {
-    fn sync<T>(
-        &self,
-        f: impl FnMut(&mut redis::Connection) -> redis::RedisResult<T>,
-    ) -> Result<T, BackendError> {
-        self.pool.with(f).map_err(|e| {
+    fn sync<T: FromRedisValue>(&self, inv: &ScriptInvocation<'_>) -> Result<T, BackendError> {
+        self.pool.with(|c| inv.invoke(c)).map_err(|e| {
             if is_connection_error(&e) {
                 self.pool.clear();
             }
@@ -173,7 +228,7 @@ impl Inner {
         })
     }
 
-    async fn invoke<T: redis::FromRedisValue>(
+    async fn invoke<T: FromRedisValue>(
         &self,
         inv: ScriptInvocation<'_>,
     ) -> Result<T, BackendError> {
@@ -186,16 +241,168 @@ impl Inner {
         })
     }
 
-    async fn try_acquire(&self, args: &AcquireArgs) -> Result<Attempt, BackendError> {
+    async fn try_acquire(
+        &self,
+        args: &AcquireArgs,
+        in_line: bool,
+    ) -> Result<Attempt, BackendError> {
         let sent = Instant::now();
-        let reply = self.invoke(args.invocation(&self.fence_key)).await?;
+        let reply = self
+            .invoke(args.invocation(&self.fence_key, in_line))
+            .await?;
         Ok(attempt(reply, sent))
     }
 
     async fn release(&self, key: &str, token: Token) -> Result<bool, BackendError> {
-        self.invoke::<i64>(release_invocation(key, token))
+        self.invoke::<i64>(handover_invocation(&scripts::RELEASE, key, token))
             .await
             .map(|n| n == 1)
+    }
+
+    /// After an async acquisition ends without the lock (deadline, error,
+    /// its caller gone): leave the line, and if the caller left while a
+    /// request was in flight, give back the lock that request may have won.
+    async fn clean_up(&self, args: &AcquireArgs, in_line: bool, cancelled: bool) {
+        if cancelled {
+            if let Err(e) = self.release(&args.key, args.token).await {
+                tracing::error!(key = %args.key, error = %e, "could not give back a lock won by a cancelled acquisition; it frees itself when its lease ends");
+            }
+        }
+        if in_line {
+            if let Err(e) = self
+                .invoke::<i64>(handover_invocation(&scripts::LEAVE, &args.key, args.token))
+                .await
+            {
+                tracing::warn!(key = %args.key, error = %e, "could not leave the line; the place expires by itself");
+            }
+        }
+    }
+}
+
+/// The part of a waiting acquisition that does not depend on sync or async:
+/// when to look again, when to give up, when to join the line.
+struct Plan {
+    started: Instant,
+    deadline: Option<Instant>,
+    poll: Duration,
+    in_line: bool,
+    /// Wake-ups are unavailable (the subscriber could not connect): poll.
+    polling: bool,
+    jitter: Jitter,
+}
+
+enum Next {
+    GiveUp,
+    /// Look again at once (just joined the line).
+    Retry,
+    /// Wait for a wake-up, or until this instant at the latest.
+    Sleep(Option<Instant>),
+}
+
+impl Plan {
+    fn new(req: &Request<'_>, wait: Wait) -> Self {
+        Self {
+            started: Instant::now(),
+            deadline: wait.deadline,
+            poll: wait.poll_interval,
+            in_line: req.fair,
+            polling: false,
+            jitter: Jitter::new(req.token),
+        }
+    }
+
+    fn after_busy(&mut self, busy: &Busy) -> Next {
+        let now = Instant::now();
+        if self.deadline.is_some_and(|d| now >= d) {
+            return Next::GiveUp;
+        }
+        if !self.in_line && now - self.started >= STARVATION {
+            self.in_line = true;
+            return Next::Retry;
+        }
+        let mut until = self.deadline;
+        let mut cap = |t: Instant| until = Some(until.map_or(t, |u| u.min(t)));
+        if let Some(r) = busy.retry_in {
+            // No release announces a lease that runs out.
+            cap(now + r + Duration::from_millis(1));
+        }
+        if self.in_line {
+            cap(now + REFRESH);
+        } else {
+            // Join the line on time even if no wake-up comes: a barging
+            // waiter is only woken when it is first in its process's queue.
+            cap(self.started + STARVATION);
+        }
+        if self.polling {
+            cap(now + self.jitter.around(self.poll));
+        }
+        Next::Sleep(until)
+    }
+}
+
+/// Leaves the line when a sync acquisition ends without the lock.
+struct LineGuard<'a> {
+    inner: &'a Inner,
+    key: &'a str,
+    token: Token,
+    joined: bool,
+}
+
+impl Drop for LineGuard<'_> {
+    fn drop(&mut self) {
+        if self.joined {
+            let inv = handover_invocation(&scripts::LEAVE, self.key, self.token);
+            if let Err(e) = self.inner.sync::<i64>(&inv) {
+                tracing::warn!(key = self.key, error = %e, "could not leave the line; the place expires by itself");
+            }
+        }
+    }
+}
+
+async fn acquire_loop(
+    inner: &Inner,
+    args: &AcquireArgs,
+    mut plan: Plan,
+    joined: &AtomicBool,
+) -> Result<Option<Acquired>, BackendError> {
+    let waiter = LocalWaiter::for_task(args.token);
+    let mut watch = None;
+    loop {
+        joined.fetch_or(plan.in_line, Ordering::Relaxed);
+        let busy = match inner.try_acquire(args, plan.in_line).await? {
+            Attempt::Acquired(a) => {
+                joined.store(false, Ordering::Relaxed);
+                return Ok(Some(a));
+            }
+            Attempt::Busy(b) => b,
+        };
+        let until = match plan.after_busy(&busy) {
+            Next::GiveUp => return Ok(None),
+            Next::Retry => continue,
+            Next::Sleep(until) => until,
+        };
+        if !plan.polling {
+            let w = watch.get_or_insert_with(|| inner.wakeups.register(&args.key, &waiter));
+            if !w.is_subscribed() {
+                match w.subscribe().await {
+                    // Subscribed: look once more, since a release before now
+                    // was not heard.
+                    Ok(()) => continue,
+                    Err(e) => {
+                        tracing::debug!(key = %args.key, error = %e, "no wake-ups; polling instead");
+                        plan.polling = true;
+                        continue;
+                    }
+                }
+            }
+        }
+        match until {
+            Some(u) => {
+                let _ = tokio::time::timeout_at(u.into(), waiter.signalled()).await;
+            }
+            None => waiter.signalled().await,
+        }
+        waiter.take_signal();
     }
 }
 
@@ -205,20 +412,63 @@ impl Backend for RedisBackend {
         let sent = Instant::now();
         let reply = self
             .inner
-            .sync(|c| args.invocation(&self.inner.fence_key).invoke(c))?;
+            .sync(&args.invocation(&self.inner.fence_key, false))?;
         Ok(attempt(reply, sent))
     }
 
     fn release(&self, key: &str, token: Token) -> Result<bool, BackendError> {
         self.inner
-            .sync(|c| release_invocation(key, token).invoke::<i64>(c))
+            .sync::<i64>(&handover_invocation(&scripts::RELEASE, key, token))
             .map(|n| n == 1)
     }
 
     fn extend(&self, key: &str, token: Token, lease: Duration) -> Result<bool, BackendError> {
         self.inner
-            .sync(|c| extend_invocation(key, token, lease).invoke::<i64>(c))
+            .sync::<i64>(&extend_invocation(key, token, lease))
             .map(|n| n == 1)
+    }
+
+    fn acquire(&self, req: &Request<'_>, wait: Wait) -> Result<Option<Acquired>, BackendError> {
+        let inner = &*self.inner;
+        let args = AcquireArgs::new(req, true);
+        let mut plan = Plan::new(req, wait);
+        let waiter = LocalWaiter::for_thread(req.token);
+        let mut watch = None;
+        let mut line = LineGuard {
+            inner,
+            key: req.key,
+            token: req.token,
+            joined: false,
+        };
+        loop {
+            line.joined |= plan.in_line;
+            let sent = Instant::now();
+            let reply = inner.sync(&args.invocation(&inner.fence_key, plan.in_line))?;
+            let busy = match attempt(reply, sent) {
+                Attempt::Acquired(a) => {
+                    line.joined = false;
+                    return Ok(Some(a));
+                }
+                Attempt::Busy(b) => b,
+            };
+            let until = match plan.after_busy(&busy) {
+                Next::GiveUp => return Ok(None),
+                Next::Retry => continue,
+                Next::Sleep(until) => until,
+            };
+            if !plan.polling {
+                let w = watch.get_or_insert_with(|| inner.wakeups.register(req.key, &waiter));
+                if !w.is_subscribed() {
+                    if let Err(e) = io::block_on(w.subscribe()) {
+                        tracing::debug!(key = req.key, error = %e, "no wake-ups; polling instead");
+                        plan.polling = true;
+                    }
+                    continue;
+                }
+            }
+            waiter.park_until(until);
+            waiter.take_signal();
+        }
     }
 
     fn try_acquire_async<'a>(
@@ -232,10 +482,51 @@ impl Backend for RedisBackend {
         // gone by then and the lock was won, nobody would ever release it,
         // so the task gives it back itself.
         let spawned = io::spawn(async move {
-            let outcome = inner.try_acquire(&args).await;
+            let outcome = inner.try_acquire(&args, false).await;
             if let Err(Ok(Attempt::Acquired(_))) = tx.send(outcome) {
-                if let Err(e) = inner.release(&args.key, args.token).await {
-                    tracing::error!(key = %args.key, error = %e, "could not give back a lock won by a cancelled acquisition; it frees itself when its lease ends");
+                inner.clean_up(&args, false, true).await;
+            }
+        });
+        Box::pin(async move {
+            spawned?;
+            rx.await.map_err(|_| {
+                BackendError::new(
+                    BackendErrorKind::Other,
+                    "the Redis I/O task ended without an answer",
+                )
+            })?
+        })
+    }
+
+    fn acquire_async<'a>(
+        &'a self,
+        req: &'a Request<'a>,
+        wait: Wait,
+    ) -> BoxFuture<'a, Result<Option<Acquired>, BackendError>> {
+        let args = AcquireArgs::new(req, true);
+        let plan = Plan::new(req, wait);
+        let inner = Arc::clone(&self.inner);
+        let (mut tx, rx) = tokio::sync::oneshot::channel();
+        // The whole wait runs on the I/O thread. If the caller goes away it
+        // stops at once, leaves the line and gives back whatever an attempt
+        // in flight may have won.
+        let spawned = io::spawn(async move {
+            let joined = AtomicBool::new(false);
+            let outcome = tokio::select! {
+                outcome = acquire_loop(&inner, &args, plan, &joined) => Some(outcome),
+                () = tx.closed() => None,
+            };
+            let in_line = joined.load(Ordering::Relaxed);
+            match outcome {
+                None => inner.clean_up(&args, in_line, true).await,
+                Some(outcome) => {
+                    let won = matches!(outcome, Ok(Some(_)));
+                    if !won {
+                        inner.clean_up(&args, in_line, false).await;
+                    }
+                    if tx.send(outcome).is_err() && won {
+                        inner.clean_up(&args, false, true).await;
+                    }
                 }
             }
         });
@@ -305,21 +596,10 @@ mod tests {
 
     #[test]
     fn bad_urls_fail_at_open() {
-        let err = RedisBackend::open(
-            "redis://[::1",
-            "lock:",
-            Duration::from_secs(1),
-            Duration::from_secs(1),
-        )
-        .unwrap_err();
+        let t = Duration::from_secs(1);
+        let err = RedisBackend::open("redis://[::1", "lock:", t, t).unwrap_err();
         assert!(err.contains("is not a usable Redis URL"), "{err}");
-        let err = RedisBackend::open(
-            "redis://:hunter2@/0",
-            "lock:",
-            Duration::from_secs(1),
-            Duration::from_secs(1),
-        )
-        .unwrap_err();
+        let err = RedisBackend::open("redis://:hunter2@/0", "lock:", t, t).unwrap_err();
         assert!(!err.contains("hunter2"), "the password leaked: {err}");
     }
 
@@ -345,5 +625,36 @@ mod tests {
     fn leases_never_round_down_to_zero() {
         assert_eq!(millis(Duration::from_micros(10)), 1);
         assert_eq!(millis(Duration::from_secs(2)), 2000);
+    }
+
+    #[test]
+    fn a_waiter_joins_the_line_after_starving() {
+        let req = Request::new("k");
+        let mut plan = Plan::new(&req, Wait::new(None, Duration::from_millis(100)));
+        match plan.after_busy(&Busy::default()) {
+            Next::Sleep(Some(u)) => assert!(
+                u <= plan.started + STARVATION,
+                "it looks again when it starts starving"
+            ),
+            _ => panic!("expected a sleep until the starvation point"),
+        }
+        std::thread::sleep(STARVATION);
+        assert!(matches!(plan.after_busy(&Busy::default()), Next::Retry));
+        assert!(plan.in_line);
+        // In line it shows it is alive at least every REFRESH.
+        match plan.after_busy(&Busy::default()) {
+            Next::Sleep(Some(u)) => assert!(u <= Instant::now() + REFRESH),
+            _ => panic!("expected a bounded sleep"),
+        }
+    }
+
+    #[test]
+    fn a_waiter_gives_up_at_the_deadline() {
+        let req = Request::new("k").fair(true);
+        let mut plan = Plan::new(
+            &req,
+            Wait::new(Some(Instant::now()), Duration::from_millis(100)),
+        );
+        assert!(matches!(plan.after_busy(&Busy::default()), Next::GiveUp));
     }
 }

@@ -2,79 +2,191 @@
 //! server. Keys and tokens travel as `KEYS`/`ARGV`, never in the script text;
 //! the scripts are called by hash and reloaded after `NOSCRIPT`.
 //!
-//! A lock's value is its owner's 22-character token, then the server time in
-//! milliseconds when it was taken (for `steal_after`), then an optional `*`
-//! that marks "someone is waiting": only then does a release publish a
-//! wake-up, so an uncontended release costs no `PUBLISH`.
+//! A lock's value is `<token><span><flags>`: the owner's 22-character token;
+//! the lock's age at its last (re)lease plus that lease, in ms, so that its
+//! age now is `span - PTTL` by the server's own clock, with no `TIME` call
+//! on the hot path; then flags: `*` someone waits (only then does a release
+//! publish a wake-up or look at the line), `~` a reservation the release
+//! made for the head of the line, not yet claimed.
+//!
+//! Fair waiting uses two more keys beside the lock: a list (the line, in
+//! arrival order) and a sorted set (each waiter's liveness deadline).
+//! Waiters refresh their deadline while they wait; a waiter whose process
+//! died is dropped from the head of the line once its deadline passes, so a
+//! crash never blocks the line for longer than the waiter TTL.
 
 use once_cell::sync::Lazy;
 use redis::Script;
 
-/// `KEYS[1]` lock, `KEYS[2]` fence counter; `ARGV[1]` token, `ARGV[2]` lease
-/// ms, `ARGV[3]` steal age ms (0: never), `ARGV[4]` `1` if the caller will
-/// wait for a wake-up. Returns `{1, fence}` when taken, `{0, pttl}` when busy.
-/// Running it twice with one token grants twice, so a request whose reply was
-/// lost can be retried safely.
+/// Shared helpers, pasted at the top of each script (Redis scripts cannot
+/// call each other).
+const PRELUDE: &str = r#"
+local function owner(v) return string.sub(v, 1, 22) end
+local function span(v) return tonumber(string.match(v, '^%d+', 23)) end
+local function waiting(v) return string.find(v, '*', 23, true) ~= nil end
+local function stale(v, pttl, steal)
+  if steal <= 0 then return false end
+  local s = span(v)
+  return s == nil or pttl < 0 or s - pttl >= steal
+end
+-- Drops waiters whose deadline passed from the head of the line; returns
+-- the live head, if any.
+local function head_of_line(line, alive)
+  local head = redis.call('LINDEX', line, 0)
+  if not head then return nil end
+  local t = redis.call('TIME')
+  local now = t[1] * 1000 + math.floor(t[2] / 1000)
+  while head do
+    local deadline = tonumber(redis.call('ZSCORE', alive, head))
+    if deadline and deadline > now then return head, now end
+    redis.call('LPOP', line)
+    redis.call('ZREM', alive, head)
+    head = redis.call('LINDEX', line, 0)
+  end
+  return nil, now
+end
+-- Frees the lock: reserved for the live head of the line if there is one
+-- (so newcomers cannot barge in), else deleted; wakes whoever may take it.
+local function pass_on(lock, line, alive, channel, ttl)
+  local head = head_of_line(line, alive)
+  if head then
+    redis.call('SET', lock, head .. ttl .. '~', 'PX', ttl)
+    redis.call('PUBLISH', channel, head)
+  else
+    redis.call('DEL', lock)
+    redis.call('PUBLISH', channel, '')
+  end
+end
+"#;
+
+fn script(body: &str) -> Script {
+    Script::new(&format!("{PRELUDE}{body}"))
+}
+
+/// Barging acquisition. `KEYS`: lock, fence counter. `ARGV`: token, lease ms,
+/// steal age ms (0: never), `1` if the caller will wait for a wake-up.
+/// Returns `{1, fence}` when taken, `{0, pttl}` when busy. Running it twice
+/// with one token grants twice, so a request whose reply was lost can be
+/// retried safely.
 pub(crate) static ACQUIRE: Lazy<Script> = Lazy::new(|| {
-    Script::new(
+    script(
         r#"
-local t = redis.call('TIME')
-local now = t[1] * 1000 + math.floor(t[2] / 1000)
-local value = ARGV[1] .. now
-if redis.call('SET', KEYS[1], value, 'NX', 'PX', ARGV[2]) then
+local token, lease = ARGV[1], ARGV[2]
+if redis.call('SET', KEYS[1], token .. lease, 'NX', 'PX', lease) then
   return {1, redis.call('INCR', KEYS[2])}
 end
 local held = redis.call('GET', KEYS[1])
-if held and string.sub(held, 1, 22) == ARGV[1] then
-  -- A retry of a request whose reply was lost: it is ours already.
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+local pttl = redis.call('PTTL', KEYS[1])
+if owner(held) == token or stale(held, pttl, tonumber(ARGV[3])) then
+  local flag = waiting(held) and '*' or ''
+  redis.call('SET', KEYS[1], token .. lease .. flag, 'PX', lease)
   return {1, redis.call('INCR', KEYS[2])}
 end
-local steal = tonumber(ARGV[3])
-if steal > 0 and held then
-  local since = tonumber(string.sub(held, 23, 35))
-  if since == nil or now - since >= steal then
-    redis.call('SET', KEYS[1], value, 'PX', ARGV[2])
-    return {1, redis.call('INCR', KEYS[2])}
-  end
-end
-if ARGV[4] == '1' and held and string.sub(held, -1) ~= '*' then
+if ARGV[4] == '1' and not waiting(held) then
   redis.call('APPEND', KEYS[1], '*')
 end
-return {0, redis.call('PTTL', KEYS[1])}
+return {0, pttl}
 "#,
     )
 });
 
-/// `KEYS[1]` lock; `ARGV[1]` token, `ARGV[2]` wake-up channel. Deletes the
-/// lock if the token owns it; returns 1 if it did, else 0.
-pub(crate) static RELEASE: Lazy<Script> = Lazy::new(|| {
-    Script::new(
+/// Acquisition in line. `KEYS`: lock, fence counter, line, liveness set.
+/// `ARGV`: token, lease ms, steal age ms, waiter TTL ms, wake-up channel.
+/// Takes the lock if it is ours (reserved or a retry), stale, or free with
+/// nobody ahead; else joins the line (or refreshes its place) and returns
+/// `{0, pttl}`.
+pub(crate) static ACQUIRE_FAIR: Lazy<Script> = Lazy::new(|| {
+    script(
         r#"
+local token, lease, ttl = ARGV[1], ARGV[2], tonumber(ARGV[4])
+local head, now = head_of_line(KEYS[3], KEYS[4])
 local held = redis.call('GET', KEYS[1])
-if held and string.sub(held, 1, 22) == ARGV[1] then
-  redis.call('DEL', KEYS[1])
-  if string.sub(held, -1) == '*' then
-    redis.call('PUBLISH', ARGV[2], '')
+local pttl = -2
+local take
+if held then
+  pttl = redis.call('PTTL', KEYS[1])
+  take = owner(held) == token or stale(held, pttl, tonumber(ARGV[3]))
+else
+  take = head == nil or head == token
+end
+if take then
+  if redis.call('ZREM', KEYS[4], token) == 1 then
+    redis.call('LREM', KEYS[3], 1, token)
   end
-  return 1
+  -- Keep waking whoever waits: the line, or barging waiters that marked it.
+  local more = (held and waiting(held)) or redis.call('LLEN', KEYS[3]) > 0
+  redis.call('SET', KEYS[1], token .. lease .. (more and '*' or ''), 'PX', lease)
+  return {1, redis.call('INCR', KEYS[2])}
 end
-return 0
+if not now then
+  local t = redis.call('TIME')
+  now = t[1] * 1000 + math.floor(t[2] / 1000)
+end
+if redis.call('ZADD', KEYS[4], now + ttl, token) == 1 then
+  redis.call('RPUSH', KEYS[3], token)
+end
+redis.call('PEXPIRE', KEYS[3], 2 * ttl)
+redis.call('PEXPIRE', KEYS[4], 2 * ttl)
+if held then
+  if not waiting(held) then redis.call('APPEND', KEYS[1], '*') end
+  return {0, pttl}
+end
+-- Free, with somebody else at the head: reserve it for them and say so.
+redis.call('SET', KEYS[1], head .. ttl .. '~*', 'PX', ttl)
+redis.call('PUBLISH', ARGV[5], head)
+return {0, ttl}
 "#,
     )
 });
 
-/// `KEYS[1]` lock; `ARGV[1]` token, `ARGV[2]` lease ms. Renews the lease if
-/// the token owns the lock; returns 1 if it did, else 0.
-pub(crate) static EXTEND: Lazy<Script> = Lazy::new(|| {
-    Script::new(
+/// `KEYS`: lock, line, liveness set. `ARGV`: token, wake-up channel, waiter
+/// TTL ms. Frees the lock if the token owns it (handing it to the line when
+/// someone waits); returns 1 if it did, else 0.
+pub(crate) static RELEASE: Lazy<Script> = Lazy::new(|| {
+    script(
         r#"
 local held = redis.call('GET', KEYS[1])
-if held and string.sub(held, 1, 22) == ARGV[1] then
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
-  return 1
+if not held or owner(held) ~= ARGV[1] then return 0 end
+if waiting(held) then
+  pass_on(KEYS[1], KEYS[2], KEYS[3], ARGV[2], ARGV[3])
+else
+  redis.call('DEL', KEYS[1])
 end
-return 0
+return 1
+"#,
+    )
+});
+
+/// `KEYS`: lock, line, liveness set. `ARGV`: token, wake-up channel, waiter
+/// TTL ms. A waiter gives up its place in line, passing on a reservation
+/// made for it.
+pub(crate) static LEAVE: Lazy<Script> = Lazy::new(|| {
+    script(
+        r#"
+if redis.call('ZREM', KEYS[3], ARGV[1]) == 1 then
+  redis.call('LREM', KEYS[2], 1, ARGV[1])
+end
+local held = redis.call('GET', KEYS[1])
+if held and owner(held) == ARGV[1] and string.find(held, '~', 23, true) then
+  pass_on(KEYS[1], KEYS[2], KEYS[3], ARGV[2], ARGV[3])
+end
+return 1
+"#,
+    )
+});
+
+/// `KEYS[1]` lock; `ARGV`: token, lease ms. Renews the lease if the token
+/// owns the lock, keeping its age; returns 1 if it did, else 0.
+pub(crate) static EXTEND: Lazy<Script> = Lazy::new(|| {
+    script(
+        r#"
+local held = redis.call('GET', KEYS[1])
+if not held or owner(held) ~= ARGV[1] then return 0 end
+local pttl = redis.call('PTTL', KEYS[1])
+local age = (span(held) or 0) - math.max(pttl, 0)
+local flags = string.match(held, '%D*$', 23) or ''
+redis.call('SET', KEYS[1], ARGV[1] .. (math.max(age, 0) + tonumber(ARGV[2])) .. flags, 'PX', ARGV[2])
+return 1
 "#,
     )
 });

@@ -1,0 +1,375 @@
+//! Wake-ups for waiters on busy Redis locks: one subscriber connection per
+//! store, one channel per waited-on key (subscribed while someone in this
+//! process waits on it, plus a short linger), and a local queue of waiters
+//! per key. A release publishes on the key's channel: an empty message wakes
+//! the first local waiter that is not awake yet, a token wakes the waiter
+//! that owns it (the release reserved the lock for it).
+//!
+//! A waiter registers before its last look at the lock, so a release that
+//! happens in between is never missed. If the subscriber connection drops,
+//! every waiter is woken to look again; the next wait subscribes anew.
+
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
+use std::thread::Thread;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use redis::Client;
+use redis::aio::PubSubSink;
+
+use crate::backend::{BackendError, BackendErrorKind, EncodedToken, Token};
+
+/// How long a channel stays subscribed after its last local waiter left, so
+/// that steady contention does not subscribe and unsubscribe every time.
+const LINGER: Duration = Duration::from_secs(1);
+
+pub(crate) struct Wakeups {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    client: Client,
+    connect_timeout: Duration,
+    command_timeout: Duration,
+    state: Mutex<State>,
+    connecting: tokio::sync::Mutex<()>,
+}
+
+#[derive(Default)]
+struct State {
+    sink: Option<PubSubSink>,
+    /// Bumped on every new subscriber connection; a channel subscribed in an
+    /// older generation is not subscribed any more.
+    generation: u64,
+    channels: HashMap<String, Channel>,
+}
+
+#[derive(Default)]
+struct Channel {
+    waiters: VecDeque<Arc<LocalWaiter>>,
+    subscribed_in: Option<u64>,
+    idle_since: Option<Instant>,
+}
+
+/// One waiting acquisition, as the subscriber sees it.
+pub(crate) struct LocalWaiter {
+    token: EncodedToken,
+    signalled: AtomicBool,
+    wake: Mutex<Wake>,
+}
+
+enum Wake {
+    Thread(Thread),
+    Task(Option<Waker>),
+}
+
+impl LocalWaiter {
+    /// A waiter that parks the calling thread.
+    pub(crate) fn for_thread(token: Token) -> Arc<Self> {
+        Self::new(token, Wake::Thread(std::thread::current()))
+    }
+
+    /// A waiter for an async task.
+    pub(crate) fn for_task(token: Token) -> Arc<Self> {
+        Self::new(token, Wake::Task(None))
+    }
+
+    fn new(token: Token, wake: Wake) -> Arc<Self> {
+        Arc::new(Self {
+            token: token.encode(),
+            signalled: AtomicBool::new(false),
+            wake: Mutex::new(wake),
+        })
+    }
+
+    fn signal(&self) {
+        self.signalled.store(true, Ordering::Release);
+        match &mut *lock(&self.wake) {
+            Wake::Thread(t) => t.unpark(),
+            Wake::Task(w) => {
+                if let Some(w) = w.take() {
+                    w.wake();
+                }
+            }
+        }
+    }
+
+    /// Consumes a wake-up, if one came.
+    pub(crate) fn take_signal(&self) -> bool {
+        self.signalled.swap(false, Ordering::AcqRel)
+    }
+
+    /// Parks the thread until a wake-up or `until`.
+    pub(crate) fn park_until(&self, until: Option<Instant>) {
+        while !self.signalled.load(Ordering::Acquire) {
+            match until {
+                None => std::thread::park(),
+                Some(u) => {
+                    let now = Instant::now();
+                    if now >= u {
+                        return;
+                    }
+                    std::thread::park_timeout(u - now);
+                }
+            }
+        }
+    }
+
+    /// Resolves on a wake-up (the caller races it against its timer).
+    pub(crate) fn signalled(&self) -> Signalled<'_> {
+        Signalled(self)
+    }
+}
+
+pub(crate) struct Signalled<'a>(&'a LocalWaiter);
+
+impl Future for Signalled<'_> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if let Wake::Task(w) = &mut *lock(&self.0.wake) {
+            match w {
+                Some(w) if w.will_wake(cx.waker()) => {}
+                _ => *w = Some(cx.waker().clone()),
+            }
+        }
+        if self.0.signalled.load(Ordering::Acquire) {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    }
+}
+
+/// A waiter's registration on a channel; dropping it leaves the local
+/// queue, passing on a wake-up it did not use.
+pub(crate) struct Watch {
+    shared: Arc<Shared>,
+    channel: String,
+    waiter: Arc<LocalWaiter>,
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        let mut st = lock(&self.shared.state);
+        if let Some(ch) = st.channels.get_mut(&self.channel) {
+            ch.waiters.retain(|w| !Arc::ptr_eq(w, &self.waiter));
+            if self.waiter.take_signal() {
+                // It was woken but gives up without looking: the next one looks.
+                if let Some(next) = ch
+                    .waiters
+                    .iter()
+                    .find(|w| !w.signalled.load(Ordering::Acquire))
+                {
+                    next.signal();
+                }
+            }
+            if ch.waiters.is_empty() {
+                ch.idle_since = Some(Instant::now());
+            }
+        }
+    }
+}
+
+impl Wakeups {
+    pub(crate) fn new(
+        client: Client,
+        connect_timeout: Duration,
+        command_timeout: Duration,
+    ) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                client,
+                connect_timeout,
+                command_timeout,
+                state: Mutex::new(State::default()),
+                connecting: tokio::sync::Mutex::new(()),
+            }),
+        }
+    }
+
+    /// Puts `waiter` in line for wake-ups on `channel`. It is not yet known
+    /// to be subscribed: call [`Watch::subscribe`] before the last look.
+    pub(crate) fn register(&self, channel: &str, waiter: &Arc<LocalWaiter>) -> Watch {
+        let mut st = lock(&self.shared.state);
+        let ch = st.channels.entry(channel.to_owned()).or_default();
+        ch.waiters.push_back(Arc::clone(waiter));
+        ch.idle_since = None;
+        Watch {
+            shared: Arc::clone(&self.shared),
+            channel: channel.to_owned(),
+            waiter: Arc::clone(waiter),
+        }
+    }
+}
+
+impl Watch {
+    /// Whether the channel is subscribed on the live connection.
+    pub(crate) fn is_subscribed(&self) -> bool {
+        let st = lock(&self.shared.state);
+        st.sink.is_some()
+            && st.channels.get(&self.channel).and_then(|c| c.subscribed_in) == Some(st.generation)
+    }
+
+    /// Makes sure the channel is subscribed, connecting the subscriber if
+    /// needed. Runs on the I/O thread.
+    pub(crate) fn subscribe(
+        &self,
+    ) -> impl Future<Output = Result<(), BackendError>> + Send + 'static {
+        let shared = Arc::clone(&self.shared);
+        let channel = self.channel.clone();
+        async move { subscribe(&shared, &channel).await }
+    }
+}
+
+async fn subscribe(shared: &Arc<Shared>, channel: &str) -> Result<(), BackendError> {
+    let (mut sink, generation) = connected(shared).await?;
+    {
+        let st = lock(&shared.state);
+        if st.channels.get(channel).and_then(|c| c.subscribed_in) == Some(generation) {
+            return Ok(());
+        }
+    }
+    match tokio::time::timeout(shared.command_timeout, sink.subscribe(channel)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return Err(super::backend_error(e)),
+        Err(_) => {
+            return Err(BackendError::new(
+                BackendErrorKind::Timeout,
+                "SUBSCRIBE got no reply in time",
+            ));
+        }
+    }
+    let mut st = lock(&shared.state);
+    if st.generation == generation {
+        st.channels
+            .entry(channel.to_owned())
+            .or_default()
+            .subscribed_in = Some(generation);
+    }
+    Ok(())
+}
+
+/// The live subscriber connection, connecting (one caller at a time) if
+/// there is none.
+async fn connected(shared: &Arc<Shared>) -> Result<(PubSubSink, u64), BackendError> {
+    if let Some(sink) = current(shared) {
+        return Ok(sink);
+    }
+    let _one = shared.connecting.lock().await;
+    if let Some(sink) = current(shared) {
+        return Ok(sink);
+    }
+    let pubsub = match tokio::time::timeout(
+        shared.connect_timeout,
+        shared.client.get_async_pubsub(),
+    )
+    .await
+    {
+        Ok(Ok(p)) => p,
+        Ok(Err(e)) => return Err(super::backend_error(e)),
+        Err(_) => {
+            return Err(BackendError::new(
+                BackendErrorKind::Timeout,
+                "the subscriber connection could not be opened in time",
+            ));
+        }
+    };
+    let (sink, stream) = pubsub.split();
+    let generation = {
+        let mut st = lock(&shared.state);
+        st.generation += 1;
+        st.sink = Some(sink.clone());
+        st.generation
+    };
+    tokio::spawn(read(Arc::clone(shared), stream, sink.clone(), generation));
+    Ok((sink, generation))
+}
+
+fn current(shared: &Shared) -> Option<(PubSubSink, u64)> {
+    let st = lock(&shared.state);
+    st.sink.clone().map(|s| (s, st.generation))
+}
+
+/// Delivers messages until the connection drops, and unsubscribes channels
+/// nobody has waited on for a while.
+async fn read(
+    shared: Arc<Shared>,
+    mut stream: redis::aio::PubSubStream,
+    sink: PubSubSink,
+    generation: u64,
+) {
+    let mut sweep = tokio::time::interval(LINGER);
+    loop {
+        tokio::select! {
+            msg = stream.next() => match msg {
+                Some(msg) => dispatch(&shared, msg.get_channel_name(), msg.get_payload_bytes()),
+                None => break,
+            },
+            _ = sweep.tick() => unsubscribe_idle(&shared, &sink),
+        }
+    }
+    // Disconnected: whatever was published meanwhile is lost, so everyone
+    // looks again (and subscribes anew on its next wait).
+    let mut st = lock(&shared.state);
+    if st.generation == generation {
+        st.sink = None;
+        for ch in st.channels.values_mut() {
+            ch.subscribed_in = None;
+            for w in &ch.waiters {
+                w.signal();
+            }
+        }
+    }
+    tracing::debug!("lock wake-up subscriber disconnected");
+}
+
+fn dispatch(shared: &Shared, channel: &str, payload: &[u8]) {
+    let st = lock(&shared.state);
+    let Some(ch) = st.channels.get(channel) else {
+        return;
+    };
+    let target = if payload.is_empty() {
+        ch.waiters
+            .iter()
+            .find(|w| !w.signalled.load(Ordering::Acquire))
+    } else {
+        ch.waiters
+            .iter()
+            .find(|w| w.token.as_str().as_bytes() == payload)
+    };
+    if let Some(w) = target {
+        w.signal();
+    }
+}
+
+fn unsubscribe_idle(shared: &Shared, sink: &PubSubSink) {
+    let mut idle = Vec::new();
+    {
+        let mut st = lock(&shared.state);
+        st.channels.retain(|name, ch| {
+            let expired =
+                ch.waiters.is_empty() && ch.idle_since.is_some_and(|t| t.elapsed() >= LINGER);
+            if expired && ch.subscribed_in.is_some() {
+                idle.push(name.clone());
+            }
+            !expired
+        });
+    }
+    if !idle.is_empty() {
+        let mut sink = sink.clone();
+        let timeout = shared.command_timeout;
+        tokio::spawn(async move {
+            let _ = tokio::time::timeout(timeout, sink.unsubscribe(&idle)).await;
+        });
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
