@@ -56,3 +56,4 @@ pub mod __private;
 pub use error::{LockError, Operation};
 pub use lock::{Lock, LockGuard};
 pub use lock_macros::{lock, once};
+pub use watchdog::Lost;

@@ -4,13 +4,13 @@
 use std::borrow::Cow;
 use std::fmt;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use crate::backend::{Acquired, Attempt, Request, Token, Wait};
 use crate::error::{LockError, Operation};
 use crate::registry::{self, Alias, DEFAULT_ALIAS};
-use crate::watchdog::{Status, drift};
+use crate::watchdog::{Lost, Status, drift};
 
 /// A lock request: a key, an alias and options. Build it, then
 /// [`acquire`](Self::acquire) it (or [`acquire_async`](Self::acquire_async),
@@ -279,19 +279,20 @@ impl Lock {
             }
         };
         let start = acquired.sent_at.unwrap_or(sent);
-        let status = match (self.expire, p.lease) {
-            (None, Some(lease)) => Some(p.alias.0.watchdog.watch(
+        let status = OnceLock::new();
+        if let (None, Some(lease)) = (self.expire, p.lease) {
+            let _ = status.set(p.alias.0.watchdog.renew(
                 Arc::clone(p.alias.backend()),
                 p.alias.name(),
                 &p.key,
                 p.token,
                 lease,
                 start,
-            )),
-            _ => None,
-        };
+            ));
+        }
         Ok(LockGuard {
             prefix_len: p.alias.0.prefix.len(),
+            start,
             valid_until: p.lease.map(|l| start + l.saturating_sub(drift(l))),
             alias: p.alias,
             key: p.key,
@@ -350,13 +351,16 @@ pub struct LockGuard {
     prefix_len: usize,
     token: Token,
     fencing: Option<u64>,
-    /// For fixed leases: until when the lock surely is ours.
+    /// When the request that won the lock was sent.
+    start: Instant,
+    /// Until when the lock surely is ours, while no watchdog tracks it.
     valid_until: Option<Instant>,
     delete_on_exit: bool,
     /// Taken through an async call: a drop must not block the thread.
     detached: bool,
-    /// Shared with the watchdog that renews the lease.
-    status: Option<Arc<Status>>,
+    /// Shared with the watchdog that renews the lease or looks for its loss;
+    /// set at acquisition for renewed locks, or by the first `lost()`.
+    status: OnceLock<Arc<Status>>,
     released: bool,
 }
 
@@ -399,8 +403,8 @@ impl LockGuard {
     /// the monotonic clock from when the acquiring request was sent, minus a
     /// drift allowance. `None` for a lock with no lease (held until released).
     pub fn remaining(&self) -> Option<Duration> {
-        let until = match &self.status {
-            Some(s) => s.valid_until(),
+        let until = match self.status.get() {
+            Some(s) => s.valid_until()?,
             None => self.valid_until?,
         };
         Some(until.saturating_duration_since(Instant::now()))
@@ -409,10 +413,43 @@ impl LockGuard {
     /// True once the lock can no longer be counted on: its lease ran out, a
     /// renewal found it gone, or the store stayed unreachable past the lease.
     pub fn is_lost(&self) -> bool {
-        match &self.status {
+        match self.status.get() {
             Some(s) => s.is_lost(),
             None => self.valid_until.is_some_and(|u| Instant::now() >= u),
         }
+    }
+
+    /// A future that resolves once the lock is lost: when its lease runs out
+    /// unrenewed, when a renewal or check finds it deleted or taken over
+    /// behind this holder's back, or when the store stays unreachable past
+    /// the lease. It never resolves while the lock is held; dropping it
+    /// costs nothing. The first call starts checking the lock in the
+    /// background (every 250 ms, for stores that can tell) unless its lease
+    /// is already being renewed.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use lock_runtime::Lock;
+    ///
+    /// # futures::executor::block_on(async {
+    /// let guard = Lock::new("lost-demo").expire(Duration::from_millis(50)).acquire_async().await.unwrap();
+    /// guard.lost().await; // the lease ran out
+    /// assert!(guard.is_lost());
+    /// # });
+    /// ```
+    pub fn lost(&self) -> Lost {
+        let status = self.status.get_or_init(|| {
+            let status = Arc::new(Status::valid_until_then(self.start, self.valid_until));
+            self.alias.0.watchdog.check(
+                Arc::clone(self.alias.backend()),
+                self.alias.name(),
+                &self.key,
+                self.token,
+                Arc::clone(&status),
+            );
+            status
+        });
+        Lost::new(Arc::clone(status))
     }
 
     fn error(&self, op: Operation, source: crate::backend::BackendError) -> LockError {
@@ -476,11 +513,9 @@ impl LockGuard {
     }
 
     fn extended(&mut self, sent: Instant, lease: Duration) {
-        let until = sent + lease.saturating_sub(drift(lease));
-        match &self.status {
-            // The watchdog keeps renewing with the alias lease from here on.
-            Some(_) => {}
-            None => self.valid_until = Some(until),
+        self.valid_until = Some(sent + lease.saturating_sub(drift(lease)));
+        if let Some(s) = self.status.get() {
+            s.renewed(sent, lease);
         }
     }
 
@@ -492,7 +527,7 @@ impl LockGuard {
     /// itself when its lease ends).
     pub fn release(mut self) -> Result<(), LockError> {
         self.released = true;
-        if let Some(s) = &self.status {
+        if let Some(s) = self.status.get() {
             s.mark_released();
         }
         match self.alias.backend().release(&self.key, self.token) {
@@ -505,7 +540,7 @@ impl LockGuard {
     /// The async form of [`release`](Self::release).
     pub async fn release_async(mut self) -> Result<(), LockError> {
         self.released = true;
-        if let Some(s) = &self.status {
+        if let Some(s) = self.status.get() {
             s.mark_released();
         }
         match self
@@ -526,7 +561,7 @@ impl Drop for LockGuard {
         if self.released {
             return;
         }
-        if let Some(s) = &self.status {
+        if let Some(s) = self.status.get() {
             s.mark_released();
         }
         if !self.delete_on_exit {

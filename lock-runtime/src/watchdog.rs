@@ -5,9 +5,11 @@
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::task::Waker;
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use crate::backend::{Backend, Token};
@@ -26,49 +28,62 @@ pub(crate) fn drift(lease: Duration) -> Duration {
 /// until when we can be sure of it.
 pub(crate) struct Status {
     base: Instant,
-    /// Nanoseconds after `base` until which the lock is surely held.
+    /// Nanoseconds after `base` until which the lock is surely held;
+    /// `u64::MAX` for a lock with no lease.
     valid_until: AtomicU64,
     lost: AtomicBool,
     released: AtomicBool,
     wakers: Mutex<Vec<Waker>>,
-    parked: Condvar,
 }
 
+const FOREVER: u64 = u64::MAX;
+
 impl Status {
-    pub(crate) fn new(sent: Instant, lease: Duration) -> Self {
-        let s = Self {
-            base: sent,
-            valid_until: AtomicU64::new(0),
+    /// The state of a lock whose acquiring request was sent at `sent`.
+    pub(crate) fn new(sent: Instant, lease: Option<Duration>) -> Self {
+        Self::valid_until_then(sent, lease.map(|l| sent + l.saturating_sub(drift(l))))
+    }
+
+    /// The state of a lock known to be valid until `until` (`None`: no lease).
+    pub(crate) fn valid_until_then(base: Instant, until: Option<Instant>) -> Self {
+        let nanos = until.map_or(FOREVER, |u| {
+            u.saturating_duration_since(base)
+                .as_nanos()
+                .min(FOREVER as u128 - 1) as u64
+        });
+        Self {
+            base,
+            valid_until: AtomicU64::new(nanos),
             lost: AtomicBool::new(false),
             released: AtomicBool::new(false),
             wakers: Mutex::new(Vec::new()),
-            parked: Condvar::new(),
-        };
-        s.renewed(sent, lease);
-        s
+        }
     }
 
-    /// A renewal sent at `sent` succeeded.
-    fn renewed(&self, sent: Instant, lease: Duration) {
+    /// A renewal (or extension) sent at `sent` succeeded.
+    pub(crate) fn renewed(&self, sent: Instant, lease: Duration) {
         let until =
             (sent + lease.saturating_sub(drift(lease))).saturating_duration_since(self.base);
         self.valid_until.store(
-            until.as_nanos().min(u64::MAX as u128) as u64,
+            until.as_nanos().min(FOREVER as u128 - 1) as u64,
             Ordering::Release,
         );
     }
 
-    pub(crate) fn valid_until(&self) -> Instant {
-        self.base + Duration::from_nanos(self.valid_until.load(Ordering::Acquire))
+    /// Until when the lock is surely held; `None` for a lock with no lease.
+    pub(crate) fn valid_until(&self) -> Option<Instant> {
+        match self.valid_until.load(Ordering::Acquire) {
+            FOREVER => None,
+            n => Some(self.base + Duration::from_nanos(n)),
+        }
     }
 
     pub(crate) fn is_lost(&self) -> bool {
-        self.lost.load(Ordering::Acquire) || Instant::now() >= self.valid_until()
+        self.lost.load(Ordering::Acquire) || self.valid_until().is_some_and(|u| Instant::now() >= u)
     }
 
     pub(crate) fn mark_lost(&self) {
         if !self.lost.swap(true, Ordering::AcqRel) {
-            self.parked.notify_all();
             for w in lock(&self.wakers).drain(..) {
                 w.wake();
             }
@@ -77,6 +92,66 @@ impl Status {
 
     pub(crate) fn mark_released(&self) {
         self.released.store(true, Ordering::Release);
+    }
+
+    fn is_released(&self) -> bool {
+        self.released.load(Ordering::Acquire)
+    }
+}
+
+/// Resolves once the lock is lost: a check or renewal found it gone, or its
+/// validity ran out. Never resolves for a lock that stays held.
+pub struct Lost {
+    status: Arc<Status>,
+    timer: Option<(u64, futures_timer::Delay)>,
+}
+
+impl Lost {
+    pub(crate) fn new(status: Arc<Status>) -> Self {
+        Self {
+            status,
+            timer: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for Lost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lost")
+            .field("lost", &self.status.is_lost())
+            .finish()
+    }
+}
+
+impl Future for Lost {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        {
+            let mut wakers = lock(&self.status.wakers);
+            if !wakers.iter().any(|w| w.will_wake(cx.waker())) {
+                wakers.push(cx.waker().clone());
+            }
+        }
+        if self.status.is_lost() {
+            return Poll::Ready(());
+        }
+        // The validity can move (renewals, extensions): re-arm the timer
+        // whenever it did.
+        let until = self.status.valid_until.load(Ordering::Acquire);
+        if until == FOREVER {
+            self.timer = None;
+            return Poll::Pending;
+        }
+        if self.timer.as_ref().is_none_or(|(armed, _)| *armed != until) {
+            let at = self.status.base + Duration::from_nanos(until);
+            let delay = futures_timer::Delay::new(at.saturating_duration_since(Instant::now()));
+            self.timer = Some((until, delay));
+        }
+        match &mut self.timer {
+            Some((_, delay)) => Pin::new(delay).poll(cx),
+            None => Poll::Pending,
+        }
     }
 }
 
@@ -127,13 +202,25 @@ struct Job {
     alias: String,
     key: String,
     token: Token,
-    lease: Duration,
+    kind: Kind,
     status: Arc<Status>,
 }
 
+#[derive(Clone, Copy)]
+enum Kind {
+    /// Renew the lease every third of it.
+    Renew(Duration),
+    /// Only look whether the lock is still ours (someone waits for its loss).
+    Check,
+}
+
+/// How often a lock whose loss is awaited is looked at, when it is not being
+/// renewed anyway.
+const CHECK_EVERY: Duration = Duration::from_millis(250);
+
 impl Watchdog {
     /// Starts renewing a lock acquired by a request sent at `sent`.
-    pub(crate) fn watch(
+    pub(crate) fn renew(
         &self,
         backend: Arc<dyn Backend>,
         alias: &str,
@@ -142,17 +229,61 @@ impl Watchdog {
         lease: Duration,
         sent: Instant,
     ) -> Arc<Status> {
-        let status = Arc::new(Status::new(sent, lease));
+        let status = Arc::new(Status::new(sent, Some(lease)));
+        self.add(
+            backend,
+            alias,
+            key,
+            token,
+            Kind::Renew(lease),
+            Arc::clone(&status),
+            sent + lease / 3,
+        );
+        status
+    }
+
+    /// Starts looking every [`CHECK_EVERY`] whether the lock behind `status`
+    /// is still ours, for a backend that can tell.
+    pub(crate) fn check(
+        &self,
+        backend: Arc<dyn Backend>,
+        alias: &str,
+        key: &str,
+        token: Token,
+        status: Arc<Status>,
+    ) {
+        self.add(
+            backend,
+            alias,
+            key,
+            token,
+            Kind::Check,
+            status,
+            Instant::now() + CHECK_EVERY,
+        );
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn add(
+        &self,
+        backend: Arc<dyn Backend>,
+        alias: &str,
+        key: &str,
+        token: Token,
+        kind: Kind,
+        status: Arc<Status>,
+        first: Instant,
+    ) {
         let job = Arc::new(Job {
             backend,
             alias: alias.to_owned(),
             key: key.to_owned(),
             token,
-            lease,
-            status: Arc::clone(&status),
+            kind,
+            status,
         });
         let mut st = lock(&self.shared.state);
-        schedule(&mut st, sent + lease / 3, job);
+        schedule(&mut st, first, job);
         if !st.running {
             st.running = true;
             let shared = Arc::clone(&self.shared);
@@ -166,7 +297,6 @@ impl Watchdog {
         } else {
             self.shared.changed.notify_one();
         }
-        status
     }
 }
 
@@ -210,39 +340,52 @@ fn run(shared: &Shared) {
                 None => continue,
             }
         };
-        if job.status.released.load(Ordering::Acquire) {
+        if job.status.is_released() || job.status.lost.load(Ordering::Acquire) {
             continue;
         }
-        let next = renew(&job);
-        if let Some(at) = next {
+        if let Some(at) = visit(&job) {
             schedule(&mut lock(&shared.state), at, job);
         }
     }
 }
 
-/// One renewal; the time of the next, or `None` when the lock is lost.
-fn renew(job: &Job) -> Option<Instant> {
+/// One renewal or check; the time of the next, or `None` when the lock is
+/// lost (or a check is impossible).
+fn visit(job: &Job) -> Option<Instant> {
     let sent = Instant::now();
-    match job.backend.extend(&job.key, job.token, job.lease) {
+    let outcome = match job.kind {
+        Kind::Renew(lease) => job.backend.extend(&job.key, job.token, lease),
+        Kind::Check => job.backend.check(&job.key, job.token)?,
+    };
+    match outcome {
         Ok(true) => {
-            job.status.renewed(sent, job.lease);
-            Some(sent + job.lease / 3)
+            if let Kind::Renew(lease) = job.kind {
+                job.status.renewed(sent, lease);
+                return Some(sent + lease / 3);
+            }
+            Some(sent + CHECK_EVERY)
         }
         Ok(false) => {
-            tracing::warn!(alias = %job.alias, key = %job.key, "lock lost: the lease renewal found another owner or none");
+            tracing::warn!(alias = %job.alias, key = %job.key, "lock lost: it has another owner or none");
             job.status.mark_lost();
             None
         }
         Err(e) => {
             let now = Instant::now();
-            if now >= job.status.valid_until() {
+            let valid_until = job.status.valid_until();
+            if valid_until.is_some_and(|u| now >= u) {
                 tracing::error!(alias = %job.alias, key = %job.key, error = %e, "lock lost: its lease ran out while the store was unreachable");
                 job.status.mark_lost();
                 return None;
             }
-            tracing::warn!(alias = %job.alias, key = %job.key, error = %e, "lease renewal failed; retrying");
-            let retry = (job.lease / 10).clamp(Duration::from_millis(10), Duration::from_secs(1));
-            Some((now + retry).min(job.status.valid_until()))
+            tracing::warn!(alias = %job.alias, key = %job.key, error = %e, "could not reach the store to renew or check a lock; retrying");
+            let retry = match job.kind {
+                Kind::Renew(lease) => {
+                    (lease / 10).clamp(Duration::from_millis(10), Duration::from_secs(1))
+                }
+                Kind::Check => CHECK_EVERY,
+            };
+            Some(valid_until.map_or(now + retry, |u| (now + retry).min(u)))
         }
     }
 }
@@ -268,7 +411,7 @@ mod tests {
             Attempt::Acquired(_)
         ));
         let dog = Watchdog::default();
-        let status = dog.watch(store.clone(), "a", "k", req.token, lease, sent);
+        let status = dog.renew(store.clone(), "a", "k", req.token, lease, sent);
         std::thread::sleep(lease * 4);
         assert!(!status.is_lost(), "the watchdog let the lease run out");
         assert!(matches!(
@@ -291,7 +434,7 @@ mod tests {
         let sent = Instant::now();
         store.try_acquire(&req).unwrap();
         let dog = Watchdog::default();
-        let status = dog.watch(store.clone(), "a", "k", req.token, lease, sent);
+        let status = dog.renew(store.clone(), "a", "k", req.token, lease, sent);
         // Deleted behind the holder's back, and taken by another.
         store.release("k", req.token).unwrap();
         store.try_acquire(&Request::new("k")).unwrap();

@@ -565,6 +565,13 @@ impl Backend for MemoryBackend {
         })
     }
 
+    fn check(&self, key: &str, token: Token) -> Option<Result<bool, BackendError>> {
+        let now = now();
+        let st = self.shard(key);
+        let holder = st.map.get(key).and_then(|s| s.holder);
+        Some(Ok(holder.is_some_and(|h| h.token == token && h.live(now))))
+    }
+
     fn supports_unleased(&self) -> bool {
         true
     }

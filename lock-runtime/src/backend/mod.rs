@@ -415,6 +415,15 @@ pub trait Backend: Send + Sync + 'static {
         }
     }
 
+    /// Whether `token` still holds `key`, changing nothing; `None` when the
+    /// store cannot tell (the default). Used to notice, for whoever awaits
+    /// [`LockGuard::lost`](crate::LockGuard::lost), a lock that was deleted or
+    /// stolen behind its holder's back.
+    fn check(&self, key: &str, token: Token) -> Option<Result<bool, BackendError>> {
+        let _ = (key, token);
+        None
+    }
+
     /// Whether a lock may be held with no lease at all (held until released).
     /// Only a store that dies with its holders (the in-process memory store)
     /// should say yes; the default is no, so every lock gets a lease.

@@ -428,6 +428,18 @@ impl Backend for RedisBackend {
             .map(|n| n == 1)
     }
 
+    fn check(&self, key: &str, token: Token) -> Option<Result<bool, BackendError>> {
+        let owner = token.encode();
+        let held = self
+            .inner
+            .pool
+            .with(|c| redis::cmd("GET").arg(key).query::<Option<Vec<u8>>>(c));
+        Some(
+            held.map(|v| v.is_some_and(|v| v.starts_with(owner.as_str().as_bytes())))
+                .map_err(backend_error),
+        )
+    }
+
     fn acquire(&self, req: &Request<'_>, wait: Wait) -> Result<Option<Acquired>, BackendError> {
         let inner = &*self.inner;
         let args = AcquireArgs::new(req, true);
