@@ -3,6 +3,8 @@
 //! Not a stable API: names and signatures here change without notice. Use
 //! [`Lock`](crate::Lock) directly instead.
 
+use std::fmt;
+
 use crate::error::LockError;
 pub use crate::lock::{Lock, LockGuard};
 
@@ -58,24 +60,65 @@ pub async fn release_async(guard: LockGuard) {
     }
 }
 
-/// Turns a [`LockError`] into the return value of a `raise = true` function.
+/// The return type of a `raise = true` function: a `Result` whose error
+/// type the [`LockError`] is converted into (see [`FromLockError`]).
+///
+/// Implemented for every `Result`, so that a `Result` whose error type lacks
+/// `From<LockError>` is reported by [`FromLockError`]'s message, which names
+/// that type, and not as a bound of this impl.
 #[diagnostic::on_unimplemented(
     message = "`#[lock]` with `raise = true` needs the function to return `Result<_, E>` where `E: From<LockError>`, not `{Self}`",
     label = "this function's return type cannot carry a `LockError`",
     note = "return `Result<T, E>` with `impl From<lock_runtime::LockError> for E`, or use `raise = false` (or `#[once]`) to get `Option<T>` instead"
 )]
 pub trait Raise {
-    /// The error value.
-    fn raise(error: LockError) -> Self;
+    /// The error type of the `Result`.
+    type Error;
+    /// `Err(error)`.
+    fn from_error(error: Self::Error) -> Self;
 }
 
-impl<T, E: From<LockError>> Raise for Result<T, E> {
-    fn raise(error: LockError) -> Self {
-        Err(E::from(error))
+impl<T, E> Raise for Result<T, E> {
+    type Error = E;
+    fn from_error(error: E) -> Self {
+        Err(error)
     }
 }
 
+/// The error type of a `raise = true` function: anything a [`LockError`]
+/// converts into. Exists for its diagnostic, which rustc shows in place of a
+/// bare "`From<LockError>` is not implemented" with the way to fix it.
+#[diagnostic::on_unimplemented(
+    message = "`#[lock]` with `raise = true` returns the lock's error as `{Self}`, which has no `From<LockError>`",
+    label = "`{Self}` cannot be made from a `LockError`",
+    note = "add `impl From<lock_runtime::LockError> for {Self}` (with thiserror: a `#[from] LockError` variant), or use `raise = false` (or `#[once]`) to get `Option<T>` instead"
+)]
+pub trait FromLockError: From<LockError> {}
+
+impl<E: From<LockError>> FromLockError for E {}
+
 /// `return __private::raise(e)`, with the return type inferred.
-pub fn raise<R: Raise>(error: LockError) -> R {
-    R::raise(error)
+pub fn raise<R: Raise>(error: LockError) -> R
+where
+    R::Error: FromLockError,
+{
+    R::from_error(From::from(error))
+}
+
+/// A value put into a lock key by a `<name>` placeholder. Exists for its
+/// diagnostic: without it rustc suggests `{:?}`, which a key template
+/// cannot use.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot go in a lock key: placeholders render with `Display`, which `{Self}` does not implement",
+    label = "`{Self}` is not `Display`",
+    note = "implement `Display` for it, or name a field that has it, like `<user.id>`"
+)]
+pub trait KeyPart: fmt::Display {}
+
+impl<T: fmt::Display + ?Sized> KeyPart for T {}
+
+/// `format!("{}", key_part(&user.id))`: the value, once it is known to be
+/// [`KeyPart`].
+pub fn key_part<T: KeyPart + ?Sized>(value: &T) -> &T {
+    value
 }

@@ -58,6 +58,7 @@ pub const ENV_PREFIX: &str = "LOCK_ALIAS_";
 /// | `redis://[user:password@]host[:port][/db]` | one Redis server (feature `redis`) |
 /// | `rediss://...` | the same over TLS, where the `redis` crate was built with TLS |
 /// | `redis+unix:///path/to/socket[?db=N]` | Redis over a Unix socket |
+/// | `redis+quorum://[user:password@]host1[:port],host2,host3[/db]` | a quorum (Redlock) of independent servers |
 ///
 /// ```
 /// use std::time::Duration;
@@ -85,6 +86,8 @@ pub(crate) enum Store {
     Memory(String),
     #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     Redis(String),
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    Quorum(Vec<String>),
     Custom(Arc<dyn Backend>),
 }
 
@@ -93,6 +96,7 @@ impl fmt::Debug for AliasConfig {
         let store = match &self.store {
             Store::Memory(name) => format!("memory://{name}"),
             Store::Redis(url) => redact(url),
+            Store::Quorum(urls) => urls.iter().map(|u| redact(u)).collect::<Vec<_>>().join(","),
             Store::Custom(_) => "custom".to_owned(),
         };
         f.debug_struct("AliasConfig")
@@ -158,6 +162,25 @@ impl AliasConfig {
         Self::with_store(Store::Redis(url.into()))
     }
 
+    /// A quorum of independent Redis servers (Redlock): a lock is held when a
+    /// majority of them granted it within its validity, so the alias keeps
+    /// working with a minority of the nodes down. At least 3 nodes; give an
+    /// odd number. Each node is bounded by the alias's command timeout.
+    ///
+    /// ```
+    /// # #[cfg(feature = "redis")] {
+    /// use lock_runtime::registry::AliasConfig;
+    /// let cfg = AliasConfig::quorum(["redis://10.0.0.1", "redis://10.0.0.2", "redis://10.0.0.3"]);
+    /// # }
+    /// ```
+    pub fn quorum<I, S>(urls: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        Self::with_store(Store::Quorum(urls.into_iter().map(Into::into).collect()))
+    }
+
     /// Your own [`Backend`]. Its locks get [`DEFAULT_LEASE`] unless the
     /// backend [supports unleased locks](Backend::supports_unleased) or the
     /// alias sets [`default_lease`](Self::default_lease).
@@ -187,6 +210,25 @@ impl AliasConfig {
             } else {
                 rest.trim_end_matches('/')
             }),
+            "redis+quorum" => {
+                let mut kept = Vec::new();
+                let settings = query
+                    .map(|q| split_query(q, &mut kept))
+                    .transpose()
+                    .map_err(invalid)?;
+                if let Some(k) = kept.first() {
+                    return Err(invalid(format!("unknown setting `{k}` for a quorum alias")));
+                }
+                #[cfg(feature = "redis")]
+                let nodes = crate::backend::redis::split_quorum_url(base).map_err(invalid)?;
+                #[cfg(not(feature = "redis"))]
+                let nodes = vec![base.to_owned()];
+                let mut cfg = Self::quorum(nodes);
+                if let Some(settings) = settings {
+                    cfg = cfg.apply(&settings).map_err(invalid)?;
+                }
+                return Ok(cfg);
+            }
             "redis" | "rediss" | "redis+unix" | "unix" => {
                 // `db` stays in the query for unix sockets, where the crate reads it.
                 let mut kept = Vec::new();
@@ -207,7 +249,7 @@ impl AliasConfig {
             }
             other => {
                 return Err(invalid(format!(
-                    "unknown scheme `{other}://`; expected memory://, redis://, rediss:// or redis+unix://"
+                    "unknown scheme `{other}://`; expected memory://, redis://, rediss://, redis+unix:// or redis+quorum://"
                 )));
             }
         };
@@ -407,8 +449,18 @@ impl Alias {
                 )
                 .map_err(invalid)?,
             ),
+            #[cfg(feature = "redis")]
+            Store::Quorum(urls) => Arc::new(
+                crate::backend::redis::QuorumBackend::open(
+                    urls,
+                    &cfg.prefix,
+                    cfg.connect_timeout,
+                    cfg.command_timeout,
+                )
+                .map_err(invalid)?,
+            ),
             #[cfg(not(feature = "redis"))]
-            Store::Redis(_) => {
+            Store::Redis(_) | Store::Quorum(_) => {
                 return Err(invalid(
                     "Redis URLs need the `redis` feature of lock-runtime".into(),
                 ));

@@ -26,8 +26,12 @@
 
 mod io;
 mod pool;
+mod quorum;
 mod scripts;
 mod wake;
+
+pub(crate) use quorum::split_quorum_url;
+pub use quorum::{NodeOutcome, NodeState, QuorumBackend, QuorumError};
 
 use std::fmt;
 use std::sync::Arc;
