@@ -1,0 +1,121 @@
+//! Fencing tokens: strictly increasing per key on a store, across holders,
+//! across expiry and across OS processes, and enough for a resource to
+//! reject the write of a holder whose lease ran out.
+
+mod support;
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use lock_runtime::Lock;
+use lock_runtime::registry::{self, AliasConfig};
+use support::RedisServer;
+
+/// Accepts a write only with a token at least as high as any seen so far.
+#[derive(Default)]
+struct FencedStore(Mutex<u64>);
+
+impl FencedStore {
+    fn write(&self, token: u64) -> bool {
+        let mut highest = self.0.lock().unwrap();
+        if token < *highest {
+            return false;
+        }
+        *highest = token;
+        true
+    }
+}
+
+fn stale_holder_is_rejected(alias: &str) {
+    let store = FencedStore::default();
+    let lock = Lock::new("fenced")
+        .alias(alias.to_owned())
+        .expire(Duration::from_millis(150));
+    let a = lock.acquire().unwrap();
+    std::thread::sleep(Duration::from_millis(200)); // A stalls past its lease
+    assert!(a.is_lost());
+    let b = lock.wait(false).acquire().expect("A's lease ran out");
+    assert!(
+        store.write(b.fencing_token().unwrap()),
+        "B's write is accepted"
+    );
+    assert!(
+        !store.write(a.fencing_token().unwrap()),
+        "A's stale write is rejected"
+    );
+    assert!(a.release().unwrap_err().is_not_held());
+}
+
+#[test]
+fn memory_store_fences_a_stale_holder() {
+    stale_holder_is_rejected("default");
+}
+
+#[test]
+fn redis_store_fences_a_stale_holder() {
+    let server = RedisServer::start();
+    registry::add(
+        "fencing-redis",
+        AliasConfig::from_url(&server.url()).unwrap(),
+    )
+    .unwrap();
+    stale_holder_is_rejected("fencing-redis");
+}
+
+#[test]
+fn tokens_strictly_increase_across_processes() {
+    const PER_CHILD: usize = 200;
+    match support::child_role().as_deref() {
+        Some(_) => {
+            let url = std::env::var("REDIS_URL").unwrap();
+            registry::add("fencing-shared", AliasConfig::from_url(&url).unwrap()).unwrap();
+            let mut conn = redis::Client::open(url).unwrap().get_connection().unwrap();
+            for i in 0..PER_CHILD {
+                // Every fifth lease runs out instead of being released.
+                let lock = Lock::new("k")
+                    .alias("fencing-shared")
+                    .expire(Duration::from_millis(40));
+                let guard = lock.acquire().unwrap();
+                let token = guard.fencing_token().unwrap();
+                // Recorded under the lock, so the list is in acquisition order.
+                let () = redis::cmd("RPUSH")
+                    .arg("tokens")
+                    .arg(token)
+                    .query(&mut conn)
+                    .unwrap();
+                if i % 5 == 0 {
+                    std::mem::forget(guard);
+                    std::thread::sleep(Duration::from_millis(45));
+                } else {
+                    guard.release().unwrap();
+                }
+            }
+            support::report("done");
+        }
+        None => {
+            let server = RedisServer::start();
+            support::run_children(
+                &support::test_name!(),
+                "worker",
+                4,
+                &[("REDIS_URL", server.url().as_str())],
+            );
+            let tokens: Vec<u64> = match server.cmd(&["LRANGE", "tokens", "0", "-1"]) {
+                support::RespValue::Array(items) => items
+                    .into_iter()
+                    .map(|v| v.into_string().unwrap().parse().unwrap())
+                    .collect(),
+                other => panic!("{other:?}"),
+            };
+            assert_eq!(tokens.len(), 4 * PER_CHILD);
+            for pair in tokens.windows(2) {
+                assert!(
+                    pair[0] < pair[1],
+                    "fencing tokens went back: {} then {}",
+                    pair[0],
+                    pair[1]
+                );
+            }
+        }
+    }
+}
