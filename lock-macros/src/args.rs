@@ -5,7 +5,6 @@
 use proc_macro2::TokenStream;
 use syn::ext::IdentExt;
 use syn::parse::{ParseStream, Parser};
-use syn::spanned::Spanned;
 use syn::{Expr, ExprLit, ExprUnary, Ident, Lit, LitBool, LitStr, Path, Token, UnOp};
 
 /// Which attribute is expanding: they differ only in their defaults.
@@ -271,8 +270,8 @@ fn key(flavor: Flavor, first: bool, expr: Expr) -> syn::Result<LitStr> {
         ));
     }
     if !first {
-        return Err(syn::Error::new(
-            expr.span(),
+        return Err(syn::Error::new_spanned(
+            &expr,
             format!(
                 "expected `option = value` here; the key, if any, is the first argument of `{attr}`"
             ),
@@ -282,10 +281,10 @@ fn key(flavor: Flavor, first: bool, expr: Expr) -> syn::Result<LitStr> {
         Expr::Lit(ExprLit {
             lit: Lit::Str(s), ..
         }) => Ok(s.clone()),
-        _ => Err(syn::Error::new(
-            expr.span(),
+        _ => Err(syn::Error::new_spanned(
+            &expr,
             format!(
-                "the lock key must be a string literal, like `{}(\"report-<user.id>\")`; put arguments in it with `<name>` placeholders, or leave it out to use the function's path",
+                "the lock key must be a string literal, like `{}(\"report-<user.id>\")]`; put arguments in it with `<name>` placeholders, or leave it out to use the function's path",
                 attr.trim_end_matches(']')
             ),
         )),
@@ -378,8 +377,9 @@ impl Entry {
         })
     }
 
+    /// Spanned on the whole value (`-5`, not just `-`).
     fn error(&self, message: impl std::fmt::Display) -> syn::Error {
-        syn::Error::new(self.value.span(), message)
+        syn::Error::new_spanned(&self.value, message)
     }
 
     fn lit(&self) -> Option<&Lit> {

@@ -37,7 +37,7 @@ pub(crate) fn expand(
         None => parse_quote!(::lock_runtime),
     };
     let key = match &args.key {
-        Some(lit) => template::key_expr(lit, &func.sig)?,
+        Some(lit) => template::key_expr(lit, &func.sig, &krate)?,
         None => default_key(&func.sig),
     };
     let lock = lock_expr(&args, flavor, &krate, key);
@@ -213,16 +213,23 @@ fn raise_call(krate: &Path, output: &ReturnType, error: &Ident) -> TokenStream {
         ReturnType::Type(_, ty) => ty.span(),
         ReturnType::Default => Span::call_site(),
     };
-    // Every token of the path gets the span: a path mixing spans would be
-    // reported from the attribute all the way to the return type.
-    let raise: TokenStream = quote!(#krate::__private::raise)
+    let raise = respan(quote!(#krate::__private::raise), span);
+    // Still the hidden local, but located at the return type like the rest
+    // of the call, so that the call's span is the return type's.
+    let error = Ident::new(&error.to_string(), error.span().located_at(span));
+    quote_spanned!(span=> return #raise(#error))
+}
+
+/// Every token of `tokens` located at `span`. A path mixing spans would be
+/// reported from the attribute all the way to the user's token.
+pub(crate) fn respan(tokens: TokenStream, span: Span) -> TokenStream {
+    tokens
         .into_iter()
         .map(|mut t| {
-            t.set_span(span);
+            t.set_span(t.span().located_at(span));
             t
         })
-        .collect();
-    quote!(return #raise(#error))
+        .collect()
 }
 
 // Input:  fn f(..) -> Result<T, E> { body }

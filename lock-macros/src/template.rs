@@ -4,9 +4,9 @@
 //! carry the key literal's span, so errors point at the key.
 
 use proc_macro2::{Span, TokenStream};
-use quote::{ToTokens, quote};
+use quote::{ToTokens, quote, quote_spanned};
 use syn::visit::Visit;
-use syn::{FnArg, Ident, Index, LitStr, Member, PatIdent, Signature};
+use syn::{FnArg, Ident, Index, LitStr, Member, PatIdent, Path, Signature};
 
 /// The parsed template: text runs and placeholders, in order.
 struct Template {
@@ -189,9 +189,9 @@ impl Bindings {
 use syn::ext::IdentExt;
 
 // Input:  "report-<user.id>-{<day>}" on fn build_report(user: &User, day: u32)
-// Output: ::std::format!("report-{}-{{{}}}", user.id, day)
+// Output: ::std::format!("report-{}-{{{}}}", key_part(&user.id), key_part(&day))
 //         (or the bare literal when there is no placeholder)
-pub(crate) fn key_expr(key: &LitStr, sig: &Signature) -> syn::Result<TokenStream> {
+pub(crate) fn key_expr(key: &LitStr, sig: &Signature, krate: &Path) -> syn::Result<TokenStream> {
     let span = key.span();
     let template = parse(&key.value(), span)?;
     if template.parts.is_empty() {
@@ -232,7 +232,10 @@ pub(crate) fn key_expr(key: &LitStr, sig: &Signature) -> syn::Result<TokenStream
                     Field::Named(n) => Member::Named(Ident::new(n, span)),
                     Field::Index(i) => Member::Unnamed(Index { index: *i, span }),
                 });
-                values.push(quote!(#base #(.#members)*));
+                // Through `key_part`, whose diagnostic explains a value that is
+                // not `Display` better than `format!`'s "use `{:?}`".
+                let key_part = crate::expand::respan(quote!(#krate::__private::key_part), span);
+                values.push(quote_spanned!(span=> #key_part(&#base #(.#members)*)));
                 format.push_str("{}");
             }
         }
@@ -241,7 +244,7 @@ pub(crate) fn key_expr(key: &LitStr, sig: &Signature) -> syn::Result<TokenStream
         return Ok(LitStr::new(&plain, span).into_token_stream());
     }
     let format = LitStr::new(&format, span);
-    Ok(quote::quote_spanned!(span=> ::std::format!(#format, #(#values),*)))
+    Ok(quote_spanned!(span=> ::std::format!(#format, #(#values),*)))
 }
 
 fn unknown(

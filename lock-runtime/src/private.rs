@@ -118,7 +118,8 @@ pub trait KeyPart: fmt::Display {}
 impl<T: fmt::Display + ?Sized> KeyPart for T {}
 
 /// `format!("{}", key_part(&user.id))`: the value, once it is known to be
-/// [`KeyPart`].
-pub fn key_part<T: KeyPart + ?Sized>(value: &T) -> &T {
+/// [`KeyPart`]. Returned as `&dyn Display` so that `format!` cannot fail on
+/// it a second time.
+pub fn key_part<T: KeyPart>(value: &T) -> &dyn fmt::Display {
     value
 }

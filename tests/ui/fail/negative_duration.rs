@@ -1,0 +1,10 @@
+use lock_runtime::{LockError, lock};
+
+#[lock("report", wait_for_ms = -5)]
+fn report() -> Result<(), LockError> {
+    Ok(())
+}
+
+fn main() {
+    let _ = report();
+}

@@ -1,0 +1,10 @@
+use lock_runtime::lock;
+
+#[lock("report")]
+fn report() -> String {
+    String::from("done")
+}
+
+fn main() {
+    let _ = report();
+}

@@ -1,0 +1,10 @@
+use lock_runtime::{LockError, lock};
+
+#[lock("report-<day")]
+fn report(day: u32) -> Result<u32, LockError> {
+    Ok(day)
+}
+
+fn main() {
+    let _ = report(1);
+}
