@@ -181,3 +181,15 @@ fn bad_alias() -> u8 {
 fn a_failure_other_than_contention_also_skips() {
     assert_eq!(bad_alias(), None);
 }
+
+#[once("once-elided-question-mark")]
+fn first_word(text: &str) -> Result<&str, String> {
+    let word = text.split(' ').find(|w| !w.is_empty()).ok_or("no words")?;
+    Ok(word)
+}
+
+#[test]
+fn question_mark_converts_errors_when_the_return_type_has_elided_lifetimes() {
+    assert_eq!(first_word("hi there"), Some(Ok("hi")));
+    assert_eq!(first_word(" "), Some(Err("no words".to_owned())));
+}

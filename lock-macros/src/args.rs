@@ -326,21 +326,27 @@ pub(crate) fn closest<'a>(
         .map(|(_, c)| c)
 }
 
+/// Edits (insert, delete, substitute, swap two neighbours) from `a` to `b`:
+/// a swap is the commonest typo (`wiat`), so it counts as one.
 fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut row: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut prev = row[0];
-        row[0] = i + 1;
-        for (j, cb) in b.iter().enumerate() {
-            let here = row[j + 1];
-            row[j + 1] = (prev + usize::from(ca != *cb))
-                .min(row[j] + 1)
-                .min(here + 1);
-            prev = here;
+    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in d.iter_mut().enumerate() {
+        row[0] = i;
+    }
+    d[0] = (0..=b.len()).collect();
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            d[i][j] = (d[i - 1][j] + 1)
+                .min(d[i][j - 1] + 1)
+                .min(d[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                d[i][j] = d[i][j].min(d[i - 2][j - 2] + 1);
+            }
         }
     }
-    row[b.len()]
+    d[a.len()][b.len()]
 }
 
 /// Values passed through a `macro_rules!` `$x:expr` arrive wrapped in a
@@ -591,4 +597,129 @@ fn decimal_millis(text: &str, scale: u64) -> Option<u128> {
         Err(_) => 0,
     };
     Some(whole * u128::from(scale) + frac_ms)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use quote::{ToTokens, quote};
+
+    fn parse(tokens: TokenStream) -> Result<Args, String> {
+        Args::parse(Flavor::Lock, tokens).map_err(|e| e.to_string())
+    }
+
+    fn parse_err(tokens: &TokenStream) -> String {
+        match parse(tokens.clone()) {
+            Ok(_) => panic!("{tokens} parsed"),
+            Err(e) => e,
+        }
+    }
+
+    fn expire(value: TokenStream) -> Result<u64, String> {
+        parse(quote!(expire = #value)).map(|a| a.expire_ms.unwrap().value)
+    }
+
+    #[test]
+    fn expire_accepts_seconds_and_unit_strings() {
+        assert_eq!(expire(quote!(30)), Ok(30_000));
+        assert_eq!(expire(quote!(1.5)), Ok(1500));
+        assert_eq!(expire(quote!(0.1)), Ok(100));
+        assert_eq!(expire(quote!("1500ms")), Ok(1500));
+        assert_eq!(expire(quote!("10s")), Ok(10_000));
+        assert_eq!(expire(quote!("2.5s")), Ok(2500));
+        assert_eq!(expire(quote!("5m")), Ok(300_000));
+        assert_eq!(expire(quote!("1h")), Ok(3_600_000));
+        assert_eq!(expire(quote!("1_000ms")), Ok(1000));
+        // Rounded down to whole milliseconds, at least one.
+        assert_eq!(expire(quote!("1.9ms")), Ok(1));
+        assert!(
+            expire(quote!("0.5ms"))
+                .unwrap_err()
+                .contains("at least 1 ms")
+        );
+        assert!(expire(quote!(0)).unwrap_err().contains("at least 1 ms"));
+    }
+
+    #[test]
+    fn expire_rejects_what_is_not_a_duration() {
+        for (value, says) in [
+            (quote!("10 parsecs"), "`parsecs` is not a unit"),
+            (quote!("10"), "write a number followed by"),
+            (quote!("ms"), "write a number followed by"),
+            (quote!("1.2.3s"), "write a number followed by"),
+            (quote!(-1), "cannot be negative"),
+            (quote!(10s), "as a string: `expire = \"10s\"`"),
+            (quote!(1e3), "takes seconds"),
+            (quote!(true), "not a boolean"),
+            (quote!("99999999999999999999999h"), "too long"),
+        ] {
+            let err = expire(value.clone()).unwrap_err();
+            assert!(err.contains(says), "{value}: {err}");
+        }
+    }
+
+    #[test]
+    fn millisecond_options_take_whole_positive_numbers() {
+        let a = parse(quote!(wait_for_ms = 500, steal_after_ms = 1_000u64)).unwrap();
+        assert_eq!(a.wait_for_ms.unwrap().value, 500);
+        assert_eq!(a.steal_after_ms.unwrap().value, 1000);
+        for (tokens, says) in [
+            (quote!(wait_for_ms = "500"), "write `wait_for_ms = 500`"),
+            (quote!(wait_for_ms = 500ms), "in milliseconds already"),
+            (quote!(wait_for_ms = 1.5), "whole number of milliseconds"),
+            (quote!(steal_after_ms = 0), "never steal"),
+            (quote!(wait_for_ms = 99999999999999999999999), "too large"),
+        ] {
+            let err = parse_err(&tokens);
+            assert!(err.contains(says), "{tokens}: {err}");
+        }
+    }
+
+    #[test]
+    fn the_key_comes_first_and_options_need_values() {
+        let a = parse(quote!("k-<a>", wait = false)).unwrap();
+        assert_eq!(a.key.unwrap().value(), "k-<a>");
+        for (tokens, says) in [
+            (
+                quote!(wait = false, "k"),
+                "the key, if any, is the first argument",
+            ),
+            (quote!(wait), "`wait` needs a value"),
+            (quote!(format!("k")), "must be a string literal"),
+            (quote!(wiat = true), "did you mean `wait`?"),
+            (quote!(ttl = 5), "use `expire = <seconds>`"),
+            (quote!(key = "k"), "the key is the first argument"),
+            (quote!(prefix = "p"), "set it with registry::configure"),
+            (quote!(alias = 3), "`alias` takes a string literal"),
+            (quote!(crate = 3), "`crate` takes the path"),
+            (quote!(crate = "not a path"), "is not a path"),
+        ] {
+            let err = parse_err(&tokens);
+            assert!(err.contains(says), "{tokens}: {err}");
+        }
+    }
+
+    #[test]
+    fn crate_takes_a_path_or_a_string() {
+        let a = parse(quote!(crate = ::my::runtime)).unwrap();
+        let b = parse(quote!(crate = "::my::runtime")).unwrap();
+        let path = |a: Args| a.krate.unwrap().value.to_token_stream().to_string();
+        assert_eq!(path(a), path(b));
+    }
+
+    #[test]
+    fn defaults_differ_between_lock_and_once() {
+        let none = Args::default();
+        assert!(none.waits(Flavor::Lock) && none.raises(Flavor::Lock));
+        assert!(!none.waits(Flavor::Once) && !none.raises(Flavor::Once));
+        let wait_for = Args::parse(Flavor::Once, quote!(wait_for_ms = 5)).unwrap();
+        assert!(wait_for.waits(Flavor::Once), "wait_for_ms implies waiting");
+    }
+
+    #[test]
+    fn every_hint_names_an_option_that_is_not_one() {
+        for (name, _) in HINTS {
+            assert!(OPTIONS.iter().all(|o| o.name != *name), "{name}");
+        }
+    }
 }

@@ -277,3 +277,80 @@ fn unknown(
         _ => format!("{which}; its arguments are: {}", names.join(", ")),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use syn::parse_quote;
+
+    fn key(template: &str, sig: Signature) -> Result<String, String> {
+        let lit = LitStr::new(template, Span::call_site());
+        key_expr(&lit, &sig, &parse_quote!(::lock_runtime))
+            .map(|t| t.to_string())
+            .map_err(|e| e.to_string())
+    }
+
+    fn err(template: &str) -> String {
+        key(
+            template,
+            parse_quote!(fn build_report(user: &User, day: u32)),
+        )
+        .expect_err(template)
+    }
+
+    #[test]
+    fn placeholders_become_format_arguments() {
+        let sig: Signature = parse_quote!(fn f(user: &User, pair: (u8, u8)));
+        let out = key("a-<user.id>-<pair.1>-{x}", sig).unwrap();
+        assert!(out.contains(r#""a-{}-{}-{{x}}""#), "{out}");
+        assert!(out.contains("key_part (& user . id)"), "{out}");
+        assert!(out.contains("key_part (& pair . 1)"), "{out}");
+    }
+
+    #[test]
+    fn a_key_without_placeholders_is_a_plain_literal() {
+        let out = key("a-<<{b}>>", parse_quote!(fn f())).unwrap();
+        assert_eq!(out, r#""a-<{b}>""#);
+    }
+
+    #[test]
+    fn malformed_templates_say_what_to_write() {
+        for (template, says) in [
+            (
+                "r-<usr>",
+                "`<usr>` is not an argument of `build_report`: did you mean `user`?",
+            ),
+            (
+                "r-<zzz.id>",
+                "`zzz` in `<zzz.id>` is not an argument of `build_report`; its arguments are: user, day",
+            ),
+            ("r-<day", "write `<<` for a literal `<`"),
+            ("r-<a<b>", "unclosed `<`"),
+            ("r->", "write `>>` for a literal `>`"),
+            ("r-<>", "empty placeholder"),
+            ("r-<user..id>", "empty `.` part"),
+            ("r-<1x>", "`1x` is not an argument name"),
+            ("r-<user.01>", "`01` is not a tuple index"),
+            ("r-<user.type>", "`type` is not a field name"),
+            ("r-<user.id()>", "`id()` is not a field name"),
+            ("r-< user >", "malformed placeholder"),
+            ("r-<self.id>", "needs a `self` receiver"),
+            ("", "the lock key is empty"),
+        ] {
+            let e = err(template);
+            assert!(e.contains(says), "{template}: {e}");
+        }
+    }
+
+    #[test]
+    fn names_bound_by_patterns_and_the_receiver_are_arguments() {
+        let sig: Signature =
+            parse_quote!(fn f(&self, (a, b): (u8, u8), P { x, y: why }: P, r#type: u8, _: u8));
+        assert!(key("<self.id>-<a>-<b>-<x>-<why>-<type>", sig.clone()).is_ok());
+        let e = key("<y>", sig).unwrap_err();
+        assert!(
+            e.contains("its arguments are: self, a, b, x, why, type"),
+            "{e}"
+        );
+    }
+}
