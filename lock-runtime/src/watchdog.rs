@@ -283,7 +283,18 @@ impl Watchdog {
             status,
         });
         let mut st = lock(&self.shared.state);
+        // The thread sleeps until its earliest job: wake it only when this
+        // one comes sooner. Most locks are released long before their first
+        // renewal, so most registrations cost no wake-up at all.
+        let sooner = st.queue.peek().is_none_or(|Reverse(due)| first < due.at);
         schedule(&mut st, first, job);
+        // Released jobs leave the queue when they come due; with many short
+        // locks that can be a lot of them, so sweep them out now and then.
+        let len = st.queue.len();
+        if len >= 1024 && len.is_power_of_two() {
+            st.queue
+                .retain(|Reverse(due)| !due.job.status.is_released());
+        }
         if !st.running {
             st.running = true;
             let shared = Arc::clone(&self.shared);
@@ -294,7 +305,7 @@ impl Watchdog {
                 st.running = false;
                 tracing::error!(error = %e, "could not start the lease watchdog; leases will not be renewed");
             }
-        } else {
+        } else if sooner {
             self.shared.changed.notify_one();
         }
     }

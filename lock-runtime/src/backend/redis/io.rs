@@ -1,9 +1,12 @@
-//! The Redis store's own I/O thread: a single-threaded tokio runtime that
-//! owns every async connection of the process. Async callers hand their
-//! commands to it, so the store works from any async runtime (or none), a
-//! runtime that shuts down never takes a shared connection with it, and
-//! timeouts never depend on the caller's timer.
+//! Async I/O. Inside a Tokio runtime, async calls use a connection driven by
+//! that runtime (one per runtime per store), so a request and its reply
+//! never cross threads. Elsewhere (another executor, or no runtime at all)
+//! they are handed to the store's own I/O thread, a single-threaded Tokio
+//! runtime that also runs the pub/sub subscriber and detached releases, so
+//! the store works from any executor and never depends on the caller's
+//! timers there.
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::sync::{Mutex, MutexGuard};
 
@@ -63,12 +66,19 @@ pub(crate) async fn run<T: Send + 'static>(
     })?
 }
 
-/// One multiplexed connection per store, shared by every async caller,
-/// reconnected on demand after a failure.
+/// How many runtimes' connections a store keeps. A process usually has one
+/// or two runtimes; test suites make one per test, and the connections of
+/// runtimes that are gone are never used again, so the oldest are dropped.
+const MAX_RUNTIMES: usize = 8;
+
+/// The store's async connections: one multiplexed connection per Tokio
+/// runtime that uses the store (the I/O thread's included), created in that
+/// runtime so that its requests never cross threads, and reconnected on
+/// demand after a failure.
 pub(crate) struct AsyncConn {
     client: Client,
     config: AsyncConnectionConfig,
-    cached: Mutex<Option<MultiplexedConnection>>,
+    by_runtime: Mutex<VecDeque<(tokio::runtime::Id, MultiplexedConnection)>>,
     connecting: tokio::sync::Mutex<()>,
 }
 
@@ -77,33 +87,59 @@ impl AsyncConn {
         Self {
             client,
             config,
-            cached: Mutex::new(None),
+            by_runtime: Mutex::new(VecDeque::new()),
             connecting: tokio::sync::Mutex::new(()),
         }
     }
 
-    /// The shared connection; connects first if there is none. Only one
-    /// caller connects at a time; the others wait for its result.
+    /// The connection of the runtime this runs on; connects first if there
+    /// is none. Only one caller connects at a time.
+    ///
+    /// Must run inside a Tokio runtime with I/O and timers enabled.
     pub(crate) async fn get(&self) -> RedisResult<MultiplexedConnection> {
-        if let Some(c) = lock(&self.cached).clone() {
+        let id = Handle::current().id();
+        if let Some(c) = self.cached(id) {
             return Ok(c);
         }
         let _one_at_a_time = self.connecting.lock().await;
-        if let Some(c) = lock(&self.cached).clone() {
+        if let Some(c) = self.cached(id) {
             return Ok(c);
         }
         let c = self
             .client
             .get_multiplexed_async_connection_with_config(&self.config)
             .await?;
-        *lock(&self.cached) = Some(c.clone());
+        let mut conns = lock(&self.by_runtime);
+        if conns.len() >= MAX_RUNTIMES {
+            conns.pop_front();
+        }
+        conns.push_back((id, c.clone()));
         Ok(c)
     }
 
-    /// Forgets the connection after an I/O failure, so the next call
-    /// reconnects.
+    fn cached(&self, id: tokio::runtime::Id) -> Option<MultiplexedConnection> {
+        lock(&self.by_runtime)
+            .iter()
+            .find(|(rt, _)| *rt == id)
+            .map(|(_, c)| c.clone())
+    }
+
+    /// Forgets this runtime's connection after an I/O failure, so the next
+    /// call reconnects.
     pub(crate) fn reset(&self) {
-        *lock(&self.cached) = None;
+        if let Ok(h) = Handle::try_current() {
+            let id = h.id();
+            lock(&self.by_runtime).retain(|(rt, _)| *rt != id);
+        }
+    }
+}
+
+/// Whether the caller runs inside a Tokio runtime (other than the I/O
+/// thread's): its async calls then use that runtime's own connection.
+pub(crate) fn in_caller_runtime() -> bool {
+    match Handle::try_current() {
+        Ok(h) => IO.as_ref().map_or(true, |io| io.id() != h.id()),
+        Err(_) => false,
     }
 }
 

@@ -38,6 +38,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Client, FromRedisValue, RedisError, ScriptInvocation};
 
 use super::{
@@ -133,6 +134,17 @@ impl AcquireArgs {
             lease_ms: millis(req.lease.unwrap_or(DEFAULT_LEASE)),
             steal_ms: req.steal_after.map_or(0, millis),
             line: will_wait.then(|| line_keys(req.key)),
+        }
+    }
+
+    /// The arguments of a lock being released: enough to release it again.
+    fn released(key: String, token: Token) -> Self {
+        Self {
+            key,
+            token,
+            lease_ms: 0,
+            steal_ms: 0,
+            line: None,
         }
     }
 
@@ -237,7 +249,15 @@ impl Inner {
         inv: ScriptInvocation<'_>,
     ) -> Result<T, BackendError> {
         let mut conn = self.conn.get().await.map_err(backend_error)?;
-        inv.invoke_async(&mut conn).await.map_err(|e| {
+        self.invoke_on(&mut conn, inv).await
+    }
+
+    async fn invoke_on<T: FromRedisValue>(
+        &self,
+        conn: &mut MultiplexedConnection,
+        inv: ScriptInvocation<'_>,
+    ) -> Result<T, BackendError> {
+        inv.invoke_async(conn).await.map_err(|e| {
             if is_connection_error(&e) {
                 self.conn.reset();
             }
@@ -264,20 +284,88 @@ impl Inner {
     }
 
     /// After an async acquisition ends without the lock (deadline, error,
-    /// its caller gone): leave the line, and if the caller left while a
-    /// request was in flight, give back the lock that request may have won.
-    async fn clean_up(&self, args: &AcquireArgs, in_line: bool, cancelled: bool) {
-        if cancelled {
-            if let Err(e) = self.release(&args.key, args.token).await {
+    /// its caller gone): leave the line, and if a request may have won the
+    /// lock with nobody to hold it, give that back. `conn` is the connection
+    /// the acquisition used, so Redis sees this after the request in flight.
+    async fn clean_up(
+        &self,
+        conn: Option<MultiplexedConnection>,
+        args: &AcquireArgs,
+        in_line: bool,
+        won: bool,
+    ) {
+        let mut conn = match conn {
+            Some(c) => c,
+            None => match self.conn.get().await {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(key = %args.key, error = %e, "could not clean up after an acquisition; its lease and line place expire by themselves");
+                    return;
+                }
+            },
+        };
+        if won {
+            let release = handover_invocation(&scripts::RELEASE, &args.key, args.token);
+            if let Err(e) = self.invoke_on::<i64>(&mut conn, release).await {
                 tracing::error!(key = %args.key, error = %e, "could not give back a lock won by a cancelled acquisition; it frees itself when its lease ends");
             }
         }
         if in_line {
-            if let Err(e) = self
-                .invoke::<i64>(handover_invocation(&scripts::LEAVE, &args.key, args.token))
-                .await
-            {
+            let leave = handover_invocation(&scripts::LEAVE, &args.key, args.token);
+            if let Err(e) = self.invoke_on::<i64>(&mut conn, leave).await {
                 tracing::warn!(key = %args.key, error = %e, "could not leave the line; the place expires by itself");
+            }
+        }
+    }
+}
+
+/// Cleans up after an async operation run in the caller's runtime that is
+/// dropped part-way (cancelled) or fails: whatever its request in flight may
+/// have won is given back, through the same connection, on a task of its own.
+struct Cleanup {
+    inner: Arc<Inner>,
+    args: Arc<AcquireArgs>,
+    conn: Option<MultiplexedConnection>,
+    joined: AtomicBool,
+}
+
+impl Cleanup {
+    fn new(inner: &Arc<Inner>, args: &Arc<AcquireArgs>, conn: &MultiplexedConnection) -> Self {
+        Self {
+            inner: Arc::clone(inner),
+            args: Arc::clone(args),
+            conn: Some(conn.clone()),
+            joined: AtomicBool::new(false),
+        }
+    }
+
+    /// The operation ended cleanly: nothing to give back.
+    fn disarm(&mut self) {
+        self.conn = None;
+    }
+
+    fn in_line(&self) -> bool {
+        self.joined.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let Some(conn) = self.conn.take() else {
+            return;
+        };
+        let (inner, args, in_line) = (
+            Arc::clone(&self.inner),
+            Arc::clone(&self.args),
+            self.in_line(),
+        );
+        let task = async move { inner.clean_up(Some(conn), &args, in_line, true).await };
+        match tokio::runtime::Handle::try_current() {
+            Ok(h) => drop(h.spawn(task)),
+            Err(_) => {
+                if let Err(e) = io::spawn(task) {
+                    tracing::error!(error = %e, "could not clean up after a cancelled acquisition; its lease expires by itself");
+                }
             }
         }
     }
@@ -388,7 +476,7 @@ async fn acquire_loop(
         if !plan.polling {
             let w = watch.get_or_insert_with(|| inner.wakeups.register(&args.key, &waiter));
             if !w.is_subscribed() {
-                match w.subscribe().await {
+                match io::run(w.subscribe()).await {
                     // Subscribed: look once more, since a release before now
                     // was not heard.
                     Ok(()) => continue,
@@ -491,16 +579,35 @@ impl Backend for RedisBackend {
         &'a self,
         req: &'a Request<'a>,
     ) -> BoxFuture<'a, Result<Attempt, BackendError>> {
-        let args = AcquireArgs::new(req, false);
+        let args = Arc::new(AcquireArgs::new(req, false));
         let inner = Arc::clone(&self.inner);
+        if io::in_caller_runtime() {
+            return Box::pin(async move {
+                let mut conn = inner.conn.get().await.map_err(backend_error)?;
+                let mut cleanup = Cleanup::new(&inner, &args, &conn);
+                let sent = Instant::now();
+                let inv = args.invocation(&inner.fence_key, false);
+                let out = inner
+                    .invoke_on(&mut conn, inv)
+                    .await
+                    .map(|r| attempt(r, sent));
+                if out.is_ok() {
+                    cleanup.disarm();
+                }
+                out
+            });
+        }
         let (tx, rx) = tokio::sync::oneshot::channel();
-        // The attempt runs on the I/O thread to its end. If the caller has
-        // gone by then and the lock was won, nobody would ever release it,
-        // so the task gives it back itself.
+        // The attempt runs on the I/O thread to its end. If it failed (a
+        // timeout may still have landed), or the caller has gone and the lock
+        // was won, nobody would ever release it: the task gives it back.
         let spawned = io::spawn(async move {
             let outcome = inner.try_acquire(&args, false).await;
-            if let Err(Ok(Attempt::Acquired(_))) = tx.send(outcome) {
-                inner.clean_up(&args, false, true).await;
+            let won = matches!(outcome, Ok(Attempt::Acquired(_)));
+            let failed = outcome.is_err();
+            let delivered = tx.send(outcome).is_ok();
+            if failed || (won && !delivered) {
+                inner.clean_up(None, &args, false, true).await;
             }
         });
         Box::pin(async move {
@@ -519,9 +626,29 @@ impl Backend for RedisBackend {
         req: &'a Request<'a>,
         wait: Wait,
     ) -> BoxFuture<'a, Result<Option<Acquired>, BackendError>> {
-        let args = AcquireArgs::new(req, true);
+        let args = Arc::new(AcquireArgs::new(req, true));
         let plan = Plan::new(req, wait);
         let inner = Arc::clone(&self.inner);
+        if io::in_caller_runtime() {
+            return Box::pin(async move {
+                let conn = inner.conn.get().await.map_err(backend_error)?;
+                let mut cleanup = Cleanup::new(&inner, &args, &conn);
+                let outcome = acquire_loop(&inner, &args, plan, &cleanup.joined).await;
+                match &outcome {
+                    Ok(Some(_)) => cleanup.disarm(),
+                    Ok(None) => {
+                        // Gave up at the deadline: only the line place is left.
+                        let in_line = cleanup.in_line();
+                        cleanup.disarm();
+                        inner.clean_up(Some(conn), &args, in_line, false).await;
+                    }
+                    // A request may have landed before the error: the armed
+                    // clean-up gives back what it won and leaves the line.
+                    Err(_) => {}
+                }
+                outcome
+            });
+        }
         let (mut tx, rx) = tokio::sync::oneshot::channel();
         // The whole wait runs on the I/O thread. If the caller goes away it
         // stops at once, leaves the line and gives back whatever an attempt
@@ -534,14 +661,14 @@ impl Backend for RedisBackend {
             };
             let in_line = joined.load(Ordering::Relaxed);
             match outcome {
-                None => inner.clean_up(&args, in_line, true).await,
+                None => inner.clean_up(None, &args, in_line, true).await,
                 Some(outcome) => {
                     let won = matches!(outcome, Ok(Some(_)));
                     if !won {
-                        inner.clean_up(&args, in_line, false).await;
+                        inner.clean_up(None, &args, in_line, outcome.is_err()).await;
                     }
                     if tx.send(outcome).is_err() && won {
-                        inner.clean_up(&args, false, true).await;
+                        inner.clean_up(None, &args, false, true).await;
                     }
                 }
             }
@@ -564,6 +691,21 @@ impl Backend for RedisBackend {
     ) -> BoxFuture<'a, Result<bool, BackendError>> {
         let inner = Arc::clone(&self.inner);
         let key = key.to_owned();
+        if io::in_caller_runtime() {
+            return Box::pin(async move {
+                let mut conn = inner.conn.get().await.map_err(backend_error)?;
+                // The guard is gone once its release starts: if this future
+                // is dropped before the reply, the release still happens.
+                let args = Arc::new(AcquireArgs::released(key, token));
+                let mut cleanup = Cleanup::new(&inner, &args, &conn);
+                let inv = handover_invocation(&scripts::RELEASE, &args.key, token);
+                let out = inner.invoke_on::<i64>(&mut conn, inv).await.map(|n| n == 1);
+                if out.is_ok() {
+                    cleanup.disarm();
+                }
+                out
+            });
+        }
         Box::pin(io::run(async move { inner.release(&key, token).await }))
     }
 
@@ -575,12 +717,16 @@ impl Backend for RedisBackend {
     ) -> BoxFuture<'a, Result<bool, BackendError>> {
         let inner = Arc::clone(&self.inner);
         let key = key.to_owned();
-        Box::pin(io::run(async move {
+        let extend = async move {
             inner
                 .invoke::<i64>(extend_invocation(&key, token, lease))
                 .await
                 .map(|n| n == 1)
-        }))
+        };
+        if io::in_caller_runtime() {
+            return Box::pin(extend);
+        }
+        Box::pin(io::run(extend))
     }
 
     fn release_detached(&self, key: &str, token: Token) {
