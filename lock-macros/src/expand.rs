@@ -4,6 +4,7 @@
 
 use proc_macro2::{Span, TokenStream};
 use quote::{ToTokens, quote, quote_spanned};
+use syn::ext::IdentExt;
 use syn::spanned::Spanned;
 use syn::visit::Visit;
 use syn::{
@@ -105,8 +106,6 @@ fn default_key(sig: &Signature) -> TokenStream {
     }
 }
 
-use syn::ext::IdentExt;
-
 // Input:  key = format!(..), options wait = false, expire = "10s"
 // Output: ::lock_runtime::__private::Lock::new(format!(..))
 //             .wait(false)
@@ -162,6 +161,8 @@ fn hidden(name: &str) -> Ident {
     Ident::new(name, Span::mixed_site())
 }
 
+// Input:  #[attrs] vis fn f(..) -> T { #![inner] body }
+// Output: #[attrs] vis fn f(..) -> T (or Option<T>) { #![inner] take the guard; run the body }
 fn wrap(func: ItemFn, krate: &Path, lock: TokenStream, raise: bool) -> TokenStream {
     let ItemFn {
         attrs,

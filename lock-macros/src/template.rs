@@ -5,6 +5,7 @@
 
 use proc_macro2::{Span, TokenStream};
 use quote::{ToTokens, quote, quote_spanned};
+use syn::ext::IdentExt;
 use syn::visit::Visit;
 use syn::{FnArg, Ident, Index, LitStr, Member, PatIdent, Path, Signature};
 
@@ -185,8 +186,6 @@ impl Bindings {
         all
     }
 }
-
-use syn::ext::IdentExt;
 
 // Input:  "report-<user.id>-{<day>}" on fn build_report(user: &User, day: u32)
 // Output: ::std::format!("report-{}-{{{}}}", key_part(&user.id), key_part(&day))
