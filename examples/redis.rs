@@ -50,17 +50,17 @@ fn worker(name: &str, url: &str, epoch_ms: u128) -> Result<(), LockError> {
 fn main() -> ExitCode {
     let url = std::env::var("REDIS_URL").unwrap_or_else(|_| DEFAULT_URL.to_owned());
     let mut args = std::env::args().skip(1);
-    if let (Some(flag), Some(name), Some(epoch)) = (args.next(), args.next(), args.next()) {
-        if flag == "--worker" {
-            let epoch_ms = epoch.parse().unwrap_or(0);
-            return match worker(&name, &url, epoch_ms) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("worker {name}: {e}");
-                    ExitCode::FAILURE
-                }
-            };
-        }
+    if let (Some(flag), Some(name), Some(epoch)) = (args.next(), args.next(), args.next())
+        && flag == "--worker"
+    {
+        let epoch_ms = epoch.parse().unwrap_or(0);
+        return match worker(&name, &url, epoch_ms) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("worker {name}: {e}");
+                ExitCode::FAILURE
+            }
+        };
     }
 
     println!("two workers, one lock, on {url}");

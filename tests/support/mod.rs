@@ -579,10 +579,11 @@ fn is_executable(path: &Path) -> bool {
 }
 
 /// A new directory only this server uses, under cargo's temp dir for
-/// integration tests (so `cargo clean` removes what a killed run leaves).
+/// integration tests (so `cargo clean` removes what a killed run leaves), or
+/// the system temp dir where cargo sets none (an example such as the bench).
 fn private_dir() -> PathBuf {
     static NEXT: AtomicU64 = AtomicU64::new(0);
-    let root = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    let root = option_env!("CARGO_TARGET_TMPDIR").map_or_else(env::temp_dir, PathBuf::from);
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.subsec_nanos());
@@ -593,7 +594,7 @@ fn private_dir() -> PathBuf {
             NEXT.fetch_add(1, Ordering::Relaxed)
         );
         let dir = root.join(name);
-        match fs::create_dir_all(root).and_then(|()| fs::create_dir(&dir)) {
+        match fs::create_dir_all(&root).and_then(|()| fs::create_dir(&dir)) {
             Ok(()) => {
                 use std::os::unix::fs::PermissionsExt;
                 let _ = fs::set_permissions(&dir, fs::Permissions::from_mode(0o700));

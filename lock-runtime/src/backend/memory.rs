@@ -250,7 +250,7 @@ impl ShardState {
                     },
                 );
                 self.inserts += 1;
-                if self.inserts % SWEEP_EVERY == 0 {
+                if self.inserts.is_multiple_of(SWEEP_EVERY) {
                     self.sweep(now);
                 }
             }
@@ -297,21 +297,21 @@ impl ShardState {
         if slot.holder.is_some_and(|h| !h.live(now)) {
             slot.holder = None;
         }
-        if slot.holder.is_none() {
-            if let Some(w) = slot.waiters.pop_front() {
-                if w.fair || now.saturating_sub(w.queued_at) >= nanos(STARVATION) {
-                    self.fence += 1;
-                    slot.holder = Some(Holder {
-                        token: w.token,
-                        since: now,
-                        until: w.lease.map_or(NO_LEASE, |l| now.saturating_add(nanos(l))),
-                    });
-                    w.fence.store(self.fence, Ordering::Release);
-                    w.granted_at.store(now, Ordering::Release);
-                    w.signal(GRANTED);
-                } else {
-                    w.signal(WOKEN);
-                }
+        if slot.holder.is_none()
+            && let Some(w) = slot.waiters.pop_front()
+        {
+            if w.fair || now.saturating_sub(w.queued_at) >= nanos(STARVATION) {
+                self.fence += 1;
+                slot.holder = Some(Holder {
+                    token: w.token,
+                    since: now,
+                    until: w.lease.map_or(NO_LEASE, |l| now.saturating_add(nanos(l))),
+                });
+                w.fence.store(self.fence, Ordering::Release);
+                w.granted_at.store(now, Ordering::Release);
+                w.signal(GRANTED);
+            } else {
+                w.signal(WOKEN);
             }
         }
         if slot.holder.is_none() && slot.waiters.is_empty() {
