@@ -71,11 +71,19 @@ fn tokens_strictly_increase_across_processes() {
             registry::add("fencing-shared", AliasConfig::from_url(&url).unwrap()).unwrap();
             let mut conn = redis::Client::open(url).unwrap().get_connection().unwrap();
             for i in 0..PER_CHILD {
-                // Every fifth lease runs out instead of being released.
-                let lock = Lock::new("k")
+                // Every fifth lease runs out instead of being released; the
+                // others are long enough to survive a loaded machine.
+                let expires = i % 5 == 0;
+                let lease = if expires {
+                    Duration::from_millis(40)
+                } else {
+                    Duration::from_secs(5)
+                };
+                let guard = Lock::new("k")
                     .alias("fencing-shared")
-                    .expire(Duration::from_millis(40));
-                let guard = lock.acquire().unwrap();
+                    .expire(lease)
+                    .acquire()
+                    .unwrap();
                 let token = guard.fencing_token().unwrap();
                 // Recorded under the lock, so the list is in acquisition order.
                 let () = redis::cmd("RPUSH")
@@ -83,7 +91,7 @@ fn tokens_strictly_increase_across_processes() {
                     .arg(token)
                     .query(&mut conn)
                     .unwrap();
-                if i % 5 == 0 {
+                if expires {
                     std::mem::forget(guard);
                     std::thread::sleep(Duration::from_millis(45));
                 } else {
@@ -117,5 +125,43 @@ fn tokens_strictly_increase_across_processes() {
                 );
             }
         }
+    }
+}
+
+mod through_the_attribute {
+    use lock_runtime::{LockError, lock, once};
+
+    /// `token` is not an argument callers pass: the attribute takes it out
+    /// of the signature and binds it to the lock's fencing token.
+    #[lock("fenced-write-<key>", fencing = token)]
+    fn write(token: u64, key: &str) -> Result<u64, LockError> {
+        assert!(!key.is_empty());
+        Ok(token)
+    }
+
+    #[once("fenced-once", fencing = token)]
+    fn write_once(token: Option<u64>) -> Option<u64> {
+        token
+    }
+
+    #[lock("fenced-async-<key>", fencing = token)]
+    async fn write_async(key: String, token: u64) -> Result<(u64, String), LockError> {
+        Ok((token, key))
+    }
+
+    #[test]
+    fn the_token_reaches_the_function_and_increases() {
+        let first = write("a").unwrap();
+        let second = write("a").unwrap();
+        assert!(second > first, "{second} after {first}");
+        assert!(write_once().unwrap().is_some());
+    }
+
+    #[tokio::test]
+    async fn async_functions_get_it_too() {
+        let (a, key) = write_async("b".into()).await.unwrap();
+        let (b, _) = write_async("b".into()).await.unwrap();
+        assert_eq!(key, "b");
+        assert!(b > a);
     }
 }

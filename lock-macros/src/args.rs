@@ -42,7 +42,18 @@ pub(crate) struct Args {
     pub(crate) raise: Option<Setting<bool>>,
     pub(crate) delete_on_exit: Option<Setting<bool>>,
     pub(crate) fair: Option<Setting<bool>>,
+    pub(crate) fencing: Option<Setting<Ident>>,
+    pub(crate) on_lost: Option<Setting<OnLost>>,
     pub(crate) krate: Option<Setting<Path>>,
+}
+
+/// What an `async fn` does when its lock is lost while its body runs.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum OnLost {
+    /// Keep running (the default); the loss is reported when it ends.
+    Ignore,
+    /// Stop the body at its next await point and fail as if not acquired.
+    Cancel,
 }
 
 /// One row per option: adding an option is a row here (plus its field in
@@ -88,6 +99,14 @@ const OPTIONS: &[OptionSpec] = &[
     OptionSpec {
         name: "fair",
         set: |a, e| e.setting(Entry::boolean).map(|v| a.fair = Some(v)),
+    },
+    OptionSpec {
+        name: "fencing",
+        set: |a, e| e.setting(Entry::ident).map(|v| a.fencing = Some(v)),
+    },
+    OptionSpec {
+        name: "on_lost",
+        set: |a, e| e.setting(Entry::on_lost).map(|v| a.on_lost = Some(v)),
     },
     OptionSpec {
         name: "crate",
@@ -153,6 +172,22 @@ const HINTS: &[(&str, &str)] = &[
         "use `delete_on_exit = true` or `delete_on_exit = false`",
     ),
     ("fifo", "use `fair = true`"),
+    (
+        "fencing_token",
+        "use `fencing = <argument>`, naming a `u64` argument that receives the token",
+    ),
+    (
+        "token",
+        "use `fencing = <argument>`, naming a `u64` argument that receives the fencing token",
+    ),
+    (
+        "on_loss",
+        "use `on_lost = \"cancel\"` or `on_lost = \"ignore\"`",
+    ),
+    (
+        "cancel",
+        "use `on_lost = \"cancel\"` to stop the body when the lock is lost",
+    ),
     ("backend", "use `alias = \"<configured alias>\"`"),
     ("using", "use `alias = \"<configured alias>\"`"),
     ("krate", "use `crate = \"path::to::lock_runtime\"`"),
@@ -404,6 +439,38 @@ impl Entry {
                 self.name,
                 describe(&self.value)
             ))),
+        }
+    }
+
+    /// A bare argument name, like `fencing = token`.
+    fn ident(&self) -> syn::Result<Ident> {
+        match strip_group(&self.value) {
+            Expr::Path(p) if p.qself.is_none() => match p.path.get_ident() {
+                Some(id) => Ok(id.clone()),
+                None => Err(self.error(format!(
+                    "`{}` names one argument of the function, like `{} = token`",
+                    self.name, self.name
+                ))),
+            },
+            _ => Err(self.error(format!(
+                "`{}` names an argument of the function, like `{} = token`, not {}",
+                self.name,
+                self.name,
+                describe(&self.value)
+            ))),
+        }
+    }
+
+    fn on_lost(&self) -> syn::Result<OnLost> {
+        let hint = format!(
+            "`{}` takes \"cancel\" (stop the body when the lock is lost) or \"ignore\" (keep running, the default)",
+            self.name
+        );
+        match self.lit() {
+            Some(Lit::Str(s)) if s.value() == "cancel" => Ok(OnLost::Cancel),
+            Some(Lit::Str(s)) if s.value() == "ignore" => Ok(OnLost::Ignore),
+            Some(Lit::Str(s)) => Err(self.error(format!("{hint}, not \"{}\"", s.value()))),
+            _ => Err(self.error(format!("{hint}, not {}", describe(&self.value)))),
         }
     }
 

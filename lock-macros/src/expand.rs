@@ -12,7 +12,7 @@ use syn::{
     parse_quote,
 };
 
-use crate::args::{Args, Flavor};
+use crate::args::{Args, Flavor, OnLost};
 use crate::template;
 
 /// Parses, checks and expands; any error is the caller's to report next to
@@ -22,8 +22,25 @@ pub(crate) fn expand(
     args: TokenStream,
     item: TokenStream,
 ) -> syn::Result<TokenStream> {
-    let func = function(flavor, item)?;
+    let mut func = function(flavor, item)?;
     let args = Args::parse(flavor, args)?;
+    let fence = match &args.fencing {
+        Some(name) => Some(take_fencing_arg(&mut func.sig, &name.value)?),
+        None => None,
+    };
+    if let Some(on_lost) = &args.on_lost
+        && on_lost.value == OnLost::Cancel
+        && func.sig.asyncness.is_none()
+    {
+        return Err(syn::Error::new(
+            on_lost.name.span(),
+            "`on_lost = \"cancel\"` needs an `async fn`: a running sync function cannot be stopped from outside; take the lock with `Lock::acquire` and check `guard.is_lost()` in the loop instead",
+        ));
+    }
+    let cancel = args
+        .on_lost
+        .as_ref()
+        .is_some_and(|o| o.value == OnLost::Cancel);
     if let Some(constness) = &func.sig.constness {
         return Err(syn::Error::new(
             constness.span,
@@ -42,7 +59,61 @@ pub(crate) fn expand(
         None => default_key(&func.sig),
     };
     let lock = lock_expr(&args, flavor, &krate, key);
-    Ok(wrap(func, &krate, lock, args.raises(flavor)))
+    let plan = Plan {
+        krate,
+        lock,
+        raise: args.raises(flavor),
+        fence,
+        cancel,
+    };
+    Ok(wrap(func, &plan))
+}
+
+/// What the generated body does, besides running the user's.
+struct Plan {
+    krate: Path,
+    lock: TokenStream,
+    raise: bool,
+    /// `fencing = name`: the argument taken out of the signature, bound to
+    /// the guard's fencing token instead.
+    fence: Option<(Ident, Type)>,
+    /// `on_lost = "cancel"`.
+    cancel: bool,
+}
+
+// Input:  fn write(token: u64, data: &str) with `fencing = token`
+// Output: fn write(data: &str), and Some((token, u64)) to bind in the body
+fn take_fencing_arg(sig: &mut Signature, name: &Ident) -> syn::Result<(Ident, Type)> {
+    let position = sig.inputs.iter().position(|arg| match arg {
+        FnArg::Typed(t) => matches!(&*t.pat, syn::Pat::Ident(p) if p.ident == *name),
+        FnArg::Receiver(_) => false,
+    });
+    let Some(position) = position else {
+        return Err(syn::Error::new(
+            name.span(),
+            format!(
+                "`fencing = {name}` names no argument of `{}`: add a parameter `{name}: u64`, which receives the lock's fencing token (callers do not pass it)",
+                sig.ident
+            ),
+        ));
+    };
+    let inputs = std::mem::take(&mut sig.inputs);
+    let mut taken = None;
+    for (i, arg) in inputs.into_pairs().enumerate() {
+        let arg = arg.into_value();
+        if i == position {
+            taken = Some(arg);
+        } else {
+            sig.inputs.push(arg);
+        }
+    }
+    match taken {
+        Some(FnArg::Typed(t)) => Ok((name.clone(), *t.ty)),
+        _ => Err(syn::Error::new(
+            name.span(),
+            "the fencing argument must be a plain `name: u64` parameter",
+        )),
+    }
 }
 
 /// The function the attribute sits on, or an error naming what it sits on.
@@ -163,7 +234,7 @@ fn hidden(name: &str) -> Ident {
 
 // Input:  #[attrs] vis fn f(..) -> T { #![inner] body }
 // Output: #[attrs] vis fn f(..) -> T (or Option<T>) { #![inner] take the guard; run the body }
-fn wrap(func: ItemFn, krate: &Path, lock: TokenStream, raise: bool) -> TokenStream {
+fn wrap(func: ItemFn, plan: &Plan) -> TokenStream {
     let ItemFn {
         attrs,
         vis,
@@ -176,13 +247,13 @@ fn wrap(func: ItemFn, krate: &Path, lock: TokenStream, raise: bool) -> TokenStre
         .into_iter()
         .partition(|a| matches!(a.style, syn::AttrStyle::Outer));
     let output = sig.output.clone();
-    let body = match (sig.asyncness.is_some(), raise) {
-        (false, true) => sync_raise(krate, lock, &output, *block),
-        (false, false) => sync_skip(krate, lock, &output, *block),
-        (true, true) => async_raise(krate, lock, &output, *block),
-        (true, false) => async_skip(krate, lock, &output, *block),
+    let body = match (sig.asyncness.is_some(), plan.raise) {
+        (false, true) => sync_raise(plan, &output, *block),
+        (false, false) => sync_skip(plan, &output, *block),
+        (true, true) => async_raise(plan, &output, *block),
+        (true, false) => async_skip(plan, &output, *block),
     };
-    if !raise {
+    if !plan.raise {
         sig.output = optional(&sig.output);
     }
     quote! {
@@ -190,6 +261,38 @@ fn wrap(func: ItemFn, krate: &Path, lock: TokenStream, raise: bool) -> TokenStre
         #vis #sig {
             #(#inner)*
             #body
+        }
+    }
+}
+
+// Input:  fencing = token (token: u64)
+// Output: let token: u64 = match fencing(&guard) { Ok(t) => t, Err(e) => return raise(e) };
+//         (with `raise = false`: match fencing_or_skip(&guard) { Some(t) => t, None => return None })
+fn fence_binding(plan: &Plan, output: &ReturnType, guard: &Ident) -> TokenStream {
+    let Some((name, ty)) = &plan.fence else {
+        return TokenStream::new();
+    };
+    let krate = &plan.krate;
+    // Spanned on the declared type, so a wrong type is reported there.
+    let span = ty.span();
+    if plan.raise {
+        let error = hidden("__lock_error");
+        let raise = raise_call(krate, output, &error);
+        let call = respan(quote!(#krate::__private::fencing), span);
+        quote_spanned! {span=>
+            let #name: #ty = match #call(&#guard) {
+                ::core::result::Result::Ok(#name) => #name,
+                ::core::result::Result::Err(#error) => #raise,
+            };
+        }
+    } else {
+        let call = respan(quote!(#krate::__private::fencing_or_skip), span);
+        quote_spanned! {span=>
+            #[allow(clippy::question_mark)]
+            let #name: #ty = match #call(&#guard) {
+                ::core::option::Option::Some(#name) => #name,
+                ::core::option::Option::None => return ::core::option::Option::None,
+            };
         }
     }
 }
@@ -238,15 +341,18 @@ pub(crate) fn respan(tokens: TokenStream, span: Span) -> TokenStream {
 //             let guard = match acquire(lock) { Ok(g) => g, Err(e) => return raise(e) };
 //             body
 //         }
-fn sync_raise(krate: &Path, lock: TokenStream, output: &ReturnType, block: Block) -> TokenStream {
+fn sync_raise(plan: &Plan, output: &ReturnType, block: Block) -> TokenStream {
+    let Plan { krate, lock, .. } = plan;
     let (guard, error) = (hidden("__lock_guard"), hidden("__lock_error"));
     let raise = raise_call(krate, output, &error);
+    let fence = fence_binding(plan, output, &guard);
     let stmts = block.stmts;
     quote! {
         let #guard = match #krate::__private::acquire(#lock) {
             ::core::result::Result::Ok(#guard) => #guard,
             ::core::result::Result::Err(#error) => #raise,
         };
+        #fence
         #(#stmts)*
     }
 }
@@ -256,8 +362,10 @@ fn sync_raise(krate: &Path, lock: TokenStream, output: &ReturnType, block: Block
 //             let guard = match acquire_or_skip(lock) { Some(g) => g, None => return None };
 //             Some((move || -> T { body })())
 //         }
-fn sync_skip(krate: &Path, lock: TokenStream, output: &ReturnType, block: Block) -> TokenStream {
+fn sync_skip(plan: &Plan, output: &ReturnType, block: Block) -> TokenStream {
+    let Plan { krate, lock, .. } = plan;
     let guard = hidden("__lock_guard");
+    let fence = fence_binding(plan, output, &guard);
     // A closure, not an inner fn, so `self`, generics and `impl Trait`
     // arguments stay in scope; it turns the body's `return x` into `Some(x)`.
     let annotation = match output {
@@ -269,6 +377,7 @@ fn sync_skip(krate: &Path, lock: TokenStream, output: &ReturnType, block: Block)
             ::core::option::Option::Some(#guard) => #guard,
             ::core::option::Option::None => return ::core::option::Option::None,
         };
+        #fence
         ::core::option::Option::Some((move || #annotation #block)())
     }
 }
@@ -280,19 +389,22 @@ fn sync_skip(krate: &Path, lock: TokenStream, output: &ReturnType, block: Block)
 //             release_async(guard).await;
 //             out
 //         }
-fn async_raise(krate: &Path, lock: TokenStream, output: &ReturnType, block: Block) -> TokenStream {
+fn async_raise(plan: &Plan, output: &ReturnType, block: Block) -> TokenStream {
+    let Plan { krate, lock, .. } = plan;
     let (guard, error, out) = (
         hidden("__lock_guard"),
         hidden("__lock_error"),
         hidden("__lock_out"),
     );
     let raise = raise_call(krate, output, &error);
-    let body = async_body(output, block);
+    let fence = fence_binding(plan, output, &guard);
+    let body = async_body(plan, output, block, &guard, quote!(#raise));
     quote! {
         let #guard = match #krate::__private::acquire_async(#lock).await {
             ::core::result::Result::Ok(#guard) => #guard,
             ::core::result::Result::Err(#error) => #raise,
         };
+        #fence
         let #out = #body;
         #krate::__private::release_async(#guard).await;
         #out
@@ -306,14 +418,23 @@ fn async_raise(krate: &Path, lock: TokenStream, output: &ReturnType, block: Bloc
 //             release_async(guard).await;
 //             Some(out)
 //         }
-fn async_skip(krate: &Path, lock: TokenStream, output: &ReturnType, block: Block) -> TokenStream {
+fn async_skip(plan: &Plan, output: &ReturnType, block: Block) -> TokenStream {
+    let Plan { krate, lock, .. } = plan;
     let (guard, out) = (hidden("__lock_guard"), hidden("__lock_out"));
-    let body = async_body(output, block);
+    let fence = fence_binding(plan, output, &guard);
+    let body = async_body(
+        plan,
+        output,
+        block,
+        &guard,
+        quote!(return ::core::option::Option::None),
+    );
     quote! {
         let #guard = match #krate::__private::acquire_or_skip_async(#lock).await {
             ::core::option::Option::Some(#guard) => #guard,
             ::core::option::Option::None => return ::core::option::Option::None,
         };
+        #fence
         let #out = #body;
         #krate::__private::release_async(#guard).await;
         ::core::option::Option::Some(#out)
@@ -322,12 +443,23 @@ fn async_skip(krate: &Path, lock: TokenStream, output: &ReturnType, block: Block
 
 // Input:  { body } of an async fn returning T
 // Output: async move { if false { return <value of type T>; } { body } }.await
+//         with `on_lost = "cancel"`:
+//         match run_until_lost(&guard, async move { .. }).await {
+//             Ok(out) => out,
+//             Err(error) => { dispose_lost(guard).await; <on_lost> }
+//         }
 //
 // The body becomes an async block so that its `return` and `?` end the block,
 // not the function, which still has the lock to give back. The dead typed
 // `return` (tracing-attributes' trick) makes the block's type the declared
 // return type, so `?` and `.into()` infer as they did in the function.
-fn async_body(output: &ReturnType, block: Block) -> TokenStream {
+fn async_body(
+    plan: &Plan,
+    output: &ReturnType,
+    block: Block,
+    guard: &Ident,
+    on_lost: TokenStream,
+) -> TokenStream {
     let fake = match output {
         ReturnType::Type(_, ty) if !mentions_impl(ty) => {
             let value = hidden("__lock_return");
@@ -350,7 +482,20 @@ fn async_body(output: &ReturnType, block: Block) -> TokenStream {
         }
         _ => TokenStream::new(),
     };
-    quote!(async move { #fake #block }.await)
+    if !plan.cancel {
+        return quote!(async move { #fake #block }.await);
+    }
+    let krate = &plan.krate;
+    let (done, error) = (hidden("__lock_done"), hidden("__lock_error"));
+    quote! {
+        match #krate::__private::run_until_lost(&#guard, async move { #fake #block }).await {
+            ::core::result::Result::Ok(#done) => #done,
+            ::core::result::Result::Err(#error) => {
+                #krate::__private::dispose_lost(#guard).await;
+                #on_lost
+            }
+        }
+    }
 }
 
 /// Whether a closure's `-> T` can repeat the function's return type: not with

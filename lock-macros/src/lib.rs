@@ -149,6 +149,8 @@ use crate::args::Flavor;
 /// | [`raise`](#raise) | `true` / `false` | `true` (`#[once]`: `false`) | `Err(..)` or `None` when the lock is not taken |
 /// | [`delete_on_exit`](#delete_on_exit) | `true` / `false` | `true` | `false` keeps the lock until `expire` ends it |
 /// | [`fair`](#fair) | `true` / `false` | `false` | serve waiters in arrival order |
+/// | [`fencing`](#fencing) | an argument's name | none | that argument receives the lock's fencing token instead of being passed by callers |
+/// | [`on_lost`](#on_lost) | `"cancel"` / `"ignore"` | `"ignore"` | `async fn` only: stop the body when the lock is lost |
 /// | [`crate`](#crate) | path or string | `::lock_runtime` | where the runtime crate is |
 ///
 /// Values are checked at compile time: the type of each value, durations
@@ -325,6 +327,60 @@ use crate::args::Flavor;
 /// #   drop(_old);
 ///     waiter.join().unwrap().unwrap();
 /// });
+/// ```
+///
+/// ## `fencing`
+///
+/// Names an argument of type `u64` (or `Option<u64>`) that receives the
+/// lock's fencing token: a number strictly greater than that of every
+/// earlier acquisition of the key on the alias. The argument disappears
+/// from the function's signature (callers do not pass it); hand it to the
+/// resource you protect so that it can reject writes from a holder whose
+/// lease ran out while it was paused.
+///
+/// ```
+/// use lock_runtime::{lock, LockError};
+///
+/// #[lock("ledger-<account>", fencing = token)]
+/// fn append(token: u64, account: u32, entry: &str) -> Result<u64, LockError> {
+///     // e.g. store.write_if_newer(token, account, entry)
+///     let _ = (account, entry);
+///     Ok(token)
+/// }
+///
+/// let first = append(1, "a").unwrap();
+/// let second = append(1, "b").unwrap();
+/// assert!(second > first);
+/// ```
+///
+/// ## `on_lost`
+///
+/// For an `async fn`: with `on_lost = "cancel"` the body is stopped at its
+/// next await point when the lock is lost while it runs (its lease ran out,
+/// it was deleted or taken over behind its back, the store stayed away past
+/// the lease), and the function returns `Err(LockError::NotHeld { .. })`
+/// (with `raise = true`) or `None` (with `raise = false`). The default,
+/// `"ignore"`, lets the body run to its end and reports the loss when the
+/// lock is given back. A sync function cannot be stopped from outside, so
+/// `"cancel"` on one is a compile error.
+///
+/// ```
+/// use std::time::Duration;
+/// use lock_runtime::{lock, LockError};
+///
+/// #[lock("slow-sync", expire = "50ms", on_lost = "cancel")]
+/// async fn slow_sync() -> Result<(), LockError> {
+///     futures_timer_sleep(Duration::from_secs(10)).await; // outlives its lease
+///     Ok(())
+/// }
+/// # async fn futures_timer_sleep(d: Duration) {
+/// #     let (tx, rx) = futures::channel::oneshot::channel::<()>();
+/// #     std::thread::spawn(move || { std::thread::sleep(d); let _ = tx.send(()); });
+/// #     let _ = rx.await;
+/// # }
+///
+/// let err = futures::executor::block_on(slow_sync()).unwrap_err();
+/// assert!(err.is_not_held());
 /// ```
 ///
 /// ## `crate`

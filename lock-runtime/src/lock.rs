@@ -207,7 +207,7 @@ impl Lock {
     /// raced in `select!` without borrowing the `Lock`.
     pub fn acquire_async(
         &self,
-    ) -> impl Future<Output = Result<LockGuard, LockError>> + Send + 'static {
+    ) -> impl Future<Output = Result<LockGuard, LockError>> + Send + 'static + use<> {
         self.clone().into_acquire_async(self.wait)
     }
 
@@ -241,7 +241,7 @@ impl Lock {
     /// The async form of [`try_acquire`](Self::try_acquire).
     pub fn try_acquire_async(
         &self,
-    ) -> impl Future<Output = Result<Option<LockGuard>, LockError>> + Send + 'static {
+    ) -> impl Future<Output = Result<Option<LockGuard>, LockError>> + Send + 'static + use<> {
         let attempt = self.clone().into_acquire_async(false);
         async move { attempt.await.map(Some).or_else(busy_is_none) }
     }
@@ -420,12 +420,12 @@ impl LockGuard {
     }
 
     /// A future that resolves once the lock is lost: when its lease runs out
-    /// unrenewed, when a renewal or check finds it deleted or taken over
+    /// unrenewed (a drift allowance of 1% + 2 ms early, so a new holder may
+    /// still find it busy for that long), when a renewal or check finds it deleted or taken over
     /// behind this holder's back, or when the store stays unreachable past
     /// the lease. It never resolves while the lock is held; dropping it
     /// costs nothing. The first call starts checking the lock in the
-    /// background (every 250 ms, for stores that can tell) unless its lease
-    /// is already being renewed.
+    /// background (every 250 ms, for stores that can tell).
     ///
     /// ```
     /// use std::time::Duration;
@@ -438,17 +438,20 @@ impl LockGuard {
     /// # });
     /// ```
     pub fn lost(&self) -> Lost {
-        let status = self.status.get_or_init(|| {
-            let status = Arc::new(Status::valid_until_then(self.start, self.valid_until));
+        let status = self
+            .status
+            .get_or_init(|| Arc::new(Status::valid_until_then(self.start, self.valid_until)));
+        // Renewals notice a deleted lock only every third of the lease;
+        // someone waiting for the loss wants to know sooner.
+        if status.start_checking() {
             self.alias.0.watchdog.check(
                 Arc::clone(self.alias.backend()),
                 self.alias.name(),
                 &self.key,
                 self.token,
-                Arc::clone(&status),
+                Arc::clone(status),
             );
-            status
-        });
+        }
         Lost::new(Arc::clone(status))
     }
 
@@ -461,7 +464,7 @@ impl LockGuard {
         }
     }
 
-    fn not_held(&self) -> LockError {
+    pub(crate) fn not_held(&self) -> LockError {
         LockError::NotHeld {
             alias: self.alias.name().to_owned(),
             key: self.key().to_owned(),

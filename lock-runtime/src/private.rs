@@ -4,6 +4,9 @@
 //! [`Lock`](crate::Lock) directly instead.
 
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::Poll;
 
 use crate::error::LockError;
 pub use crate::lock::{Lock, LockGuard};
@@ -122,4 +125,73 @@ impl<T: fmt::Display + ?Sized> KeyPart for T {}
 /// it a second time.
 pub fn key_part<T: KeyPart>(value: &T) -> &dyn fmt::Display {
     value
+}
+
+/// The type of a `fencing = arg` argument.
+#[diagnostic::on_unimplemented(
+    message = "a `fencing` argument receives the lock's fencing token, so it must be `u64` or `Option<u64>`, not `{Self}`",
+    label = "declare this argument as `u64`",
+    note = "use `Option<u64>` for an alias whose store may keep no fencing tokens"
+)]
+pub trait FencingArg: Sized {
+    /// The argument's value for the lock held by `guard`.
+    fn from_guard(guard: &LockGuard) -> Result<Self, LockError>;
+}
+
+impl FencingArg for u64 {
+    fn from_guard(guard: &LockGuard) -> Result<Self, LockError> {
+        guard.fencing_token().ok_or_else(|| {
+            LockError::invalid(format!(
+                "the store of alias `{}` keeps no fencing tokens: declare the fencing argument as `Option<u64>`",
+                guard.alias()
+            ))
+        })
+    }
+}
+
+impl FencingArg for Option<u64> {
+    fn from_guard(guard: &LockGuard) -> Result<Self, LockError> {
+        Ok(guard.fencing_token())
+    }
+}
+
+/// `fencing = arg` with `raise = true`.
+pub fn fencing<T: FencingArg>(guard: &LockGuard) -> Result<T, LockError> {
+    T::from_guard(guard)
+}
+
+/// `fencing = arg` with `raise = false`: `None` skips the body.
+pub fn fencing_or_skip<T: FencingArg>(guard: &LockGuard) -> Option<T> {
+    T::from_guard(guard)
+        .map_err(|e| tracing::error!(error = %e, "no fencing token; skipping the locked function"))
+        .ok()
+}
+
+/// `on_lost = "cancel"`: runs `body` until it ends or the lock is lost,
+/// whichever comes first; a lost lock drops `body` at its next await point.
+pub async fn run_until_lost<F: Future>(guard: &LockGuard, body: F) -> Result<F::Output, LockError> {
+    let mut body = std::pin::pin!(body);
+    let mut lost = guard.lost();
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(out) = body.as_mut().poll(cx) {
+            return Poll::Ready(Ok(out));
+        }
+        match Pin::new(&mut lost).poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(guard.not_held())),
+            Poll::Pending => Poll::Pending,
+        }
+    })
+    .await
+}
+
+/// After `run_until_lost` stopped a body: gives back whatever may be left of
+/// the lock (a lease inside its drift allowance) without reporting the loss
+/// twice.
+pub async fn dispose_lost(guard: LockGuard) {
+    tracing::warn!(
+        alias = guard.alias(),
+        key = guard.key(),
+        "the lock was lost while the locked function ran; it was stopped"
+    );
+    let _ = guard.release_async().await;
 }

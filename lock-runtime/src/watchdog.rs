@@ -33,6 +33,8 @@ pub(crate) struct Status {
     valid_until: AtomicU64,
     lost: AtomicBool,
     released: AtomicBool,
+    /// A check job looks for the lock's loss (someone awaits it).
+    checking: AtomicBool,
     wakers: Mutex<Vec<Waker>>,
 }
 
@@ -56,8 +58,14 @@ impl Status {
             valid_until: AtomicU64::new(nanos),
             lost: AtomicBool::new(false),
             released: AtomicBool::new(false),
+            checking: AtomicBool::new(false),
             wakers: Mutex::new(Vec::new()),
         }
+    }
+
+    /// True the first time only: the caller then starts the check job.
+    pub(crate) fn start_checking(&self) -> bool {
+        !self.checking.swap(true, Ordering::AcqRel)
     }
 
     /// A renewal (or extension) sent at `sent` succeeded.
