@@ -1,0 +1,203 @@
+//! Waiting for a busy Redis lock: waiters are woken by the release itself
+//! (not a poll), `fair = true` serves waiters of different processes in
+//! arrival order, and many waiters share a fixed handful of connections.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use lock_runtime::Lock;
+use lock_runtime::registry::{self, AliasConfig};
+use support::{RedisServer, RespValue};
+
+/// An alias whose poll interval is far longer than any test: whatever gets a
+/// waiter its lock quickly must be a wake-up.
+fn slow_polling_alias(url: &str, name: &'static str) -> &'static str {
+    let cfg = AliasConfig::from_url(url)
+        .unwrap()
+        .poll_interval(Duration::from_secs(60));
+    registry::add(name, cfg).unwrap();
+    name
+}
+
+fn list(server: &RedisServer, key: &str) -> Vec<String> {
+    match server.cmd(&["LRANGE", key, "0", "-1"]) {
+        RespValue::Array(items) => items
+            .into_iter()
+            .map(|v| v.into_string().unwrap())
+            .collect(),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_waiter_in_another_process_is_woken_by_the_release() {
+    match support::child_role().as_deref() {
+        Some(_) => {
+            let a = slow_polling_alias(&std::env::var("REDIS_URL").unwrap(), "wait-woken");
+            let guard = Lock::new("k").alias(a).acquire().unwrap();
+            // Report when the lock arrived, on the wall clock both share.
+            let at = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap();
+            support::report(at.as_micros());
+            guard.release().unwrap();
+        }
+        None => {
+            let server = RedisServer::start();
+            let a = slow_polling_alias(&server.url(), "wait-woken");
+            let held = Lock::new("k").alias(a).acquire().unwrap();
+            let children = support::spawn_children(
+                &support::test_name!(),
+                "waiter",
+                1,
+                &[("REDIS_URL", &server.url())],
+            );
+            // Let the child start waiting (it marks the lock as waited for).
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while !server.get("lock:k").is_some_and(|v| v.ends_with('*')) {
+                assert!(Instant::now() < deadline, "the child never waited");
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+            let released = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap();
+            held.release().unwrap();
+            let out = support::wait_children(children, Duration::from_secs(30));
+            let got: u128 = out[0].reports()[0].parse().unwrap();
+            let latency = Duration::from_micros((got - released.as_micros()) as u64);
+            assert!(
+                latency < Duration::from_secs(2),
+                "the waiter took {latency:?}: it polled, it was not woken"
+            );
+        }
+    }
+}
+
+#[test]
+fn fair_waiters_of_different_processes_are_served_in_arrival_order() {
+    const WAITERS: usize = 5;
+    match support::child_role().as_deref() {
+        Some(_) => {
+            let a = slow_polling_alias(&std::env::var("REDIS_URL").unwrap(), "wait-fair");
+            let order = std::env::var("ORDER").unwrap();
+            let guard = Lock::new("k").alias(a).fair(true).acquire().unwrap();
+            let mut conn = redis::Client::open(std::env::var("REDIS_URL").unwrap())
+                .unwrap()
+                .get_connection()
+                .unwrap();
+            // Recorded under the lock, so the list is the order of service.
+            let () = redis::cmd("RPUSH")
+                .arg("served")
+                .arg(&order)
+                .query(&mut conn)
+                .unwrap();
+            guard.release().unwrap();
+        }
+        None => {
+            let server = RedisServer::start();
+            let a = slow_polling_alias(&server.url(), "wait-fair");
+            let held = Lock::new("k").alias(a).acquire().unwrap();
+            let mut children = Vec::new();
+            for i in 0..WAITERS {
+                let order = i.to_string();
+                children.extend(support::spawn_children(
+                    &support::test_name!(),
+                    "fair-waiter",
+                    1,
+                    &[("REDIS_URL", &server.url()), ("ORDER", &order)],
+                ));
+                // The next one starts only once this one stands in line.
+                let deadline = Instant::now() + Duration::from_secs(10);
+                while list(&server, "lock:k\0line").len() < i + 1 {
+                    assert!(
+                        Instant::now() < deadline,
+                        "waiter {i} never joined the line"
+                    );
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            }
+            held.release().unwrap();
+            support::wait_children(children, Duration::from_secs(60));
+            let expected: Vec<String> = (0..WAITERS).map(|i| i.to_string()).collect();
+            assert_eq!(
+                list(&server, "served"),
+                expected,
+                "served out of arrival order"
+            );
+            assert!(
+                !server.exists("lock:k\0line"),
+                "the line is gone once everyone was served"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_waiters_share_a_few_connections() {
+    const KEYS: usize = 1000;
+    let server = RedisServer::start();
+    let a = slow_polling_alias(&server.url(), "wait-many");
+    let mut held = Vec::new();
+    for i in 0..KEYS {
+        held.push(
+            Lock::new(format!("k{i}"))
+                .alias(a)
+                .expire(Duration::from_secs(60))
+                .acquire_async()
+                .await
+                .unwrap(),
+        );
+    }
+    let waiters: Vec<_> = (0..KEYS)
+        .map(|i| {
+            tokio::spawn(async move {
+                let g = Lock::new(format!("k{i}"))
+                    .alias(a)
+                    .acquire_async()
+                    .await
+                    .unwrap();
+                g.release_async().await.unwrap();
+            })
+        })
+        .collect();
+    // Wait until every waiter has marked its lock as waited for.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let marked = (0..KEYS)
+            .filter(|i| {
+                server
+                    .get(&format!("lock:k{i}"))
+                    .is_some_and(|v| v.contains('*'))
+            })
+            .count();
+        if marked == KEYS {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {marked} of {KEYS} waiters are waiting"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let clients = match server.cmd(&["CLIENT", "LIST"]) {
+        RespValue::Bulk(b) => String::from_utf8(b).unwrap().lines().count(),
+        other => panic!("{other:?}"),
+    };
+    // This runtime's connection, the subscriber, the test's own probe, and
+    // a few pooled connections at most.
+    assert!(clients <= 8, "{clients} connections for {KEYS} waiters");
+    let started = Instant::now();
+    for g in held {
+        g.release_async().await.unwrap();
+    }
+    for w in waiters {
+        w.await.unwrap();
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "woken waiters took {:?}",
+        started.elapsed()
+    );
+}
