@@ -205,9 +205,15 @@ fn lock_model_as_a_block_shares_the_methods_lock() {
 // Seed: `DJANGOLOCK_PREFIX` (default `"lock:"`): the prefix put before every
 // key in the cache. Here it is set per alias: aliases over one store with
 // different prefixes never see each other's locks; the same prefix does.
+// Shared stores (Redis) default to `lock:`; the embedded default store is
+// private to its aliases and needs none.
 #[test]
 fn the_prefix_setting_separates_keys_in_one_store() {
-    assert_eq!(registry::alias("default").unwrap().prefix(), "lock:");
+    assert_eq!(registry::alias("default").unwrap().prefix(), "");
+    assert_eq!(
+        AliasConfig::redis("redis://127.0.0.1").get_prefix(),
+        "lock:"
+    );
     let store = || AliasConfig::memory_named("djl-prefix-store");
     registry::add("djl-app-a", store().prefix("app-a:")).unwrap();
     registry::add("djl-app-b", store().prefix("app-b:")).unwrap();

@@ -157,9 +157,16 @@ impl Lock {
         self.check()?;
         let alias = registry::alias(&self.alias)?;
         let lease = self.expire.or(alias.0.lease);
-        let mut key = String::with_capacity(alias.0.prefix.len() + self.key.len());
-        key.push_str(&alias.0.prefix);
-        key.push_str(&self.key);
+        // No prefix (a private memory store): the key as given, borrowed or
+        // moved, with no new string.
+        let key = if alias.0.prefix.is_empty() {
+            self.key.clone()
+        } else {
+            let mut key = String::with_capacity(alias.0.prefix.len() + self.key.len());
+            key.push_str(&alias.0.prefix);
+            key.push_str(&self.key);
+            Cow::Owned(key)
+        };
         Ok(Prepared {
             alias,
             key,
@@ -176,8 +183,17 @@ impl Lock {
             .fair(self.fair)
     }
 
-    fn wait_spec(&self, p: &Prepared, sent: Instant) -> Wait {
-        Wait::new(self.wait_for.map(|d| sent + d), p.alias.0.poll_interval)
+    /// When the acquisition starts, read only if something needs it: a
+    /// deadline, or a lease whose validity counts from the request (for a
+    /// store that does not say when its request was sent). Reading the clock
+    /// is a large part of an uncontended in-process lock.
+    fn started(&self, p: &Prepared) -> Option<Instant> {
+        (self.wait_for.is_some() || p.lease.is_some()).then(Instant::now)
+    }
+
+    fn wait_spec(&self, p: &Prepared, sent: Option<Instant>) -> Wait {
+        let deadline = self.wait_for.and_then(|d| sent.map(|s| s + d));
+        Wait::new(deadline, p.alias.0.poll_interval)
     }
 
     /// Takes the lock, waiting as the options say. Blocks the thread; needs
@@ -189,7 +205,7 @@ impl Lock {
     pub fn acquire(&self) -> Result<LockGuard, LockError> {
         let p = self.prepare()?;
         let req = self.request(&p);
-        let sent = Instant::now();
+        let sent = self.started(&p);
         let backend = p.alias.backend();
         let outcome = if self.wait {
             backend.acquire(&req, self.wait_spec(&p, sent))
@@ -216,7 +232,7 @@ impl Lock {
     pub(crate) async fn into_acquire_async(self, wait: bool) -> Result<LockGuard, LockError> {
         let p = self.prepare()?;
         let req = self.request(&p);
-        let sent = Instant::now();
+        let sent = self.started(&p);
         let backend = p.alias.backend();
         let outcome = if wait {
             backend.acquire_async(&req, self.wait_spec(&p, sent)).await
@@ -231,7 +247,7 @@ impl Lock {
     pub fn try_acquire(&self) -> Result<Option<LockGuard>, LockError> {
         let p = self.prepare()?;
         let req = self.request(&p);
-        let sent = Instant::now();
+        let sent = self.started(&p);
         let outcome = p.alias.backend().try_acquire(&req).map(granted);
         self.finish(p, outcome, sent, false, false)
             .map(Some)
@@ -250,7 +266,7 @@ impl Lock {
         &self,
         p: Prepared,
         outcome: Result<Option<Acquired>, crate::backend::BackendError>,
-        sent: Instant,
+        sent: Option<Instant>,
         detached: bool,
         waited: bool,
     ) -> Result<LockGuard, LockError> {
@@ -260,7 +276,7 @@ impl Lock {
                 return Err(LockError::Timeout {
                     key: self.key.to_string(),
                     alias: p.alias.name().to_owned(),
-                    waited: sent.elapsed(),
+                    waited: sent.map_or(Duration::ZERO, |s| s.elapsed()),
                 });
             }
             Ok(None) => {
@@ -278,7 +294,7 @@ impl Lock {
                 });
             }
         };
-        let start = acquired.sent_at.unwrap_or(sent);
+        let start = acquired.sent_at.or(sent).unwrap_or_else(Instant::now);
         let status = OnceLock::new();
         if let (None, Some(lease)) = (self.expire, p.lease) {
             let _ = status.set(p.alias.0.watchdog.renew(
@@ -319,7 +335,7 @@ fn busy_is_none(e: LockError) -> Result<Option<LockGuard>, LockError> {
 
 struct Prepared {
     alias: Alias,
-    key: String,
+    key: Cow<'static, str>,
     lease: Option<Duration>,
     token: Token,
 }
@@ -347,7 +363,7 @@ struct Prepared {
 pub struct LockGuard {
     alias: Alias,
     /// The prefixed key as the store knows it.
-    key: String,
+    key: Cow<'static, str>,
     prefix_len: usize,
     token: Token,
     fencing: Option<u64>,

@@ -31,8 +31,10 @@ use crate::watchdog::Watchdog;
 
 /// The alias used when a lock names none.
 pub const DEFAULT_ALIAS: &str = "default";
-/// The key prefix of an alias that sets none (django-cache-lock's
-/// `DJANGOLOCK_PREFIX`).
+/// The key prefix of a shared-store alias (Redis) that sets none
+/// (django-cache-lock's `DJANGOLOCK_PREFIX`). A memory store is private to
+/// the aliases that name it, so its aliases have no prefix unless they set
+/// one (to share one store between aliases with separate keys).
 pub const DEFAULT_PREFIX: &str = "lock:";
 /// How often a backend that cannot be woken looks again at a busy lock
 /// (django-cache-lock's `DJANGOLOCK_SLEEP`), unless the alias sets its own.
@@ -124,9 +126,13 @@ pub(crate) fn redact(url: &str) -> String {
 
 impl AliasConfig {
     fn with_store(store: Store) -> Self {
+        let prefix = match store {
+            Store::Memory(_) => String::new(),
+            _ => DEFAULT_PREFIX.to_owned(),
+        };
         Self {
             store,
-            prefix: DEFAULT_PREFIX.to_owned(),
+            prefix,
             poll_interval: DEFAULT_POLL_INTERVAL,
             lease: None,
             connect_timeout: Duration::from_secs(2),
@@ -286,8 +292,9 @@ impl AliasConfig {
         Ok(self)
     }
 
-    /// The prefix put before every key of this alias (default `lock:`), so
-    /// that aliases sharing a store never see each other's locks.
+    /// The prefix put before every key of this alias, so that aliases
+    /// sharing a store never see each other's locks (default `lock:`; none
+    /// for memory stores, which only the aliases naming them share).
     pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
         self.prefix = prefix.into();
         self
@@ -404,7 +411,7 @@ fn percent_decode(s: &str) -> Result<String, String> {
 /// ```
 /// let default = lock_runtime::registry::alias("default").unwrap();
 /// assert_eq!(default.name(), "default");
-/// assert_eq!(default.prefix(), "lock:");
+/// assert_eq!(default.prefix(), "", "a memory store needs no prefix");
 /// ```
 #[derive(Clone)]
 pub struct Alias(pub(crate) Arc<AliasInner>);

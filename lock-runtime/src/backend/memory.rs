@@ -1,15 +1,17 @@
 //! The embedded in-process store: the alias `default` unless configured
-//! otherwise. Keys live in a sharded map, so unrelated keys never wait on one
-//! global lock; waiters queue per key and are woken by the release itself.
+//! otherwise. Keys live in a sharded hash table, so unrelated keys never wait
+//! on one global lock; each operation hashes its key once (a fast, seeded
+//! hash) and looks it up without allocating. Waiters queue per key and are
+//! woken by the release itself.
 //!
 //! Waiting follows Go's `sync.Mutex`: a release wakes the first waiter, which
 //! competes with newcomers (barging keeps throughput high), but once a waiter
 //! has queued for longer than [`STARVATION`], or asked for `fair`, the release
 //! hands the lock straight to it, so nobody starves.
 
-use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
+use std::hash::BuildHasher;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
@@ -17,6 +19,7 @@ use std::task::{Context, Poll, Waker};
 use std::thread::Thread;
 use std::time::{Duration, Instant};
 
+use hashbrown::{DefaultHashBuilder, HashTable};
 use once_cell::sync::Lazy;
 
 use super::{Acquired, Attempt, Backend, BackendError, BoxFuture, Busy, Request, Token, Wait};
@@ -51,6 +54,7 @@ const NO_LEASE: u64 = u64::MAX;
 /// ```
 pub struct MemoryBackend {
     shards: Box<[Shard]>,
+    hasher: DefaultHashBuilder,
 }
 
 #[repr(align(64))]
@@ -60,30 +64,80 @@ struct Shard {
 
 #[derive(Default)]
 struct ShardState {
-    map: HashMap<Box<str>, Slot>,
+    table: HashTable<Slot>,
     /// The last fencing token handed out for a key of this shard. Keys never
     /// move between shards, so it is strictly increasing per key.
     fence: u64,
     inserts: u32,
 }
 
-#[derive(Default)]
+/// One key: its holder, if any, and who waits for it. Kept small (64 bytes):
+/// a store may hold hundreds of thousands of them.
 struct Slot {
+    key: Box<str>,
     holder: Option<Holder>,
-    waiters: VecDeque<Arc<Waiter>>,
+    waiters: Option<Box<VecDeque<Arc<Waiter>>>>,
 }
 
 #[derive(Clone, Copy)]
 struct Holder {
-    token: Token,
+    /// The owner's token, in two halves so that the slot needs no 16-byte
+    /// alignment.
+    token: [u64; 2],
     /// Nanoseconds on [`now`]'s clock.
     since: u64,
     until: u64,
 }
 
 impl Holder {
+    fn new(token: Token, now: u64, lease: Option<Duration>) -> Self {
+        let t = token.as_u128();
+        Self {
+            token: [(t >> 64) as u64, t as u64],
+            since: now,
+            until: lease.map_or(NO_LEASE, |l| now.saturating_add(nanos(l))),
+        }
+    }
+
+    fn owned_by(&self, token: Token) -> bool {
+        let t = token.as_u128();
+        self.token == [(t >> 64) as u64, t as u64]
+    }
+
     fn live(&self, now: u64) -> bool {
         now < self.until
+    }
+
+    fn leased(&self) -> bool {
+        self.until != NO_LEASE
+    }
+}
+
+impl Slot {
+    fn has_waiters(&self) -> bool {
+        self.waiters.as_ref().is_some_and(|w| !w.is_empty())
+    }
+
+    fn waiters(&mut self) -> &mut VecDeque<Arc<Waiter>> {
+        self.waiters.get_or_insert_with(Default::default)
+    }
+
+    fn unused(&self) -> bool {
+        self.holder.is_none() && !self.has_waiters()
+    }
+}
+
+/// Reads the clock at most once, and only if asked: an unleased lock with
+/// nobody waiting is released without looking at the time.
+struct Clock(Option<u64>);
+
+impl Clock {
+    fn lazy() -> Self {
+        Self(None)
+    }
+
+    fn now(&mut self) -> u64 {
+        *self.0.get_or_insert_with(now)
     }
 }
 
@@ -102,6 +156,7 @@ impl MemoryBackend {
                     state: Mutex::new(ShardState::default()),
                 })
                 .collect(),
+            hasher: DefaultHashBuilder::default(),
         }
     }
 
@@ -127,26 +182,41 @@ impl MemoryBackend {
             .iter()
             .map(|s| {
                 lock(&s.state)
-                    .map
-                    .values()
+                    .table
+                    .iter()
                     .filter(|slot| slot.holder.is_some_and(|h| h.live(now)))
                     .count()
             })
             .sum()
     }
 
-    fn shard(&self, key: &str) -> MutexGuard<'_, ShardState> {
-        lock(&self.shards[shard_index(key)].state)
+    /// How many acquisitions wait in line for `key`.
+    pub fn waiting(&self, key: &str) -> usize {
+        let hash = self.hasher.hash_one(key);
+        self.shard(hash)
+            .find(hash, key)
+            .and_then(|s| s.waiters.as_ref())
+            .map_or(0, |w| w.len())
+    }
+
+    #[cfg(test)]
+    fn slots(&self) -> usize {
+        self.shards.iter().map(|s| lock(&s.state).table.len()).sum()
+    }
+
+    fn shard(&self, hash: u64) -> MutexGuard<'_, ShardState> {
+        // Bits the table does not use for its own buckets or tags.
+        lock(&self.shards[(hash >> 32) as usize % SHARDS].state)
     }
 
     /// First step of a waiting acquisition: take the lock, give up, or join
     /// the queue.
-    fn enqueue(&self, req: &Request<'_>, wait: Wait, wake: Wake) -> Enqueued {
+    fn enqueue(&self, hash: u64, req: &Request<'_>, wait: Wait, wake: Wake) -> Enqueued {
         let now = now();
-        let mut st = self.shard(req.key);
-        match st.take(req, now, false) {
+        let mut st = self.shard(hash);
+        match st.take(&self.hasher, hash, req, now, false) {
             Ok(fence) => Enqueued::Done(Some(granted(fence, now))),
-            Err(_) if wait.deadline.is_some_and(|d| Instant::now() >= d) => Enqueued::Done(None),
+            Err(_) if past(wait.deadline) => Enqueued::Done(None),
             Err(retry_at) => {
                 let waiter = Arc::new(Waiter {
                     token: req.token,
@@ -158,7 +228,9 @@ impl MemoryBackend {
                     granted_at: AtomicU64::new(0),
                     wake: Mutex::new(wake),
                 });
-                st.slot(req.key).waiters.push_back(Arc::clone(&waiter));
+                st.slot(&self.hasher, hash, req.key)
+                    .waiters()
+                    .push_back(Arc::clone(&waiter));
                 Enqueued::Queued(waiter, retry_at)
             }
         }
@@ -168,7 +240,8 @@ impl MemoryBackend {
     /// look again, or the end of the wait.
     fn after_wake(&self, ticket: &mut Ticket<'_>, req: &Request<'_>, wait: Wait) -> Step {
         let now = now();
-        let mut st = self.shard(req.key);
+        let hash = ticket.hash;
+        let mut st = self.shard(hash);
         let waiter = &ticket.waiter;
         match waiter.state.load(Ordering::Acquire) {
             GRANTED => {
@@ -180,20 +253,22 @@ impl MemoryBackend {
             }
             WOKEN => {
                 // Popped by a release: the slot is free unless a newcomer barged.
-                match st.take(req, now, true) {
+                match st.take(&self.hasher, hash, req, now, true) {
                     Ok(fence) => {
                         ticket.done = true;
                         return Step::Done(Some(granted(fence, now)));
                     }
+                    Err(_) if past(wait.deadline) => {
+                        ticket.done = true;
+                        st.abandon(hash, req.key, waiter, now);
+                        return Step::Done(None);
+                    }
                     Err(retry_at) => {
-                        if past(wait.deadline) {
-                            ticket.done = true;
-                            st.abandon(req.key, waiter, now);
-                            return Step::Done(None);
-                        }
                         // Back to the front: it keeps its place and its age.
                         waiter.state.store(WAITING, Ordering::Release);
-                        st.slot(req.key).waiters.push_front(Arc::clone(waiter));
+                        st.slot(&self.hasher, hash, req.key)
+                            .waiters()
+                            .push_front(Arc::clone(waiter));
                         return Step::Again(retry_at);
                     }
                 }
@@ -202,15 +277,17 @@ impl MemoryBackend {
         }
         // Timed out while queued: the holder's lease or steal age may have run
         // out (no release signals that), or the deadline came.
-        match st.take(req, now, true) {
+        match st.take(&self.hasher, hash, req, now, true) {
             Ok(fence) => {
-                st.slot(req.key).waiters.retain(|w| !Arc::ptr_eq(w, waiter));
+                if let Some(slot) = st.find(hash, req.key) {
+                    slot.waiters().retain(|w| !Arc::ptr_eq(w, waiter));
+                }
                 ticket.done = true;
                 Step::Done(Some(granted(fence, now)))
             }
             Err(_) if past(wait.deadline) => {
                 ticket.done = true;
-                st.abandon(req.key, waiter, now);
+                st.abandon(hash, req.key, waiter, now);
                 Step::Done(None)
             }
             Err(retry_at) => Step::Again(retry_at),
@@ -223,38 +300,52 @@ fn past(deadline: Option<Instant>) -> bool {
 }
 
 impl ShardState {
-    fn slot(&mut self, key: &str) -> &mut Slot {
-        // Only called for keys known to be present or about to be inserted.
-        if !self.map.contains_key(key) {
-            self.map.insert(key.into(), Slot::default());
-        }
-        self.map.get_mut(key).expect("inserted above")
+    fn find(&mut self, hash: u64, key: &str) -> Option<&mut Slot> {
+        self.table.find_mut(hash, |s| &*s.key == key)
+    }
+
+    /// The slot for `key`, created empty if it is not there.
+    fn slot(&mut self, hasher: &DefaultHashBuilder, hash: u64, key: &str) -> &mut Slot {
+        self.table
+            .entry(hash, |s| &*s.key == key, |s| hasher.hash_one(&*s.key))
+            .or_insert_with(|| Slot {
+                key: key.into(),
+                holder: None,
+                waiters: None,
+            })
+            .into_mut()
     }
 
     /// Takes the lock for `req` if it is free, expired or stealable; else the
     /// clock reading at which to look again (`None`: wait for a signal).
     /// `queued` requests were already in line, so they may pass fair waiters.
-    fn take(&mut self, req: &Request<'_>, now: u64, queued: bool) -> Result<u64, Option<u64>> {
-        let holder = Holder {
-            token: req.token,
-            since: now,
-            until: req.lease.map_or(NO_LEASE, |l| now.saturating_add(nanos(l))),
-        };
-        match self.map.get_mut(req.key) {
-            None => {
-                self.map.insert(
-                    req.key.into(),
-                    Slot {
-                        holder: Some(holder),
-                        waiters: VecDeque::new(),
-                    },
-                );
+    fn take(
+        &mut self,
+        hasher: &DefaultHashBuilder,
+        hash: u64,
+        req: &Request<'_>,
+        now: u64,
+        queued: bool,
+    ) -> Result<u64, Option<u64>> {
+        let holder = Holder::new(req.token, now, req.lease);
+        // One probe of the table, whether the key is there or not.
+        match self
+            .table
+            .entry(hash, |s| &*s.key == req.key, |s| hasher.hash_one(&*s.key))
+        {
+            hashbrown::hash_table::Entry::Vacant(vacant) => {
+                vacant.insert(Slot {
+                    key: req.key.into(),
+                    holder: Some(holder),
+                    waiters: None,
+                });
                 self.inserts += 1;
                 if self.inserts.is_multiple_of(SWEEP_EVERY) {
                     self.sweep(now);
                 }
             }
-            Some(slot) => {
+            hashbrown::hash_table::Entry::Occupied(mut occupied) => {
+                let slot = occupied.get_mut();
                 if let Some(h) = slot.holder {
                     let steal_at = req
                         .steal_after
@@ -263,7 +354,7 @@ impl ShardState {
                         return Err(Some(h.until.min(steal_at)));
                     }
                 }
-                if req.fair && !queued && !slot.waiters.is_empty() {
+                if req.fair && !queued && slot.has_waiters() {
                     // Join the line. A lease that ran out sends no signal, so
                     // look again when it ends.
                     return Err(slot.holder.map(|h| h.until).filter(|&u| u != NO_LEASE));
@@ -275,38 +366,47 @@ impl ShardState {
         Ok(self.fence)
     }
 
-    fn release(&mut self, key: &str, token: Token, now: u64) -> bool {
-        let Some(slot) = self.map.get_mut(key) else {
+    fn release(&mut self, hash: u64, key: &str, token: Token, clock: &mut Clock) -> bool {
+        // One probe: the entry found is the one removed.
+        let Ok(mut entry) = self.table.find_entry(hash, |s| &*s.key == key) else {
             return false;
         };
-        let Some(h) = slot.holder.filter(|h| h.token == token) else {
+        let slot = entry.get_mut();
+        let Some(h) = slot.holder.filter(|h| h.owned_by(token)) else {
             return false;
         };
         slot.holder = None;
-        self.hand_off(key, now);
-        h.live(now)
+        // Only a leased lock can have run out; only waiters need the time.
+        let live = !h.leased() || h.live(clock.now());
+        if slot.has_waiters() {
+            self.hand_off(hash, key, clock.now());
+        } else {
+            entry.remove();
+        }
+        live
+    }
+
+    fn remove(&mut self, hash: u64, key: &str) {
+        if let Ok(entry) = self.table.find_entry(hash, |s| &*s.key == key) {
+            entry.remove();
+        }
     }
 
     /// After a release: grant the lock to the first waiter if it is fair or
     /// starving, else wake it to compete. Drops the slot when nothing is left.
-    fn hand_off(&mut self, key: &str, now: u64) {
-        let Entry::Occupied(mut entry) = self.map.entry_ref(key) else {
+    fn hand_off(&mut self, hash: u64, key: &str, now: u64) {
+        let Some(slot) = self.table.find_mut(hash, |s| &*s.key == key) else {
             return;
         };
-        let slot = entry.get_mut();
         if slot.holder.is_some_and(|h| !h.live(now)) {
             slot.holder = None;
         }
         if slot.holder.is_none()
-            && let Some(w) = slot.waiters.pop_front()
+            && let Some(w) = slot.waiters.as_mut().and_then(|q| q.pop_front())
         {
             if w.fair || now.saturating_sub(w.queued_at) >= nanos(STARVATION) {
                 self.fence += 1;
-                slot.holder = Some(Holder {
-                    token: w.token,
-                    since: now,
-                    until: w.lease.map_or(NO_LEASE, |l| now.saturating_add(nanos(l))),
-                });
+                slot.holder = Some(Holder::new(w.token, now, w.lease));
                 w.fence.store(self.fence, Ordering::Release);
                 w.granted_at.store(now, Ordering::Release);
                 w.signal(GRANTED);
@@ -314,52 +414,33 @@ impl ShardState {
                 w.signal(WOKEN);
             }
         }
-        if slot.holder.is_none() && slot.waiters.is_empty() {
-            entry.remove();
+        if slot.unused() {
+            self.remove(hash, key);
         }
     }
 
     /// A waiter gives up (deadline, cancellation, panic): leave the queue and
     /// pass on whatever it was given.
-    fn abandon(&mut self, key: &str, waiter: &Arc<Waiter>, now: u64) {
+    fn abandon(&mut self, hash: u64, key: &str, waiter: &Arc<Waiter>, now: u64) {
         match waiter.state.load(Ordering::Acquire) {
             GRANTED => {
-                self.release(key, waiter.token, now);
+                self.release(hash, key, waiter.token, &mut Clock(Some(now)));
             }
-            WOKEN => self.hand_off(key, now),
+            WOKEN => self.hand_off(hash, key, now),
             _ => {
-                if let Some(slot) = self.map.get_mut(key) {
-                    slot.waiters.retain(|w| !Arc::ptr_eq(w, waiter));
+                if let Some(slot) = self.find(hash, key) {
+                    slot.waiters().retain(|w| !Arc::ptr_eq(w, waiter));
                 }
                 // A lock left free (a lease that ran out) with others still in
                 // line: wake the next one, since no release will.
-                self.hand_off(key, now);
+                self.hand_off(hash, key, now);
             }
         }
     }
 
     fn sweep(&mut self, now: u64) {
-        self.map
-            .retain(|_, slot| slot.holder.is_some_and(|h| h.live(now)) || !slot.waiters.is_empty());
-    }
-}
-
-/// `HashMap::entry` wants an owned key; this looks the key up by reference.
-trait EntryRef {
-    fn entry_ref(&mut self, key: &str) -> Entry<'_, Box<str>, Slot>;
-}
-
-impl EntryRef for HashMap<Box<str>, Slot> {
-    fn entry_ref(&mut self, key: &str) -> Entry<'_, Box<str>, Slot> {
-        // The key is present in every caller; the allocation only happens on
-        // the rare path where a slot was already removed.
-        match self.get_key_value(key) {
-            Some((k, _)) => {
-                let k = k.clone();
-                self.entry(k)
-            }
-            None => self.entry(key.into()),
-        }
+        self.table
+            .retain(|slot| slot.holder.is_some_and(|h| h.live(now)) || slot.has_waiters());
     }
 }
 
@@ -417,6 +498,7 @@ impl Waiter {
 struct Ticket<'a> {
     backend: &'a MemoryBackend,
     key: &'a str,
+    hash: u64,
     waiter: Arc<Waiter>,
     done: bool,
 }
@@ -425,8 +507,8 @@ impl Drop for Ticket<'_> {
     fn drop(&mut self) {
         if !self.done {
             self.backend
-                .shard(self.key)
-                .abandon(self.key, &self.waiter, now());
+                .shard(self.hash)
+                .abandon(self.hash, self.key, &self.waiter, now());
         }
     }
 }
@@ -473,25 +555,32 @@ fn wake_deadline(retry_at: Option<u64>, deadline: Option<Instant>) -> Option<Ins
 impl Backend for MemoryBackend {
     fn try_acquire(&self, req: &Request<'_>) -> Result<Attempt, BackendError> {
         let now = now();
-        Ok(match self.shard(req.key).take(req, now, false) {
-            Ok(fence) => Attempt::Acquired(granted(fence, now)),
-            Err(retry_at) => Attempt::Busy(Busy::new(
-                retry_at
-                    .filter(|&r| r != NO_LEASE)
-                    .map(|r| Duration::from_nanos(r.saturating_sub(now))),
-            )),
-        })
+        let hash = self.hasher.hash_one(req.key);
+        Ok(
+            match self.shard(hash).take(&self.hasher, hash, req, now, false) {
+                Ok(fence) => Attempt::Acquired(granted(fence, now)),
+                Err(retry_at) => Attempt::Busy(Busy::new(
+                    retry_at
+                        .filter(|&r| r != NO_LEASE)
+                        .map(|r| Duration::from_nanos(r.saturating_sub(now))),
+                )),
+            },
+        )
     }
 
     fn release(&self, key: &str, token: Token) -> Result<bool, BackendError> {
-        Ok(self.shard(key).release(key, token, now()))
+        let hash = self.hasher.hash_one(key);
+        Ok(self
+            .shard(hash)
+            .release(hash, key, token, &mut Clock::lazy()))
     }
 
     fn extend(&self, key: &str, token: Token, lease: Duration) -> Result<bool, BackendError> {
         let now = now();
-        let mut st = self.shard(key);
-        Ok(match st.map.get_mut(key).and_then(|s| s.holder.as_mut()) {
-            Some(h) if h.token == token && h.live(now) => {
+        let hash = self.hasher.hash_one(key);
+        let mut st = self.shard(hash);
+        Ok(match st.find(hash, key).and_then(|s| s.holder.as_mut()) {
+            Some(h) if h.owned_by(token) && h.live(now) => {
                 h.until = now.saturating_add(nanos(lease));
                 true
             }
@@ -500,14 +589,16 @@ impl Backend for MemoryBackend {
     }
 
     fn acquire(&self, req: &Request<'_>, wait: Wait) -> Result<Option<Acquired>, BackendError> {
+        let hash = self.hasher.hash_one(req.key);
         let (waiter, mut retry_at) =
-            match self.enqueue(req, wait, Wake::Thread(std::thread::current())) {
+            match self.enqueue(hash, req, wait, Wake::Thread(std::thread::current())) {
                 Enqueued::Done(outcome) => return Ok(outcome),
                 Enqueued::Queued(w, r) => (w, r),
             };
         let mut ticket = Ticket {
             backend: self,
             key: req.key,
+            hash,
             waiter,
             done: false,
         };
@@ -538,13 +629,15 @@ impl Backend for MemoryBackend {
         wait: Wait,
     ) -> BoxFuture<'a, Result<Option<Acquired>, BackendError>> {
         Box::pin(async move {
-            let (waiter, mut retry_at) = match self.enqueue(req, wait, Wake::Task(None)) {
+            let hash = self.hasher.hash_one(req.key);
+            let (waiter, mut retry_at) = match self.enqueue(hash, req, wait, Wake::Task(None)) {
                 Enqueued::Done(outcome) => return Ok(outcome),
                 Enqueued::Queued(w, r) => (w, r),
             };
             let mut ticket = Ticket {
                 backend: self,
                 key: req.key,
+                hash,
                 waiter,
                 done: false,
             };
@@ -567,9 +660,10 @@ impl Backend for MemoryBackend {
 
     fn check(&self, key: &str, token: Token) -> Option<Result<bool, BackendError>> {
         let now = now();
-        let st = self.shard(key);
-        let holder = st.map.get(key).and_then(|s| s.holder);
-        Some(Ok(holder.is_some_and(|h| h.token == token && h.live(now))))
+        let hash = self.hasher.hash_one(key);
+        let mut st = self.shard(hash);
+        let holder = st.find(hash, key).and_then(|s| s.holder);
+        Some(Ok(holder.is_some_and(|h| h.owned_by(token) && h.live(now))))
     }
 
     fn supports_unleased(&self) -> bool {
@@ -590,20 +684,6 @@ fn now() -> u64 {
 
 fn nanos(d: Duration) -> u64 {
     d.as_nanos().min(u64::MAX as u128 - 1) as u64
-}
-
-/// Picks a shard with a fast multiplicative hash, a word at a time.
-fn shard_index(key: &str) -> usize {
-    let mut h: u64 = 0;
-    let mut chunks = key.as_bytes().chunks_exact(8);
-    for c in &mut chunks {
-        let w = u64::from_le_bytes(c.try_into().unwrap_or_default());
-        h = (h.rotate_left(5) ^ w).wrapping_mul(0x517c_c1b7_2722_0a95);
-    }
-    for &b in chunks.remainder() {
-        h = (h.rotate_left(5) ^ b as u64).wrapping_mul(0x517c_c1b7_2722_0a95);
-    }
-    (h >> 58) as usize % SHARDS
 }
 
 /// The store's mutexes guard plain data that every operation leaves
@@ -716,8 +796,7 @@ mod tests {
             .unwrap();
         assert!(got.is_none());
         assert!(started.elapsed() >= Duration::from_millis(30));
-        let st = store.shard("k");
-        assert!(st.map["k"].waiters.is_empty());
+        assert_eq!(store.waiting("k"), 0, "the waiter left the queue");
     }
 
     #[test]
@@ -754,11 +833,7 @@ mod tests {
                 s.release("k", r.token).unwrap();
             }));
             // Let each one queue before the next arrives.
-            while lock(&store.shards[shard_index("k")].state).map["k"]
-                .waiters
-                .len()
-                < i + 1
-            {
+            while store.waiting("k") < i + 1 {
                 std::thread::yield_now();
             }
         }
@@ -814,7 +889,7 @@ mod tests {
         }
         assert_eq!(total.load(Ordering::Relaxed), 8000);
         assert_eq!(store.held(), 0);
-        assert!(store.shard("k").map.is_empty());
+        assert_eq!(store.slots(), 0, "nothing left behind");
     }
 
     #[test]
