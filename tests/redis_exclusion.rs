@@ -99,3 +99,50 @@ fn async_guards_exclude_across_processes() {
         None => run_in_processes(&support::test_name!()),
     }
 }
+
+/// The same critical section behind the attribute.
+#[lock_runtime::lock("counter", alias = "shared")]
+fn locked_increment(conn: &mut redis::Connection) -> Result<(), lock_runtime::LockError> {
+    unsafe_increment(conn);
+    Ok(())
+}
+
+#[lock_runtime::lock("counter", alias = "shared")]
+async fn locked_increment_async(
+    conn: &mut redis::Connection,
+) -> Result<(), lock_runtime::LockError> {
+    unsafe_increment(conn);
+    tokio::task::yield_now().await;
+    Ok(())
+}
+
+#[test]
+fn lock_attribute_excludes_across_processes() {
+    match support::child_role().as_deref() {
+        Some(_) => {
+            let mut conn = configure_from_parent();
+            for _ in 0..SECTIONS {
+                locked_increment(&mut conn).expect("acquire");
+            }
+            support::report(format!("done {SECTIONS}"));
+        }
+        None => run_in_processes(&support::test_name!()),
+    }
+}
+
+#[test]
+fn async_lock_attribute_excludes_across_processes() {
+    match support::child_role().as_deref() {
+        Some(_) => {
+            let mut conn = configure_from_parent();
+            let rt = tokio::runtime::Runtime::new().unwrap();
+            rt.block_on(async {
+                for _ in 0..SECTIONS {
+                    locked_increment_async(&mut conn).await.expect("acquire");
+                }
+            });
+            support::report(format!("done {SECTIONS}"));
+        }
+        None => run_in_processes(&support::test_name!()),
+    }
+}
