@@ -1,0 +1,121 @@
+//! Performance benchmark of the lock runtime against a private Redis.
+//!
+//! ```text
+//! cargo run --release --example bench              # full run, a few minutes
+//! cargo run --release --example bench -- --quick   # under a minute
+//! ```
+//!
+//! It starts its own `redis-server` on a free port (set `REDIS_SERVER_BIN`
+//! to pick one) and measures, in one run:
+//!
+//! 1. uncontended acquire + release on Redis, sync and async, next to the
+//!    raw two-command lock on the same kind of connection;
+//! 2. eight workers contending for one Redis key, as processes and as tasks,
+//!    in default and fair mode, with and without a pause between turns;
+//! 3. the in-memory store, uncontended (next to a `Mutex<HashMap>`) and with
+//!    eight threads on one key;
+//! 4. 100,000 keys held at once: bytes per lock, and acquire throughput.
+//!
+//! Each figure is printed with its target and PASS or MISS; the last line of
+//! stdout is every figure as one JSON object. A MISS is a finding, not a
+//! failure: the bench exits non-zero only when it cannot measure (no
+//! redis-server, a worker process failing, a lock letting two holders in).
+//!
+//! Figures are noisy on a shared machine: comparisons run interleaved in one
+//! process and are reported as medians.
+
+#[path = "bench/contended.rs"]
+mod contended;
+#[path = "bench/counters.rs"]
+mod counters;
+#[path = "bench/measure.rs"]
+mod measure;
+#[path = "bench/memory.rs"]
+mod memory;
+#[path = "bench/report.rs"]
+mod report;
+#[path = "bench/scale.rs"]
+mod scale;
+#[path = "../tests/support/mod.rs"]
+mod support;
+#[path = "bench/uncontended.rs"]
+mod uncontended;
+
+use std::process::ExitCode;
+use std::time::Instant;
+
+use lock_runtime::registry::{self, AliasConfig};
+
+use report::Report;
+use support::RedisServer;
+
+pub type BenchResult<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
+
+/// The alias of the bench's Redis server, in the bench and in its workers.
+pub const ALIAS: &str = "bench";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let outcome = match args.first().map(String::as_str) {
+        Some("--worker") => contended::worker(&args[1..]),
+        Some("--quick") if args.len() == 1 => run(true),
+        None => run(false),
+        Some(_) => {
+            eprintln!("usage: bench [--quick]");
+            return ExitCode::from(2);
+        }
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("bench failed: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(quick: bool) -> BenchResult<()> {
+    let started = Instant::now();
+    let mut report = Report::new();
+    // Panics, saying what to install, when there is no redis-server.
+    let server = RedisServer::start();
+    machine(&mut report, &server, quick);
+    registry::add(ALIAS, AliasConfig::from_url(&server.url())?)?;
+
+    let rtt_us = uncontended::run(&server, &mut report, quick)?;
+    contended::run(&server, &mut report, quick, rtt_us)?;
+    memory::run(&mut report, quick)?;
+    scale::run(&server, &mut report, quick)?;
+
+    report.finish(started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// What the figures were measured on.
+fn machine(report: &mut Report, server: &RedisServer, quick: bool) {
+    let nproc = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let cpu = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name")?.split_once(':'))
+        .map_or("unknown", |(_, m)| m.trim())
+        .to_owned();
+    let load = std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_default();
+    let redis = server
+        .info("server")
+        .remove("redis_version")
+        .unwrap_or_default();
+    let mode = if quick { "quick" } else { "full" };
+    report.heading(&format!("lock-runtime benchmark ({mode} run)"));
+    report.line(&format!("nproc {nproc}; CPU {cpu}; redis-server {redis}"));
+    report.line(&format!("load average (1 min) at start: {load}"));
+    let j = &mut report.json;
+    j.put("mode", mode);
+    j.put("machine.nproc", nproc);
+    j.put("machine.cpu", cpu);
+    j.put("machine.redis_server", redis);
+    j.put("machine.load_1min", load.parse::<f64>().unwrap_or(f64::NAN));
+}

@@ -1,0 +1,179 @@
+//! Clocks and statistics shared by the sections: a monotonic clock that is
+//! comparable across processes, medians and percentiles, and the analysis of
+//! a contended run from its (attempt, acquired, released) events.
+
+use std::time::Duration;
+
+/// Nanoseconds on `CLOCK_MONOTONIC`. Unlike `Instant`, whose origin is
+/// private to a process, this clock reads the same in every process of the
+/// machine, so the workers' timestamps can be merged into one timeline.
+pub fn mono_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Busy-waits until `deadline` (on [`mono_ns`]). Used for the holds: a sleep
+/// of 1 ms overshoots by a scheduler tick or a timer-wheel slot (tokio's
+/// timer has 1 ms resolution), which would blur the ceiling it is judged by.
+pub fn spin_until(deadline: u64) {
+    while mono_ns() < deadline {
+        std::hint::spin_loop();
+    }
+}
+
+pub fn median(values: &[f64]) -> f64 {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+/// Nearest-rank percentile of sorted values.
+pub fn percentile(sorted: &[u64], p: f64) -> Option<u64> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    Some(sorted[rank.clamp(1, sorted.len()) - 1])
+}
+
+/// Jain's fairness index of per-worker counts: 1.0 when all are equal,
+/// 1/n when one worker got everything.
+pub fn jain(counts: &[u64]) -> f64 {
+    let sum: f64 = counts.iter().map(|&c| c as f64).sum();
+    let squares: f64 = counts.iter().map(|&c| (c as f64).powi(2)).sum();
+    if squares == 0.0 {
+        return f64::NAN;
+    }
+    sum * sum / (counts.len() as f64 * squares)
+}
+
+/// One acquisition by one worker, on [`mono_ns`].
+#[derive(Clone, Copy, Debug)]
+pub struct Event {
+    pub worker: u32,
+    /// When the worker asked for the lock.
+    pub attempt: u64,
+    /// When `acquire` returned.
+    pub acquired: u64,
+    /// When the worker called `release`.
+    pub released: u64,
+}
+
+/// What a contended run measured.
+#[derive(Debug)]
+pub struct Contention {
+    /// Acquisitions granted inside the measured window.
+    pub acquisitions: u64,
+    /// Every acquisition, including those the stragglers made after the
+    /// window closed (the denominator for commands per acquisition).
+    pub total_acquisitions: u64,
+    pub per_second: f64,
+    pub hold_mean_us: f64,
+    pub handoffs: usize,
+    pub handoff_p50_us: f64,
+    pub handoff_p99_us: f64,
+    /// The longest the lock lay free while someone waited for it.
+    pub handoff_max_us: f64,
+    pub longest_wait_us: f64,
+    pub fairness: f64,
+    pub per_worker: Vec<u64>,
+    /// Pairs of holds that overlapped: must be 0, or the lock is broken.
+    pub overlaps: usize,
+}
+
+/// Merges every worker's events into one timeline and measures it. The
+/// window is `[start, end)`: throughput and fairness count acquisitions
+/// granted inside it.
+///
+/// A hand-off is the time from a release to the next acquisition returning,
+/// counted only when some worker was already waiting at the release (else
+/// the gap is idle time, not latency).
+pub fn analyse(mut events: Vec<Event>, workers: usize, start: u64, end: u64) -> Contention {
+    events.sort_by_key(|e| e.acquired);
+    let n = events.len();
+    // earliest_attempt_after[i]: the earliest attempt among acquisitions
+    // i.. (those granted after acquisition i-1 was released).
+    let mut earliest_attempt_after = vec![u64::MAX; n + 1];
+    for i in (0..n).rev() {
+        earliest_attempt_after[i] = earliest_attempt_after[i + 1].min(events[i].attempt);
+    }
+    let mut handoffs = Vec::with_capacity(n);
+    let mut overlaps = 0;
+    for i in 0..n.saturating_sub(1) {
+        let (cur, next) = (&events[i], &events[i + 1]);
+        if next.acquired < cur.released {
+            overlaps += 1;
+        } else if earliest_attempt_after[i + 1] <= cur.released {
+            handoffs.push(next.acquired - cur.released);
+        }
+    }
+    handoffs.sort_unstable();
+    let mut per_worker = vec![0u64; workers];
+    let mut hold_sum = 0u128;
+    let mut in_window = 0u64;
+    for e in events
+        .iter()
+        .filter(|e| e.acquired >= start && e.acquired < end)
+    {
+        per_worker[e.worker as usize] += 1;
+        hold_sum += u128::from(e.released - e.acquired);
+        in_window += 1;
+    }
+    let us = |ns: u64| ns as f64 / 1e3;
+    Contention {
+        acquisitions: in_window,
+        total_acquisitions: n as u64,
+        per_second: in_window as f64 / Duration::from_nanos(end - start).as_secs_f64(),
+        hold_mean_us: if in_window == 0 {
+            f64::NAN
+        } else {
+            hold_sum as f64 / in_window as f64 / 1e3
+        },
+        handoffs: handoffs.len(),
+        handoff_p50_us: percentile(&handoffs, 50.0).map_or(f64::NAN, us),
+        handoff_p99_us: percentile(&handoffs, 99.0).map_or(f64::NAN, us),
+        handoff_max_us: handoffs.last().copied().map_or(f64::NAN, us),
+        longest_wait_us: events
+            .iter()
+            .map(|e| e.acquired - e.attempt)
+            .max()
+            .map_or(f64::NAN, us),
+        fairness: jain(&per_worker),
+        per_worker,
+        overlaps,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn handoffs_count_only_when_someone_waited() {
+        let ev = |worker, attempt, acquired, released| Event {
+            worker,
+            attempt,
+            acquired,
+            released,
+        };
+        let events = vec![
+            ev(0, 0, 0, 10),
+            ev(1, 5, 12, 20),  // waited since 5: hand-off 2
+            ev(0, 30, 30, 40), // came after the release at 20: idle
+        ];
+        let c = analyse(events, 2, 0, 100);
+        assert_eq!(c.handoffs, 1);
+        assert_eq!(c.handoff_p50_us, 0.002);
+        assert_eq!(c.overlaps, 0);
+        assert_eq!(c.per_worker, vec![2, 1]);
+    }
+}

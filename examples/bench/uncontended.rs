@@ -1,0 +1,319 @@
+//! Section 1: one client taking and releasing a free Redis lock, next to the
+//! least a client could do for the same guarantee on the same kind of
+//! redis-rs connection: `SET key token NX PX` then a compare-and-delete
+//! script by `EVALSHA`. Ideal and ours run in alternating rounds in this one
+//! process, so that a noisy neighbour slows both alike; figures are medians.
+
+use std::time::Instant;
+
+use lock_runtime::Lock;
+use redis::aio::MultiplexedConnection;
+use tokio::runtime::{Builder, Runtime};
+
+use crate::measure::median;
+use crate::report::{Report, Target, rate, short};
+use crate::support::RedisServer;
+use crate::{ALIAS, BenchResult, counters};
+
+const COMPARE_AND_DELETE: &str =
+    "if redis.call('get',KEYS[1])==ARGV[1] then return redis.call('del',KEYS[1]) end return 0";
+/// A token as long as ours (22 characters), so both send the same bytes.
+const TOKEN: &str = "ideal-token-0123456789";
+const KEY: &str = "uncontended";
+/// Ours stores `lock:<key>`; the ideal uses a key of the same length.
+const IDEAL_KEY: &str = "ideal:uncontended";
+const LEASE_MS: u64 = 30_000;
+
+struct Plan {
+    rounds: usize,
+    cycles: usize,
+    pings: usize,
+}
+
+/// Per-round rates of both sides.
+#[derive(Default)]
+struct Rounds {
+    ideal: Vec<f64>,
+    ours: Vec<f64>,
+}
+
+impl Rounds {
+    fn ideal(&self) -> f64 {
+        median(&self.ideal)
+    }
+
+    fn ours(&self) -> f64 {
+        median(&self.ours)
+    }
+
+    /// The median of the per-round ratios: each pair ran back to back, so
+    /// a slow spell of the machine cancels out of its ratio.
+    fn ratio(&self) -> f64 {
+        let ratios: Vec<f64> = self
+            .ours
+            .iter()
+            .zip(&self.ideal)
+            .map(|(o, i)| o / i)
+            .collect();
+        median(&ratios)
+    }
+}
+
+/// Runs the section; returns 1 RTT in microseconds, the unit the contended
+/// section is judged in.
+pub fn run(server: &RedisServer, report: &mut Report, quick: bool) -> BenchResult<f64> {
+    let plan = if quick {
+        Plan {
+            rounds: 6,
+            cycles: 400,
+            pings: 500,
+        }
+    } else {
+        Plan {
+            rounds: 10,
+            cycles: 2000,
+            pings: 2000,
+        }
+    };
+    report.section(&format!(
+        "1. Uncontended Redis, one client: {} alternating rounds of {} acquire+release cycles, \
+         medians",
+        plan.rounds, plan.cycles
+    ));
+    report.line(
+        "ours / ideal is the median of the per-round ratios: each pair ran back to back, \
+         so a slow spell of the machine cancels out",
+    );
+    let client = redis::Client::open(server.url())?;
+    let mut conn = client.get_connection()?;
+
+    let rtt_us = ping_rtt_us(&mut conn, plan.pings)?;
+    report.row("1 RTT (sync PING, median)", &us_frac(rtt_us), "");
+    report.json.put("uncontended.rtt_us", rtt_us);
+
+    let sync = sync_rounds(&mut conn, &plan)?;
+    judge(report, "sync", "sync", &sync);
+    let (ideal, ours) = commands_per_cycle(server, &mut conn, plan.cycles / 4)?;
+    report.row(
+        "sync: Redis commands per cycle",
+        &format!("{} / {}", short(ideal), short(ours)),
+        "ideal / ours, counted by the server (scripts' commands included)",
+    );
+    report
+        .json
+        .put("uncontended.sync.ideal_commands_per_cycle", ideal);
+    report
+        .json
+        .put("uncontended.sync.ours_commands_per_cycle", ours);
+
+    let current = Builder::new_current_thread().enable_all().build()?;
+    let async_current = current.block_on(async_rounds(client.clone(), plan.rounds, plan.cycles))?;
+    judge(
+        report,
+        "async current-thread",
+        "async_current_thread",
+        &async_current,
+    );
+    drop(current);
+
+    let multi = Builder::new_multi_thread().enable_all().build()?;
+    let async_multi = in_worker(&multi, async_rounds(client, plan.rounds, plan.cycles))?;
+    judge(
+        report,
+        "async multi-thread",
+        "async_multi_thread",
+        &async_multi,
+    );
+    Ok(rtt_us)
+}
+
+fn judge(report: &mut Report, label: &str, json: &str, r: &Rounds) {
+    report.row(
+        &format!("{label}: ideal"),
+        &format!("{} /s", rate(r.ideal())),
+        "SET NX PX + EVALSHA compare-and-delete",
+    );
+    let ratio = r.ratio();
+    report.judged(
+        &format!("{label}: ours"),
+        &format!("{} /s", rate(r.ours())),
+        &format!("acquire + release; {} x ideal", short(ratio)),
+        Target::at_least(
+            format!("uncontended {label}: ours / ideal"),
+            ratio,
+            0.95,
+            ">= 0.95 x ideal",
+        ),
+    );
+    let key = format!("uncontended.{json}");
+    report
+        .json
+        .put(&format!("{key}.ideal_cycles_per_s"), r.ideal());
+    report
+        .json
+        .put(&format!("{key}.ours_cycles_per_s"), r.ours());
+    report.json.put(&format!("{key}.ratio"), ratio);
+}
+
+/// What one cycle of each side costs Redis: explains the gap between them.
+fn commands_per_cycle(
+    server: &RedisServer,
+    conn: &mut redis::Connection,
+    cycles: usize,
+) -> BenchResult<(f64, f64)> {
+    let sha = load_script(conn)?;
+    counters::reset(server)?;
+    ideal_sync(conn, &sha, cycles)?;
+    let ideal = counters::since_reset(server)?.0;
+    counters::reset(server)?;
+    ours_sync(cycles)?;
+    let ours = counters::since_reset(server)?.0;
+    Ok((ideal as f64 / cycles as f64, ours as f64 / cycles as f64))
+}
+
+fn load_script(conn: &mut redis::Connection) -> BenchResult<String> {
+    Ok(redis::cmd("SCRIPT")
+        .arg("LOAD")
+        .arg(COMPARE_AND_DELETE)
+        .query(conn)?)
+}
+
+fn us_frac(v: f64) -> String {
+    format!("{v:.1} us")
+}
+
+fn ping_rtt_us(conn: &mut redis::Connection, pings: usize) -> BenchResult<f64> {
+    let mut samples = Vec::with_capacity(pings);
+    for _ in 0..pings {
+        let t = Instant::now();
+        redis::cmd("PING").query::<String>(conn)?;
+        samples.push(t.elapsed().as_secs_f64() * 1e6);
+    }
+    Ok(median(&samples))
+}
+
+fn sync_rounds(conn: &mut redis::Connection, plan: &Plan) -> BenchResult<Rounds> {
+    let sha = load_script(conn)?;
+    // Warm-up, not measured: connects the pool, loads our scripts, starts
+    // the lease watchdog.
+    ideal_sync(conn, &sha, plan.cycles / 4)?;
+    ours_sync(plan.cycles / 4)?;
+    let mut r = Rounds::default();
+    for round in 0..plan.rounds {
+        // Alternate which side goes first, so neither always runs on a
+        // warmer (or more disturbed) machine.
+        if round % 2 == 0 {
+            r.ideal.push(ideal_sync(conn, &sha, plan.cycles)?);
+            r.ours.push(ours_sync(plan.cycles)?);
+        } else {
+            r.ours.push(ours_sync(plan.cycles)?);
+            r.ideal.push(ideal_sync(conn, &sha, plan.cycles)?);
+        }
+    }
+    Ok(r)
+}
+
+/// Cycles per second of the raw two-command lock.
+fn ideal_sync(conn: &mut redis::Connection, sha: &str, cycles: usize) -> BenchResult<f64> {
+    let t = Instant::now();
+    for _ in 0..cycles {
+        let set: Option<String> = redis::cmd("SET")
+            .arg(IDEAL_KEY)
+            .arg(TOKEN)
+            .arg("NX")
+            .arg("PX")
+            .arg(LEASE_MS)
+            .query(conn)?;
+        let deleted: i64 = redis::cmd("EVALSHA")
+            .arg(sha)
+            .arg(1)
+            .arg(IDEAL_KEY)
+            .arg(TOKEN)
+            .query(conn)?;
+        if set.is_none() || deleted != 1 {
+            return Err("the ideal lock was not free: is another client using the server?".into());
+        }
+    }
+    Ok(cycles as f64 / t.elapsed().as_secs_f64())
+}
+
+/// Cycles per second of our sync API, as a user writes it.
+fn ours_sync(cycles: usize) -> BenchResult<f64> {
+    let t = Instant::now();
+    for _ in 0..cycles {
+        let guard = Lock::new(KEY).alias(ALIAS).acquire()?;
+        guard.release()?;
+    }
+    Ok(cycles as f64 / t.elapsed().as_secs_f64())
+}
+
+/// Runs `fut` as a task on a worker thread of `rt`, where async user code
+/// runs (`block_on` would poll it on this thread instead).
+fn in_worker<T: Send + 'static>(
+    rt: &Runtime,
+    fut: impl Future<Output = BenchResult<T>> + Send + 'static,
+) -> BenchResult<T> {
+    rt.block_on(rt.spawn(fut))?
+}
+
+/// Alternating rounds inside one runtime; the ideal's connection is made in
+/// that runtime, as ours is.
+async fn async_rounds(client: redis::Client, rounds: usize, cycles: usize) -> BenchResult<Rounds> {
+    let mut conn = client.get_multiplexed_async_connection().await?;
+    let sha: String = redis::cmd("SCRIPT")
+        .arg("LOAD")
+        .arg(COMPARE_AND_DELETE)
+        .query_async(&mut conn)
+        .await?;
+    ideal_async(&mut conn, &sha, cycles / 4).await?;
+    ours_async(cycles / 4).await?;
+    let mut r = Rounds::default();
+    for round in 0..rounds {
+        if round % 2 == 0 {
+            r.ideal.push(ideal_async(&mut conn, &sha, cycles).await?);
+            r.ours.push(ours_async(cycles).await?);
+        } else {
+            r.ours.push(ours_async(cycles).await?);
+            r.ideal.push(ideal_async(&mut conn, &sha, cycles).await?);
+        }
+    }
+    Ok(r)
+}
+
+async fn ideal_async(
+    conn: &mut MultiplexedConnection,
+    sha: &str,
+    cycles: usize,
+) -> BenchResult<f64> {
+    let t = Instant::now();
+    for _ in 0..cycles {
+        let set: Option<String> = redis::cmd("SET")
+            .arg(IDEAL_KEY)
+            .arg(TOKEN)
+            .arg("NX")
+            .arg("PX")
+            .arg(LEASE_MS)
+            .query_async(conn)
+            .await?;
+        let deleted: i64 = redis::cmd("EVALSHA")
+            .arg(sha)
+            .arg(1)
+            .arg(IDEAL_KEY)
+            .arg(TOKEN)
+            .query_async(conn)
+            .await?;
+        if set.is_none() || deleted != 1 {
+            return Err("the ideal lock was not free: is another client using the server?".into());
+        }
+    }
+    Ok(cycles as f64 / t.elapsed().as_secs_f64())
+}
+
+async fn ours_async(cycles: usize) -> BenchResult<f64> {
+    let t = Instant::now();
+    for _ in 0..cycles {
+        let guard = Lock::new(KEY).alias(ALIAS).acquire_async().await?;
+        guard.release_async().await?;
+    }
+    Ok(cycles as f64 / t.elapsed().as_secs_f64())
+}
