@@ -127,21 +127,84 @@ pub enum LockError {
 
 impl LockError {
     /// True for [`LockError::Busy`].
+    ///
+    /// ```
+    /// use lock_runtime::Lock;
+    ///
+    /// let _held = Lock::new("doc-error-is-busy").acquire().unwrap();
+    /// let err = Lock::new("doc-error-is-busy").wait(false).acquire().unwrap_err();
+    /// assert!(err.is_busy());
+    /// assert!(!err.is_timeout());
+    /// ```
     pub fn is_busy(&self) -> bool {
         matches!(self, Self::Busy { .. })
     }
 
     /// True for [`LockError::Timeout`].
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use lock_runtime::Lock;
+    ///
+    /// let _held = Lock::new("doc-error-is-timeout").acquire().unwrap();
+    /// let err = Lock::new("doc-error-is-timeout")
+    ///     .wait_for(Duration::from_millis(20))
+    ///     .acquire()
+    ///     .unwrap_err();
+    /// assert!(err.is_timeout());
+    /// assert!(!err.is_busy());
+    /// ```
     pub fn is_timeout(&self) -> bool {
         matches!(self, Self::Timeout { .. })
     }
 
     /// True for [`LockError::NotHeld`].
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use lock_runtime::Lock;
+    ///
+    /// let guard = Lock::new("doc-error-is-not-held")
+    ///     .expire(Duration::from_millis(20))
+    ///     .acquire()
+    ///     .unwrap();
+    /// std::thread::sleep(Duration::from_millis(40)); // the lease runs out
+    /// let err = guard.release().unwrap_err();
+    /// assert!(err.is_not_held());
+    /// ```
     pub fn is_not_held(&self) -> bool {
         matches!(self, Self::NotHeld { .. })
     }
 
     /// True for [`LockError::Backend`].
+    ///
+    /// A store that is down, as a custom backend reports it:
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use std::time::Duration;
+    /// use lock_runtime::backend::{Attempt, Backend, BackendError, BackendErrorKind, Request, Token};
+    /// use lock_runtime::registry::{self, AliasConfig};
+    /// use lock_runtime::Lock;
+    ///
+    /// struct Down;
+    /// impl Backend for Down {
+    ///     fn try_acquire(&self, _: &Request<'_>) -> Result<Attempt, BackendError> {
+    ///         Err(BackendError::new(BackendErrorKind::Connection, "store is down"))
+    ///     }
+    ///     fn release(&self, _: &str, _: Token) -> Result<bool, BackendError> {
+    ///         Err(BackendError::new(BackendErrorKind::Connection, "store is down"))
+    ///     }
+    ///     fn extend(&self, _: &str, _: Token, _: Duration) -> Result<bool, BackendError> {
+    ///         Err(BackendError::new(BackendErrorKind::Connection, "store is down"))
+    ///     }
+    /// }
+    ///
+    /// registry::add("doc-error-down", AliasConfig::custom(Arc::new(Down))).unwrap();
+    /// let err = Lock::new("report").alias("doc-error-down").acquire().unwrap_err();
+    /// assert!(err.is_backend());
+    /// assert!(!err.is_contention(), "a failing store is not somebody else's lock");
+    /// ```
     pub fn is_backend(&self) -> bool {
         matches!(self, Self::Backend { .. })
     }
@@ -149,11 +212,42 @@ impl LockError {
     /// True when the lock was simply taken by someone else: [`LockError::Busy`]
     /// or [`LockError::Timeout`]. `#[once]` and `raise = false` skip quietly
     /// on these and report everything else through `tracing`.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use lock_runtime::Lock;
+    ///
+    /// let _held = Lock::new("doc-error-contention").acquire().unwrap();
+    /// let busy = Lock::new("doc-error-contention").wait(false).acquire().unwrap_err();
+    /// let timeout = Lock::new("doc-error-contention")
+    ///     .wait_for(Duration::from_millis(10))
+    ///     .acquire()
+    ///     .unwrap_err();
+    /// assert!(busy.is_contention() && timeout.is_contention());
+    ///
+    /// let misconfigured = Lock::new("doc-error-contention").alias("no-such-alias").acquire().unwrap_err();
+    /// assert!(!misconfigured.is_contention());
+    /// ```
     pub fn is_contention(&self) -> bool {
         self.is_busy() || self.is_timeout()
     }
 
     /// The lock key this error is about, when it is about one.
+    ///
+    /// The key is the one given to the lock, without the alias prefix:
+    ///
+    /// ```
+    /// use lock_runtime::registry::{self, AliasConfig};
+    /// use lock_runtime::Lock;
+    ///
+    /// registry::add("doc-error-key", AliasConfig::memory_named("doc-error-key").prefix("jobs:")).unwrap();
+    /// let lock = Lock::new("rebuild").alias("doc-error-key").wait(false);
+    /// let _held = lock.acquire().unwrap();
+    /// assert_eq!(lock.acquire().unwrap_err().key(), Some("rebuild"));
+    ///
+    /// let err = Lock::new("rebuild").alias("no-such-alias").acquire().unwrap_err();
+    /// assert_eq!(err.key(), None);
+    /// ```
     pub fn key(&self) -> Option<&str> {
         match self {
             Self::Busy { key, .. }
@@ -173,6 +267,22 @@ impl LockError {
 
 /// What the runtime was doing when a backend failed; part of
 /// [`LockError::Backend`].
+///
+/// ```
+/// use lock_runtime::backend::{BackendError, BackendErrorKind};
+/// use lock_runtime::{LockError, Operation};
+///
+/// let err = LockError::Backend {
+///     alias: "shared".into(),
+///     key: "invoice-7".into(),
+///     op: Operation::Release,
+///     source: BackendError::new(BackendErrorKind::Timeout, "no reply"),
+/// };
+/// // A failed release frees itself when the lease ends; a failed acquire
+/// // is the one worth retrying.
+/// assert!(matches!(err, LockError::Backend { op: Operation::Release, .. }));
+/// assert!(err.to_string().contains("failed to release lock `invoice-7`"));
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Operation {
@@ -195,6 +305,20 @@ impl fmt::Display for Operation {
 }
 
 /// The kind of a [`BackendError`], for deciding whether to retry.
+///
+/// ```
+/// use lock_runtime::backend::{BackendError, BackendErrorKind};
+///
+/// fn worth_retrying(e: &BackendError) -> bool {
+///     matches!(
+///         e.kind(),
+///         BackendErrorKind::Connection | BackendErrorKind::Timeout | BackendErrorKind::Quorum
+///     )
+/// }
+///
+/// assert!(worth_retrying(&BackendError::new(BackendErrorKind::Timeout, "no reply")));
+/// assert!(!worth_retrying(&BackendError::new(BackendErrorKind::Protocol, "READONLY replica")));
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum BackendErrorKind {
@@ -232,6 +356,18 @@ pub struct BackendError {
 
 impl BackendError {
     /// Wraps any error (or message) with its kind.
+    ///
+    /// ```
+    /// use std::io;
+    /// use lock_runtime::backend::{BackendError, BackendErrorKind};
+    ///
+    /// let refused = io::Error::new(io::ErrorKind::ConnectionRefused, "refused");
+    /// let e = BackendError::new(BackendErrorKind::Connection, refused);
+    /// assert_eq!(e.to_string(), "connection failed: refused");
+    ///
+    /// let e = BackendError::new(BackendErrorKind::Other, format!("shard {} is read-only", 3));
+    /// assert_eq!(e.to_string(), "error: shard 3 is read-only");
+    /// ```
     pub fn new(kind: BackendErrorKind, error: impl Into<Box<dyn StdError + Send + Sync>>) -> Self {
         Self {
             kind,
@@ -240,21 +376,56 @@ impl BackendError {
     }
 
     /// What kind of failure this is.
+    ///
+    /// ```
+    /// use lock_runtime::backend::{BackendError, BackendErrorKind};
+    ///
+    /// let e = BackendError::new(BackendErrorKind::Protocol, "unexpected reply type");
+    /// assert_eq!(e.kind(), BackendErrorKind::Protocol);
+    /// ```
     pub fn kind(&self) -> BackendErrorKind {
         self.kind
     }
 
     /// True for [`BackendErrorKind::Timeout`].
+    ///
+    /// ```
+    /// use lock_runtime::backend::{BackendError, BackendErrorKind};
+    ///
+    /// assert!(BackendError::new(BackendErrorKind::Timeout, "no reply within 2s").is_timeout());
+    /// assert!(!BackendError::new(BackendErrorKind::Connection, "refused").is_timeout());
+    /// ```
     pub fn is_timeout(&self) -> bool {
         self.kind == BackendErrorKind::Timeout
     }
 
     /// True for [`BackendErrorKind::Connection`].
+    ///
+    /// ```
+    /// use lock_runtime::backend::{BackendError, BackendErrorKind};
+    ///
+    /// assert!(BackendError::new(BackendErrorKind::Connection, "refused").is_connection());
+    /// assert!(!BackendError::new(BackendErrorKind::Timeout, "no reply").is_connection());
+    /// ```
     pub fn is_connection(&self) -> bool {
         self.kind == BackendErrorKind::Connection
     }
 
     /// The store's own error.
+    ///
+    /// Downcast it to the type the backend put in (a Redis alias mostly puts
+    /// in `redis::RedisError`, a quorum alias a
+    /// [`QuorumError`](crate::backend::redis::QuorumError)):
+    ///
+    /// ```
+    /// use std::io;
+    /// use lock_runtime::backend::{BackendError, BackendErrorKind};
+    ///
+    /// let refused = io::Error::new(io::ErrorKind::ConnectionRefused, "refused");
+    /// let e = BackendError::new(BackendErrorKind::Connection, refused);
+    /// let io = e.inner().downcast_ref::<io::Error>().unwrap();
+    /// assert_eq!(io.kind(), io::ErrorKind::ConnectionRefused);
+    /// ```
     pub fn inner(&self) -> &(dyn StdError + Send + Sync + 'static) {
         &*self.source
     }
