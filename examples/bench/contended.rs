@@ -33,7 +33,7 @@ const START_AHEAD_NS: u64 = 50_000_000;
 /// and report, before the bench calls them stuck.
 const FINISH_GRACE: Duration = Duration::from_secs(30);
 
-#[derive(Clone, Copy, PartialEq)]
+#[derive(Clone, Copy)]
 enum Workers {
     Processes,
     Tasks,

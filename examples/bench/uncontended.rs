@@ -64,8 +64,8 @@ impl Rounds {
 pub fn run(server: &RedisServer, report: &mut Report, quick: bool) -> BenchResult<f64> {
     let plan = if quick {
         Plan {
-            rounds: 6,
-            cycles: 400,
+            rounds: 8,
+            cycles: 600,
             pings: 500,
         }
     } else {
