@@ -52,6 +52,18 @@ pub struct Lock {
 
 impl Lock {
     /// A lock on `key`, with the defaults in the table above.
+    ///
+    /// ```
+    /// use lock_runtime::Lock;
+    ///
+    /// let lock = Lock::new("doc-lock-new"); // a `&'static str` is not copied
+    /// assert_eq!(lock.key(), "doc-lock-new");
+    ///
+    /// let user = 42;
+    /// let guard = Lock::new(format!("doc-lock-new-user-{user}")).acquire().unwrap();
+    /// assert_eq!(guard.key(), "doc-lock-new-user-42");
+    /// assert_eq!(guard.alias(), "default");
+    /// ```
     pub fn new(key: impl Into<Cow<'static, str>>) -> Self {
         Self {
             key: key.into(),
@@ -66,6 +78,19 @@ impl Lock {
     }
 
     /// Takes the lock from the store configured as `alias`.
+    ///
+    /// ```
+    /// use lock_runtime::registry::{self, AliasConfig};
+    /// use lock_runtime::Lock;
+    ///
+    /// registry::add("doc-lock-alias", AliasConfig::memory_named("doc-lock-alias")).unwrap();
+    /// let guard = Lock::new("doc-lock-alias-import").alias("doc-lock-alias").acquire().unwrap();
+    /// assert_eq!(guard.alias(), "doc-lock-alias");
+    /// // The same key on another store is another lock.
+    /// assert!(Lock::new("doc-lock-alias-import").try_acquire().unwrap().is_some());
+    /// // An alias nobody configured is an error, not a new store.
+    /// assert!(Lock::new("doc-lock-alias-import").alias("typo").acquire().is_err());
+    /// ```
     pub fn alias(mut self, alias: impl Into<Cow<'static, str>>) -> Self {
         self.alias = alias.into();
         self
@@ -74,6 +99,19 @@ impl Lock {
     /// A fixed lease: the lock frees itself this long after it was taken,
     /// unless [extended](LockGuard::extend). Without it, stores that need a
     /// lease use the alias's and renew it while the guard lives.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use lock_runtime::Lock;
+    ///
+    /// let lock = Lock::new("doc-lock-expire").expire(Duration::from_millis(50));
+    /// let guard = lock.acquire().unwrap();
+    /// assert!(guard.remaining().unwrap() <= Duration::from_millis(50));
+    /// std::thread::sleep(Duration::from_millis(80));
+    /// assert!(guard.is_lost());
+    /// // The lock freed itself although the guard still exists.
+    /// assert!(lock.try_acquire().unwrap().is_some());
+    /// ```
     pub fn expire(mut self, lease: Duration) -> Self {
         self.expire = Some(lease);
         self
@@ -81,12 +119,42 @@ impl Lock {
 
     /// Whether to wait while the lock is busy (default `true`). With `false`,
     /// [`acquire`](Self::acquire) fails at once with [`LockError::Busy`].
+    ///
+    /// ```
+    /// use lock_runtime::{Lock, LockError};
+    ///
+    /// let _held = Lock::new("doc-lock-wait").acquire().unwrap();
+    /// let err = Lock::new("doc-lock-wait").wait(false).acquire().unwrap_err();
+    /// assert!(matches!(err, LockError::Busy { .. }));
+    /// ```
     pub fn wait(mut self, wait: bool) -> Self {
         self.wait = wait;
         self
     }
 
     /// Waits at most this long, then fails with [`LockError::Timeout`].
+    ///
+    /// ```
+    /// use std::time::{Duration, Instant};
+    /// use lock_runtime::{Lock, LockError};
+    ///
+    /// let held = Lock::new("doc-lock-wait-for").acquire().unwrap();
+    /// let started = Instant::now();
+    /// let err = Lock::new("doc-lock-wait-for")
+    ///     .wait_for(Duration::from_millis(50))
+    ///     .acquire()
+    ///     .unwrap_err();
+    /// assert!(matches!(err, LockError::Timeout { .. }));
+    /// assert!(started.elapsed() >= Duration::from_millis(50));
+    ///
+    /// // Released within the limit: the waiter gets the lock.
+    /// std::thread::spawn(move || {
+    ///     std::thread::sleep(Duration::from_millis(20));
+    ///     drop(held);
+    /// });
+    /// let guard = Lock::new("doc-lock-wait-for").wait_for(Duration::from_secs(5)).acquire();
+    /// assert!(guard.is_ok());
+    /// ```
     pub fn wait_for(mut self, limit: Duration) -> Self {
         self.wait_for = Some(limit);
         self
@@ -94,6 +162,25 @@ impl Lock {
 
     /// Takes over a lock whose holder has held it at least this long
     /// (djangae's `steal_after_ms`), judged by the store's clock.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use lock_runtime::Lock;
+    ///
+    /// let stealer = Lock::new("doc-lock-steal")
+    ///     .steal_after(Duration::from_millis(200))
+    ///     .wait(false);
+    /// let old = Lock::new("doc-lock-steal").acquire().unwrap();
+    /// assert!(stealer.acquire().unwrap_err().is_busy(), "held for less than 200 ms");
+    ///
+    /// std::thread::sleep(Duration::from_millis(250));
+    /// let new = stealer.acquire().unwrap(); // taken over
+    /// // The old holder finds out when it gives the lock back; the new
+    /// // holder's lock is left alone.
+    /// assert!(old.release().unwrap_err().is_not_held());
+    /// assert!(Lock::new("doc-lock-steal").try_acquire().unwrap().is_none());
+    /// drop(new);
+    /// ```
     pub fn steal_after(mut self, age: Duration) -> Self {
         self.steal_after = Some(age);
         self
@@ -102,6 +189,22 @@ impl Lock {
     /// Whether dropping the guard releases the lock (default `true`). With
     /// `false` the key stays held until its lease ends, so `expire` is
     /// required: a "run at most once per period" lock.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use lock_runtime::Lock;
+    ///
+    /// let once_per_period = Lock::new("doc-lock-keep")
+    ///     .expire(Duration::from_millis(200))
+    ///     .delete_on_exit(false);
+    /// drop(once_per_period.acquire().unwrap());
+    /// assert!(once_per_period.try_acquire().unwrap().is_none(), "still held after the drop");
+    /// std::thread::sleep(Duration::from_millis(250));
+    /// assert!(once_per_period.try_acquire().unwrap().is_some(), "free once the lease ended");
+    ///
+    /// // Without `expire` the key would be held for ever: refused.
+    /// assert!(Lock::new("doc-lock-keep").delete_on_exit(false).acquire().is_err());
+    /// ```
     pub fn delete_on_exit(mut self, delete: bool) -> Self {
         self.delete_on_exit = delete;
         self
@@ -109,12 +212,47 @@ impl Lock {
 
     /// Serves waiters in arrival order instead of letting a newcomer take a
     /// just-released lock first.
+    ///
+    /// ```
+    /// use std::sync::{Arc, Mutex};
+    /// use std::thread;
+    /// use lock_runtime::backend::memory::MemoryBackend;
+    /// use lock_runtime::Lock;
+    ///
+    /// const KEY: &str = "doc-lock-fair";
+    /// let store = MemoryBackend::named("default"); // the store of the `default` alias
+    /// let served = Arc::new(Mutex::new(Vec::new()));
+    /// let held = Lock::new(KEY).acquire().unwrap();
+    /// let mut waiters = Vec::new();
+    /// for i in 0..3 {
+    ///     let served = Arc::clone(&served);
+    ///     waiters.push(thread::spawn(move || {
+    ///         let _guard = Lock::new(KEY).fair(true).acquire().unwrap();
+    ///         served.lock().unwrap().push(i);
+    ///     }));
+    ///     while store.waiting(KEY) <= i {
+    ///         thread::yield_now(); // let waiter `i` join the line before the next
+    ///     }
+    /// }
+    /// drop(held);
+    /// for w in waiters {
+    ///     w.join().unwrap();
+    /// }
+    /// assert_eq!(*served.lock().unwrap(), [0, 1, 2]);
+    /// ```
     pub fn fair(mut self, fair: bool) -> Self {
         self.fair = fair;
         self
     }
 
     /// The key, without the alias prefix.
+    ///
+    /// ```
+    /// use lock_runtime::Lock;
+    ///
+    /// let lock = Lock::new("doc-lock-key").alias("reports");
+    /// assert_eq!(lock.key(), "doc-lock-key");
+    /// ```
     pub fn key(&self) -> &str {
         &self.key
     }
@@ -202,6 +340,20 @@ impl Lock {
     /// Errors: [`LockError::Busy`] (with `wait(false)`), [`LockError::Timeout`],
     /// [`LockError::UnknownAlias`], [`LockError::InvalidOptions`],
     /// [`LockError::Backend`].
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use lock_runtime::Lock;
+    ///
+    /// let lock = Lock::new("doc-lock-acquire");
+    /// let guard = lock.acquire().unwrap();
+    /// // Another thread blocks in `acquire` until the guard is dropped.
+    /// let waiter = std::thread::spawn(move || lock.acquire().map(|g| g.key().to_owned()));
+    /// std::thread::sleep(Duration::from_millis(20));
+    /// assert!(!waiter.is_finished());
+    /// drop(guard);
+    /// assert_eq!(waiter.join().unwrap().unwrap(), "doc-lock-acquire");
+    /// ```
     pub fn acquire(&self) -> Result<LockGuard, LockError> {
         let p = self.prepare()?;
         let req = self.request(&p);
@@ -221,6 +373,23 @@ impl Lock {
     ///
     /// The future owns a copy of the request, so it can be stored, spawned or
     /// raced in `select!` without borrowing the `Lock`.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use lock_runtime::Lock;
+    ///
+    /// let rt = tokio::runtime::Runtime::new().unwrap();
+    /// rt.block_on(async {
+    ///     let lock = Lock::new("doc-lock-acquire-async");
+    ///     let guard = lock.acquire_async().await.unwrap();
+    ///     let waiter = tokio::spawn(lock.acquire_async()); // `'static`: no borrow of `lock`
+    ///     tokio::time::sleep(Duration::from_millis(20)).await;
+    ///     assert!(!waiter.is_finished(), "waits while the lock is held");
+    ///     drop(guard);
+    ///     let guard = waiter.await.unwrap().unwrap();
+    ///     assert_eq!(guard.key(), "doc-lock-acquire-async");
+    /// });
+    /// ```
     pub fn acquire_async(
         &self,
     ) -> impl Future<Output = Result<LockGuard, LockError>> + Send + 'static + use<> {
@@ -244,6 +413,16 @@ impl Lock {
 
     /// One attempt, never waiting: `Ok(None)` when the lock is busy (djangae's
     /// `acquire(wait=False)` returning `None`).
+    ///
+    /// ```
+    /// use lock_runtime::Lock;
+    ///
+    /// let lock = Lock::new("doc-lock-try");
+    /// let guard = lock.try_acquire().unwrap().expect("nobody holds it yet");
+    /// assert!(lock.try_acquire().unwrap().is_none(), "busy is `None`, not an error");
+    /// drop(guard);
+    /// assert!(lock.try_acquire().unwrap().is_some());
+    /// ```
     pub fn try_acquire(&self) -> Result<Option<LockGuard>, LockError> {
         let p = self.prepare()?;
         let req = self.request(&p);
@@ -255,6 +434,18 @@ impl Lock {
     }
 
     /// The async form of [`try_acquire`](Self::try_acquire).
+    ///
+    /// ```
+    /// use lock_runtime::Lock;
+    ///
+    /// futures::executor::block_on(async {
+    ///     let lock = Lock::new("doc-lock-try-async");
+    ///     let guard = lock.try_acquire_async().await.unwrap().expect("free");
+    ///     assert!(lock.try_acquire_async().await.unwrap().is_none());
+    ///     guard.release_async().await.unwrap();
+    ///     assert!(lock.try_acquire_async().await.unwrap().is_some());
+    /// });
+    /// ```
     pub fn try_acquire_async(
         &self,
     ) -> impl Future<Output = Result<Option<LockGuard>, LockError>> + Send + 'static + use<> {
@@ -393,16 +584,51 @@ impl fmt::Debug for LockGuard {
 
 impl LockGuard {
     /// The lock's key, without the alias prefix.
+    ///
+    /// ```
+    /// use lock_runtime::registry::{self, AliasConfig};
+    /// use lock_runtime::Lock;
+    ///
+    /// registry::add("doc-guard-key", AliasConfig::memory_named("doc-guard-key").prefix("reports:")).unwrap();
+    /// let guard = Lock::new("weekly").alias("doc-guard-key").acquire().unwrap();
+    /// assert_eq!(guard.key(), "weekly", "the store sees `reports:weekly`");
+    /// ```
     pub fn key(&self) -> &str {
         &self.key[self.prefix_len..]
     }
 
     /// The alias the lock was taken from.
+    ///
+    /// ```
+    /// use lock_runtime::Lock;
+    ///
+    /// let guard = Lock::new("doc-guard-alias").acquire().unwrap();
+    /// assert_eq!(guard.alias(), "default");
+    /// ```
     pub fn alias(&self) -> &str {
         self.alias.name()
     }
 
     /// The owner token of this acquisition.
+    ///
+    /// The store knows the holder by it:
+    ///
+    /// ```
+    /// use lock_runtime::backend::Token;
+    /// use lock_runtime::{registry, Lock};
+    ///
+    /// let guard = Lock::new("doc-guard-token").acquire().unwrap();
+    /// let store = registry::alias("default").unwrap().backend().clone();
+    /// // A memory alias has no prefix: the store's key is the lock's key.
+    /// let holds = |token| store.check("doc-guard-token", token).unwrap().unwrap();
+    /// assert!(holds(guard.token()));
+    /// assert!(!holds(Token::new()));
+    ///
+    /// let first = guard.token();
+    /// drop(guard);
+    /// let again = Lock::new("doc-guard-token").acquire().unwrap();
+    /// assert_ne!(again.token(), first, "every acquisition has a token of its own");
+    /// ```
     pub fn token(&self) -> Token {
         self.token
     }
@@ -411,6 +637,30 @@ impl LockGuard {
     /// this key on this store, for stores that keep one (the memory store
     /// does): hand it to the resource you protect so it can reject writes
     /// from a holder whose lock has since passed to someone else.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use lock_runtime::Lock;
+    ///
+    /// // The protected resource remembers the highest token it has seen.
+    /// let mut highest = 0;
+    /// let mut write = |token: u64| {
+    ///     if token < highest {
+    ///         return Err("stale holder");
+    ///     }
+    ///     highest = token;
+    ///     Ok(())
+    /// };
+    ///
+    /// let lock = Lock::new("doc-guard-fencing").expire(Duration::from_millis(20));
+    /// let slow = lock.acquire().unwrap();
+    /// std::thread::sleep(Duration::from_millis(40)); // `slow` stalls past its lease
+    /// let next = lock.acquire().unwrap();
+    /// assert!(next.fencing_token() > slow.fencing_token());
+    ///
+    /// write(next.fencing_token().unwrap()).unwrap();
+    /// assert_eq!(write(slow.fencing_token().unwrap()), Err("stale holder"));
+    /// ```
     pub fn fencing_token(&self) -> Option<u64> {
         self.fencing
     }
@@ -418,6 +668,19 @@ impl LockGuard {
     /// How long the lock is surely still held: the lease left, measured on
     /// the monotonic clock from when the acquiring request was sent, minus a
     /// drift allowance. `None` for a lock with no lease (held until released).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use lock_runtime::Lock;
+    ///
+    /// let leased = Lock::new("doc-guard-remaining").expire(Duration::from_secs(10)).acquire().unwrap();
+    /// let left = leased.remaining().unwrap();
+    /// assert!(left > Duration::from_secs(9) && left < Duration::from_secs(10));
+    ///
+    /// // The embedded store holds a lock with no `expire` until it is released.
+    /// let unleased = Lock::new("doc-guard-remaining-unleased").acquire().unwrap();
+    /// assert_eq!(unleased.remaining(), None);
+    /// ```
     pub fn remaining(&self) -> Option<Duration> {
         let until = match self.status.get() {
             Some(s) => s.valid_until()?,
@@ -428,6 +691,16 @@ impl LockGuard {
 
     /// True once the lock can no longer be counted on: its lease ran out, a
     /// renewal found it gone, or the store stayed unreachable past the lease.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use lock_runtime::Lock;
+    ///
+    /// let guard = Lock::new("doc-guard-is-lost").expire(Duration::from_millis(30)).acquire().unwrap();
+    /// assert!(!guard.is_lost());
+    /// std::thread::sleep(Duration::from_millis(50));
+    /// assert!(guard.is_lost(), "the lease ran out");
+    /// ```
     pub fn is_lost(&self) -> bool {
         match self.status.get() {
             Some(s) => s.is_lost(),
@@ -491,6 +764,18 @@ impl LockGuard {
     ///
     /// Errors: [`LockError::NotHeld`] when the lock is no longer ours,
     /// [`LockError::InvalidOptions`] for a zero lease, [`LockError::Backend`].
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use lock_runtime::Lock;
+    ///
+    /// let lock = Lock::new("doc-guard-extend").expire(Duration::from_millis(50));
+    /// let mut guard = lock.acquire().unwrap();
+    /// guard.extend(Duration::from_secs(10)).unwrap();
+    /// std::thread::sleep(Duration::from_millis(80));
+    /// assert!(!guard.is_lost(), "the new lease replaced the old one");
+    /// assert!(lock.try_acquire().unwrap().is_none());
+    /// ```
     pub fn extend(&mut self, lease: Duration) -> Result<(), LockError> {
         if lease.is_zero() {
             return Err(LockError::invalid(
@@ -509,6 +794,18 @@ impl LockGuard {
     }
 
     /// The async form of [`extend`](Self::extend).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use lock_runtime::Lock;
+    ///
+    /// futures::executor::block_on(async {
+    ///     let lock = Lock::new("doc-guard-extend-async").expire(Duration::from_millis(50));
+    ///     let mut guard = lock.acquire_async().await.unwrap();
+    ///     guard.extend_async(Duration::from_secs(10)).await.unwrap();
+    ///     assert!(guard.remaining().unwrap() > Duration::from_secs(9));
+    /// });
+    /// ```
     pub async fn extend_async(&mut self, lease: Duration) -> Result<(), LockError> {
         if lease.is_zero() {
             return Err(LockError::invalid(
@@ -544,6 +841,19 @@ impl LockGuard {
     /// was taken over (nothing of the new holder's is touched),
     /// [`LockError::Backend`] when the store failed (the lock then frees
     /// itself when its lease ends).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use lock_runtime::Lock;
+    ///
+    /// let lock = Lock::new("doc-guard-release");
+    /// lock.acquire().unwrap().release().unwrap();
+    /// assert!(lock.try_acquire().unwrap().is_some(), "free again");
+    ///
+    /// let late = lock.expire(Duration::from_millis(20)).acquire().unwrap();
+    /// std::thread::sleep(Duration::from_millis(40));
+    /// assert!(late.release().unwrap_err().is_not_held(), "the lease had run out");
+    /// ```
     pub fn release(mut self) -> Result<(), LockError> {
         self.released = true;
         if let Some(s) = self.status.get() {
@@ -557,6 +867,17 @@ impl LockGuard {
     }
 
     /// The async form of [`release`](Self::release).
+    ///
+    /// ```
+    /// use lock_runtime::Lock;
+    ///
+    /// futures::executor::block_on(async {
+    ///     let lock = Lock::new("doc-guard-release-async");
+    ///     let guard = lock.acquire_async().await.unwrap();
+    ///     guard.release_async().await.unwrap();
+    ///     assert!(lock.try_acquire_async().await.unwrap().is_some(), "free again");
+    /// });
+    /// ```
     pub async fn release_async(mut self) -> Result<(), LockError> {
         self.released = true;
         if let Some(s) = self.status.get() {

@@ -109,6 +109,24 @@ impl Status {
 
 /// Resolves once the lock is lost: a check or renewal found it gone, or its
 /// validity ran out. Never resolves for a lock that stays held.
+///
+/// Returned by [`LockGuard::lost`](crate::LockGuard::lost). Here another
+/// owner takes the lock over behind its holder's back:
+///
+/// ```
+/// use std::time::Duration;
+/// use lock_runtime::Lock;
+///
+/// let guard = Lock::new("doc-lost").acquire().unwrap();
+/// let lost = guard.lost();
+/// std::thread::sleep(Duration::from_millis(30));
+/// let _thief = Lock::new("doc-lost")
+///     .steal_after(Duration::from_millis(10))
+///     .acquire()
+///     .unwrap();
+/// futures::executor::block_on(lost); // a background check notices
+/// assert!(guard.is_lost());
+/// ```
 pub struct Lost {
     status: Arc<Status>,
     timer: Option<(u64, futures_timer::Delay)>,
