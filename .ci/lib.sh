@@ -53,6 +53,22 @@ ensure_redis_server() {
     echo "==> redis-server: $(command -v redis-server): $(redis-server --version)"
 }
 
+# The TLS tests make their certificates with the openssl command.
+ensure_openssl() {
+    if command -v openssl >/dev/null 2>&1; then
+        echo "==> openssl: $(command -v openssl): $(openssl version)"
+        return
+    fi
+    echo "==> openssl is missing; the TLS tests need it to make certificates"
+    [[ $(id -u) -eq 0 ]] ||
+        die "not root, so cannot install it: run \`sudo apt-get install openssl\` and try again"
+    command -v apt-get >/dev/null 2>&1 ||
+        die "no apt-get here: install openssl with this system's package manager and try again"
+    step 15m env DEBIAN_FRONTEND=noninteractive apt-get update
+    step 15m env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends openssl
+    command -v openssl >/dev/null 2>&1 || die "apt-get installed openssl, yet it is not on PATH ($PATH)"
+}
+
 # cargo, with rustfmt and clippy: a Rust toolchain (edition 2024, so Debian's
 # packaged rustc is too old) must be installed beforehand; the components
 # are added through rustup when they are missing.

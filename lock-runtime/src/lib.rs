@@ -40,6 +40,7 @@
 //! # Cargo features
 //! - `redis` (default): the Redis backend, on the `redis` crate and a small
 //!   private `tokio` runtime for its I/O.
+//! - `tls`: `rediss://` aliases (TLS through rustls).
 
 #![warn(missing_docs)]
 

@@ -52,13 +52,14 @@ pub const ENV_PREFIX: &str = "LOCK_ALIAS_";
 /// with the setters; [`configure`] checks it.
 ///
 /// URL forms (settings may follow as a query string: `prefix`, `poll_ms`,
-/// `lease_ms`, `connect_timeout_ms`, `timeout_ms`):
+/// `lease_ms`, `connect_timeout_ms`, `timeout_ms`, and `tls_ca` for
+/// `rediss://`):
 ///
 /// | URL | store |
 /// |---|---|
 /// | `memory://` or `memory://NAME` | the in-process store called `NAME` (`default`) |
 /// | `redis://[user:password@]host[:port][/db]` | one Redis server (feature `redis`) |
-/// | `rediss://...` | the same over TLS, where the `redis` crate was built with TLS |
+/// | `rediss://...` | the same over TLS (feature `tls`) |
 /// | `redis+unix:///path/to/socket[?db=N]` | Redis over a Unix socket |
 /// | `redis+quorum://[user:password@]host1[:port],host2,host3[/db]` | a quorum (Redlock) of independent servers |
 ///
@@ -79,6 +80,8 @@ pub struct AliasConfig {
     pub(crate) lease: Option<Option<Duration>>,
     pub(crate) connect_timeout: Duration,
     pub(crate) command_timeout: Duration,
+    /// PEM certificates to trust for `rediss://`, besides the system's.
+    pub(crate) tls_ca: Option<Vec<u8>>,
     /// Errors found while building (a bad URL), reported by [`configure`].
     pub(crate) invalid: Option<String>,
 }
@@ -137,6 +140,7 @@ impl AliasConfig {
             lease: None,
             connect_timeout: Duration::from_secs(2),
             command_timeout: Duration::from_secs(2),
+            tls_ca: None,
             invalid: None,
         }
     }
@@ -286,6 +290,12 @@ impl AliasConfig {
                 "lease_ms" => self.lease = Some(Some(ms()?)),
                 "connect_timeout_ms" => self.connect_timeout = ms()?,
                 "timeout_ms" => self.command_timeout = ms()?,
+                "tls_ca" => {
+                    let pem = std::fs::read(v).map_err(|e| {
+                        format!("`tls_ca={v}`: cannot read the certificate file: {e}")
+                    })?;
+                    self.tls_ca = Some(pem);
+                }
                 _ => unreachable!("split_query keeps only known settings"),
             }
         }
@@ -327,6 +337,14 @@ impl AliasConfig {
         self
     }
 
+    /// Certificates (PEM) to trust for a `rediss://` alias, besides the
+    /// system's: a private CA, or a self-signed server certificate. In a URL:
+    /// `tls_ca=/path/to/ca.pem`. Needs the `tls` feature.
+    pub fn tls_root_cert(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.tls_ca = Some(pem.into());
+        self
+    }
+
     /// The configured prefix.
     pub fn get_prefix(&self) -> &str {
         &self.prefix
@@ -360,12 +378,13 @@ impl AliasConfig {
 /// Splits `a=b&c=d`, percent-decoding values; settings this crate knows are
 /// returned, anything else is pushed to `kept` (for the store's own URL).
 fn split_query(query: &str, kept: &mut Vec<String>) -> Result<Vec<(String, String)>, String> {
-    const KNOWN: [&str; 5] = [
+    const KNOWN: [&str; 6] = [
         "prefix",
         "poll_ms",
         "lease_ms",
         "connect_timeout_ms",
         "timeout_ms",
+        "tls_ca",
     ];
     let mut out = Vec::new();
     for pair in query.split('&').filter(|p| !p.is_empty()) {
@@ -453,6 +472,7 @@ impl Alias {
                     &cfg.prefix,
                     cfg.connect_timeout,
                     cfg.command_timeout,
+                    cfg.tls_ca.as_deref(),
                 )
                 .map_err(invalid)?,
             ),
@@ -463,6 +483,7 @@ impl Alias {
                     &cfg.prefix,
                     cfg.connect_timeout,
                     cfg.command_timeout,
+                    cfg.tls_ca.as_deref(),
                 )
                 .map_err(invalid)?,
             ),

@@ -108,6 +108,8 @@ pub struct RedisServer {
     bin: PathBuf,
     dir: PathBuf,
     port: u16,
+    /// Arguments given to `start_with`, kept for restarts.
+    extra: Vec<String>,
     state: Mutex<State>,
 }
 
@@ -125,17 +127,25 @@ impl RedisServer {
     /// If no `redis-server` can be found (the message says what to install),
     /// or if it does not come up; the message then holds its log.
     pub fn start() -> RedisServer {
+        Self::start_with(&[])
+    }
+
+    /// Like [`start`](Self::start), with more `redis-server` arguments (a
+    /// TLS port, say). The plain port stays open for the harness's own
+    /// commands. The arguments are given again on every restart.
+    pub fn start_with(extra: &[String]) -> RedisServer {
         let bin = redis_server_bin().unwrap_or_else(|msg| panic!("{msg}"));
         let dir = private_dir();
         let mut taken = Vec::new();
         for _ in 0..START_ATTEMPTS {
             let port = claim_free_port();
-            match launch(&bin, &dir, port, Instant::now() + READY_TIMEOUT) {
+            match launch(&bin, &dir, port, extra, Instant::now() + READY_TIMEOUT) {
                 Ok(child) => {
                     return RedisServer {
                         bin,
                         dir,
                         port,
+                        extra: extra.to_vec(),
                         state: Mutex::new(State {
                             child: Some(child),
                             paused: false,
@@ -221,6 +231,7 @@ impl RedisServer {
                 &self.bin,
                 &self.dir,
                 self.port,
+                &self.extra,
                 Instant::now() + READY_TIMEOUT,
             ) {
                 Ok(child) => {
@@ -441,7 +452,13 @@ enum Launch {
 
 /// Starts `redis-server` on `port` and waits until that very process
 /// answers `PING`.
-fn launch(bin: &Path, dir: &Path, port: u16, deadline: Instant) -> Result<Child, Launch> {
+fn launch(
+    bin: &Path,
+    dir: &Path,
+    port: u16,
+    extra: &[String],
+    deadline: Instant,
+) -> Result<Child, Launch> {
     let log = dir.join(LOG_FILE);
     // The log is appended to across attempts and restarts; only this
     // attempt's part says why it failed.
@@ -476,6 +493,7 @@ fn launch(bin: &Path, dir: &Path, port: u16, deadline: Instant) -> Result<Child,
             "--supervised",
             "no",
         ])
+        .args(extra)
         .current_dir(dir)
         .stdin(Stdio::null())
         .stdout(output.0)
@@ -622,6 +640,12 @@ fn ports() -> MutexGuard<'static, HashSet<u16>> {
 /// A port that was free a moment ago: the OS picks it for a listener that
 /// is closed at once. Another process may still take it before
 /// `redis-server` binds it; [`launch`] notices and the caller retries.
+/// A loopback port nothing listens on right now (for a second port of a
+/// server, such as its TLS port).
+pub fn free_port() -> u16 {
+    claim_free_port()
+}
+
 fn claim_free_port() -> u16 {
     loop {
         let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))

@@ -90,10 +90,10 @@ impl RedisBackend {
         prefix: &str,
         connect_timeout: Duration,
         command_timeout: Duration,
+        tls_ca: Option<&[u8]>,
     ) -> Result<Self, String> {
         let shown = crate::registry::redact(url);
-        let client =
-            Client::open(url).map_err(|e| format!("`{shown}` is not a usable Redis URL: {e}"))?;
+        let client = client(url, &shown, tls_ca)?;
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(connect_timeout))
             .set_response_timeout(Some(command_timeout));
@@ -106,6 +106,40 @@ impl RedisBackend {
                 conn: io::AsyncConn::new(client, config),
             }),
         })
+    }
+}
+
+/// A client for `url`, trusting `tls_ca` too for `rediss://`.
+fn client(url: &str, shown: &str, tls_ca: Option<&[u8]>) -> Result<Client, String> {
+    let tls = url.starts_with("rediss://");
+    #[cfg(not(feature = "tls"))]
+    {
+        if tls || tls_ca.is_some() {
+            return Err(format!(
+                "`{shown}`: TLS needs lock-runtime's `tls` feature (`features = [\"tls\"]`)"
+            ));
+        }
+        Client::open(url).map_err(|e| format!("`{shown}` is not a usable Redis URL: {e}"))
+    }
+    #[cfg(feature = "tls")]
+    {
+        if tls {
+            // rustls needs one process-wide crypto provider; an application
+            // that installed its own keeps it.
+            let _ = rustls::crypto::ring::default_provider().install_default();
+        }
+        match tls_ca {
+            Some(ca) if tls => Client::build_with_tls(
+                url,
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(ca.to_vec()),
+                },
+            ),
+            Some(_) => return Err(format!("`{shown}`: `tls_ca` is only for `rediss://` URLs")),
+            None => Client::open(url),
+        }
+        .map_err(|e| format!("`{shown}` is not a usable Redis URL: {e}"))
     }
 }
 
@@ -759,9 +793,9 @@ mod tests {
     #[test]
     fn bad_urls_fail_at_open() {
         let t = Duration::from_secs(1);
-        let err = RedisBackend::open("redis://[::1", "lock:", t, t).unwrap_err();
+        let err = RedisBackend::open("redis://[::1", "lock:", t, t, None).unwrap_err();
         assert!(err.contains("is not a usable Redis URL"), "{err}");
-        let err = RedisBackend::open("redis://:hunter2@/0", "lock:", t, t).unwrap_err();
+        let err = RedisBackend::open("redis://:hunter2@/0", "lock:", t, t, None).unwrap_err();
         assert!(!err.contains("hunter2"), "the password leaked: {err}");
     }
 

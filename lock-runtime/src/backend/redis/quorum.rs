@@ -152,6 +152,7 @@ impl QuorumBackend {
         prefix: &str,
         connect_timeout: Duration,
         command_timeout: Duration,
+        tls_ca: Option<&[u8]>,
     ) -> Result<Self, String> {
         if urls.len() < 3 {
             return Err(format!(
@@ -162,9 +163,11 @@ impl QuorumBackend {
         let nodes = urls
             .iter()
             .map(|url| {
-                RedisBackend::open(url, prefix, connect_timeout, command_timeout).map(|b| Node {
-                    url: b.inner.url.clone(),
-                    inner: b.inner,
+                RedisBackend::open(url, prefix, connect_timeout, command_timeout, tls_ca).map(|b| {
+                    Node {
+                        url: b.inner.url.clone(),
+                        inner: b.inner,
+                    }
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
@@ -509,8 +512,14 @@ mod tests {
     #[test]
     fn fewer_than_three_nodes_is_refused() {
         let t = Duration::from_secs(1);
-        let err = QuorumBackend::open(&["redis://a".into(), "redis://b".into()], "lock:", t, t)
-            .unwrap_err();
+        let err = QuorumBackend::open(
+            &["redis://a".into(), "redis://b".into()],
+            "lock:",
+            t,
+            t,
+            None,
+        )
+        .unwrap_err();
         assert!(err.contains("at least 3"), "{err}");
     }
 
