@@ -696,9 +696,9 @@ impl LockGuard {
     /// use std::time::Duration;
     /// use lock_runtime::Lock;
     ///
-    /// let guard = Lock::new("doc-guard-is-lost").expire(Duration::from_millis(30)).acquire().unwrap();
+    /// let guard = Lock::new("doc-guard-is-lost").expire(Duration::from_millis(200)).acquire().unwrap();
     /// assert!(!guard.is_lost());
-    /// std::thread::sleep(Duration::from_millis(50));
+    /// std::thread::sleep(Duration::from_millis(250));
     /// assert!(guard.is_lost(), "the lease ran out");
     /// ```
     pub fn is_lost(&self) -> bool {
@@ -769,10 +769,10 @@ impl LockGuard {
     /// use std::time::Duration;
     /// use lock_runtime::Lock;
     ///
-    /// let lock = Lock::new("doc-guard-extend").expire(Duration::from_millis(50));
+    /// let lock = Lock::new("doc-guard-extend").expire(Duration::from_millis(200));
     /// let mut guard = lock.acquire().unwrap();
     /// guard.extend(Duration::from_secs(10)).unwrap();
-    /// std::thread::sleep(Duration::from_millis(80));
+    /// std::thread::sleep(Duration::from_millis(250));
     /// assert!(!guard.is_lost(), "the new lease replaced the old one");
     /// assert!(lock.try_acquire().unwrap().is_none());
     /// ```
@@ -800,7 +800,7 @@ impl LockGuard {
     /// use lock_runtime::Lock;
     ///
     /// futures::executor::block_on(async {
-    ///     let lock = Lock::new("doc-guard-extend-async").expire(Duration::from_millis(50));
+    ///     let lock = Lock::new("doc-guard-extend-async").expire(Duration::from_secs(1));
     ///     let mut guard = lock.acquire_async().await.unwrap();
     ///     guard.extend_async(Duration::from_secs(10)).await.unwrap();
     ///     assert!(guard.remaining().unwrap() > Duration::from_secs(9));

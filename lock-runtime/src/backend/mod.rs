@@ -88,6 +88,16 @@ pub mod memory;
 pub mod redis;
 
 /// A boxed, `Send` future: the return type of a backend's async methods.
+///
+/// ```
+/// use lock_runtime::backend::BoxFuture;
+///
+/// fn key_len<'a>(key: &'a str) -> BoxFuture<'a, usize> {
+///     Box::pin(async move { key.len() })
+/// }
+///
+/// assert_eq!(futures::executor::block_on(key_len("lock:report")), 11);
+/// ```
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// The unique owner of one acquisition.
@@ -110,6 +120,13 @@ pub struct Token(u128);
 
 impl Token {
     /// A token no other acquisition has.
+    ///
+    /// ```
+    /// use lock_runtime::backend::Token;
+    ///
+    /// let tokens: std::collections::HashSet<Token> = (0..1000).map(|_| Token::new()).collect();
+    /// assert_eq!(tokens.len(), 1000);
+    /// ```
     pub fn new() -> Self {
         static COUNTER: AtomicU64 = AtomicU64::new(0);
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
@@ -117,11 +134,32 @@ impl Token {
     }
 
     /// The token as a number.
+    ///
+    /// For a store that keeps owners as numbers (a database column, say):
+    ///
+    /// ```
+    /// use lock_runtime::backend::Token;
+    ///
+    /// let (a, b) = (Token::new(), Token::new());
+    /// assert_ne!(a.as_u128(), b.as_u128());
+    /// let column: [u8; 16] = a.as_u128().to_be_bytes();
+    /// assert_eq!(u128::from_be_bytes(column), a.as_u128());
+    /// ```
     pub fn as_u128(self) -> u128 {
         self.0
     }
 
     /// The token as 22 URL-safe characters, the form stored in Redis.
+    ///
+    /// ```
+    /// use lock_runtime::backend::Token;
+    ///
+    /// let token = Token::new();
+    /// let text = token.encode();
+    /// assert_eq!(text.as_str().len(), 22);
+    /// assert!(text.as_str().bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+    /// assert_eq!(token.to_string(), text.as_str(), "`Display` shows the same text");
+    /// ```
     pub fn encode(self) -> EncodedToken {
         let mut out = [0u8; TOKEN_LEN];
         let mut v = self.0;
@@ -133,6 +171,15 @@ impl Token {
     }
 
     /// Parses the 22-character form back; `None` if it is not one.
+    ///
+    /// ```
+    /// use lock_runtime::backend::Token;
+    ///
+    /// let token = Token::new();
+    /// assert_eq!(Token::decode(token.encode().as_str()), Some(token));
+    /// assert_eq!(Token::decode("not-a-token"), None);
+    /// assert_eq!(Token::decode("**********************"), None, "22 characters, not base64");
+    /// ```
     pub fn decode(s: &str) -> Option<Self> {
         let bytes = s.as_bytes();
         if bytes.len() != TOKEN_LEN {
@@ -169,11 +216,31 @@ const TOKEN_LEN: usize = 22;
 const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
 
 /// The text form of a [`Token`], kept on the stack.
+///
+/// ```
+/// use lock_runtime::backend::{EncodedToken, Token};
+///
+/// let token = Token::new();
+/// let encoded: EncodedToken = token.encode(); // no allocation
+/// let stored = encoded.as_str().to_owned(); // what a store keeps as the owner
+/// assert_eq!(Token::decode(&stored), Some(token));
+/// assert!(encoded == token.encode(), "the same token always encodes the same");
+/// ```
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub struct EncodedToken([u8; TOKEN_LEN]);
 
 impl EncodedToken {
     /// The 22 characters.
+    ///
+    /// ```
+    /// use lock_runtime::backend::Token;
+    ///
+    /// let token = Token::new();
+    /// let encoded = token.encode();
+    /// let text: &str = encoded.as_str();
+    /// assert_eq!(text.len(), 22);
+    /// assert_eq!(Token::decode(text), Some(token));
+    /// ```
     pub fn as_str(&self) -> &str {
         // The alphabet is ASCII, so this never fails.
         std::str::from_utf8(&self.0).unwrap_or_default()
@@ -197,6 +264,24 @@ fn process_seed() -> u64 {
 }
 
 /// One request to take a lock, as the runtime hands it to a backend.
+///
+/// ```
+/// use std::time::Duration;
+/// use lock_runtime::backend::{Request, Token};
+///
+/// let owner = Token::new();
+/// let req = Request::new("lock:report")
+///     .token(owner)
+///     .lease(Some(Duration::from_secs(30)))
+///     .steal_after(Some(Duration::from_secs(600)))
+///     .fair(true);
+/// // What a backend reads:
+/// assert_eq!(req.key, "lock:report");
+/// assert_eq!(req.token, owner);
+/// assert_eq!(req.lease, Some(Duration::from_secs(30)));
+/// assert_eq!(req.steal_after, Some(Duration::from_secs(600)));
+/// assert!(req.fair);
+/// ```
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct Request<'a> {
@@ -219,6 +304,14 @@ impl<'a> Request<'a> {
     /// A request for `key` with a fresh token and no lease, steal or fairness.
     /// Backends and their tests build requests; the runtime fills the rest in
     /// from a [`Lock`](crate::Lock).
+    ///
+    /// ```
+    /// use lock_runtime::backend::Request;
+    ///
+    /// let req = Request::new("jobs:import");
+    /// assert_eq!((req.lease, req.steal_after, req.fair), (None, None, false));
+    /// assert_ne!(req.token, Request::new("jobs:import").token, "a fresh owner each time");
+    /// ```
     pub fn new(key: &'a str) -> Self {
         Self {
             key,
@@ -230,24 +323,68 @@ impl<'a> Request<'a> {
     }
 
     /// Sets the lease.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use lock_runtime::backend::memory::MemoryBackend;
+    /// use lock_runtime::backend::{Attempt, Backend, Request};
+    ///
+    /// let store = MemoryBackend::new();
+    /// let short = Request::new("k").lease(Some(Duration::from_millis(200)));
+    /// assert!(matches!(store.try_acquire(&short).unwrap(), Attempt::Acquired(_)));
+    /// assert!(matches!(store.try_acquire(&Request::new("k")).unwrap(), Attempt::Busy(_)));
+    /// std::thread::sleep(Duration::from_millis(250));
+    /// assert!(matches!(store.try_acquire(&Request::new("k")).unwrap(), Attempt::Acquired(_)));
+    /// ```
     pub fn lease(mut self, lease: Option<Duration>) -> Self {
         self.lease = lease;
         self
     }
 
     /// Sets the steal age.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use lock_runtime::backend::memory::MemoryBackend;
+    /// use lock_runtime::backend::{Attempt, Backend, Request};
+    ///
+    /// let store = MemoryBackend::new();
+    /// let old = Request::new("k");
+    /// store.try_acquire(&old).unwrap(); // held until released
+    /// std::thread::sleep(Duration::from_millis(30));
+    /// let thief = Request::new("k").steal_after(Some(Duration::from_millis(10)));
+    /// assert!(matches!(store.try_acquire(&thief).unwrap(), Attempt::Acquired(_)));
+    /// assert!(!store.release("k", old.token).unwrap(), "no longer the owner");
+    /// ```
     pub fn steal_after(mut self, steal_after: Option<Duration>) -> Self {
         self.steal_after = steal_after;
         self
     }
 
-    /// Sets fairness.
+    /// Sets fairness. See [`Lock::fair`](crate::Lock::fair) for its effect.
+    ///
+    /// ```
+    /// use lock_runtime::backend::Request;
+    ///
+    /// assert!(Request::new("k").fair(true).fair);
+    /// ```
     pub fn fair(mut self, fair: bool) -> Self {
         self.fair = fair;
         self
     }
 
     /// Sets the token.
+    ///
+    /// ```
+    /// use lock_runtime::backend::memory::MemoryBackend;
+    /// use lock_runtime::backend::{Backend, Request, Token};
+    ///
+    /// let store = MemoryBackend::new();
+    /// let owner = Token::new();
+    /// store.try_acquire(&Request::new("k").token(owner)).unwrap();
+    /// assert!(!store.release("k", Token::new()).unwrap(), "only the owner can release");
+    /// assert!(store.release("k", owner).unwrap());
+    /// ```
     pub fn token(mut self, token: Token) -> Self {
         self.token = token;
         self
@@ -255,6 +392,23 @@ impl<'a> Request<'a> {
 }
 
 /// The outcome of one attempt to take a lock.
+///
+/// ```
+/// use std::time::Duration;
+/// use lock_runtime::backend::memory::MemoryBackend;
+/// use lock_runtime::backend::{Attempt, Backend, Request};
+///
+/// let store = MemoryBackend::new();
+/// let holder = Request::new("k").lease(Some(Duration::from_secs(5)));
+/// match store.try_acquire(&holder).unwrap() {
+///     Attempt::Acquired(granted) => assert!(granted.fencing.is_some()),
+///     Attempt::Busy(_) => unreachable!("nobody holds `k` yet"),
+/// }
+/// match store.try_acquire(&Request::new("k")).unwrap() {
+///     Attempt::Busy(busy) => assert!(busy.retry_in.unwrap() <= Duration::from_secs(5)),
+///     Attempt::Acquired(_) => unreachable!("`k` is held"),
+/// }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Attempt {
     /// The lock is now held by the request's token.
@@ -264,6 +418,19 @@ pub enum Attempt {
 }
 
 /// What a backend tells about a lock it just granted.
+///
+/// ```
+/// use lock_runtime::backend::memory::MemoryBackend;
+/// use lock_runtime::backend::{Attempt, Backend, Request};
+///
+/// let store = MemoryBackend::new();
+/// let first = Request::new("k");
+/// let Attempt::Acquired(a) = store.try_acquire(&first).unwrap() else { panic!("free") };
+/// store.release("k", first.token).unwrap();
+/// let Attempt::Acquired(b) = store.try_acquire(&Request::new("k")).unwrap() else { panic!("free") };
+/// assert!(b.fencing > a.fencing, "fencing tokens only go up");
+/// assert!(b.sent_at.is_some(), "the memory store says when it granted");
+/// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Acquired {
@@ -279,6 +446,17 @@ pub struct Acquired {
 
 impl Acquired {
     /// A grant with the given fencing token.
+    ///
+    /// ```
+    /// use lock_runtime::backend::Acquired;
+    ///
+    /// // In a backend's `try_acquire`, after the store set the key and
+    /// // counted its fencing counter up to 7:
+    /// let granted = Acquired::new(Some(7));
+    /// assert_eq!((granted.fencing, granted.sent_at), (Some(7), None));
+    /// // A store that keeps no counter:
+    /// assert_eq!(Acquired::new(None), Acquired::default());
+    /// ```
     pub fn new(fencing: Option<u64>) -> Self {
         Self {
             fencing,
@@ -287,6 +465,16 @@ impl Acquired {
     }
 
     /// Sets when the winning request was sent.
+    ///
+    /// ```
+    /// use std::time::Instant;
+    /// use lock_runtime::backend::Acquired;
+    ///
+    /// let sent = Instant::now();
+    /// // ... the request travels to the store, which grants the lock ...
+    /// let granted = Acquired::new(None).sent_at(sent);
+    /// assert_eq!(granted.sent_at, Some(sent), "the lease counts from here");
+    /// ```
     pub fn sent_at(mut self, at: Instant) -> Self {
         self.sent_at = Some(at);
         self
@@ -294,6 +482,21 @@ impl Acquired {
 }
 
 /// What a backend tells about a lock it could not grant.
+///
+/// ```
+/// use std::time::Duration;
+/// use lock_runtime::backend::memory::MemoryBackend;
+/// use lock_runtime::backend::{Attempt, Backend, Request};
+///
+/// let store = MemoryBackend::new();
+/// store.try_acquire(&Request::new("leased").lease(Some(Duration::from_secs(5)))).unwrap();
+/// store.try_acquire(&Request::new("unleased")).unwrap();
+///
+/// let Attempt::Busy(busy) = store.try_acquire(&Request::new("leased")).unwrap() else { panic!("held") };
+/// assert!(busy.retry_in.unwrap() <= Duration::from_secs(5));
+/// let Attempt::Busy(busy) = store.try_acquire(&Request::new("unleased")).unwrap() else { panic!("held") };
+/// assert_eq!(busy.retry_in, None, "held until released: no time to look again");
+/// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Busy {
@@ -304,6 +507,18 @@ pub struct Busy {
 
 impl Busy {
     /// Busy, with the time until the holder's lease or steal age runs out.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use lock_runtime::backend::Busy;
+    ///
+    /// // In a backend's `try_acquire`, when the store says the holder's
+    /// // lease ends in 3 s:
+    /// let busy = Busy::new(Some(Duration::from_secs(3)));
+    /// assert_eq!(busy.retry_in, Some(Duration::from_secs(3)));
+    /// // When it cannot tell, waiters fall back to the poll interval:
+    /// assert_eq!(Busy::new(None), Busy::default());
+    /// ```
     pub fn new(retry_in: Option<Duration>) -> Self {
         Self { retry_in }
     }
@@ -311,6 +526,23 @@ impl Busy {
 
 /// How a waiting acquisition waits: until when, and how often a polling
 /// backend looks again.
+///
+/// ```
+/// use std::time::{Duration, Instant};
+/// use lock_runtime::backend::memory::MemoryBackend;
+/// use lock_runtime::backend::{Backend, Request, Wait};
+///
+/// let store = MemoryBackend::new();
+/// let holder = Request::new("k");
+/// store.try_acquire(&holder).unwrap();
+///
+/// let soon = Wait::new(Some(Instant::now() + Duration::from_millis(30)), Duration::from_millis(10));
+/// assert_eq!(store.acquire(&Request::new("k"), soon).unwrap(), None, "the deadline passed first");
+///
+/// store.release("k", holder.token).unwrap();
+/// let forever = Wait::new(None, Duration::from_millis(10));
+/// assert!(store.acquire(&Request::new("k"), forever).unwrap().is_some());
+/// ```
 #[derive(Debug, Clone, Copy)]
 #[non_exhaustive]
 pub struct Wait {
@@ -322,6 +554,16 @@ pub struct Wait {
 
 impl Wait {
     /// A wait until `deadline`, polling every `poll_interval`.
+    ///
+    /// ```
+    /// use std::time::{Duration, Instant};
+    /// use lock_runtime::backend::Wait;
+    ///
+    /// let deadline = Instant::now() + Duration::from_secs(2);
+    /// let wait = Wait::new(Some(deadline), Duration::from_millis(100));
+    /// assert_eq!(wait.deadline, Some(deadline));
+    /// assert_eq!(wait.poll_interval, Duration::from_millis(100));
+    /// ```
     pub fn new(deadline: Option<Instant>, poll_interval: Duration) -> Self {
         Self {
             deadline,
@@ -335,6 +577,32 @@ impl Wait {
 /// Implement the three required methods with atomic operations of your
 /// store; everything else has a correct default. See the
 /// [module docs](self) for a complete example.
+///
+/// Every store can be driven through the trait alone (the runtime does
+/// nothing else):
+///
+/// ```
+/// use std::time::Duration;
+/// use lock_runtime::backend::memory::MemoryBackend;
+/// use lock_runtime::backend::{Attempt, Backend, Request};
+///
+/// fn take_renew_give_back(store: &dyn Backend, key: &str) -> bool {
+///     let req = Request::new(key).lease(Some(Duration::from_secs(30)));
+///     match store.try_acquire(&req).unwrap() {
+///         Attempt::Acquired(_) => {
+///             assert!(store.extend(key, req.token, Duration::from_secs(60)).unwrap());
+///             assert!(store.release(key, req.token).unwrap());
+///             true
+///         }
+///         Attempt::Busy(_) => false,
+///     }
+/// }
+///
+/// let store = MemoryBackend::new();
+/// assert!(take_renew_give_back(&store, "job"));
+/// store.try_acquire(&Request::new("job")).unwrap();
+/// assert!(!take_renew_give_back(&store, "job"), "held by someone else");
+/// ```
 ///
 /// # Contract
 /// - `try_acquire` sets the key to the request's token if it is free, its
