@@ -8,6 +8,20 @@
 //! competes with newcomers (barging keeps throughput high), but once a waiter
 //! has queued for longer than [`STARVATION`], or asked for `fair`, the release
 //! hands the lock straight to it, so nobody starves.
+//!
+//! Aliases that name the same store share its locks:
+//!
+//! ```
+//! use lock_runtime::backend::memory::MemoryBackend;
+//! use lock_runtime::registry::{self, AliasConfig};
+//! use lock_runtime::Lock;
+//!
+//! registry::add("doc-memory-a", AliasConfig::from_url("memory://doc-memory").unwrap()).unwrap();
+//! registry::add("doc-memory-b", AliasConfig::memory_named("doc-memory")).unwrap();
+//! let _held = Lock::new("sync").alias("doc-memory-a").acquire().unwrap();
+//! assert!(Lock::new("sync").alias("doc-memory-b").try_acquire().unwrap().is_none());
+//! assert_eq!(MemoryBackend::named("doc-memory").held(), 1);
+//! ```
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
@@ -26,6 +40,30 @@ use super::{Acquired, Attempt, Backend, BackendError, BoxFuture, Busy, Request, 
 
 /// How long a waiter may queue before releases hand the lock straight to it
 /// instead of letting newcomers barge in.
+///
+/// ```
+/// use std::sync::Arc;
+/// use std::time::Duration;
+/// use lock_runtime::backend::memory::{MemoryBackend, STARVATION};
+/// use lock_runtime::backend::{Attempt, Backend, Request, Wait};
+///
+/// let store = Arc::new(MemoryBackend::new());
+/// let holder = Request::new("k");
+/// store.try_acquire(&holder).unwrap();
+/// let waiter = std::thread::spawn({
+///     let store = Arc::clone(&store);
+///     move || store.acquire(&Request::new("k"), Wait::new(None, Duration::from_secs(1)))
+/// });
+/// while store.waiting("k") == 0 {
+///     std::thread::yield_now();
+/// }
+/// std::thread::sleep(STARVATION * 2);
+/// store.release("k", holder.token).unwrap();
+/// // The waiter had queued past STARVATION: the release handed the lock to
+/// // it, and a newcomer cannot barge in.
+/// assert!(matches!(store.try_acquire(&Request::new("k")).unwrap(), Attempt::Busy(_)));
+/// assert!(waiter.join().unwrap().unwrap().is_some());
+/// ```
 pub const STARVATION: Duration = Duration::from_millis(1);
 
 const SHARDS: usize = 64;
@@ -152,6 +190,23 @@ impl Default for MemoryBackend {
 
 impl MemoryBackend {
     /// A fresh, private store.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use lock_runtime::backend::memory::MemoryBackend;
+    /// use lock_runtime::backend::{Attempt, Backend, Request};
+    /// use lock_runtime::registry::{self, AliasConfig};
+    /// use lock_runtime::Lock;
+    ///
+    /// let (a, b) = (MemoryBackend::new(), MemoryBackend::new());
+    /// assert!(matches!(a.try_acquire(&Request::new("k")).unwrap(), Attempt::Acquired(_)));
+    /// assert!(matches!(b.try_acquire(&Request::new("k")).unwrap(), Attempt::Acquired(_)), "b shares nothing with a");
+    ///
+    /// // An alias of its own that no `memory://` URL can reach:
+    /// registry::add("doc-memory-private", AliasConfig::custom(Arc::new(MemoryBackend::new()))).unwrap();
+    /// let guard = Lock::new("k").alias("doc-memory-private").acquire().unwrap();
+    /// assert_eq!(guard.remaining(), None, "held until released, like `memory://`");
+    /// ```
     pub fn new() -> Self {
         Self {
             shards: (0..SHARDS)
@@ -165,6 +220,20 @@ impl MemoryBackend {
 
     /// The process-wide store called `name`, created on first use. It lives
     /// as long as an alias or a guard uses it.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use lock_runtime::backend::memory::MemoryBackend;
+    /// use lock_runtime::registry::{self, AliasConfig};
+    /// use lock_runtime::Lock;
+    ///
+    /// let store = MemoryBackend::named("doc-memory-named");
+    /// assert!(Arc::ptr_eq(&store, &MemoryBackend::named("doc-memory-named")));
+    ///
+    /// registry::add("doc-memory-named", AliasConfig::memory_named("doc-memory-named")).unwrap();
+    /// let _guard = Lock::new("k").alias("doc-memory-named").acquire().unwrap();
+    /// assert_eq!(store.held(), 1, "the alias uses the same store");
+    /// ```
     pub fn named(name: &str) -> Arc<Self> {
         static STORES: Lazy<Mutex<HashMap<String, Weak<MemoryBackend>>>> =
             Lazy::new(Default::default);
@@ -179,6 +248,21 @@ impl MemoryBackend {
     }
 
     /// How many keys are held right now (expired leases not counted).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use lock_runtime::backend::memory::MemoryBackend;
+    /// use lock_runtime::backend::{Backend, Request};
+    ///
+    /// let store = MemoryBackend::new();
+    /// let a = Request::new("a");
+    /// store.try_acquire(&a).unwrap();
+    /// store.try_acquire(&Request::new("b").lease(Some(Duration::from_millis(20)))).unwrap();
+    /// std::thread::sleep(Duration::from_millis(40));
+    /// assert_eq!(store.held(), 1, "b's lease ran out");
+    /// store.release("a", a.token).unwrap();
+    /// assert_eq!(store.held(), 0);
+    /// ```
     pub fn held(&self) -> usize {
         let now = now();
         self.shards
@@ -194,6 +278,29 @@ impl MemoryBackend {
     }
 
     /// How many acquisitions wait in line for `key`.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use std::time::Duration;
+    /// use lock_runtime::backend::memory::MemoryBackend;
+    /// use lock_runtime::backend::{Backend, Request, Wait};
+    ///
+    /// let store = Arc::new(MemoryBackend::new());
+    /// let holder = Request::new("k");
+    /// store.try_acquire(&holder).unwrap();
+    /// assert_eq!(store.waiting("k"), 0);
+    ///
+    /// let waiter = std::thread::spawn({
+    ///     let store = Arc::clone(&store);
+    ///     move || store.acquire(&Request::new("k"), Wait::new(None, Duration::from_secs(1)))
+    /// });
+    /// while store.waiting("k") == 0 {
+    ///     std::thread::yield_now(); // the waiter joins the line
+    /// }
+    /// store.release("k", holder.token).unwrap();
+    /// assert!(waiter.join().unwrap().unwrap().is_some());
+    /// assert_eq!(store.waiting("k"), 0);
+    /// ```
     pub fn waiting(&self, key: &str) -> usize {
         let hash = self.hasher.hash_one(key);
         self.shard(hash)
