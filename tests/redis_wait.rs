@@ -201,3 +201,47 @@ async fn a_thousand_waiters_share_a_few_connections() {
         started.elapsed()
     );
 }
+
+/// A regression test: a waiter used to register for wake-ups after its busy
+/// reply and then sleep without looking again when another waiter had
+/// already subscribed the channel, so a release in between was never heard;
+/// in a fair line that left the lock reserved for a sleeping head until its
+/// liveness refresh (1.7 s). No wait here comes anywhere near that.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_wake_up_is_lost_between_a_busy_reply_and_the_registration() {
+    let server = RedisServer::start();
+    let a = slow_polling_alias(&server.url(), "wait-lost-wakeup");
+    for fair in [false, true] {
+        let workers: Vec<_> = (0..4)
+            .map(|_| {
+                tokio::spawn(async move {
+                    let mut longest = Duration::ZERO;
+                    for _ in 0..100 {
+                        let started = Instant::now();
+                        let g = Lock::new("k")
+                            .alias(a)
+                            .fair(fair)
+                            .acquire_async()
+                            .await
+                            .unwrap();
+                        longest = longest.max(started.elapsed());
+                        let hold = Instant::now() + Duration::from_millis(1);
+                        while Instant::now() < hold {
+                            std::hint::spin_loop();
+                        }
+                        g.release_async().await.unwrap();
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
+                    longest
+                })
+            })
+            .collect();
+        for w in workers {
+            let longest = w.await.unwrap();
+            assert!(
+                longest < Duration::from_millis(1200),
+                "a waiter slept through releases for {longest:?} (fair: {fair})"
+            );
+        }
+    }
+}

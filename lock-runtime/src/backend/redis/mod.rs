@@ -508,18 +508,20 @@ async fn acquire_loop(
             Next::Sleep(until) => until,
         };
         if !plan.polling {
+            // A release between the busy reply and the registration wakes
+            // nobody: after registering (and subscribing, if the channel is
+            // not yet), always look once more before sleeping.
+            let fresh = watch.is_none();
             let w = watch.get_or_insert_with(|| inner.wakeups.register(&args.key, &waiter));
             if !w.is_subscribed() {
-                match io::run(w.subscribe()).await {
-                    // Subscribed: look once more, since a release before now
-                    // was not heard.
-                    Ok(()) => continue,
-                    Err(e) => {
-                        tracing::debug!(key = %args.key, error = %e, "no wake-ups; polling instead");
-                        plan.polling = true;
-                        continue;
-                    }
+                if let Err(e) = io::run(w.subscribe()).await {
+                    tracing::debug!(key = %args.key, error = %e, "no wake-ups; polling instead");
+                    plan.polling = true;
                 }
+                continue;
+            }
+            if fresh {
+                continue;
             }
         }
         match until {
@@ -595,12 +597,17 @@ impl Backend for RedisBackend {
                 Next::Sleep(until) => until,
             };
             if !plan.polling {
+                // As in `acquire_loop`: after registering, look once more.
+                let fresh = watch.is_none();
                 let w = watch.get_or_insert_with(|| inner.wakeups.register(req.key, &waiter));
                 if !w.is_subscribed() {
                     if let Err(e) = io::block_on(w.subscribe()) {
                         tracing::debug!(key = req.key, error = %e, "no wake-ups; polling instead");
                         plan.polling = true;
                     }
+                    continue;
+                }
+                if fresh {
                     continue;
                 }
             }
