@@ -30,19 +30,71 @@ use crate::error::LockError;
 use crate::watchdog::Watchdog;
 
 /// The alias used when a lock names none.
+///
+/// ```
+/// use lock_runtime::registry::{self, DEFAULT_ALIAS};
+/// use lock_runtime::Lock;
+///
+/// let guard = Lock::new("doc-default-alias").acquire().unwrap();
+/// assert_eq!(guard.alias(), DEFAULT_ALIAS);
+/// assert!(registry::aliases().iter().any(|a| a == DEFAULT_ALIAS), "always configured");
+/// ```
 pub const DEFAULT_ALIAS: &str = "default";
 /// The key prefix of a shared-store alias (Redis) that sets none
 /// (django-cache-lock's `DJANGOLOCK_PREFIX`). A memory store is private to
 /// the aliases that name it, so its aliases have no prefix unless they set
 /// one (to share one store between aliases with separate keys).
+///
+/// ```
+/// use lock_runtime::registry::{AliasConfig, DEFAULT_PREFIX};
+///
+/// let shared = AliasConfig::from_url("redis://127.0.0.1:6379").unwrap();
+/// assert_eq!(shared.get_prefix(), DEFAULT_PREFIX);
+/// assert_eq!(AliasConfig::memory().get_prefix(), "");
+/// ```
 pub const DEFAULT_PREFIX: &str = "lock:";
 /// How often a backend that cannot be woken looks again at a busy lock
 /// (django-cache-lock's `DJANGOLOCK_SLEEP`), unless the alias sets its own.
+///
+/// ```
+/// use lock_runtime::registry::{self, AliasConfig, DEFAULT_POLL_INTERVAL};
+///
+/// assert_eq!(AliasConfig::memory().get_poll_interval(), DEFAULT_POLL_INTERVAL);
+/// assert_eq!(registry::alias("default").unwrap().poll_interval(), DEFAULT_POLL_INTERVAL);
+/// ```
 pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_millis(100);
 /// The lease of a lock on a shared store when neither the lock (`expire`) nor
 /// the alias sets one. Such a lock is renewed every third of it while held.
+///
+/// ```
+/// use lock_runtime::registry::{self, AliasConfig, DEFAULT_LEASE};
+///
+/// # #[cfg(feature = "redis")] {
+/// // Adding an alias does not connect, so this needs no server.
+/// registry::add("doc-default-lease", AliasConfig::from_url("redis://127.0.0.1:6379").unwrap()).unwrap();
+/// assert_eq!(registry::alias("doc-default-lease").unwrap().default_lease(), Some(DEFAULT_LEASE));
+/// # }
+/// // The embedded store holds locks until they are released.
+/// assert_eq!(registry::alias("default").unwrap().default_lease(), None);
+/// ```
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(30);
 /// The prefix of the environment variables read by [`configure_from_env`].
+///
+/// [`configure_from_env`] replaces every alias. To add aliases from the
+/// environment to those configured in code instead:
+///
+/// ```
+/// use lock_runtime::registry::{self, AliasConfig, ENV_PREFIX};
+///
+/// // As `std::env::vars()` would yield them:
+/// let vars = [("LOCK_ALIAS_DOC_REPORTS", "memory://reports?prefix=r:"), ("HOME", "/root")];
+/// for (var, url) in vars {
+///     if let Some(name) = var.strip_prefix(ENV_PREFIX) {
+///         registry::add(name.to_ascii_lowercase(), AliasConfig::from_url(url).unwrap()).unwrap();
+///     }
+/// }
+/// assert_eq!(registry::alias("doc_reports").unwrap().prefix(), "r:");
+/// ```
 pub const ENV_PREFIX: &str = "LOCK_ALIAS_";
 
 /// How to build one alias: which store, and the alias settings.
@@ -148,11 +200,34 @@ impl AliasConfig {
     /// The in-process store called `default`: locks are shared by the
     /// threads and tasks of this process. Its locks have no lease unless the
     /// lock sets `expire` (a holder cannot die without its store).
+    ///
+    /// ```
+    /// use lock_runtime::registry::{self, AliasConfig};
+    /// use lock_runtime::Lock;
+    ///
+    /// registry::add("doc-config-memory", AliasConfig::memory()).unwrap();
+    /// // The store of `default`: the same key is the same lock.
+    /// let _held = Lock::new("doc-config-memory-k").acquire().unwrap();
+    /// let other = Lock::new("doc-config-memory-k").alias("doc-config-memory");
+    /// assert!(other.try_acquire().unwrap().is_none());
+    /// ```
     pub fn memory() -> Self {
         Self::memory_named(DEFAULT_ALIAS)
     }
 
     /// The in-process store called `name`; every alias naming it shares it.
+    ///
+    /// ```
+    /// use lock_runtime::registry::{self, AliasConfig};
+    /// use lock_runtime::Lock;
+    ///
+    /// registry::add("doc-config-named", AliasConfig::memory_named("doc-config-named")).unwrap();
+    /// let _held = Lock::new("doc-config-named-k").alias("doc-config-named").acquire().unwrap();
+    /// assert!(
+    ///     Lock::new("doc-config-named-k").try_acquire().unwrap().is_some(),
+    ///     "`default` is another store"
+    /// );
+    /// ```
     pub fn memory_named(name: impl Into<String>) -> Self {
         Self::with_store(Store::Memory(name.into()))
     }
@@ -194,11 +269,44 @@ impl AliasConfig {
     /// Your own [`Backend`]. Its locks get [`DEFAULT_LEASE`] unless the
     /// backend [supports unleased locks](Backend::supports_unleased) or the
     /// alias sets [`default_lease`](Self::default_lease).
+    ///
+    /// A store of your own is shown in the [`backend`](crate::backend)
+    /// module; here, a private memory store the code keeps a handle on:
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use lock_runtime::backend::memory::MemoryBackend;
+    /// use lock_runtime::registry::{self, AliasConfig};
+    /// use lock_runtime::Lock;
+    ///
+    /// let store = Arc::new(MemoryBackend::new());
+    /// registry::add("doc-config-custom", AliasConfig::custom(store.clone())).unwrap();
+    /// let _guard = Lock::new("k").alias("doc-config-custom").acquire().unwrap();
+    /// assert_eq!(store.held(), 1);
+    /// ```
     pub fn custom(backend: Arc<dyn Backend>) -> Self {
         Self::with_store(Store::Custom(backend))
     }
 
     /// An alias from its URL (see the table above), settings included.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use lock_runtime::registry::{self, AliasConfig};
+    ///
+    /// let cfg = AliasConfig::from_url("memory://jobs?prefix=jobs:&lease_ms=5000").unwrap();
+    /// registry::add("doc-from-url", cfg).unwrap();
+    /// let alias = registry::alias("doc-from-url").unwrap();
+    /// assert_eq!(alias.prefix(), "jobs:");
+    /// assert_eq!(alias.default_lease(), Some(Duration::from_secs(5)));
+    ///
+    /// // Passwords never show in `Debug` or in error messages.
+    /// let cfg = AliasConfig::from_url("redis://app:hunter2@10.0.0.5:6379/2?timeout_ms=500").unwrap();
+    /// assert!(!format!("{cfg:?}").contains("hunter2"));
+    ///
+    /// let err = AliasConfig::from_url("memory://?poll_ms=0").unwrap_err();
+    /// assert!(err.to_string().contains("positive number of milliseconds"));
+    /// ```
     pub fn from_url(url: &str) -> Result<Self, LockError> {
         let invalid = |reason: String| LockError::Config {
             alias: String::new(),
@@ -305,6 +413,17 @@ impl AliasConfig {
     /// The prefix put before every key of this alias, so that aliases
     /// sharing a store never see each other's locks (default `lock:`; none
     /// for memory stores, which only the aliases naming them share).
+    ///
+    /// ```
+    /// use lock_runtime::registry::{self, AliasConfig};
+    /// use lock_runtime::Lock;
+    ///
+    /// // Two aliases on one store, with separate keys:
+    /// registry::add("doc-prefix-a", AliasConfig::memory_named("doc-prefix").prefix("a:")).unwrap();
+    /// registry::add("doc-prefix-b", AliasConfig::memory_named("doc-prefix").prefix("b:")).unwrap();
+    /// let _a = Lock::new("k").alias("doc-prefix-a").acquire().unwrap();
+    /// assert!(Lock::new("k").alias("doc-prefix-b").try_acquire().unwrap().is_some(), "b:k is not a:k");
+    /// ```
     pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
         self.prefix = prefix.into();
         self
@@ -312,6 +431,15 @@ impl AliasConfig {
 
     /// How often a waiter looks again when the store cannot wake it
     /// (default 100 ms, with ±50% jitter).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use lock_runtime::registry::{self, AliasConfig};
+    ///
+    /// let cfg = AliasConfig::memory().poll_interval(Duration::from_millis(20));
+    /// assert_eq!(cfg.get_poll_interval(), Duration::from_millis(20));
+    /// assert!(registry::add("doc-poll", cfg.poll_interval(Duration::ZERO)).is_err(), "zero is refused");
+    /// ```
     pub fn poll_interval(mut self, interval: Duration) -> Self {
         self.poll_interval = interval;
         self
@@ -320,18 +448,62 @@ impl AliasConfig {
     /// The lease of locks that set no `expire`. They are renewed every third
     /// of it while held, so a crashed holder frees its lock within one lease.
     /// Default: none for memory stores, [`DEFAULT_LEASE`] for the others.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use lock_runtime::registry::{self, AliasConfig};
+    /// use lock_runtime::Lock;
+    ///
+    /// let cfg = AliasConfig::memory_named("doc-lease").default_lease(Duration::from_secs(10));
+    /// registry::add("doc-lease", cfg).unwrap();
+    /// let renewed = Lock::new("a").alias("doc-lease").acquire().unwrap();
+    /// assert!(renewed.remaining().unwrap() <= Duration::from_secs(10));
+    /// // A lock's own `expire` wins.
+    /// let fixed = Lock::new("b").alias("doc-lease").expire(Duration::from_secs(1)).acquire().unwrap();
+    /// assert!(fixed.remaining().unwrap() <= Duration::from_secs(1));
+    /// ```
     pub fn default_lease(mut self, lease: Duration) -> Self {
         self.lease = Some(Some(lease));
         self
     }
 
     /// How long connecting to a network store may take (default 2 s).
+    ///
+    /// With no server listening, an acquisition fails within it:
+    ///
+    /// ```
+    /// # #[cfg(feature = "redis")] {
+    /// use std::time::{Duration, Instant};
+    /// use lock_runtime::registry::{self, AliasConfig};
+    /// use lock_runtime::{Lock, LockError};
+    ///
+    /// let cfg = AliasConfig::from_url("redis://127.0.0.1:1").unwrap();
+    /// registry::add("doc-connect", cfg.connect_timeout(Duration::from_millis(300))).unwrap();
+    /// let started = Instant::now();
+    /// match Lock::new("k").alias("doc-connect").acquire() {
+    ///     Err(LockError::Backend { source, .. }) => assert!(source.is_connection() || source.is_timeout()),
+    ///     other => panic!("no server there: {other:?}"),
+    /// }
+    /// assert!(started.elapsed() < Duration::from_secs(2));
+    /// # }
+    /// ```
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = timeout;
         self
     }
 
     /// How long one command to a network store may take (default 2 s).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use lock_runtime::registry::{self, AliasConfig};
+    ///
+    /// let cfg = AliasConfig::from_url("redis://127.0.0.1:6379").unwrap();
+    /// // The same as `redis://127.0.0.1:6379?timeout_ms=500`:
+    /// let cfg = cfg.command_timeout(Duration::from_millis(500));
+    /// // Checked when the alias is added (which does not connect yet):
+    /// assert!(registry::add("doc-command-timeout", cfg.command_timeout(Duration::ZERO)).is_err());
+    /// ```
     pub fn command_timeout(mut self, timeout: Duration) -> Self {
         self.command_timeout = timeout;
         self
@@ -340,17 +512,41 @@ impl AliasConfig {
     /// Certificates (PEM) to trust for a `rediss://` alias, besides the
     /// system's: a private CA, or a self-signed server certificate. In a URL:
     /// `tls_ca=/path/to/ca.pem`. Needs the `tls` feature.
+    ///
+    /// ```no_run
+    /// use lock_runtime::registry::{self, AliasConfig};
+    /// use lock_runtime::Lock;
+    ///
+    /// let ca = std::fs::read("/etc/redis/tls/ca.pem").unwrap();
+    /// let cfg = AliasConfig::from_url("rediss://redis.internal:6380").unwrap().tls_root_cert(ca);
+    /// registry::add("secure", cfg).unwrap();
+    /// let guard = Lock::new("invoice-7").alias("secure").acquire().unwrap();
+    /// ```
     pub fn tls_root_cert(mut self, pem: impl Into<Vec<u8>>) -> Self {
         self.tls_ca = Some(pem.into());
         self
     }
 
     /// The configured prefix.
+    ///
+    /// ```
+    /// use lock_runtime::registry::AliasConfig;
+    ///
+    /// assert_eq!(AliasConfig::memory().prefix("jobs:").get_prefix(), "jobs:");
+    /// ```
     pub fn get_prefix(&self) -> &str {
         &self.prefix
     }
 
     /// The configured poll interval.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use lock_runtime::registry::AliasConfig;
+    ///
+    /// let cfg = AliasConfig::from_url("memory://?poll_ms=25").unwrap();
+    /// assert_eq!(cfg.get_poll_interval(), Duration::from_millis(25));
+    /// ```
     pub fn get_poll_interval(&self) -> Duration {
         self.poll_interval
     }
@@ -510,26 +706,75 @@ impl Alias {
     }
 
     /// The alias's name.
+    ///
+    /// ```
+    /// use lock_runtime::registry::{self, AliasConfig};
+    ///
+    /// registry::add("doc-alias-name", AliasConfig::memory()).unwrap();
+    /// assert_eq!(registry::alias("doc-alias-name").unwrap().name(), "doc-alias-name");
+    /// ```
     pub fn name(&self) -> &str {
         &self.0.name
     }
 
     /// The prefix put before every key.
+    ///
+    /// ```
+    /// use lock_runtime::registry::{self, AliasConfig};
+    ///
+    /// registry::add("doc-alias-prefix", AliasConfig::memory().prefix("reports:")).unwrap();
+    /// assert_eq!(registry::alias("doc-alias-prefix").unwrap().prefix(), "reports:");
+    /// ```
     pub fn prefix(&self) -> &str {
         &self.0.prefix
     }
 
     /// The poll interval of waiters that cannot be woken.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use lock_runtime::registry::{self, AliasConfig};
+    ///
+    /// registry::add("doc-alias-poll", AliasConfig::from_url("memory://?poll_ms=25").unwrap()).unwrap();
+    /// assert_eq!(registry::alias("doc-alias-poll").unwrap().poll_interval(), Duration::from_millis(25));
+    /// ```
     pub fn poll_interval(&self) -> Duration {
         self.0.poll_interval
     }
 
     /// The lease of locks that set no `expire`; `None`: held until released.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use lock_runtime::registry::{self, AliasConfig};
+    ///
+    /// assert_eq!(registry::alias("default").unwrap().default_lease(), None);
+    /// registry::add("doc-alias-lease", AliasConfig::memory().default_lease(Duration::from_secs(10))).unwrap();
+    /// assert_eq!(
+    ///     registry::alias("doc-alias-lease").unwrap().default_lease(),
+    ///     Some(Duration::from_secs(10))
+    /// );
+    /// ```
     pub fn default_lease(&self) -> Option<Duration> {
         self.0.lease
     }
 
     /// The store behind the alias.
+    ///
+    /// Keys on it carry the alias's [`prefix`](Self::prefix) (none here, on
+    /// the embedded store):
+    ///
+    /// ```
+    /// use lock_runtime::backend::{Attempt, Request};
+    /// use lock_runtime::{registry, Lock};
+    ///
+    /// let store = registry::alias("default").unwrap().backend().clone();
+    /// let req = Request::new("doc-alias-backend");
+    /// assert!(matches!(store.try_acquire(&req).unwrap(), Attempt::Acquired(_)));
+    /// // Locks taken on the store directly and through `Lock` are the same locks.
+    /// assert!(Lock::new("doc-alias-backend").try_acquire().unwrap().is_none());
+    /// assert!(store.release("doc-alias-backend", req.token).unwrap());
+    /// ```
     pub fn backend(&self) -> &Arc<dyn Backend> {
         &self.0.backend
     }
@@ -669,6 +914,17 @@ pub fn configure_from_env() -> Result<Vec<String>, LockError> {
 }
 
 /// The names of the configured aliases, sorted.
+///
+/// ```
+/// use lock_runtime::registry::{self, AliasConfig};
+///
+/// registry::add("doc-aliases-b", AliasConfig::memory()).unwrap();
+/// registry::add("doc-aliases-a", AliasConfig::memory()).unwrap();
+/// let names = registry::aliases();
+/// assert!(names.is_sorted());
+/// let at = |name: &str| names.iter().position(|n| n == name).unwrap();
+/// assert!(at("default") < at("doc-aliases-a") && at("doc-aliases-a") < at("doc-aliases-b"));
+/// ```
 pub fn aliases() -> Vec<String> {
     let reg = REGISTRY.load();
     let mut names: Vec<String> = reg.by_name.keys().cloned().collect();
@@ -677,6 +933,18 @@ pub fn aliases() -> Vec<String> {
 }
 
 /// Looks an alias up by name.
+///
+/// ```
+/// use lock_runtime::registry::{self, AliasConfig};
+/// use lock_runtime::LockError;
+///
+/// registry::add("doc-alias-lookup", AliasConfig::memory().prefix("x:")).unwrap();
+/// assert_eq!(registry::alias("doc-alias-lookup").unwrap().prefix(), "x:");
+///
+/// let err = registry::alias("doc-alias-lokup").unwrap_err();
+/// assert!(matches!(err, LockError::UnknownAlias { .. }));
+/// assert!(err.to_string().contains("doc-alias-lookup"), "the message lists the known aliases");
+/// ```
 pub fn alias(name: &str) -> Result<Alias, LockError> {
     let reg = REGISTRY.load();
     if name == DEFAULT_ALIAS {
