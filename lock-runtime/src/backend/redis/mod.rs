@@ -171,6 +171,29 @@ impl AcquireArgs {
         }
     }
 
+    /// The plain first attempt: `SET NX PX` and the fencing `INCR` in one
+    /// round trip, without a script, which the server runs noticeably faster.
+    /// Only for requests that cannot steal and do not stand in line; if the
+    /// lock is busy the counter moved for nothing, which keeps tokens
+    /// increasing all the same. Later looks go through the script, which also
+    /// marks the lock as waited for and reports its lease.
+    fn fast(&self, fence_key: &str, in_line: bool) -> Option<redis::Pipeline> {
+        if self.steal_ms != 0 || in_line {
+            return None;
+        }
+        let value = format!("{}{}", self.token.encode().as_str(), self.lease_ms);
+        let mut pipe = redis::pipe();
+        pipe.cmd("SET")
+            .arg(&self.key)
+            .arg(value)
+            .arg("NX")
+            .arg("PX")
+            .arg(self.lease_ms)
+            .cmd("INCR")
+            .arg(fence_key);
+        Some(pipe)
+    }
+
     /// The arguments of a lock being released: enough to release it again.
     fn released(key: String, token: Token) -> Self {
         Self {
@@ -253,6 +276,18 @@ fn attempt(reply: (i64, i64), sent: Instant) -> Attempt {
     }
 }
 
+/// The reply of the plain first attempt: `SET` answered `OK` or nil, then
+/// the fencing counter.
+fn fast_attempt(reply: (Option<String>, i64), sent: Instant) -> Attempt {
+    match reply {
+        (Some(_), fence) => {
+            Attempt::Acquired(Acquired::new(u64::try_from(fence).ok()).sent_at(sent))
+        }
+        // Busy: the next look, through the script, learns the lease left.
+        (None, _) => Attempt::Busy(Busy::new(None)),
+    }
+}
+
 pub(crate) fn backend_error(e: RedisError) -> BackendError {
     let kind = if e.is_timeout() {
         BackendErrorKind::Timeout
@@ -299,14 +334,66 @@ impl Inner {
         })
     }
 
+    fn sync_fast(&self, pipe: &redis::Pipeline) -> Result<Attempt, BackendError> {
+        let sent = Instant::now();
+        self.pool
+            .with(|c| pipe.query(c))
+            .map(|reply| fast_attempt(reply, sent))
+            .map_err(|e| {
+                if is_connection_error(&e) {
+                    self.pool.clear();
+                }
+                backend_error(e)
+            })
+    }
+
+    /// One attempt; `first` allows the plain fast path.
+    fn sync_try(
+        &self,
+        args: &AcquireArgs,
+        in_line: bool,
+        first: bool,
+    ) -> Result<Attempt, BackendError> {
+        if first && let Some(pipe) = args.fast(&self.fence_key, in_line) {
+            return self.sync_fast(&pipe);
+        }
+        let sent = Instant::now();
+        let reply = self.sync(&args.invocation(&self.fence_key, in_line))?;
+        Ok(attempt(reply, sent))
+    }
+
     async fn try_acquire(
         &self,
         args: &AcquireArgs,
         in_line: bool,
+        first: bool,
+    ) -> Result<Attempt, BackendError> {
+        let mut conn = self.conn.get().await.map_err(backend_error)?;
+        self.try_acquire_on(&mut conn, args, in_line, first).await
+    }
+
+    async fn try_acquire_on(
+        &self,
+        conn: &mut MultiplexedConnection,
+        args: &AcquireArgs,
+        in_line: bool,
+        first: bool,
     ) -> Result<Attempt, BackendError> {
         let sent = Instant::now();
+        if first && let Some(pipe) = args.fast(&self.fence_key, in_line) {
+            return pipe
+                .query_async(conn)
+                .await
+                .map(|reply| fast_attempt(reply, sent))
+                .map_err(|e| {
+                    if is_connection_error(&e) {
+                        self.conn.reset();
+                    }
+                    backend_error(e)
+                });
+        }
         let reply = self
-            .invoke(args.invocation(&self.fence_key, in_line))
+            .invoke_on(conn, args.invocation(&self.fence_key, in_line))
             .await?;
         Ok(attempt(reply, sent))
     }
@@ -493,15 +580,17 @@ async fn acquire_loop(
 ) -> Result<Option<Acquired>, BackendError> {
     let waiter = LocalWaiter::for_task(args.token);
     let mut watch = None;
+    let mut first = true;
     loop {
         joined.fetch_or(plan.in_line, Ordering::Relaxed);
-        let busy = match inner.try_acquire(args, plan.in_line).await? {
+        let busy = match inner.try_acquire(args, plan.in_line, first).await? {
             Attempt::Acquired(a) => {
                 joined.store(false, Ordering::Relaxed);
                 return Ok(Some(a));
             }
             Attempt::Busy(b) => b,
         };
+        first = false;
         let until = match plan.after_busy(&busy) {
             Next::GiveUp => return Ok(None),
             Next::Retry => continue,
@@ -537,11 +626,7 @@ async fn acquire_loop(
 impl Backend for RedisBackend {
     fn try_acquire(&self, req: &Request<'_>) -> Result<Attempt, BackendError> {
         let args = AcquireArgs::new(req, false);
-        let sent = Instant::now();
-        let reply = self
-            .inner
-            .sync(&args.invocation(&self.inner.fence_key, false))?;
-        Ok(attempt(reply, sent))
+        self.inner.sync_try(&args, false, true)
     }
 
     fn release(&self, key: &str, token: Token) -> Result<bool, BackendError> {
@@ -580,17 +665,17 @@ impl Backend for RedisBackend {
             token: req.token,
             joined: false,
         };
+        let mut first = true;
         loop {
             line.joined |= plan.in_line;
-            let sent = Instant::now();
-            let reply = inner.sync(&args.invocation(&inner.fence_key, plan.in_line))?;
-            let busy = match attempt(reply, sent) {
+            let busy = match inner.sync_try(&args, plan.in_line, first)? {
                 Attempt::Acquired(a) => {
                     line.joined = false;
                     return Ok(Some(a));
                 }
                 Attempt::Busy(b) => b,
             };
+            first = false;
             let until = match plan.after_busy(&busy) {
                 Next::GiveUp => return Ok(None),
                 Next::Retry => continue,
@@ -626,12 +711,7 @@ impl Backend for RedisBackend {
             return Box::pin(async move {
                 let mut conn = inner.conn.get().await.map_err(backend_error)?;
                 let mut cleanup = Cleanup::new(&inner, &args, &conn);
-                let sent = Instant::now();
-                let inv = args.invocation(&inner.fence_key, false);
-                let out = inner
-                    .invoke_on(&mut conn, inv)
-                    .await
-                    .map(|r| attempt(r, sent));
+                let out = inner.try_acquire_on(&mut conn, &args, false, true).await;
                 if out.is_ok() {
                     cleanup.disarm();
                 }
@@ -643,7 +723,7 @@ impl Backend for RedisBackend {
         // timeout may still have landed), or the caller has gone and the lock
         // was won, nobody would ever release it: the task gives it back.
         let spawned = io::spawn(async move {
-            let outcome = inner.try_acquire(&args, false).await;
+            let outcome = inner.try_acquire(&args, false, true).await;
             let won = matches!(outcome, Ok(Attempt::Acquired(_)));
             let failed = outcome.is_err();
             let delivered = tx.send(outcome).is_ok();

@@ -251,7 +251,7 @@ impl QuorumBackend {
         let sent = Instant::now();
         let results = Self::each(&this.nodes, timeout, |inner| {
             let args = Arc::clone(&args);
-            async move { inner.try_acquire(&args, false).await }
+            async move { inner.try_acquire(&args, false, true).await }
         })
         .await;
         let fences: Vec<u64> = results
