@@ -50,9 +50,44 @@ use wake::{LocalWaiter, Wakeups};
 
 /// How long a barging waiter may wait before it joins the line, after which
 /// releases hand the lock to it in turn.
+///
+/// Needs a Redis server:
+///
+/// ```no_run
+/// use lock_runtime::backend::redis::STARVATION;
+/// use lock_runtime::registry::{self, AliasConfig};
+/// use lock_runtime::Lock;
+///
+/// registry::add("shared", AliasConfig::from_url("redis://127.0.0.1:6379").unwrap()).unwrap();
+/// let held = Lock::new("report").alias("shared").acquire().unwrap();
+/// let waiter = std::thread::spawn(|| Lock::new("report").alias("shared").acquire().unwrap());
+/// std::thread::sleep(STARVATION * 5); // the waiter joins the line
+/// drop(held);
+/// // The release handed the lock to the waiter in line: a newcomer finds it busy.
+/// assert!(Lock::new("report").alias("shared").try_acquire().unwrap().is_none());
+/// drop(waiter.join().unwrap());
+/// ```
 pub const STARVATION: Duration = Duration::from_millis(10);
 /// How long a waiter in line stays in line without showing it is alive; a
 /// waiter whose process died is dropped from the line after this long.
+///
+/// So a waiter that crashed in line delays those behind it by at most this
+/// long; a bounded wait can budget for it (needs a Redis server):
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use lock_runtime::backend::redis::WAITER_TTL;
+/// use lock_runtime::registry::{self, AliasConfig};
+/// use lock_runtime::Lock;
+///
+/// registry::add("shared", AliasConfig::from_url("redis://127.0.0.1:6379").unwrap()).unwrap();
+/// let guard = Lock::new("report")
+///     .alias("shared")
+///     .fair(true)
+///     .wait_for(Duration::from_secs(10) + WAITER_TTL)
+///     .acquire()
+///     .unwrap();
+/// ```
 pub const WAITER_TTL: Duration = Duration::from_secs(5);
 /// How often a waiter in line shows it is alive.
 const REFRESH: Duration = Duration::from_millis(WAITER_TTL.as_millis() as u64 / 3);
@@ -60,6 +95,24 @@ const REFRESH: Duration = Duration::from_millis(WAITER_TTL.as_millis() as u64 / 
 /// One Redis server as a lock store. Build it through
 /// [`AliasConfig::redis`](crate::registry::AliasConfig::redis) or a
 /// `redis://` URL; it connects on first use.
+///
+/// Adding the alias never connects; with the server down, a lock fails with
+/// a connection error instead of waiting (nothing listens on port 1 here):
+///
+/// ```
+/// use lock_runtime::registry::{self, AliasConfig};
+/// use lock_runtime::{Lock, LockError};
+///
+/// let cfg = AliasConfig::from_url("redis://127.0.0.1:1/0?prefix=app:&connect_timeout_ms=500").unwrap();
+/// registry::add("doc-redis-down", cfg).unwrap();
+/// match Lock::new("invoice-7").alias("doc-redis-down").acquire() {
+///     Err(LockError::Backend { key, source, .. }) => {
+///         assert_eq!(key, "invoice-7");
+///         assert!(source.is_connection() || source.is_timeout());
+///     }
+///     other => panic!("no server there: {other:?}"),
+/// }
+/// ```
 pub struct RedisBackend {
     inner: Arc<Inner>,
 }

@@ -41,6 +41,29 @@ return 1
 /// Several independent Redis servers acting as one lock store. Build it with
 /// [`AliasConfig::quorum`](crate::registry::AliasConfig::quorum) or a
 /// `redis+quorum://host1,host2,host3/db` URL.
+///
+/// With real nodes (needs three Redis servers):
+///
+/// ```no_run
+/// use lock_runtime::registry::{self, AliasConfig};
+/// use lock_runtime::Lock;
+///
+/// let cfg = AliasConfig::from_url("redis+quorum://10.0.0.1,10.0.0.2,10.0.0.3/0?timeout_ms=200").unwrap();
+/// registry::add("ha", cfg).unwrap();
+/// // Held once a majority (2 of 3) granted it; one node may be down.
+/// let guard = Lock::new("payout-17").alias("ha").acquire().unwrap();
+/// assert!(guard.fencing_token().is_some());
+/// ```
+///
+/// A quorum needs at least three nodes:
+///
+/// ```
+/// use lock_runtime::registry::{self, AliasConfig};
+///
+/// let two = AliasConfig::quorum(["redis://10.0.0.1", "redis://10.0.0.2"]);
+/// let err = registry::add("doc-quorum-two", two).unwrap_err();
+/// assert!(err.to_string().contains("at least 3"), "{err}");
+/// ```
 pub struct QuorumBackend {
     nodes: Arc<[Node]>,
     quorum: usize,
@@ -71,6 +94,25 @@ impl fmt::Debug for QuorumBackend {
 /// Why a quorum operation failed: the outcome on every node. It is the
 /// source of the [`BackendError`] (kind [`BackendErrorKind::Quorum`]), so it
 /// can be read back with `error.inner().downcast_ref::<QuorumError>()`.
+///
+/// Three nodes, none of them up (nothing listens on ports 1 to 3):
+///
+/// ```
+/// use lock_runtime::backend::redis::QuorumError;
+/// use lock_runtime::backend::BackendErrorKind;
+/// use lock_runtime::registry::{self, AliasConfig};
+/// use lock_runtime::{Lock, LockError};
+///
+/// let url = "redis+quorum://127.0.0.1:1,127.0.0.1:2,127.0.0.1:3?connect_timeout_ms=500&timeout_ms=500";
+/// registry::add("doc-quorum-error", AliasConfig::from_url(url).unwrap()).unwrap();
+/// let Err(LockError::Backend { source, .. }) = Lock::new("k").alias("doc-quorum-error").acquire() else {
+///     panic!("no node is up");
+/// };
+/// assert_eq!(source.kind(), BackendErrorKind::Quorum);
+/// let quorum: &QuorumError = source.inner().downcast_ref().unwrap();
+/// assert_eq!((quorum.needed, quorum.nodes.len()), (2, 3));
+/// assert!(quorum.to_string().starts_with("quorum lost: 0 of 3 nodes agreed, 2 needed"));
+/// ```
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QuorumError {
@@ -81,6 +123,21 @@ pub struct QuorumError {
 }
 
 /// One node's answer in a quorum operation.
+///
+/// ```
+/// # use lock_runtime::backend::redis::QuorumError;
+/// # use lock_runtime::registry::{self, AliasConfig};
+/// # use lock_runtime::{Lock, LockError};
+/// # let url = "redis+quorum://127.0.0.1:1,127.0.0.1:2,127.0.0.1:3?connect_timeout_ms=500&timeout_ms=500";
+/// # registry::add("doc-node-outcome", AliasConfig::from_url(url).unwrap()).unwrap();
+/// # let Err(LockError::Backend { source, .. }) = Lock::new("k").alias("doc-node-outcome").acquire() else {
+/// #     panic!("no node is up");
+/// # };
+/// // `quorum` read from a failed lock on three nodes that are all down:
+/// let quorum: &QuorumError = source.inner().downcast_ref().unwrap();
+/// let names: Vec<&str> = quorum.nodes.iter().map(|n| n.node.as_str()).collect();
+/// assert_eq!(names, ["redis://127.0.0.1:1", "redis://127.0.0.1:2", "redis://127.0.0.1:3"]);
+/// ```
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct NodeOutcome {
@@ -91,6 +148,26 @@ pub struct NodeOutcome {
 }
 
 /// What one node answered.
+///
+/// ```
+/// # use lock_runtime::backend::redis::QuorumError;
+/// # use lock_runtime::registry::{self, AliasConfig};
+/// # use lock_runtime::{Lock, LockError};
+/// use lock_runtime::backend::redis::NodeState;
+/// # let url = "redis+quorum://127.0.0.1:1,127.0.0.1:2,127.0.0.1:3?connect_timeout_ms=500&timeout_ms=500";
+/// # registry::add("doc-node-state", AliasConfig::from_url(url).unwrap()).unwrap();
+/// # let Err(LockError::Backend { source, .. }) = Lock::new("k").alias("doc-node-state").acquire() else {
+/// #     panic!("no node is up");
+/// # };
+/// // `quorum` read from a failed lock on three nodes that are all down:
+/// let quorum: &QuorumError = source.inner().downcast_ref().unwrap();
+/// for outcome in &quorum.nodes {
+///     match &outcome.state {
+///         NodeState::Unreachable(e) => assert!(e.is_connection() || e.is_timeout()),
+///         other => panic!("{} is down, yet answered {other:?}", outcome.node),
+///     }
+/// }
+/// ```
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum NodeState {
@@ -105,6 +182,21 @@ pub enum NodeState {
 
 impl QuorumError {
     /// How many nodes granted.
+    ///
+    /// ```
+    /// # use lock_runtime::backend::redis::QuorumError;
+    /// # use lock_runtime::registry::{self, AliasConfig};
+    /// # use lock_runtime::{Lock, LockError};
+    /// # let url = "redis+quorum://127.0.0.1:1,127.0.0.1:2,127.0.0.1:3?connect_timeout_ms=500&timeout_ms=500";
+    /// # registry::add("doc-quorum-granted", AliasConfig::from_url(url).unwrap()).unwrap();
+    /// # let Err(LockError::Backend { source, .. }) = Lock::new("k").alias("doc-quorum-granted").acquire() else {
+    /// #     panic!("no node is up");
+    /// # };
+    /// // `quorum` read from a failed lock on three nodes that are all down:
+    /// let quorum: &QuorumError = source.inner().downcast_ref().unwrap();
+    /// assert!(quorum.granted() < quorum.needed);
+    /// assert_eq!(quorum.granted(), 0);
+    /// ```
     pub fn granted(&self) -> usize {
         self.nodes
             .iter()
@@ -113,6 +205,21 @@ impl QuorumError {
     }
 
     /// The nodes that did not answer.
+    ///
+    /// ```
+    /// # use lock_runtime::backend::redis::QuorumError;
+    /// # use lock_runtime::registry::{self, AliasConfig};
+    /// # use lock_runtime::{Lock, LockError};
+    /// # let url = "redis+quorum://127.0.0.1:1,127.0.0.1:2,127.0.0.1:3?connect_timeout_ms=500&timeout_ms=500";
+    /// # registry::add("doc-quorum-unreachable", AliasConfig::from_url(url).unwrap()).unwrap();
+    /// # let Err(LockError::Backend { source, .. }) = Lock::new("k").alias("doc-quorum-unreachable").acquire() else {
+    /// #     panic!("no node is up");
+    /// # };
+    /// // `quorum` read from a failed lock on three nodes that are all down:
+    /// let quorum: &QuorumError = source.inner().downcast_ref().unwrap();
+    /// let down: Vec<&str> = quorum.unreachable().map(|n| n.node.as_str()).collect();
+    /// assert_eq!(down.len(), 3, "page whoever runs {down:?}");
+    /// ```
     pub fn unreachable(&self) -> impl Iterator<Item = &NodeOutcome> {
         self.nodes
             .iter()
