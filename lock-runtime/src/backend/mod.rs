@@ -615,25 +615,81 @@ impl Wait {
 ///   must give it back.
 pub trait Backend: Send + Sync + 'static {
     /// One atomic attempt to take `req.key` for `req.token`.
+    ///
+    /// ```
+    /// use lock_runtime::backend::memory::MemoryBackend;
+    /// use lock_runtime::backend::{Attempt, Backend, Request};
+    ///
+    /// let store = MemoryBackend::new();
+    /// assert!(matches!(store.try_acquire(&Request::new("k")).unwrap(), Attempt::Acquired(_)));
+    /// assert!(matches!(store.try_acquire(&Request::new("k")).unwrap(), Attempt::Busy(_)));
+    /// ```
     fn try_acquire(&self, req: &Request<'_>) -> Result<Attempt, BackendError>;
 
     /// Deletes `key` if `token` holds it; `Ok(false)` when it does not (any
     /// more).
+    ///
+    /// ```
+    /// use lock_runtime::backend::memory::MemoryBackend;
+    /// use lock_runtime::backend::{Backend, Request};
+    ///
+    /// let store = MemoryBackend::new();
+    /// let req = Request::new("k");
+    /// store.try_acquire(&req).unwrap();
+    /// assert!(store.release("k", req.token).unwrap());
+    /// assert!(!store.release("k", req.token).unwrap(), "already released");
+    /// ```
     fn release(&self, key: &str, token: Token) -> Result<bool, BackendError>;
 
     /// Sets `key`'s lease to `lease` from now if `token` holds it; `Ok(false)`
     /// when it does not (any more).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use lock_runtime::backend::memory::MemoryBackend;
+    /// use lock_runtime::backend::{Attempt, Backend, Request, Token};
+    ///
+    /// let store = MemoryBackend::new();
+    /// let req = Request::new("k").lease(Some(Duration::from_millis(200)));
+    /// store.try_acquire(&req).unwrap();
+    /// assert!(store.extend("k", req.token, Duration::from_secs(60)).unwrap());
+    /// assert!(!store.extend("k", Token::new(), Duration::from_secs(60)).unwrap(), "not the owner");
+    /// std::thread::sleep(Duration::from_millis(250));
+    /// assert!(matches!(store.try_acquire(&Request::new("k")).unwrap(), Attempt::Busy(_)), "still held");
+    /// ```
     fn extend(&self, key: &str, token: Token, lease: Duration) -> Result<bool, BackendError>;
 
     /// Takes the lock, waiting for it as `wait` says; `Ok(None)` when the
     /// deadline passed first. The default polls `try_acquire` at the poll
     /// interval (with jitter, and sooner when the holder's lease ends sooner).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use lock_runtime::backend::memory::MemoryBackend;
+    /// use lock_runtime::backend::{Backend, Request, Wait};
+    ///
+    /// let store = MemoryBackend::new();
+    /// // Held for 50 ms: a waiter gets it when the lease ends.
+    /// store.try_acquire(&Request::new("k").lease(Some(Duration::from_millis(50)))).unwrap();
+    /// let granted = store.acquire(&Request::new("k"), Wait::new(None, Duration::from_millis(10)));
+    /// assert!(granted.unwrap().is_some());
+    /// ```
     fn acquire(&self, req: &Request<'_>, wait: Wait) -> Result<Option<Acquired>, BackendError> {
         poll_acquire(self, req, wait)
     }
 
     /// The async form of [`try_acquire`](Self::try_acquire). The default runs
     /// the sync form inline, which is right only for stores that never block.
+    ///
+    /// ```
+    /// use lock_runtime::backend::memory::MemoryBackend;
+    /// use lock_runtime::backend::{Attempt, Backend, Request};
+    ///
+    /// let store = MemoryBackend::new();
+    /// let req = Request::new("k");
+    /// let attempt = futures::executor::block_on(store.try_acquire_async(&req)).unwrap();
+    /// assert!(matches!(attempt, Attempt::Acquired(_)));
+    /// ```
     fn try_acquire_async<'a>(
         &'a self,
         req: &'a Request<'a>,
@@ -644,6 +700,29 @@ pub trait Backend: Send + Sync + 'static {
     /// The async form of [`acquire`](Self::acquire): polls
     /// [`try_acquire_async`](Self::try_acquire_async), sleeping on a timer
     /// that needs no particular async runtime.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use std::time::Duration;
+    /// use lock_runtime::backend::memory::MemoryBackend;
+    /// use lock_runtime::backend::{Backend, Request, Wait};
+    ///
+    /// let store = Arc::new(MemoryBackend::new());
+    /// let holder = Request::new("k");
+    /// store.try_acquire(&holder).unwrap();
+    /// let releaser = std::thread::spawn({
+    ///     let store = Arc::clone(&store);
+    ///     move || {
+    ///         std::thread::sleep(Duration::from_millis(20));
+    ///         store.release("k", holder.token).unwrap()
+    ///     }
+    /// });
+    /// let req = Request::new("k");
+    /// let wait = Wait::new(None, Duration::from_millis(10));
+    /// let granted = futures::executor::block_on(store.acquire_async(&req, wait)).unwrap();
+    /// assert!(granted.is_some(), "granted once the holder let go");
+    /// assert!(releaser.join().unwrap());
+    /// ```
     fn acquire_async<'a>(
         &'a self,
         req: &'a Request<'a>,
@@ -654,6 +733,16 @@ pub trait Backend: Send + Sync + 'static {
 
     /// The async form of [`release`](Self::release); the default runs the sync
     /// form inline.
+    ///
+    /// ```
+    /// use lock_runtime::backend::memory::MemoryBackend;
+    /// use lock_runtime::backend::{Backend, Request};
+    ///
+    /// let store = MemoryBackend::new();
+    /// let req = Request::new("k");
+    /// store.try_acquire(&req).unwrap();
+    /// assert!(futures::executor::block_on(store.release_async("k", req.token)).unwrap());
+    /// ```
     fn release_async<'a>(
         &'a self,
         key: &'a str,
@@ -664,6 +753,18 @@ pub trait Backend: Send + Sync + 'static {
 
     /// The async form of [`extend`](Self::extend); the default runs the sync
     /// form inline.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use lock_runtime::backend::memory::MemoryBackend;
+    /// use lock_runtime::backend::{Backend, Request};
+    ///
+    /// let store = MemoryBackend::new();
+    /// let req = Request::new("k").lease(Some(Duration::from_secs(1)));
+    /// store.try_acquire(&req).unwrap();
+    /// let extended = store.extend_async("k", req.token, Duration::from_secs(60));
+    /// assert!(futures::executor::block_on(extended).unwrap());
+    /// ```
     fn extend_async<'a>(
         &'a self,
         key: &'a str,
@@ -677,6 +778,17 @@ pub trait Backend: Send + Sync + 'static {
     /// with `acquire_async` is dropped (possibly on an executor thread). A
     /// network backend hands the release to its own I/O thread; the default
     /// releases inline. Failures are reported through `tracing`.
+    ///
+    /// ```
+    /// use lock_runtime::backend::memory::MemoryBackend;
+    /// use lock_runtime::backend::{Attempt, Backend, Request};
+    ///
+    /// let store = MemoryBackend::new();
+    /// let req = Request::new("k");
+    /// store.try_acquire(&req).unwrap();
+    /// store.release_detached("k", req.token); // nothing to wait for, nothing returned
+    /// assert!(matches!(store.try_acquire(&Request::new("k")).unwrap(), Attempt::Acquired(_)));
+    /// ```
     fn release_detached(&self, key: &str, token: Token) {
         if let Err(e) = self.release(key, token) {
             tracing::error!(key, error = %e, "releasing a dropped lock guard failed");
@@ -687,6 +799,17 @@ pub trait Backend: Send + Sync + 'static {
     /// store cannot tell (the default). Used to notice, for whoever awaits
     /// [`LockGuard::lost`](crate::LockGuard::lost), a lock that was deleted or
     /// stolen behind its holder's back.
+    ///
+    /// ```
+    /// use lock_runtime::backend::memory::MemoryBackend;
+    /// use lock_runtime::backend::{Backend, Request, Token};
+    ///
+    /// let store = MemoryBackend::new();
+    /// let req = Request::new("k");
+    /// store.try_acquire(&req).unwrap();
+    /// assert!(matches!(store.check("k", req.token), Some(Ok(true))));
+    /// assert!(matches!(store.check("k", Token::new()), Some(Ok(false))));
+    /// ```
     fn check(&self, key: &str, token: Token) -> Option<Result<bool, BackendError>> {
         let _ = (key, token);
         None
@@ -695,6 +818,19 @@ pub trait Backend: Send + Sync + 'static {
     /// Whether a lock may be held with no lease at all (held until released).
     /// Only a store that dies with its holders (the in-process memory store)
     /// should say yes; the default is no, so every lock gets a lease.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use lock_runtime::backend::memory::MemoryBackend;
+    /// use lock_runtime::backend::Backend;
+    /// use lock_runtime::registry::{self, AliasConfig};
+    ///
+    /// let store = Arc::new(MemoryBackend::new());
+    /// assert!(store.supports_unleased());
+    /// // So its aliases hold locks until they are released unless told otherwise.
+    /// registry::add("doc-unleased", AliasConfig::custom(store)).unwrap();
+    /// assert_eq!(registry::alias("doc-unleased").unwrap().default_lease(), None);
+    /// ```
     fn supports_unleased(&self) -> bool {
         false
     }
