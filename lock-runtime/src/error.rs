@@ -414,8 +414,7 @@ impl BackendError {
     /// The store's own error.
     ///
     /// Downcast it to the type the backend put in (a Redis alias mostly puts
-    /// in `redis::RedisError`, a quorum alias a
-    /// [`QuorumError`](crate::backend::redis::QuorumError)):
+    /// in `redis::RedisError`, a quorum alias a `backend::redis::QuorumError`):
     ///
     /// ```
     /// use std::io;
