@@ -209,8 +209,8 @@ struct AcquireArgs {
     token: Token,
     lease_ms: u64,
     steal_ms: u64,
-    /// Present when the caller may wait (and so may join the line).
-    line: Option<[String; 2]>,
+    /// The caller may wait (and so may join the line).
+    will_wait: bool,
 }
 
 impl AcquireArgs {
@@ -220,7 +220,7 @@ impl AcquireArgs {
             token: req.token,
             lease_ms: millis(req.lease.unwrap_or(DEFAULT_LEASE)),
             steal_ms: req.steal_after.map_or(0, millis),
-            line: will_wait.then(|| line_keys(req.key)),
+            will_wait,
         }
     }
 
@@ -254,37 +254,35 @@ impl AcquireArgs {
             token,
             lease_ms: 0,
             steal_ms: 0,
-            line: None,
+            will_wait: false,
         }
     }
 
     fn invocation<'a>(&self, fence_key: &str, in_line: bool) -> ScriptInvocation<'a> {
         let token = self.token.encode();
-        match (&self.line, in_line) {
-            (Some([line, alive]), true) => {
-                let mut inv = scripts::ACQUIRE_FAIR.prepare_invoke();
-                inv.key(&self.key)
-                    .key(fence_key)
-                    .key(line)
-                    .key(alive)
-                    .arg(token.as_str())
-                    .arg(self.lease_ms)
-                    .arg(self.steal_ms)
-                    .arg(millis(WAITER_TTL))
-                    .arg(&self.key);
-                inv
-            }
-            (line, _) => {
-                let mut inv = scripts::ACQUIRE.prepare_invoke();
-                inv.key(&self.key)
-                    .key(fence_key)
-                    .arg(token.as_str())
-                    .arg(self.lease_ms)
-                    .arg(self.steal_ms)
-                    .arg(if line.is_some() { "1" } else { "0" });
-                inv
-            }
+        if self.will_wait && in_line {
+            // The line's keys are made only for waiters that join it.
+            let [line, alive] = line_keys(&self.key);
+            let mut inv = scripts::ACQUIRE_FAIR.prepare_invoke();
+            inv.key(&self.key)
+                .key(fence_key)
+                .key(line)
+                .key(alive)
+                .arg(token.as_str())
+                .arg(self.lease_ms)
+                .arg(self.steal_ms)
+                .arg(millis(WAITER_TTL))
+                .arg(&self.key);
+            return inv;
         }
+        let mut inv = scripts::ACQUIRE.prepare_invoke();
+        inv.key(&self.key)
+            .key(fence_key)
+            .arg(token.as_str())
+            .arg(self.lease_ms)
+            .arg(self.steal_ms)
+            .arg(if self.will_wait { "1" } else { "0" });
+        inv
     }
 }
 
@@ -631,7 +629,8 @@ async fn acquire_loop(
     mut plan: Plan,
     joined: &AtomicBool,
 ) -> Result<Option<Acquired>, BackendError> {
-    let waiter = LocalWaiter::for_task(args.token);
+    // Made on the first wait only: most acquisitions never wait.
+    let mut waiter = None;
     let mut watch = None;
     let mut first = true;
     loop {
@@ -654,7 +653,8 @@ async fn acquire_loop(
             // nobody: after registering (and subscribing, if the channel is
             // not yet), always look once more before sleeping.
             let fresh = watch.is_none();
-            let w = watch.get_or_insert_with(|| inner.wakeups.register(&args.key, &waiter));
+            let waiter = waiter.get_or_insert_with(|| LocalWaiter::for_task(args.token));
+            let w = watch.get_or_insert_with(|| inner.wakeups.register(&args.key, waiter));
             if !w.is_subscribed() {
                 if let Err(e) = io::run(w.subscribe()).await {
                     tracing::debug!(key = %args.key, error = %e, "no wake-ups; polling instead");
@@ -666,6 +666,7 @@ async fn acquire_loop(
                 continue;
             }
         }
+        let waiter = waiter.get_or_insert_with(|| LocalWaiter::for_task(args.token));
         match until {
             Some(u) => {
                 let _ = tokio::time::timeout_at(u.into(), waiter.signalled()).await;
@@ -710,7 +711,7 @@ impl Backend for RedisBackend {
         let inner = &*self.inner;
         let args = AcquireArgs::new(req, true);
         let mut plan = Plan::new(req, wait);
-        let waiter = LocalWaiter::for_thread(req.token);
+        let mut waiter = None;
         let mut watch = None;
         let mut line = LineGuard {
             inner,
@@ -737,7 +738,8 @@ impl Backend for RedisBackend {
             if !plan.polling {
                 // As in `acquire_loop`: after registering, look once more.
                 let fresh = watch.is_none();
-                let w = watch.get_or_insert_with(|| inner.wakeups.register(req.key, &waiter));
+                let waiter = waiter.get_or_insert_with(|| LocalWaiter::for_thread(req.token));
+                let w = watch.get_or_insert_with(|| inner.wakeups.register(req.key, waiter));
                 if !w.is_subscribed() {
                     if let Err(e) = io::block_on(w.subscribe()) {
                         tracing::debug!(key = req.key, error = %e, "no wake-ups; polling instead");
@@ -749,6 +751,7 @@ impl Backend for RedisBackend {
                     continue;
                 }
             }
+            let waiter = waiter.get_or_insert_with(|| LocalWaiter::for_thread(req.token));
             waiter.park_until(until);
             waiter.take_signal();
         }
