@@ -245,3 +245,48 @@ async fn no_wake_up_is_lost_between_a_busy_reply_and_the_registration() {
         }
     }
 }
+
+#[test]
+fn a_crashed_waiter_does_not_block_the_line_for_long() {
+    match support::child_role().as_deref() {
+        Some(_) => {
+            let a = slow_polling_alias(&std::env::var("REDIS_URL").unwrap(), "wait-crash");
+            let guard = Lock::new("k").alias(a).fair(true).acquire().unwrap();
+            support::report("got it");
+            guard.release().unwrap();
+        }
+        None => {
+            let server = RedisServer::start();
+            let a = slow_polling_alias(&server.url(), "wait-crash");
+            let held = Lock::new("k").alias(a).acquire().unwrap();
+            let url = server.url();
+            let env = [("REDIS_URL", url.as_str())];
+            let in_line = |n: usize| {
+                let deadline = Instant::now() + Duration::from_secs(10);
+                while list(&server, "lock:k\0line").len() < n {
+                    assert!(Instant::now() < deadline, "a waiter never joined the line");
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            };
+            let mut doomed = support::spawn_children(&support::test_name!(), "doomed", 1, &env);
+            in_line(1);
+            let survivor = support::spawn_children(&support::test_name!(), "survivor", 1, &env);
+            in_line(2);
+            // The head of the line dies without leaving it.
+            doomed[0].child.kill().unwrap();
+            doomed[0].child.wait().unwrap();
+            let released = Instant::now();
+            held.release().unwrap();
+            let out = support::wait_children(survivor, Duration::from_secs(30));
+            let waited = released.elapsed();
+            assert_eq!(out[0].reports(), ["got it"]);
+            // The release reserved the lock for the dead head; its place and
+            // the reservation expire within the waiter TTL (5 s), and the
+            // survivor notices at its next refresh (every 1.7 s).
+            assert!(
+                waited < Duration::from_secs(8),
+                "the line was blocked for {waited:?}"
+            );
+        }
+    }
+}

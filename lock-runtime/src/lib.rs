@@ -35,7 +35,7 @@
 //!   environment variables); `default` is the embedded memory store.
 //! - [`backend`]: the [`Backend`](backend::Backend) trait for stores, the
 //!   [memory store](backend::memory) and, with the `redis` feature (on by
-//!   default), the [Redis store](backend::redis).
+//!   default), the Redis store (`backend::redis`).
 //!
 //! # Cargo features
 //! - `redis` (default): the Redis backend, on the `redis` crate and a small

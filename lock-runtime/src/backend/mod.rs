@@ -229,6 +229,12 @@ const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwx
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub struct EncodedToken([u8; TOKEN_LEN]);
 
+impl fmt::Debug for EncodedToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("EncodedToken").field(&self.as_str()).finish()
+    }
+}
+
 impl EncodedToken {
     /// The 22 characters.
     ///
