@@ -319,14 +319,21 @@ impl MemoryBackend {
         lock(&self.shards[(hash >> 32) as usize % SHARDS].state)
     }
 
-    /// First step of a waiting acquisition: take the lock, give up, or join
-    /// the queue.
-    fn enqueue(&self, hash: u64, req: &Request<'_>, wait: Wait, wake: Wake) -> Enqueued {
+    /// First step of a waiting acquisition: take the lock or give up
+    /// (`Err`), or join the queue and get the ticket to wait with, and when
+    /// to look again on its own.
+    fn enqueue<'a>(
+        &'a self,
+        req: &'a Request<'_>,
+        wait: Wait,
+        wake: Wake,
+    ) -> Result<(Ticket<'a>, Option<u64>), Option<Acquired>> {
+        let hash = self.hasher.hash_one(req.key);
         let now = now();
         let mut st = self.shard(hash);
         match st.take(&self.hasher, hash, req, now, false) {
-            Ok(fence) => Enqueued::Done(Some(granted(fence, now))),
-            Err(_) if past(wait.deadline) => Enqueued::Done(None),
+            Ok(fence) => Err(Some(granted(fence, now))),
+            Err(_) if past(wait.deadline) => Err(None),
             Err(retry_at) => {
                 let waiter = Arc::new(Waiter {
                     token: req.token,
@@ -341,7 +348,14 @@ impl MemoryBackend {
                 st.slot(&self.hasher, hash, req.key)
                     .waiters()
                     .push_back(Arc::clone(&waiter));
-                Enqueued::Queued(waiter, retry_at)
+                let ticket = Ticket {
+                    backend: self,
+                    key: req.key,
+                    hash,
+                    waiter,
+                    done: false,
+                };
+                Ok((ticket, retry_at))
             }
         }
     }
@@ -554,11 +568,6 @@ impl ShardState {
     }
 }
 
-enum Enqueued {
-    Done(Option<Acquired>),
-    Queued(Arc<Waiter>, Option<u64>),
-}
-
 enum Step {
     Done(Option<Acquired>),
     Again(Option<u64>),
@@ -699,19 +708,11 @@ impl Backend for MemoryBackend {
     }
 
     fn acquire(&self, req: &Request<'_>, wait: Wait) -> Result<Option<Acquired>, BackendError> {
-        let hash = self.hasher.hash_one(req.key);
-        let (waiter, mut retry_at) =
-            match self.enqueue(hash, req, wait, Wake::Thread(std::thread::current())) {
-                Enqueued::Done(outcome) => return Ok(outcome),
-                Enqueued::Queued(w, r) => (w, r),
+        let (mut ticket, mut retry_at) =
+            match self.enqueue(req, wait, Wake::Thread(std::thread::current())) {
+                Ok(queued) => queued,
+                Err(outcome) => return Ok(outcome),
             };
-        let mut ticket = Ticket {
-            backend: self,
-            key: req.key,
-            hash,
-            waiter,
-            done: false,
-        };
         loop {
             let until = wake_deadline(retry_at, wait.deadline);
             while ticket.waiter.waiting() {
@@ -739,17 +740,9 @@ impl Backend for MemoryBackend {
         wait: Wait,
     ) -> BoxFuture<'a, Result<Option<Acquired>, BackendError>> {
         Box::pin(async move {
-            let hash = self.hasher.hash_one(req.key);
-            let (waiter, mut retry_at) = match self.enqueue(hash, req, wait, Wake::Task(None)) {
-                Enqueued::Done(outcome) => return Ok(outcome),
-                Enqueued::Queued(w, r) => (w, r),
-            };
-            let mut ticket = Ticket {
-                backend: self,
-                key: req.key,
-                hash,
-                waiter,
-                done: false,
+            let (mut ticket, mut retry_at) = match self.enqueue(req, wait, Wake::Task(None)) {
+                Ok(queued) => queued,
+                Err(outcome) => return Ok(outcome),
             };
             loop {
                 let timer = wake_deadline(retry_at, wait.deadline).map(|u| {

@@ -623,15 +623,65 @@ impl Drop for LineGuard<'_> {
     }
 }
 
+/// A waiting acquisition's registration for wake-ups, made on its first
+/// wait only (most acquisitions never wait).
+struct Listening {
+    waiter: Option<Arc<LocalWaiter>>,
+    watch: Option<wake::Watch>,
+}
+
+/// What a waiter does before it sleeps.
+enum BeforeSleep {
+    /// Subscribe the channel (run this future on the I/O thread), then look
+    /// again.
+    Subscribe(BoxFuture<'static, Result<(), BackendError>>),
+    /// Just registered: a release between the busy reply and the
+    /// registration woke nobody, so look once more.
+    LookAgain,
+    Sleep,
+}
+
+impl Listening {
+    fn new() -> Self {
+        Self {
+            waiter: None,
+            watch: None,
+        }
+    }
+
+    fn before_sleep(
+        &mut self,
+        inner: &Inner,
+        key: &str,
+        make: impl FnOnce() -> Arc<LocalWaiter>,
+    ) -> BeforeSleep {
+        let fresh = self.watch.is_none();
+        let waiter = self.waiter.get_or_insert_with(make);
+        let watch = self
+            .watch
+            .get_or_insert_with(|| inner.wakeups.register(key, waiter));
+        if !watch.is_subscribed() {
+            BeforeSleep::Subscribe(Box::pin(watch.subscribe()))
+        } else if fresh {
+            BeforeSleep::LookAgain
+        } else {
+            BeforeSleep::Sleep
+        }
+    }
+
+    /// The waiter to sleep on (made here when wake-ups are off).
+    fn waiter(&mut self, make: impl FnOnce() -> Arc<LocalWaiter>) -> &Arc<LocalWaiter> {
+        self.waiter.get_or_insert_with(make)
+    }
+}
+
 async fn acquire_loop(
     inner: &Inner,
     args: &AcquireArgs,
     mut plan: Plan,
     joined: &AtomicBool,
 ) -> Result<Option<Acquired>, BackendError> {
-    // Made on the first wait only: most acquisitions never wait.
-    let mut waiter = None;
-    let mut watch = None;
+    let mut listening = Listening::new();
     let mut first = true;
     loop {
         joined.fetch_or(plan.in_line, Ordering::Relaxed);
@@ -648,25 +698,21 @@ async fn acquire_loop(
             Next::Retry => continue,
             Next::Sleep(until) => until,
         };
+        let make = || LocalWaiter::for_task(args.token);
         if !plan.polling {
-            // A release between the busy reply and the registration wakes
-            // nobody: after registering (and subscribing, if the channel is
-            // not yet), always look once more before sleeping.
-            let fresh = watch.is_none();
-            let waiter = waiter.get_or_insert_with(|| LocalWaiter::for_task(args.token));
-            let w = watch.get_or_insert_with(|| inner.wakeups.register(&args.key, waiter));
-            if !w.is_subscribed() {
-                if let Err(e) = io::run(w.subscribe()).await {
-                    tracing::debug!(key = %args.key, error = %e, "no wake-ups; polling instead");
-                    plan.polling = true;
+            match listening.before_sleep(inner, &args.key, make) {
+                BeforeSleep::Subscribe(subscription) => {
+                    if let Err(e) = io::run(subscription).await {
+                        tracing::debug!(key = %args.key, error = %e, "no wake-ups; polling instead");
+                        plan.polling = true;
+                    }
+                    continue;
                 }
-                continue;
-            }
-            if fresh {
-                continue;
+                BeforeSleep::LookAgain => continue,
+                BeforeSleep::Sleep => {}
             }
         }
-        let waiter = waiter.get_or_insert_with(|| LocalWaiter::for_task(args.token));
+        let waiter = listening.waiter(make);
         match until {
             Some(u) => {
                 let _ = tokio::time::timeout_at(u.into(), waiter.signalled()).await;
@@ -711,8 +757,7 @@ impl Backend for RedisBackend {
         let inner = &*self.inner;
         let args = AcquireArgs::new(req, true);
         let mut plan = Plan::new(req, wait);
-        let mut waiter = None;
-        let mut watch = None;
+        let mut listening = Listening::new();
         let mut line = LineGuard {
             inner,
             key: req.key,
@@ -735,23 +780,21 @@ impl Backend for RedisBackend {
                 Next::Retry => continue,
                 Next::Sleep(until) => until,
             };
+            let make = || LocalWaiter::for_thread(req.token);
             if !plan.polling {
-                // As in `acquire_loop`: after registering, look once more.
-                let fresh = watch.is_none();
-                let waiter = waiter.get_or_insert_with(|| LocalWaiter::for_thread(req.token));
-                let w = watch.get_or_insert_with(|| inner.wakeups.register(req.key, waiter));
-                if !w.is_subscribed() {
-                    if let Err(e) = io::block_on(w.subscribe()) {
-                        tracing::debug!(key = req.key, error = %e, "no wake-ups; polling instead");
-                        plan.polling = true;
+                match listening.before_sleep(inner, req.key, make) {
+                    BeforeSleep::Subscribe(subscription) => {
+                        if let Err(e) = io::block_on(subscription) {
+                            tracing::debug!(key = req.key, error = %e, "no wake-ups; polling instead");
+                            plan.polling = true;
+                        }
+                        continue;
                     }
-                    continue;
-                }
-                if fresh {
-                    continue;
+                    BeforeSleep::LookAgain => continue,
+                    BeforeSleep::Sleep => {}
                 }
             }
-            let waiter = waiter.get_or_insert_with(|| LocalWaiter::for_thread(req.token));
+            let waiter = listening.waiter(make);
             waiter.park_until(until);
             waiter.take_signal();
         }

@@ -220,7 +220,7 @@ impl Watch {
     /// needed. Runs on the I/O thread.
     pub(crate) fn subscribe(
         &self,
-    ) -> impl Future<Output = Result<(), BackendError>> + Send + 'static {
+    ) -> impl Future<Output = Result<(), BackendError>> + Send + 'static + use<> {
         let shared = Arc::clone(&self.shared);
         let channel = self.channel.clone();
         async move { subscribe(&shared, &channel).await }
