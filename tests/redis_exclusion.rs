@@ -39,7 +39,16 @@ fn configure_from_parent() -> redis::Connection {
     redis::Client::open(url).unwrap().get_connection().unwrap()
 }
 
-fn run_in_processes(test: &str) {
+/// In the process cargo started: runs `test` as the worker processes, then
+/// checks the counter. In a worker: runs `sections` on a connection of its
+/// own, then reports.
+fn exclusion(test: &str, sections: impl FnOnce(&mut redis::Connection)) {
+    if support::child_role().is_some() {
+        let mut conn = configure_from_parent();
+        sections(&mut conn);
+        support::report(format!("done {SECTIONS}"));
+        return;
+    }
     let server = RedisServer::start();
     let url = server.url();
     let children = support::run_children(test, "worker", PROCESSES, &[("REDIS_URL", url.as_str())]);
@@ -58,46 +67,40 @@ fn run_in_processes(test: &str) {
     );
 }
 
+/// Runs an async worker body on a runtime of its own.
+fn on_runtime(body: impl std::future::Future<Output = ()>) {
+    tokio::runtime::Runtime::new().unwrap().block_on(body);
+}
+
 #[test]
 fn builder_guards_exclude_across_processes() {
-    match support::child_role().as_deref() {
-        Some(_) => {
-            let mut conn = configure_from_parent();
-            for _ in 0..SECTIONS {
-                let guard = Lock::new("counter")
-                    .alias("shared")
-                    .acquire()
-                    .expect("acquire");
-                unsafe_increment(&mut conn);
-                guard.release().expect("still held");
-            }
-            support::report(format!("done {SECTIONS}"));
+    exclusion(&support::test_name!(), |conn| {
+        for _ in 0..SECTIONS {
+            let guard = Lock::new("counter")
+                .alias("shared")
+                .acquire()
+                .expect("acquire");
+            unsafe_increment(conn);
+            guard.release().expect("still held");
         }
-        None => run_in_processes(&support::test_name!()),
-    }
+    });
 }
 
 #[test]
 fn async_guards_exclude_across_processes() {
-    match support::child_role().as_deref() {
-        Some(_) => {
-            let mut conn = configure_from_parent();
-            let rt = tokio::runtime::Runtime::new().unwrap();
-            rt.block_on(async {
-                for _ in 0..SECTIONS {
-                    let guard = Lock::new("counter")
-                        .alias("shared")
-                        .acquire_async()
-                        .await
-                        .expect("acquire");
-                    unsafe_increment(&mut conn);
-                    guard.release_async().await.expect("still held");
-                }
-            });
-            support::report(format!("done {SECTIONS}"));
-        }
-        None => run_in_processes(&support::test_name!()),
-    }
+    exclusion(&support::test_name!(), |conn| {
+        on_runtime(async {
+            for _ in 0..SECTIONS {
+                let guard = Lock::new("counter")
+                    .alias("shared")
+                    .acquire_async()
+                    .await
+                    .expect("acquire");
+                unsafe_increment(conn);
+                guard.release_async().await.expect("still held");
+            }
+        })
+    });
 }
 
 /// The same critical section behind the attribute.
@@ -118,31 +121,20 @@ async fn locked_increment_async(
 
 #[test]
 fn lock_attribute_excludes_across_processes() {
-    match support::child_role().as_deref() {
-        Some(_) => {
-            let mut conn = configure_from_parent();
-            for _ in 0..SECTIONS {
-                locked_increment(&mut conn).expect("acquire");
-            }
-            support::report(format!("done {SECTIONS}"));
+    exclusion(&support::test_name!(), |conn| {
+        for _ in 0..SECTIONS {
+            locked_increment(conn).expect("acquire");
         }
-        None => run_in_processes(&support::test_name!()),
-    }
+    });
 }
 
 #[test]
 fn async_lock_attribute_excludes_across_processes() {
-    match support::child_role().as_deref() {
-        Some(_) => {
-            let mut conn = configure_from_parent();
-            let rt = tokio::runtime::Runtime::new().unwrap();
-            rt.block_on(async {
-                for _ in 0..SECTIONS {
-                    locked_increment_async(&mut conn).await.expect("acquire");
-                }
-            });
-            support::report(format!("done {SECTIONS}"));
-        }
-        None => run_in_processes(&support::test_name!()),
-    }
+    exclusion(&support::test_name!(), |conn| {
+        on_runtime(async {
+            for _ in 0..SECTIONS {
+                locked_increment_async(conn).await.expect("acquire");
+            }
+        })
+    });
 }
