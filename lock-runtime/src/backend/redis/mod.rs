@@ -46,7 +46,7 @@ use super::{
     Token, Wait,
 };
 use crate::registry::DEFAULT_LEASE;
-use wake::{LocalWaiter, Wakeups};
+use wake::{LocalWaiter, Subscribers, Wakeups};
 
 /// How long a barging waiter may wait before it joins the line, after which
 /// releases hand the lock to it in turn.
@@ -125,7 +125,7 @@ struct Inner {
     fence_key: String,
     pool: pool::Pool,
     conn: io::AsyncConn,
-    wakeups: Wakeups,
+    wakeups: Subscribers,
 }
 
 impl fmt::Debug for RedisBackend {
@@ -155,7 +155,7 @@ impl RedisBackend {
                 url: shown,
                 fence_key: format!("{prefix}\u{0}fence"),
                 pool: pool::Pool::new(client.clone(), connect_timeout, command_timeout),
-                wakeups: Wakeups::new(client.clone(), connect_timeout, command_timeout),
+                wakeups: Subscribers::new(client.clone(), connect_timeout, command_timeout),
                 conn: io::AsyncConn::new(client, config),
             }),
         })
@@ -632,8 +632,8 @@ struct Listening {
 
 /// What a waiter does before it sleeps.
 enum BeforeSleep {
-    /// Subscribe the channel (run this future on the I/O thread), then look
-    /// again.
+    /// Subscribe the channel with this future (on the runtime that drives
+    /// the subscriber), then look again.
     Subscribe(BoxFuture<'static, Result<(), BackendError>>),
     /// Just registered: a release between the busy reply and the
     /// registration woke nobody, so look once more.
@@ -649,9 +649,10 @@ impl Listening {
         }
     }
 
+    /// `subscriber` is asked for only on the first wait.
     fn before_sleep(
         &mut self,
-        inner: &Inner,
+        subscriber: impl FnOnce() -> Wakeups,
         key: &str,
         make: impl FnOnce() -> Arc<LocalWaiter>,
     ) -> BeforeSleep {
@@ -659,7 +660,7 @@ impl Listening {
         let waiter = self.waiter.get_or_insert_with(make);
         let watch = self
             .watch
-            .get_or_insert_with(|| inner.wakeups.register(key, waiter));
+            .get_or_insert_with(|| subscriber().register(key, waiter));
         if !watch.is_subscribed() {
             BeforeSleep::Subscribe(Box::pin(watch.subscribe()))
         } else if fresh {
@@ -700,9 +701,11 @@ async fn acquire_loop(
         };
         let make = || LocalWaiter::for_task(args.token);
         if !plan.polling {
-            match listening.before_sleep(inner, &args.key, make) {
+            // This loop runs on the runtime whose subscriber it gets, so the
+            // subscription is awaited right here.
+            match listening.before_sleep(|| inner.wakeups.here(), &args.key, make) {
                 BeforeSleep::Subscribe(subscription) => {
-                    if let Err(e) = io::run(subscription).await {
+                    if let Err(e) = subscription.await {
                         tracing::debug!(key = %args.key, error = %e, "no wake-ups; polling instead");
                         plan.polling = true;
                     }
@@ -782,7 +785,7 @@ impl Backend for RedisBackend {
             };
             let make = || LocalWaiter::for_thread(req.token);
             if !plan.polling {
-                match listening.before_sleep(inner, req.key, make) {
+                match listening.before_sleep(|| inner.wakeups.io(), req.key, make) {
                     BeforeSleep::Subscribe(subscription) => {
                         if let Err(e) = io::block_on(subscription) {
                             tracing::debug!(key = req.key, error = %e, "no wake-ups; polling instead");

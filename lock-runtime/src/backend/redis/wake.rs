@@ -8,6 +8,10 @@
 //! A waiter registers before its last look at the lock, so a release that
 //! happens in between is never missed. If the subscriber connection drops,
 //! every waiter is woken to look again; the next wait subscribes anew.
+//!
+//! Sync waiters share a subscriber on the store's I/O thread; async waiters
+//! in a Tokio runtime share one driven by that runtime, so the wake-up does
+//! not hop through another thread on its way to the task.
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
@@ -28,8 +32,72 @@ use crate::backend::{BackendError, BackendErrorKind, EncodedToken, Token};
 /// that steady contention does not subscribe and unsubscribe every time.
 const LINGER: Duration = Duration::from_secs(1);
 
+#[derive(Clone)]
 pub(crate) struct Wakeups {
     shared: Arc<Shared>,
+}
+
+/// How many runtimes' subscribers a store keeps (as for connections: the
+/// ones of runtimes that are gone are never used again).
+const MAX_RUNTIMES: usize = 8;
+
+/// A store's subscribers: one on the I/O thread for sync waiters, and one
+/// per Tokio runtime for the async waiters on it, so that a wake-up reaches a
+/// waiting task without crossing threads.
+pub(crate) struct Subscribers {
+    client: Client,
+    connect_timeout: Duration,
+    command_timeout: Duration,
+    io: Wakeups,
+    by_runtime: Mutex<VecDeque<(tokio::runtime::Id, Wakeups)>>,
+}
+
+impl Subscribers {
+    pub(crate) fn new(
+        client: Client,
+        connect_timeout: Duration,
+        command_timeout: Duration,
+    ) -> Self {
+        Self {
+            io: Wakeups::new(client.clone(), connect_timeout, command_timeout),
+            client,
+            connect_timeout,
+            command_timeout,
+            by_runtime: Mutex::new(VecDeque::new()),
+        }
+    }
+
+    /// The I/O thread's subscriber, for sync waiters: subscribe through
+    /// `io::block_on`.
+    pub(crate) fn io(&self) -> Wakeups {
+        self.io.clone()
+    }
+
+    /// The subscriber of the runtime this runs on: await its subscriptions
+    /// right here.
+    pub(crate) fn here(&self) -> Wakeups {
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            return self.io.clone();
+        };
+        if !super::io::in_caller_runtime() {
+            return self.io.clone();
+        }
+        let id = handle.id();
+        let mut subs = lock(&self.by_runtime);
+        if let Some((_, w)) = subs.iter().find(|(rt, _)| *rt == id) {
+            return w.clone();
+        }
+        if subs.len() >= MAX_RUNTIMES {
+            subs.pop_front();
+        }
+        let w = Wakeups::new(
+            self.client.clone(),
+            self.connect_timeout,
+            self.command_timeout,
+        );
+        subs.push_back((id, w.clone()));
+        w
+    }
 }
 
 struct Shared {
