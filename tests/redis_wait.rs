@@ -290,3 +290,52 @@ fn a_crashed_waiter_does_not_block_the_line_for_long() {
         }
     }
 }
+
+/// A release hands the lock to the head of the line with a short lease (the
+/// waiter TTL, 5 s), so that a head that died meanwhile blocks the line only
+/// that long; the new holder then tops it up to the lease it asked for.
+#[test]
+fn a_lock_handed_over_in_line_gets_the_lease_it_asked_for() {
+    let server = RedisServer::start();
+    let a = slow_polling_alias(&server.url(), "wait-top-up");
+    for (key, expire) in [("fixed", Some(Duration::from_secs(20))), ("renewed", None)] {
+        let held = Lock::new(key).alias(a).acquire().unwrap();
+        let waiter = std::thread::spawn(move || {
+            let lock = Lock::new(key).alias(a).fair(true);
+            let lock = match expire {
+                Some(e) => lock.expire(e),
+                None => lock,
+            };
+            lock.acquire().unwrap()
+        });
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while list(&server, &format!("lock:{key}\0line")).is_empty() {
+            assert!(
+                Instant::now() < deadline,
+                "the waiter never joined the line"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        held.release().unwrap();
+        let guard = waiter.join().unwrap();
+        let handed = server.pttl(&format!("lock:{key}"));
+        assert!(
+            handed <= 5_000,
+            "handed over with the waiter TTL at most, PTTL {handed}"
+        );
+        // The top-up (or the first renewal) comes at a third of that.
+        std::thread::sleep(Duration::from_millis(2_500));
+        let pttl = server.pttl(&format!("lock:{key}"));
+        assert!(
+            pttl > 15_000,
+            "{key}: not topped up to the asked lease, PTTL {pttl}"
+        );
+        assert!(!guard.is_lost());
+        assert!(
+            guard.remaining().unwrap() > Duration::from_secs(15),
+            "{:?}",
+            guard.remaining()
+        );
+        guard.release().unwrap();
+    }
+}

@@ -486,21 +486,43 @@ impl Lock {
             }
         };
         let start = acquired.sent_at.or(sent).unwrap_or_else(Instant::now);
+        // A lock handed over by a release may start with a shorter lease
+        // than asked; it is topped up below.
+        let granted = acquired.lease.filter(|g| p.lease.is_some_and(|l| *g < l));
+        let current = granted.or(p.lease);
         let status = OnceLock::new();
-        if let (None, Some(lease)) = (self.expire, p.lease) {
-            let _ = status.set(p.alias.0.watchdog.renew(
-                Arc::clone(p.alias.backend()),
-                p.alias.name(),
-                &p.key,
-                p.token,
-                lease,
-                start,
-            ));
+        let watchdog = &p.alias.0.watchdog;
+        match (self.expire, p.lease, current) {
+            (None, Some(lease), Some(current)) => {
+                let _ = status.set(watchdog.renew(
+                    Arc::clone(p.alias.backend()),
+                    p.alias.name(),
+                    &p.key,
+                    p.token,
+                    lease,
+                    current,
+                    start,
+                ));
+            }
+            (Some(expire), _, Some(current)) if granted.is_some() => {
+                let s = Arc::new(Status::new(start, Some(current)));
+                watchdog.top_up(
+                    Arc::clone(p.alias.backend()),
+                    p.alias.name(),
+                    &p.key,
+                    p.token,
+                    start + expire,
+                    Arc::clone(&s),
+                    start + current / 3,
+                );
+                let _ = status.set(s);
+            }
+            _ => {}
         }
         Ok(LockGuard {
             prefix_len: p.alias.0.prefix.len(),
             start,
-            valid_until: p.lease.map(|l| start + l.saturating_sub(drift(l))),
+            valid_until: current.map(|l| start + l.saturating_sub(drift(l))),
             alias: p.alias,
             key: p.key,
             token: p.token,

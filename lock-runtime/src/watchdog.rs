@@ -238,6 +238,8 @@ enum Kind {
     Renew(Duration),
     /// Only look whether the lock is still ours (someone waits for its loss).
     Check,
+    /// Extend once, so that the lease ends at this instant.
+    TopUp(Instant),
 }
 
 /// How often a lock whose loss is awaited is looked at, when it is not being
@@ -245,7 +247,10 @@ enum Kind {
 const CHECK_EVERY: Duration = Duration::from_millis(250);
 
 impl Watchdog {
-    /// Starts renewing a lock acquired by a request sent at `sent`.
+    /// Starts renewing (to `lease`) a lock acquired by a request sent at
+    /// `sent`, whose lease in force is `current` (shorter than `lease` for a
+    /// lock handed over by a release).
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn renew(
         &self,
         backend: Arc<dyn Backend>,
@@ -253,9 +258,10 @@ impl Watchdog {
         key: &str,
         token: Token,
         lease: Duration,
+        current: Duration,
         sent: Instant,
     ) -> Arc<Status> {
-        let status = Arc::new(Status::new(sent, Some(lease)));
+        let status = Arc::new(Status::new(sent, Some(current)));
         self.add(
             backend,
             alias,
@@ -263,9 +269,25 @@ impl Watchdog {
             token,
             Kind::Renew(lease),
             Arc::clone(&status),
-            sent + lease / 3,
+            sent + current / 3,
         );
         status
+    }
+
+    /// Extends, once, a fixed-lease lock that was handed over with a shorter
+    /// lease than it asked for, so that it lasts until `until` as asked.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn top_up(
+        &self,
+        backend: Arc<dyn Backend>,
+        alias: &str,
+        key: &str,
+        token: Token,
+        until: Instant,
+        status: Arc<Status>,
+        at: Instant,
+    ) {
+        self.add(backend, alias, key, token, Kind::TopUp(until), status, at);
     }
 
     /// Starts looking every [`CHECK_EVERY`] whether the lock behind `status`
@@ -393,15 +415,27 @@ fn visit(job: &Job) -> Option<Instant> {
     let outcome = match job.kind {
         Kind::Renew(lease) => job.backend.extend(&job.key, job.token, lease),
         Kind::Check => job.backend.check(&job.key, job.token)?,
+        Kind::TopUp(until) => {
+            let left = until.saturating_duration_since(sent);
+            if left.is_zero() {
+                return None;
+            }
+            job.backend.extend(&job.key, job.token, left)
+        }
     };
     match outcome {
-        Ok(true) => {
-            if let Kind::Renew(lease) = job.kind {
+        Ok(true) => match job.kind {
+            Kind::Renew(lease) => {
                 job.status.renewed(sent, lease);
-                return Some(sent + lease / 3);
+                Some(sent + lease / 3)
             }
-            Some(sent + CHECK_EVERY)
-        }
+            Kind::TopUp(until) => {
+                job.status
+                    .renewed(sent, until.saturating_duration_since(sent));
+                None
+            }
+            Kind::Check => Some(sent + CHECK_EVERY),
+        },
         Ok(false) => {
             tracing::warn!(alias = %job.alias, key = %job.key, "lock lost: it has another owner or none");
             job.status.mark_lost();
@@ -420,6 +454,7 @@ fn visit(job: &Job) -> Option<Instant> {
                 Kind::Renew(lease) => {
                     (lease / 10).clamp(Duration::from_millis(10), Duration::from_secs(1))
                 }
+                Kind::TopUp(_) => Duration::from_millis(100),
                 Kind::Check => CHECK_EVERY,
             };
             Some(valid_until.map_or(now + retry, |u| (now + retry).min(u)))
@@ -448,7 +483,7 @@ mod tests {
             Attempt::Acquired(_)
         ));
         let dog = Watchdog::default();
-        let status = dog.renew(store.clone(), "a", "k", req.token, lease, sent);
+        let status = dog.renew(store.clone(), "a", "k", req.token, lease, lease, sent);
         std::thread::sleep(lease * 4);
         assert!(!status.is_lost(), "the watchdog let the lease run out");
         assert!(matches!(
@@ -471,7 +506,7 @@ mod tests {
         let sent = Instant::now();
         store.try_acquire(&req).unwrap();
         let dog = Watchdog::default();
-        let status = dog.renew(store.clone(), "a", "k", req.token, lease, sent);
+        let status = dog.renew(store.clone(), "a", "k", req.token, lease, lease, sent);
         // Deleted behind the holder's back, and taken by another.
         store.release("k", req.token).unwrap();
         store.try_acquire(&Request::new("k")).unwrap();

@@ -448,6 +448,10 @@ pub struct Acquired {
     /// here. `None` makes the runtime count from the start of the whole
     /// acquisition, which is safe but can shorten the known validity.
     pub sent_at: Option<Instant>,
+    /// The lease the store actually set, when shorter than the request's (a
+    /// lock handed over with a short lease, to be topped up by the runtime).
+    /// `None`: the lease asked for.
+    pub lease: Option<Duration>,
 }
 
 impl Acquired {
@@ -467,6 +471,7 @@ impl Acquired {
         Self {
             fencing,
             sent_at: None,
+            lease: None,
         }
     }
 
@@ -483,6 +488,21 @@ impl Acquired {
     /// ```
     pub fn sent_at(mut self, at: Instant) -> Self {
         self.sent_at = Some(at);
+        self
+    }
+
+    /// Says the store set a shorter lease than asked for; the runtime
+    /// extends it to the asked lease soon after.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use lock_runtime::backend::Acquired;
+    ///
+    /// let handed_over = Acquired::new(Some(9)).lease(Duration::from_secs(5));
+    /// assert_eq!(handed_over.lease, Some(Duration::from_secs(5)));
+    /// ```
+    pub fn lease(mut self, lease: Duration) -> Self {
+        self.lease = Some(lease);
         self
     }
 }

@@ -286,22 +286,35 @@ impl AcquireArgs {
     }
 }
 
-/// Release (`script` = RELEASE) or leave the line (`script` = LEAVE): same
-/// keys and arguments.
+/// Release (`script` = RELEASE) or leave the line (`script` = LEAVE, with
+/// the lease the waiter asked for, which names its place): the same keys,
+/// since either may hand the lock to the head of the line.
 fn handover_invocation<'a>(
     script: &'a redis::Script,
+    fence_key: &str,
     key: &str,
     token: Token,
+    asked_lease_ms: Option<u64>,
 ) -> ScriptInvocation<'a> {
     let [line, alive] = line_keys(key);
     let mut inv = script.prepare_invoke();
     inv.key(key)
         .key(line)
         .key(alive)
+        .key(fence_key)
         .arg(token.encode().as_str())
         .arg(key)
         .arg(millis(WAITER_TTL));
+    if let Some(lease) = asked_lease_ms {
+        inv.arg(lease);
+    }
     inv
+}
+
+/// The lease of a lock granted by a release to the head of the line: what
+/// the waiter asked for, but at most the waiter TTL (the waiter tops it up).
+fn granted_lease(asked_ms: u64) -> Duration {
+    Duration::from_millis(asked_ms.min(millis(WAITER_TTL)))
 }
 
 fn extend_invocation<'a>(key: &str, token: Token, lease: Duration) -> ScriptInvocation<'a> {
@@ -450,9 +463,15 @@ impl Inner {
     }
 
     async fn release(&self, key: &str, token: Token) -> Result<bool, BackendError> {
-        self.invoke::<i64>(handover_invocation(&scripts::RELEASE, key, token))
-            .await
-            .map(|n| n == 1)
+        self.invoke::<i64>(handover_invocation(
+            &scripts::RELEASE,
+            &self.fence_key,
+            key,
+            token,
+            None,
+        ))
+        .await
+        .map(|n| n == 1)
     }
 
     /// After an async acquisition ends without the lock (deadline, error,
@@ -477,13 +496,25 @@ impl Inner {
             },
         };
         if won {
-            let release = handover_invocation(&scripts::RELEASE, &args.key, args.token);
+            let release = handover_invocation(
+                &scripts::RELEASE,
+                &self.fence_key,
+                &args.key,
+                args.token,
+                None,
+            );
             if let Err(e) = self.invoke_on::<i64>(&mut conn, release).await {
                 tracing::error!(key = %args.key, error = %e, "could not give back a lock won by a cancelled acquisition; it frees itself when its lease ends");
             }
         }
         if in_line {
-            let leave = handover_invocation(&scripts::LEAVE, &args.key, args.token);
+            let leave = handover_invocation(
+                &scripts::LEAVE,
+                &self.fence_key,
+                &args.key,
+                args.token,
+                Some(args.lease_ms),
+            );
             if let Err(e) = self.invoke_on::<i64>(&mut conn, leave).await {
                 tracing::warn!(key = %args.key, error = %e, "could not leave the line; the place expires by itself");
             }
@@ -607,17 +638,22 @@ impl Plan {
 /// Leaves the line when a sync acquisition ends without the lock.
 struct LineGuard<'a> {
     inner: &'a Inner,
-    key: &'a str,
-    token: Token,
+    args: &'a AcquireArgs,
     joined: bool,
 }
 
 impl Drop for LineGuard<'_> {
     fn drop(&mut self) {
         if self.joined {
-            let inv = handover_invocation(&scripts::LEAVE, self.key, self.token);
+            let inv = handover_invocation(
+                &scripts::LEAVE,
+                &self.inner.fence_key,
+                &self.args.key,
+                self.args.token,
+                Some(self.args.lease_ms),
+            );
             if let Err(e) = self.inner.sync::<i64>(&inv) {
-                tracing::warn!(key = self.key, error = %e, "could not leave the line; the place expires by itself");
+                tracing::warn!(key = %self.args.key, error = %e, "could not leave the line; the place expires by itself");
             }
         }
     }
@@ -686,6 +722,7 @@ async fn acquire_loop(
     let mut first = true;
     loop {
         joined.fetch_or(plan.in_line, Ordering::Relaxed);
+        let sent = Instant::now();
         let busy = match inner.try_acquire(args, plan.in_line, first).await? {
             Attempt::Acquired(a) => {
                 joined.store(false, Ordering::Relaxed);
@@ -723,7 +760,20 @@ async fn acquire_loop(
             None => waiter.signalled().await,
         }
         waiter.take_signal();
+        if let Some(fence) = waiter.take_grant() {
+            joined.store(false, Ordering::Relaxed);
+            return Ok(Some(granted(args, fence, sent)));
+        }
     }
+}
+
+/// A lock a release handed to this waiter: its lease counts from no later
+/// than the waiter's last request, and is at most the waiter TTL until the
+/// runtime tops it up.
+fn granted(args: &AcquireArgs, fence: u64, sent: Instant) -> Acquired {
+    Acquired::new(Some(fence))
+        .sent_at(sent)
+        .lease(granted_lease(args.lease_ms))
 }
 
 impl Backend for RedisBackend {
@@ -734,7 +784,13 @@ impl Backend for RedisBackend {
 
     fn release(&self, key: &str, token: Token) -> Result<bool, BackendError> {
         self.inner
-            .sync::<i64>(&handover_invocation(&scripts::RELEASE, key, token))
+            .sync::<i64>(&handover_invocation(
+                &scripts::RELEASE,
+                &self.inner.fence_key,
+                key,
+                token,
+                None,
+            ))
             .map(|n| n == 1)
     }
 
@@ -763,13 +819,13 @@ impl Backend for RedisBackend {
         let mut listening = Listening::new();
         let mut line = LineGuard {
             inner,
-            key: req.key,
-            token: req.token,
+            args: &args,
             joined: false,
         };
         let mut first = true;
         loop {
             line.joined |= plan.in_line;
+            let sent = Instant::now();
             let busy = match inner.sync_try(&args, plan.in_line, first)? {
                 Attempt::Acquired(a) => {
                     line.joined = false;
@@ -800,6 +856,10 @@ impl Backend for RedisBackend {
             let waiter = listening.waiter(make);
             waiter.park_until(until);
             waiter.take_signal();
+            if let Some(fence) = waiter.take_grant() {
+                line.joined = false;
+                return Ok(Some(granted(&args, fence, sent)));
+            }
         }
     }
 
@@ -921,7 +981,13 @@ impl Backend for RedisBackend {
                 // is dropped before the reply, the release still happens.
                 let args = Arc::new(AcquireArgs::released(key, token));
                 let mut cleanup = Cleanup::new(&inner, &args, &conn);
-                let inv = handover_invocation(&scripts::RELEASE, &args.key, token);
+                let inv = handover_invocation(
+                    &scripts::RELEASE,
+                    &inner.fence_key,
+                    &args.key,
+                    token,
+                    None,
+                );
                 let out = inner.invoke_on::<i64>(&mut conn, inv).await.map(|n| n == 1);
                 if out.is_ok() {
                     cleanup.disarm();

@@ -547,7 +547,13 @@ impl QuorumBackend {
             let key = key.clone();
             async move {
                 inner
-                    .invoke::<i64>(handover_invocation(&scripts::RELEASE, &key, token))
+                    .invoke::<i64>(handover_invocation(
+                        &scripts::RELEASE,
+                        &inner.fence_key,
+                        &key,
+                        token,
+                        None,
+                    ))
                     .await
                     .map(|n| n == 1)
             }

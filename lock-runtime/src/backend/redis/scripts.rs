@@ -2,18 +2,23 @@
 //! server. Keys and tokens travel as `KEYS`/`ARGV`, never in the script text;
 //! the scripts are called by hash and reloaded after `NOSCRIPT`.
 //!
-//! A lock's value is `<token><span><flags>`: the owner's 22-character token;
+//! A lock's value is `<token><span><flag>`: the owner's 22-character token;
 //! the lock's age at its last (re)lease plus that lease, in ms, so that its
 //! age now is `span - PTTL` by the server's own clock, with no `TIME` call
-//! on the hot path; then flags: `*` someone waits (only then does a release
-//! publish a wake-up or look at the line), `~` a reservation the release
-//! made for the head of the line, not yet claimed.
+//! on the hot path; then `*` if someone waits (only then does a release
+//! publish a wake-up or look at the line).
 //!
 //! Fair waiting uses two more keys beside the lock: a list (the line, in
-//! arrival order) and a sorted set (each waiter's liveness deadline).
-//! Waiters refresh their deadline while they wait; a waiter whose process
-//! died is dropped from the head of the line once its deadline passes, so a
-//! crash never blocks the line for longer than the waiter TTL.
+//! arrival order) and a sorted set (each waiter's liveness deadline). An
+//! entry is the waiter's token followed by the lease it asked for. A release
+//! hands the lock straight to the live head of the line (a grant) and
+//! publishes `<token>:<fencing token>`, so the waiter has the lock the
+//! moment the message arrives, with no round trip to claim it. The grant's
+//! lease is at most the waiter TTL, and the waiter tops it up to what it
+//! asked for once it runs: a waiter whose process died just before its
+//! grant blocks the line no longer than the TTL. Waiters refresh their
+//! deadline while they wait; a dead one is dropped from the head of the line
+//! once its deadline passes.
 
 use once_cell::sync::Lazy;
 use redis::Script;
@@ -30,7 +35,7 @@ local function stale(v, pttl, steal)
   return s == nil or pttl < 0 or s - pttl >= steal
 end
 -- Drops waiters whose deadline passed from the head of the line; returns
--- the live head, if any.
+-- the live head, if any, and the server's time if it was read.
 local function head_of_line(line, alive)
   local head = redis.call('LINDEX', line, 0)
   if not head then return nil end
@@ -45,13 +50,20 @@ local function head_of_line(line, alive)
   end
   return nil, now
 end
--- Frees the lock: reserved for the live head of the line if there is one
--- (so newcomers cannot barge in), else deleted; wakes whoever may take it.
-local function pass_on(lock, line, alive, channel, ttl)
+-- Frees the lock: granted to the live head of the line if there is one
+-- (so newcomers cannot barge in), else deleted; tells whoever may take it.
+-- `marked`: somebody outside the line waits too.
+local function pass_on(lock, line, alive, fence, channel, ttl, marked)
   local head = head_of_line(line, alive)
   if head then
-    redis.call('SET', lock, head .. ttl .. '~', 'PX', ttl)
-    redis.call('PUBLISH', channel, head)
+    redis.call('LPOP', line)
+    redis.call('ZREM', alive, head)
+    local token = string.sub(head, 1, 22)
+    local lease = math.min(tonumber(string.sub(head, 23)) or ttl, ttl)
+    local more = marked or redis.call('LLEN', line) > 0
+    redis.call('SET', lock, token .. lease .. (more and '*' or ''), 'PX', lease)
+    local granted = redis.call('INCR', fence)
+    redis.call('PUBLISH', channel, token .. ':' .. granted)
   else
     redis.call('DEL', lock)
     redis.call('PUBLISH', channel, '')
@@ -92,13 +104,14 @@ return {0, pttl}
 
 /// Acquisition in line. `KEYS`: lock, fence counter, line, liveness set.
 /// `ARGV`: token, lease ms, steal age ms, waiter TTL ms, wake-up channel.
-/// Takes the lock if it is ours (reserved or a retry), stale, or free with
-/// nobody ahead; else joins the line (or refreshes its place) and returns
-/// `{0, pttl}`.
+/// Takes the lock if it is ours (granted while the message was on its way,
+/// or a retry), stale, or free with nobody ahead; else joins the line (or
+/// refreshes its place) and returns `{0, pttl}`.
 pub(crate) static ACQUIRE_FAIR: Lazy<Script> = Lazy::new(|| {
     script(
         r#"
 local token, lease, ttl = ARGV[1], ARGV[2], tonumber(ARGV[4])
+local entry = token .. lease
 local head, now = head_of_line(KEYS[3], KEYS[4])
 local held = redis.call('GET', KEYS[1])
 local pttl = -2
@@ -107,11 +120,11 @@ if held then
   pttl = redis.call('PTTL', KEYS[1])
   take = owner(held) == token or stale(held, pttl, tonumber(ARGV[3]))
 else
-  take = head == nil or head == token
+  take = head == nil or head == entry
 end
 if take then
-  if redis.call('ZREM', KEYS[4], token) == 1 then
-    redis.call('LREM', KEYS[3], 1, token)
+  if redis.call('ZREM', KEYS[4], entry) == 1 then
+    redis.call('LREM', KEYS[3], 1, entry)
   end
   -- Keep waking whoever waits: the line, or barging waiters that marked it.
   local more = (held and waiting(held)) or redis.call('LLEN', KEYS[3]) > 0
@@ -122,8 +135,8 @@ if not now then
   local t = redis.call('TIME')
   now = t[1] * 1000 + math.floor(t[2] / 1000)
 end
-if redis.call('ZADD', KEYS[4], now + ttl, token) == 1 then
-  redis.call('RPUSH', KEYS[3], token)
+if redis.call('ZADD', KEYS[4], now + ttl, entry) == 1 then
+  redis.call('RPUSH', KEYS[3], entry)
 end
 redis.call('PEXPIRE', KEYS[3], 2 * ttl)
 redis.call('PEXPIRE', KEYS[4], 2 * ttl)
@@ -131,24 +144,23 @@ if held then
   if not waiting(held) then redis.call('APPEND', KEYS[1], '*') end
   return {0, pttl}
 end
--- Free, with somebody else at the head: reserve it for them and say so.
-redis.call('SET', KEYS[1], head .. ttl .. '~*', 'PX', ttl)
-redis.call('PUBLISH', ARGV[5], head)
-return {0, ttl}
+-- Free, with somebody else at the head: hand it to them.
+pass_on(KEYS[1], KEYS[3], KEYS[4], KEYS[2], ARGV[5], ttl, true)
+return {0, redis.call('PTTL', KEYS[1])}
 "#,
     )
 });
 
-/// `KEYS`: lock, line, liveness set. `ARGV`: token, wake-up channel, waiter
-/// TTL ms. Frees the lock if the token owns it (handing it to the line when
-/// someone waits); returns 1 if it did, else 0.
+/// `KEYS`: lock, line, liveness set, fence counter. `ARGV`: token, wake-up
+/// channel, waiter TTL ms. Frees the lock if the token owns it (handing it
+/// to the line when someone waits); returns 1 if it did, else 0.
 pub(crate) static RELEASE: Lazy<Script> = Lazy::new(|| {
     script(
         r#"
 local held = redis.call('GET', KEYS[1])
 if not held or owner(held) ~= ARGV[1] then return 0 end
 if waiting(held) then
-  pass_on(KEYS[1], KEYS[2], KEYS[3], ARGV[2], ARGV[3])
+  pass_on(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[2], tonumber(ARGV[3]), false)
 else
   redis.call('DEL', KEYS[1])
 end
@@ -157,18 +169,19 @@ return 1
     )
 });
 
-/// `KEYS`: lock, line, liveness set. `ARGV`: token, wake-up channel, waiter
-/// TTL ms. A waiter gives up its place in line, passing on a reservation
-/// made for it.
+/// `KEYS`: lock, line, liveness set, fence counter. `ARGV`: token, wake-up
+/// channel, waiter TTL ms, the lease the waiter asked for. A waiter gives up
+/// its place in line, and passes on a grant it never took up.
 pub(crate) static LEAVE: Lazy<Script> = Lazy::new(|| {
     script(
         r#"
-if redis.call('ZREM', KEYS[3], ARGV[1]) == 1 then
-  redis.call('LREM', KEYS[2], 1, ARGV[1])
+local entry = ARGV[1] .. ARGV[4]
+if redis.call('ZREM', KEYS[3], entry) == 1 then
+  redis.call('LREM', KEYS[2], 1, entry)
 end
 local held = redis.call('GET', KEYS[1])
-if held and owner(held) == ARGV[1] and string.find(held, '~', 23, true) then
-  pass_on(KEYS[1], KEYS[2], KEYS[3], ARGV[2], ARGV[3])
+if held and owner(held) == ARGV[1] then
+  pass_on(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[2], tonumber(ARGV[3]), waiting(held))
 end
 return 1
 "#,

@@ -16,7 +16,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use std::thread::Thread;
@@ -128,6 +128,9 @@ struct Channel {
 pub(crate) struct LocalWaiter {
     token: EncodedToken,
     signalled: AtomicBool,
+    /// The fencing token of a lock a release granted to this waiter; 0 for
+    /// none (tokens start at 1).
+    grant: AtomicU64,
     wake: Mutex<Wake>,
 }
 
@@ -151,6 +154,7 @@ impl LocalWaiter {
         Arc::new(Self {
             token: token.encode(),
             signalled: AtomicBool::new(false),
+            grant: AtomicU64::new(0),
             wake: Mutex::new(wake),
         })
     }
@@ -164,6 +168,15 @@ impl LocalWaiter {
                     w.wake();
                 }
             }
+        }
+    }
+
+    /// The fencing token of a grant that came with a wake-up, if one did:
+    /// the lock is this waiter's already.
+    pub(crate) fn take_grant(&self) -> Option<u64> {
+        match self.grant.swap(0, Ordering::AcqRel) {
+            0 => None,
+            fence => Some(fence),
         }
     }
 
@@ -402,16 +415,33 @@ fn dispatch(shared: &Shared, channel: &str, payload: &[u8]) {
     let Some(ch) = st.channels.get(channel) else {
         return;
     };
-    let target = if payload.is_empty() {
-        ch.waiters
+    if payload.is_empty() {
+        // The lock is free: the first local waiter not yet awake looks.
+        if let Some(w) = ch
+            .waiters
             .iter()
             .find(|w| !w.signalled.load(Ordering::Acquire))
-    } else {
-        ch.waiters
-            .iter()
-            .find(|w| w.token.as_str().as_bytes() == payload)
+        {
+            w.signal();
+        }
+        return;
+    }
+    // `<token>:<fence>`: the lock was granted to that waiter.
+    let (token, fence) = match payload.iter().position(|&b| b == b':') {
+        Some(i) => (&payload[..i], &payload[i + 1..]),
+        None => (payload, &[][..]),
     };
-    if let Some(w) = target {
+    let fence = std::str::from_utf8(fence)
+        .ok()
+        .and_then(|f| f.parse::<u64>().ok());
+    if let Some(w) = ch
+        .waiters
+        .iter()
+        .find(|w| w.token.as_str().as_bytes() == token)
+    {
+        if let Some(fence) = fence {
+            w.grant.store(fence, Ordering::Release);
+        }
         w.signal();
     }
 }
