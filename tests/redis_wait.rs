@@ -323,8 +323,9 @@ fn a_lock_handed_over_in_line_gets_the_lease_it_asked_for() {
             handed <= 5_000,
             "handed over with the waiter TTL at most, PTTL {handed}"
         );
-        // The top-up (or the first renewal) comes at a third of that.
-        std::thread::sleep(Duration::from_millis(2_500));
+        // The top-up (or the first renewal) comes at a third of that; without
+        // it the key would have under 1.5 s left by now.
+        std::thread::sleep(Duration::from_millis(3_500));
         let pttl = server.pttl(&format!("lock:{key}"));
         assert!(
             pttl > 15_000,
