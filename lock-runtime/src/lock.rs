@@ -805,14 +805,10 @@ impl LockGuard {
             ));
         }
         let sent = Instant::now();
-        match self.alias.backend().extend(&self.key, self.token, lease) {
-            Ok(true) => {
-                self.extended(sent, lease);
-                Ok(())
-            }
-            Ok(false) => Err(self.not_held()),
-            Err(e) => Err(self.error(Operation::Extend, e)),
-        }
+        let outcome = self.alias.backend().extend(&self.key, self.token, lease);
+        self.settle(Operation::Extend, outcome)?;
+        self.extended(sent, lease);
+        Ok(())
     }
 
     /// The async form of [`extend`](Self::extend).
@@ -835,19 +831,14 @@ impl LockGuard {
             ));
         }
         let sent = Instant::now();
-        match self
+        let outcome = self
             .alias
             .backend()
             .extend_async(&self.key, self.token, lease)
-            .await
-        {
-            Ok(true) => {
-                self.extended(sent, lease);
-                Ok(())
-            }
-            Ok(false) => Err(self.not_held()),
-            Err(e) => Err(self.error(Operation::Extend, e)),
-        }
+            .await;
+        self.settle(Operation::Extend, outcome)?;
+        self.extended(sent, lease);
+        Ok(())
     }
 
     fn extended(&mut self, sent: Instant, lease: Duration) {
@@ -877,15 +868,9 @@ impl LockGuard {
     /// assert!(late.release().unwrap_err().is_not_held(), "the lease had run out");
     /// ```
     pub fn release(mut self) -> Result<(), LockError> {
-        self.released = true;
-        if let Some(s) = self.status.get() {
-            s.mark_released();
-        }
-        match self.alias.backend().release(&self.key, self.token) {
-            Ok(true) => Ok(()),
-            Ok(false) => Err(self.not_held()),
-            Err(e) => Err(self.error(Operation::Release, e)),
-        }
+        self.stop_watching();
+        let outcome = self.alias.backend().release(&self.key, self.token);
+        self.settle(Operation::Release, outcome)
     }
 
     /// The async form of [`release`](Self::release).
@@ -901,19 +886,35 @@ impl LockGuard {
     /// });
     /// ```
     pub async fn release_async(mut self) -> Result<(), LockError> {
+        self.stop_watching();
+        let outcome = self
+            .alias
+            .backend()
+            .release_async(&self.key, self.token)
+            .await;
+        self.settle(Operation::Release, outcome)
+    }
+
+    /// The guard gives its lock back now (or drops it): no more renewals or
+    /// checks, and no second release from `Drop`.
+    fn stop_watching(&mut self) {
         self.released = true;
         if let Some(s) = self.status.get() {
             s.mark_released();
         }
-        match self
-            .alias
-            .backend()
-            .release_async(&self.key, self.token)
-            .await
-        {
+    }
+
+    /// A release's or extension's answer as this guard's result: the store
+    /// said the lock is not ours, or failed.
+    fn settle(
+        &self,
+        op: Operation,
+        outcome: Result<bool, crate::backend::BackendError>,
+    ) -> Result<(), LockError> {
+        match outcome {
             Ok(true) => Ok(()),
             Ok(false) => Err(self.not_held()),
-            Err(e) => Err(self.error(Operation::Release, e)),
+            Err(e) => Err(self.error(op, e)),
         }
     }
 }
@@ -923,9 +924,7 @@ impl Drop for LockGuard {
         if self.released {
             return;
         }
-        if let Some(s) = self.status.get() {
-            s.mark_released();
-        }
+        self.stop_watching();
         if !self.delete_on_exit {
             return;
         }

@@ -134,13 +134,18 @@ impl AsyncConn {
     }
 }
 
-/// Whether the caller runs inside a Tokio runtime (other than the I/O
-/// thread's): its async calls then use that runtime's own connection.
+/// The Tokio runtime the caller runs on, unless it is the I/O thread's (or
+/// there is none): its async calls then use that runtime's own connection.
+pub(crate) fn caller_runtime() -> Option<Handle> {
+    let h = Handle::try_current().ok()?;
+    IO.as_ref()
+        .map_or(true, |io| io.id() != h.id())
+        .then_some(h)
+}
+
+/// Whether [`caller_runtime`] finds one.
 pub(crate) fn in_caller_runtime() -> bool {
-    match Handle::try_current() {
-        Ok(h) => IO.as_ref().map_or(true, |io| io.id() != h.id()),
-        Err(_) => false,
-    }
+    caller_runtime().is_some()
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {

@@ -368,13 +368,27 @@ fn is_connection_error(e: &RedisError) -> bool {
 }
 
 impl Inner {
+    /// A pooled sync call failed: a dead connection empties the pool, so
+    /// the next call connects afresh.
+    fn sync_failed(&self, e: RedisError) -> BackendError {
+        if is_connection_error(&e) {
+            self.pool.clear();
+        }
+        backend_error(e)
+    }
+
+    /// An async call failed: a dead connection makes this runtime reconnect.
+    fn async_failed(&self, e: RedisError) -> BackendError {
+        if is_connection_error(&e) {
+            self.conn.reset();
+        }
+        backend_error(e)
+    }
+
     fn sync<T: FromRedisValue>(&self, inv: &ScriptInvocation<'_>) -> Result<T, BackendError> {
-        self.pool.with(|c| inv.invoke(c)).map_err(|e| {
-            if is_connection_error(&e) {
-                self.pool.clear();
-            }
-            backend_error(e)
-        })
+        self.pool
+            .with(|c| inv.invoke(c))
+            .map_err(|e| self.sync_failed(e))
     }
 
     async fn invoke<T: FromRedisValue>(
@@ -390,25 +404,9 @@ impl Inner {
         conn: &mut MultiplexedConnection,
         inv: ScriptInvocation<'_>,
     ) -> Result<T, BackendError> {
-        inv.invoke_async(conn).await.map_err(|e| {
-            if is_connection_error(&e) {
-                self.conn.reset();
-            }
-            backend_error(e)
-        })
-    }
-
-    fn sync_fast(&self, pipe: &redis::Pipeline) -> Result<Attempt, BackendError> {
-        let sent = Instant::now();
-        self.pool
-            .with(|c| pipe.query(c))
-            .map(|reply| fast_attempt(reply, sent))
-            .map_err(|e| {
-                if is_connection_error(&e) {
-                    self.pool.clear();
-                }
-                backend_error(e)
-            })
+        inv.invoke_async(conn)
+            .await
+            .map_err(|e| self.async_failed(e))
     }
 
     /// One attempt; `first` allows the plain fast path.
@@ -418,10 +416,14 @@ impl Inner {
         in_line: bool,
         first: bool,
     ) -> Result<Attempt, BackendError> {
-        if first && let Some(pipe) = args.fast(&self.fence_key, in_line) {
-            return self.sync_fast(&pipe);
-        }
         let sent = Instant::now();
+        if first && let Some(pipe) = args.fast(&self.fence_key, in_line) {
+            return self
+                .pool
+                .with(|c| pipe.query(c))
+                .map(|reply| fast_attempt(reply, sent))
+                .map_err(|e| self.sync_failed(e));
+        }
         let reply = self.sync(&args.invocation(&self.fence_key, in_line))?;
         Ok(attempt(reply, sent))
     }
@@ -449,12 +451,7 @@ impl Inner {
                 .query_async(conn)
                 .await
                 .map(|reply| fast_attempt(reply, sent))
-                .map_err(|e| {
-                    if is_connection_error(&e) {
-                        self.conn.reset();
-                    }
-                    backend_error(e)
-                });
+                .map_err(|e| self.async_failed(e));
         }
         let reply = self
             .invoke_on(conn, args.invocation(&self.fence_key, in_line))
@@ -808,7 +805,7 @@ impl Backend for RedisBackend {
             .with(|c| redis::cmd("GET").arg(key).query::<Option<Vec<u8>>>(c));
         Some(
             held.map(|v| v.is_some_and(|v| v.starts_with(owner.as_str().as_bytes())))
-                .map_err(backend_error),
+                .map_err(|e| self.inner.sync_failed(e)),
         )
     }
 

@@ -76,12 +76,9 @@ impl Subscribers {
     /// The subscriber of the runtime this runs on: await its subscriptions
     /// right here.
     pub(crate) fn here(&self) -> Wakeups {
-        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+        let Some(handle) = super::io::caller_runtime() else {
             return self.io.clone();
         };
-        if !super::io::in_caller_runtime() {
-            return self.io.clone();
-        }
         let id = handle.id();
         let mut subs = lock(&self.by_runtime);
         if let Some((_, w)) = subs.iter().find(|(rt, _)| *rt == id) {
