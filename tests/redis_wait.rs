@@ -316,6 +316,10 @@ fn a_lock_handed_over_in_line_gets_the_lease_it_asked_for() {
             );
             std::thread::sleep(Duration::from_millis(5));
         }
+        // Let it finish its look after registering and fall asleep: a release
+        // racing that look would let it take the lock itself, with its full
+        // lease, instead of being handed it.
+        std::thread::sleep(Duration::from_millis(300));
         held.release().unwrap();
         let guard = waiter.join().unwrap();
         let handed = server.pttl(&format!("lock:{key}"));
