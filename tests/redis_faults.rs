@@ -243,7 +243,7 @@ async fn a_waiter_cancelled_mid_wait_takes_nothing_and_leaves_the_line() {
             // Give the I/O thread a moment to run the clean-up it was handed.
             tokio::time::sleep(Duration::from_millis(100)).await;
             assert!(
-                !server.exists("lock:busy\0line"),
+                !server.exists("lock%:line:lock:busy"),
                 "the cancelled waiter left the line"
             );
         }

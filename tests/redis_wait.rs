@@ -110,7 +110,7 @@ fn fair_waiters_of_different_processes_are_served_in_arrival_order() {
                 ));
                 // The next one starts only once this one stands in line.
                 let deadline = Instant::now() + Duration::from_secs(10);
-                while list(&server, "lock:k\0line").len() < i + 1 {
+                while list(&server, "lock%:line:lock:k").len() < i + 1 {
                     assert!(
                         Instant::now() < deadline,
                         "waiter {i} never joined the line"
@@ -127,7 +127,7 @@ fn fair_waiters_of_different_processes_are_served_in_arrival_order() {
                 "served out of arrival order"
             );
             assert!(
-                !server.exists("lock:k\0line"),
+                !server.exists("lock%:line:lock:k"),
                 "the line is gone once everyone was served"
             );
         }
@@ -263,7 +263,7 @@ fn a_crashed_waiter_does_not_block_the_line_for_long() {
             let env = [("REDIS_URL", url.as_str())];
             let in_line = |n: usize| {
                 let deadline = Instant::now() + Duration::from_secs(10);
-                while list(&server, "lock:k\0line").len() < n {
+                while list(&server, "lock%:line:lock:k").len() < n {
                     assert!(Instant::now() < deadline, "a waiter never joined the line");
                     std::thread::sleep(Duration::from_millis(5));
                 }
@@ -309,7 +309,7 @@ fn a_lock_handed_over_in_line_gets_the_lease_it_asked_for() {
             lock.acquire().unwrap()
         });
         let deadline = Instant::now() + Duration::from_secs(10);
-        while list(&server, &format!("lock:{key}\0line")).is_empty() {
+        while list(&server, &format!("lock%:line:lock:{key}")).is_empty() {
             assert!(
                 Instant::now() < deadline,
                 "the waiter never joined the line"

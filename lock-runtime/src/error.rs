@@ -22,7 +22,7 @@ use std::time::Duration;
 /// }
 /// drop(held);
 /// ```
-#[derive(Debug, Clone, thiserror::Error)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum LockError {
     /// The lock is held by another owner and the request did not wait
@@ -31,7 +31,6 @@ pub enum LockError {
     ///
     /// What to do: retry later, wait (`wait = true`), or skip the work
     /// (`raise = false`, `#[once]`).
-    #[error("lock `{key}` (alias `{alias}`) is held by another owner")]
     Busy {
         /// The lock's key, without the alias prefix.
         key: String,
@@ -42,7 +41,6 @@ pub enum LockError {
     /// The lock stayed busy for the whole of `wait_for` (`wait_for_ms`).
     ///
     /// What to do: raise `wait_for`, or treat it like [`LockError::Busy`].
-    #[error("gave up waiting for lock `{key}` (alias `{alias}`) after {} ms", waited.as_millis())]
     Timeout {
         /// The lock's key, without the alias prefix.
         key: String,
@@ -56,7 +54,6 @@ pub enum LockError {
     ///
     /// What to do: add it to [`registry::configure`](crate::registry::configure),
     /// or fix the spelling; `known` lists what exists.
-    #[error("unknown lock alias `{name}`; configured aliases: {}", known.join(", "))]
     UnknownAlias {
         /// The name that was asked for.
         name: String,
@@ -71,7 +68,6 @@ pub enum LockError {
     /// What to do: the work done under the lock may have overlapped with
     /// another holder's. Use a longer `expire`, let the lease renew itself
     /// (no `expire`), or check [`LockGuard::is_lost`](crate::LockGuard::is_lost).
-    #[error("lock `{key}` (alias `{alias}`) is no longer held by this owner")]
     NotHeld {
         /// The lock's key, without the alias prefix.
         key: String,
@@ -84,10 +80,24 @@ pub enum LockError {
     /// without `expire`, ...). The macros catch these at compile time; the
     /// builder reports them here.
     ///
-    /// What to do: change the option named in `reason`.
-    #[error("invalid lock options: {reason}")]
+    /// What to do: change the option named in `option`, as `reason` says.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use lock_runtime::{Lock, LockError};
+    ///
+    /// match Lock::new("k").expire(Duration::ZERO).acquire() {
+    ///     Err(LockError::InvalidOptions { option, .. }) => assert_eq!(option, "expire"),
+    ///     other => panic!("{other:?}"),
+    /// }
+    /// ```
+    #[non_exhaustive]
     InvalidOptions {
-        /// Which option is wrong and what to write instead.
+        /// The builder option (or attribute option, or guard method) that is
+        /// wrong: `"key"`, `"expire"`, `"wait_for"`, `"steal_after"`,
+        /// `"delete_on_exit"`, `"extend"`, `"fencing"`, ...
+        option: &'static str,
+        /// What is wrong and what to write instead.
         reason: String,
     },
 
@@ -96,11 +106,29 @@ pub enum LockError {
     /// Reported by [`registry::configure`](crate::registry::configure), never
     /// at first use.
     ///
-    /// What to do: fix the alias named in `alias` as `reason` says.
-    #[error("invalid configuration for lock alias `{alias}`: {reason}")]
+    /// What to do: fix the setting named in `setting` of the alias named in
+    /// `alias`, as `reason` says.
+    ///
+    /// ```
+    /// use lock_runtime::registry::AliasConfig;
+    /// use lock_runtime::LockError;
+    ///
+    /// match AliasConfig::from_url("memory://?poll_ms=0") {
+    ///     Err(LockError::Config { setting, .. }) => assert_eq!(setting, "poll_ms"),
+    ///     other => panic!("{other:?}"),
+    /// }
+    /// ```
+    #[non_exhaustive]
     Config {
-        /// The alias whose configuration is wrong.
+        /// The alias whose configuration is wrong (empty when the error comes
+        /// from [`AliasConfig::from_url`](crate::registry::AliasConfig::from_url),
+        /// before the alias has a name).
         alias: String,
+        /// The setting that is wrong, as the user wrote it: a URL setting
+        /// (`"lease_ms"`), a builder setting (`"poll_interval"`), `"url"` for
+        /// the URL as a whole, `"name"` for the alias name, or the environment
+        /// variable it came from.
+        setting: String,
         /// What is wrong and how to fix it.
         reason: String,
     },
@@ -111,7 +139,6 @@ pub enum LockError {
     ///
     /// What to do: see `source`; [`BackendError::kind`] says whether it was a
     /// connection failure, a timeout or a protocol error.
-    #[error("lock backend `{alias}` failed to {op} lock `{key}`: {source}")]
     Backend {
         /// The alias whose backend failed.
         alias: String,
@@ -119,8 +146,9 @@ pub enum LockError {
         key: String,
         /// What the runtime was doing.
         op: Operation,
-        /// The backend's own error.
-        #[source]
+        /// The backend's own error. Its message is part of this error's
+        /// message, so [`source`](std::error::Error::source) goes on with
+        /// the error below it, and an error report prints each cause once.
         source: BackendError,
     },
 }
@@ -258,9 +286,73 @@ impl LockError {
         }
     }
 
-    pub(crate) fn invalid(reason: impl Into<String>) -> Self {
+    pub(crate) fn invalid(option: &'static str, reason: impl Into<String>) -> Self {
         Self::InvalidOptions {
+            option,
             reason: reason.into(),
+        }
+    }
+
+    pub(crate) fn config(
+        alias: impl Into<String>,
+        setting: impl Into<String>,
+        reason: impl Into<String>,
+    ) -> Self {
+        Self::Config {
+            alias: alias.into(),
+            setting: setting.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+impl fmt::Display for LockError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Busy { key, alias } => {
+                write!(f, "lock `{key}` (alias `{alias}`) is held by another owner")
+            }
+            Self::Timeout { key, alias, waited } => write!(
+                f,
+                "gave up waiting for lock `{key}` (alias `{alias}`) after {} ms",
+                waited.as_millis()
+            ),
+            Self::UnknownAlias { name, known } => write!(
+                f,
+                "unknown lock alias `{name}`; configured aliases: {}",
+                known.join(", ")
+            ),
+            Self::NotHeld { key, alias } => write!(
+                f,
+                "lock `{key}` (alias `{alias}`) is no longer held by this owner"
+            ),
+            Self::InvalidOptions { reason, .. } => write!(f, "invalid lock options: {reason}"),
+            Self::Config { alias, reason, .. } => {
+                write!(
+                    f,
+                    "invalid configuration for lock alias `{alias}`: {reason}"
+                )
+            }
+            Self::Backend {
+                alias,
+                key,
+                op,
+                source,
+            } => write!(
+                f,
+                "lock backend `{alias}` failed to {op} lock `{key}`: {source}"
+            ),
+        }
+    }
+}
+
+impl StdError for LockError {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        match self {
+            // The backend error is printed in the message; the chain goes on
+            // below it.
+            Self::Backend { source, .. } => source.source(),
+            _ => None,
         }
     }
 }
@@ -453,8 +545,10 @@ impl fmt::Display for BackendError {
 }
 
 impl StdError for BackendError {
+    /// The cause of the store's own error: the store's error itself is
+    /// part of this error's message (use [`inner`](Self::inner) to reach it).
     fn source(&self) -> Option<&(dyn StdError + 'static)> {
-        Some(&*self.source)
+        self.source.source()
     }
 }
 
@@ -489,8 +583,58 @@ mod tests {
             e.to_string(),
             "lock backend `shared` failed to acquire lock `k`: connection failed: refused"
         );
-        let src = StdError::source(&e).expect("a source");
-        assert_eq!(src.to_string(), "connection failed: refused");
+        assert!(
+            StdError::source(&e).is_none(),
+            "the cause is in the message, and io::Error::new has no cause of its own"
+        );
+    }
+
+    /// Walks an error chain the way anyhow's `{:#}` and error reporters do.
+    fn report(e: &dyn StdError) -> String {
+        let mut out = e.to_string();
+        let mut cur = e.source();
+        while let Some(c) = cur {
+            out.push_str(" | ");
+            out.push_str(&c.to_string());
+            cur = c.source();
+        }
+        out
+    }
+
+    #[derive(Debug)]
+    struct Outer(std::io::Error);
+    impl fmt::Display for Outer {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("redis said no")
+        }
+    }
+    impl StdError for Outer {
+        fn source(&self) -> Option<&(dyn StdError + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    #[test]
+    fn a_report_prints_each_cause_once() {
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset by peer");
+        let e = LockError::Backend {
+            alias: "shared".into(),
+            key: "k".into(),
+            op: Operation::Release,
+            source: BackendError::new(BackendErrorKind::Connection, Outer(io)),
+        };
+        assert_eq!(
+            report(&e),
+            "lock backend `shared` failed to release lock `k`: connection failed: redis said no | reset by peer"
+        );
+        let LockError::Backend { source, .. } = &e else {
+            unreachable!()
+        };
+        assert_eq!(
+            report(source),
+            "connection failed: redis said no | reset by peer"
+        );
+        assert!(source.inner().downcast_ref::<Outer>().is_some());
     }
 
     #[test]

@@ -45,7 +45,9 @@
 #![warn(missing_docs)]
 
 pub mod backend;
+mod config;
 mod error;
+mod lease;
 mod lock;
 pub mod registry;
 mod watchdog;
@@ -55,6 +57,7 @@ mod watchdog;
 pub mod __private;
 
 pub use error::{LockError, Operation};
+pub use lease::MAX_DURATION;
 pub use lock::{Lock, LockGuard};
 pub use lock_macros::{lock, once};
 pub use watchdog::Lost;

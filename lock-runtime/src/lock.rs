@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use crate::backend::{Acquired, Attempt, Request, Token, Wait};
 use crate::error::{LockError, Operation};
+use crate::lease;
 use crate::registry::{self, Alias, DEFAULT_ALIAS};
 use crate::watchdog::{Lost, Status, drift};
 
@@ -264,27 +265,32 @@ impl Lock {
     fn check(&self) -> Result<(), LockError> {
         if self.key.is_empty() {
             return Err(LockError::invalid(
+                "key",
                 "the lock key is empty: give the lock a name",
             ));
         }
-        for (name, d) in [
-            ("expire", self.expire),
-            ("wait_for", self.wait_for),
-            ("steal_after", self.steal_after),
-        ] {
-            if d == Some(Duration::ZERO) {
-                return Err(LockError::invalid(format!(
-                    "`{name}` must be greater than zero"
-                )));
+        for (name, d) in [("expire", self.expire), ("steal_after", self.steal_after)] {
+            if let Some(d) = d {
+                lease::check(name, d).map_err(|r| LockError::invalid(name, r))?;
             }
+        }
+        // Any wait is accepted: one longer than the clock can count waits
+        // forever.
+        if self.wait_for == Some(Duration::ZERO) {
+            return Err(LockError::invalid(
+                "wait_for",
+                "`wait_for` must be greater than zero",
+            ));
         }
         if !self.wait && self.wait_for.is_some() {
             return Err(LockError::invalid(
+                "wait_for",
                 "`wait(false)` never waits, so `wait_for` has no effect: remove one of them",
             ));
         }
         if !self.delete_on_exit && self.expire.is_none() {
             return Err(LockError::invalid(
+                "delete_on_exit",
                 "`delete_on_exit(false)` keeps the lock until its lease ends, so it needs `expire(...)`",
             ));
         }
@@ -295,16 +301,9 @@ impl Lock {
         self.check()?;
         let alias = registry::alias(&self.alias)?;
         let lease = self.expire.or(alias.0.lease);
-        // No prefix (a private memory store): the key as given, borrowed or
-        // moved, with no new string.
-        let key = if alias.0.prefix.is_empty() {
-            self.key.clone()
-        } else {
-            let mut key = String::with_capacity(alias.0.prefix.len() + self.key.len());
-            key.push_str(&alias.0.prefix);
-            key.push_str(&self.key);
-            Cow::Owned(key)
-        };
+        // No prefix and nothing to escape (a private memory store): the key
+        // as given, borrowed or moved, with no new string.
+        let key = alias.0.namespace.key(self.key.clone());
         Ok(Prepared {
             alias,
             key,
@@ -330,7 +329,8 @@ impl Lock {
     }
 
     fn wait_spec(&self, p: &Prepared, sent: Option<Instant>) -> Wait {
-        let deadline = self.wait_for.and_then(|d| sent.map(|s| s + d));
+        // A wait past what the clock can count has no deadline.
+        let deadline = self.wait_for.and_then(|d| sent?.checked_add(d));
         Wait::new(deadline, p.alias.0.poll_interval)
     }
 
@@ -520,7 +520,11 @@ impl Lock {
             _ => {}
         }
         Ok(LockGuard {
-            prefix_len: p.alias.0.prefix.len(),
+            shown: match p.alias.0.namespace.head_len() {
+                Some(len) => Shown::After(len),
+                None if p.key == self.key => Shown::After(0),
+                None => Shown::Own(self.key.as_ref().into()),
+            },
             start,
             valid_until: current.map(|l| start + l.saturating_sub(drift(l))),
             alias: p.alias,
@@ -553,6 +557,13 @@ struct Prepared {
     token: Token,
 }
 
+/// A guard's key as the user gave it: the stored name after the namespace's
+/// head, or (for an escaped key) a copy of its own.
+enum Shown {
+    After(usize),
+    Own(Box<str>),
+}
+
 /// Proof that a lock is held; dropping it releases the lock (unless
 /// `delete_on_exit(false)`).
 ///
@@ -577,7 +588,8 @@ pub struct LockGuard {
     alias: Alias,
     /// The prefixed key as the store knows it.
     key: Cow<'static, str>,
-    prefix_len: usize,
+    /// How to read the lock's key back from the stored name.
+    shown: Shown,
     token: Token,
     fencing: Option<u64>,
     /// When the request that won the lock was sent.
@@ -616,7 +628,10 @@ impl LockGuard {
     /// assert_eq!(guard.key(), "weekly", "the store sees `reports:weekly`");
     /// ```
     pub fn key(&self) -> &str {
-        &self.key[self.prefix_len..]
+        match &self.shown {
+            Shown::After(len) => self.key.get(*len..).unwrap_or_default(),
+            Shown::Own(key) => key,
+        }
     }
 
     /// The alias the lock was taken from.
@@ -799,11 +814,7 @@ impl LockGuard {
     /// assert!(lock.try_acquire().unwrap().is_none());
     /// ```
     pub fn extend(&mut self, lease: Duration) -> Result<(), LockError> {
-        if lease.is_zero() {
-            return Err(LockError::invalid(
-                "`extend` needs a lease greater than zero",
-            ));
-        }
+        lease::check("extend", lease).map_err(|r| LockError::invalid("extend", r))?;
         let sent = Instant::now();
         let outcome = self.alias.backend().extend(&self.key, self.token, lease);
         self.settle(Operation::Extend, outcome)?;
@@ -825,11 +836,7 @@ impl LockGuard {
     /// });
     /// ```
     pub async fn extend_async(&mut self, lease: Duration) -> Result<(), LockError> {
-        if lease.is_zero() {
-            return Err(LockError::invalid(
-                "`extend` needs a lease greater than zero",
-            ));
-        }
+        lease::check("extend", lease).map_err(|r| LockError::invalid("extend", r))?;
         let sent = Instant::now();
         let outcome = self
             .alias

@@ -141,7 +141,7 @@ pub trait FencingArg: Sized {
 impl FencingArg for u64 {
     fn from_guard(guard: &LockGuard) -> Result<Self, LockError> {
         guard.fencing_token().ok_or_else(|| {
-            LockError::invalid(format!(
+            LockError::invalid("fencing", format!(
                 "the store of alias `{}` keeps no fencing tokens: declare the fencing argument as `Option<u64>`",
                 guard.alias()
             ))

@@ -24,9 +24,11 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use once_cell::sync::Lazy;
 
-use crate::backend::Backend;
 use crate::backend::memory::MemoryBackend;
+use crate::backend::{Backend, Namespace};
+use crate::config::{self, Invalid, Setting, redact};
 use crate::error::LockError;
+use crate::lease;
 use crate::watchdog::Watchdog;
 
 /// The alias used when a lock names none.
@@ -134,8 +136,6 @@ pub struct AliasConfig {
     pub(crate) command_timeout: Duration,
     /// PEM certificates to trust for `rediss://`, besides the system's.
     pub(crate) tls_ca: Option<Vec<u8>>,
-    /// Errors found while building (a bad URL), reported by [`configure`].
-    pub(crate) invalid: Option<String>,
 }
 
 #[derive(Clone)]
@@ -165,20 +165,6 @@ impl fmt::Debug for AliasConfig {
     }
 }
 
-/// Hides the password of a URL for logs and `Debug`.
-pub(crate) fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => {
-            let creds = &url[s + 3..at];
-            match creds.find(':') {
-                Some(c) => format!("{}{}:***{}", &url[..s + 3], &creds[..c], &url[at..]),
-                None => url.to_owned(),
-            }
-        }
-        _ => url.to_owned(),
-    }
-}
-
 impl AliasConfig {
     fn with_store(store: Store) -> Self {
         let prefix = match store {
@@ -193,7 +179,6 @@ impl AliasConfig {
             connect_timeout: Duration::from_secs(2),
             command_timeout: Duration::from_secs(2),
             tls_ca: None,
-            invalid: None,
         }
     }
 
@@ -308,103 +293,98 @@ impl AliasConfig {
     /// assert!(err.to_string().contains("positive number of milliseconds"));
     /// ```
     pub fn from_url(url: &str) -> Result<Self, LockError> {
-        let invalid = |reason: String| LockError::Config {
-            alias: String::new(),
-            reason,
-        };
+        let invalid = |e: Invalid| LockError::config("", e.setting, e.reason);
         let (base, query) = match url.split_once('?') {
             Some((b, q)) => (b, Some(q)),
             None => (url, None),
         };
         let (scheme, rest) = base.split_once("://").ok_or_else(|| {
-            invalid(format!(
-                "`{}` is not a URL: expected `scheme://...`",
-                redact(url)
-            ))
+            LockError::config(
+                "",
+                "url",
+                format!("`{}` is not a URL: expected `scheme://...`", redact(url)),
+            )
         })?;
-        let mut cfg = match scheme {
-            "memory" => Self::memory_named(if rest.is_empty() {
-                DEFAULT_ALIAS
-            } else {
-                rest.trim_end_matches('/')
-            }),
+        // Settings the `redis` crate reads from the URL itself go back into it.
+        let (mut cfg, store, accepted, passed_on): (Self, &str, &[&str], &[&str]) = match scheme {
+            "memory" => (
+                Self::memory_named(if rest.is_empty() {
+                    DEFAULT_ALIAS
+                } else {
+                    rest.trim_end_matches('/')
+                }),
+                "memory",
+                &["prefix", "poll_ms", "lease_ms"],
+                &[],
+            ),
             "redis+quorum" => {
-                let mut kept = Vec::new();
-                let settings = query
-                    .map(|q| split_query(q, &mut kept))
-                    .transpose()
-                    .map_err(invalid)?;
-                if let Some(k) = kept.first() {
-                    return Err(invalid(format!("unknown setting `{k}` for a quorum alias")));
-                }
                 #[cfg(feature = "redis")]
-                let nodes = crate::backend::redis::split_quorum_url(base).map_err(invalid)?;
+                let nodes = crate::backend::redis::split_quorum_url(base)
+                    .map_err(|r| LockError::config("", "url", r))?;
                 #[cfg(not(feature = "redis"))]
                 let nodes = vec![base.to_owned()];
-                let mut cfg = Self::quorum(nodes);
-                if let Some(settings) = settings {
-                    cfg = cfg.apply(&settings).map_err(invalid)?;
-                }
-                return Ok(cfg);
+                (Self::quorum(nodes), "quorum", NETWORK_SETTINGS, &[])
             }
-            "redis" | "rediss" | "redis+unix" | "unix" => {
-                // `db` stays in the query for unix sockets, where the crate reads it.
-                let mut kept = Vec::new();
-                let cfg_query = query
-                    .map(|q| split_query(q, &mut kept))
-                    .transpose()
-                    .map_err(invalid)?;
-                let base = if kept.is_empty() {
-                    base.to_owned()
-                } else {
-                    format!("{base}?{}", kept.join("&"))
-                };
-                let mut cfg = Self::redis(base);
-                if let Some(settings) = cfg_query {
-                    cfg = cfg.apply(&settings).map_err(invalid)?;
-                }
-                return Ok(cfg);
-            }
+            "redis" | "rediss" => (Self::redis(base), "Redis", REDIS_SETTINGS, &["protocol"]),
+            "redis+unix" | "unix" => (
+                Self::redis(base),
+                "Redis",
+                REDIS_UNIX_SETTINGS,
+                &["db", "protocol"],
+            ),
             other => {
-                return Err(invalid(format!(
-                    "unknown scheme `{other}://`; expected memory://, redis://, rediss://, redis+unix:// or redis+quorum://"
-                )));
+                return Err(LockError::config(
+                    "",
+                    "url",
+                    format!(
+                        "unknown scheme `{other}://`; expected memory://, redis://, rediss://, redis+unix:// or redis+quorum://"
+                    ),
+                ));
             }
         };
-        if let Some(q) = query {
-            let mut kept = Vec::new();
-            let settings = split_query(q, &mut kept).map_err(invalid)?;
-            if let Some(k) = kept.first() {
-                return Err(invalid(format!("unknown setting `{k}` for a memory alias")));
+        let settings = match query {
+            Some(q) => config::settings(q, store, accepted).map_err(invalid)?,
+            None => Vec::new(),
+        };
+        let mut kept = Vec::new();
+        for setting in &settings {
+            if passed_on.contains(&setting.name.as_str()) {
+                kept.push(setting.raw.as_str());
+            } else {
+                cfg = cfg.apply(setting).map_err(invalid)?;
             }
-            cfg = cfg.apply(&settings).map_err(invalid)?;
+        }
+        if let (Store::Redis(url), false) = (&mut cfg.store, kept.is_empty()) {
+            url.push('?');
+            url.push_str(&kept.join("&"));
         }
         Ok(cfg)
     }
 
-    fn apply(mut self, settings: &[(String, String)]) -> Result<Self, String> {
-        for (k, v) in settings {
-            let ms = || -> Result<Duration, String> {
-                match v.parse::<u64>() {
-                    Ok(0) | Err(_) => Err(format!(
-                        "`{k}={v}`: expected a positive number of milliseconds"
-                    )),
-                    Ok(n) => Ok(Duration::from_millis(n)),
-                }
-            };
-            match k.as_str() {
-                "prefix" => self.prefix = v.clone(),
-                "poll_ms" => self.poll_interval = ms()?,
-                "lease_ms" => self.lease = Some(Some(ms()?)),
-                "connect_timeout_ms" => self.connect_timeout = ms()?,
-                "timeout_ms" => self.command_timeout = ms()?,
-                "tls_ca" => {
-                    let pem = std::fs::read(v).map_err(|e| {
-                        format!("`tls_ca={v}`: cannot read the certificate file: {e}")
-                    })?;
-                    self.tls_ca = Some(pem);
-                }
-                _ => unreachable!("split_query keeps only known settings"),
+    fn apply(mut self, setting: &Setting) -> Result<Self, Invalid> {
+        match setting.name.as_str() {
+            "prefix" => self.prefix = setting.value.clone(),
+            "poll_ms" => self.poll_interval = setting.millis()?,
+            "lease_ms" => self.lease = Some(Some(setting.millis()?)),
+            "connect_timeout_ms" => self.connect_timeout = setting.millis()?,
+            "timeout_ms" => self.command_timeout = setting.millis()?,
+            "tls_ca" => {
+                let v = &setting.value;
+                let pem = std::fs::read(v).map_err(|e| {
+                    Invalid::new(
+                        "tls_ca",
+                        format!("`tls_ca={v}`: cannot read the certificate file: {e}"),
+                    )
+                })?;
+                self.tls_ca = Some(pem);
+            }
+            // `config::settings` lets through only the names listed for the
+            // scheme, each handled above or passed on to the store's URL.
+            other => {
+                return Err(Invalid::new(
+                    other,
+                    format!("`{other}` is not handled here"),
+                ));
             }
         }
         Ok(self)
@@ -551,75 +531,50 @@ impl AliasConfig {
         self.poll_interval
     }
 
-    fn check(&self) -> Result<(), String> {
-        if let Some(reason) = &self.invalid {
-            return Err(reason.clone());
-        }
+    fn check(&self) -> Result<(), Invalid> {
         for (name, d) in [
-            ("poll_interval", self.poll_interval),
-            ("connect_timeout", self.connect_timeout),
-            ("command_timeout", self.command_timeout),
+            ("poll_interval", Some(self.poll_interval)),
+            ("connect_timeout", Some(self.connect_timeout)),
+            ("command_timeout", Some(self.command_timeout)),
+            ("default_lease", self.lease.flatten()),
         ] {
-            if d.is_zero() {
-                return Err(format!("`{name}` must be greater than zero"));
+            if let Some(d) = d {
+                lease::check(name, d).map_err(|r| Invalid::new(name, r))?;
             }
-        }
-        if self.lease == Some(Some(Duration::ZERO)) {
-            return Err("`default_lease` must be greater than zero".into());
         }
         Ok(())
     }
 }
 
-/// Splits `a=b&c=d`, percent-decoding values; settings this crate knows are
-/// returned, anything else is pushed to `kept` (for the store's own URL).
-fn split_query(query: &str, kept: &mut Vec<String>) -> Result<Vec<(String, String)>, String> {
-    const KNOWN: [&str; 6] = [
-        "prefix",
-        "poll_ms",
-        "lease_ms",
-        "connect_timeout_ms",
-        "timeout_ms",
-        "tls_ca",
-    ];
-    let mut out = Vec::new();
-    for pair in query.split('&').filter(|p| !p.is_empty()) {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        if KNOWN.contains(&k) {
-            out.push((k.to_owned(), percent_decode(v)?));
-        } else {
-            kept.push(pair.to_owned());
-        }
-    }
-    Ok(out)
-}
-
-fn percent_decode(s: &str) -> Result<String, String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'%' => {
-                let hex = s
-                    .get(i + 1..i + 3)
-                    .and_then(|h| u8::from_str_radix(h, 16).ok())
-                    .ok_or_else(|| format!("bad percent-escape in `{s}`"))?;
-                out.push(hex);
-                i += 3;
-            }
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            b => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8(out).map_err(|_| format!("`{s}` does not decode to UTF-8"))
-}
+/// Settings of every alias on a network store.
+const NETWORK_SETTINGS: &[&str] = &[
+    "prefix",
+    "poll_ms",
+    "lease_ms",
+    "connect_timeout_ms",
+    "timeout_ms",
+    "tls_ca",
+];
+/// Those, and what the `redis` crate reads from a `redis://` URL.
+const REDIS_SETTINGS: &[&str] = &[
+    "prefix",
+    "poll_ms",
+    "lease_ms",
+    "connect_timeout_ms",
+    "timeout_ms",
+    "tls_ca",
+    "protocol",
+];
+/// A Unix socket has no path for the database number, so it is a setting.
+const REDIS_UNIX_SETTINGS: &[&str] = &[
+    "prefix",
+    "poll_ms",
+    "lease_ms",
+    "connect_timeout_ms",
+    "timeout_ms",
+    "db",
+    "protocol",
+];
 
 /// A configured alias: its name, settings and store. Cheap to clone.
 ///
@@ -633,7 +588,7 @@ pub struct Alias(pub(crate) Arc<AliasInner>);
 
 pub(crate) struct AliasInner {
     pub(crate) name: String,
-    pub(crate) prefix: String,
+    pub(crate) namespace: Namespace,
     pub(crate) poll_interval: Duration,
     pub(crate) lease: Option<Duration>,
     pub(crate) backend: Arc<dyn Backend>,
@@ -644,7 +599,7 @@ impl fmt::Debug for Alias {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Alias")
             .field("name", &self.0.name)
-            .field("prefix", &self.0.prefix)
+            .field("prefix", &self.0.namespace.prefix())
             .field("poll_interval", &self.0.poll_interval)
             .field("default_lease", &self.0.lease)
             .finish_non_exhaustive()
@@ -653,11 +608,10 @@ impl fmt::Debug for Alias {
 
 impl Alias {
     fn build(name: &str, cfg: AliasConfig) -> Result<Self, LockError> {
-        let invalid = |reason: String| LockError::Config {
-            alias: name.to_owned(),
-            reason,
-        };
-        cfg.check().map_err(invalid)?;
+        cfg.check()
+            .map_err(|e| LockError::config(name, e.setting, e.reason))?;
+        // The store's URL (or its nodes') could not be used.
+        let invalid = |reason: String| LockError::config(name, "url", reason);
         let backend: Arc<dyn Backend> = match &cfg.store {
             Store::Memory(store) => MemoryBackend::named(store),
             Store::Custom(b) => Arc::clone(b),
@@ -697,7 +651,7 @@ impl Alias {
         };
         Ok(Self(Arc::new(AliasInner {
             name: name.to_owned(),
-            prefix: cfg.prefix,
+            namespace: Namespace::new(&cfg.prefix),
             poll_interval: cfg.poll_interval,
             lease,
             backend,
@@ -726,7 +680,7 @@ impl Alias {
     /// assert_eq!(registry::alias("doc-alias-prefix").unwrap().prefix(), "reports:");
     /// ```
     pub fn prefix(&self) -> &str {
-        &self.0.prefix
+        self.0.namespace.prefix()
     }
 
     /// The poll interval of waiters that cannot be woken.
@@ -815,17 +769,9 @@ where
     let mut by_name = HashMap::new();
     for (name, cfg) in aliases {
         let name = name.into();
-        if name.is_empty() {
-            return Err(LockError::Config {
-                alias: name,
-                reason: "alias names cannot be empty".into(),
-            });
-        }
+        check_name(&name)?;
         if by_name.contains_key(&name) {
-            return Err(LockError::Config {
-                alias: name,
-                reason: "the alias is named twice".into(),
-            });
+            return Err(LockError::config(name, "name", "the alias is named twice"));
         }
         let alias = Alias::build(&name, cfg)?;
         by_name.insert(name, alias);
@@ -851,12 +797,7 @@ where
 /// ```
 pub fn add(name: impl Into<String>, config: AliasConfig) -> Result<(), LockError> {
     let name = name.into();
-    if name.is_empty() {
-        return Err(LockError::Config {
-            alias: name,
-            reason: "alias names cannot be empty".into(),
-        });
-    }
+    check_name(&name)?;
     let alias = Alias::build(&name, config)?;
     REGISTRY.rcu(|reg| {
         let mut by_name = reg.by_name.clone();
@@ -869,10 +810,29 @@ pub fn add(name: impl Into<String>, config: AliasConfig) -> Result<(), LockError
     Ok(())
 }
 
+fn check_name(name: &str) -> Result<(), LockError> {
+    if name.is_empty() {
+        return Err(LockError::config(
+            name,
+            "name",
+            "alias names cannot be empty",
+        ));
+    }
+    Ok(())
+}
+
 /// Configures the aliases from environment variables `LOCK_ALIAS_<NAME>=<url>`
 /// (the alias is `<NAME>` in lower case; see [`AliasConfig`] for the URL
 /// forms). Returns the names it configured; with no such variable it changes
 /// nothing and returns an empty list.
+///
+/// Every error names the variable it came from. A variable whose name is a
+/// near miss of `LOCK_ALIAS_<NAME>` (`LOCK_ALIASS_DEFAULT`,
+/// `lock_alias_default`, `LOCKALIAS_DEFAULT`) is an error when its value is
+/// an alias URL, since the alias it meant would silently stay as it was
+/// (`default` an in-process store: no exclusion across processes); otherwise
+/// it may belong to another program and is only reported as a `tracing`
+/// warning.
 ///
 /// ```
 /// // SAFETY: doc tests run their examples in a process of their own.
@@ -880,37 +840,112 @@ pub fn add(name: impl Into<String>, config: AliasConfig) -> Result<(), LockError
 /// let names = lock_runtime::registry::configure_from_env().unwrap();
 /// assert_eq!(names, ["batch"]);
 /// assert_eq!(lock_runtime::registry::alias("batch").unwrap().prefix(), "batch:");
+///
+/// unsafe { std::env::set_var("LOCK_ALIASS_DEFAULT", "redis://127.0.0.1:6379") };
+/// let err = lock_runtime::registry::configure_from_env().unwrap_err();
+/// assert!(err.to_string().contains("did you mean `LOCK_ALIAS_DEFAULT`?"), "{err}");
 /// ```
 pub fn configure_from_env() -> Result<Vec<String>, LockError> {
+    configure_from_vars(std::env::vars_os().map(|(k, v)| {
+        (
+            k.to_string_lossy().into_owned(),
+            v.into_string().map_err(|_| ()),
+        )
+    }))
+}
+
+/// [`configure_from_env`] over given variables (`Err(())`: not UTF-8).
+fn configure_from_vars(
+    vars: impl IntoIterator<Item = (String, Result<String, ()>)>,
+) -> Result<Vec<String>, LockError> {
     let mut found = Vec::new();
-    for (var, value) in std::env::vars_os() {
-        let Some(name) = var.to_str().and_then(|v| v.strip_prefix(ENV_PREFIX)) else {
+    let mut from_var = HashMap::new();
+    for (var, value) in vars {
+        let Some(name) = var.strip_prefix(ENV_PREFIX) else {
+            if let Some(meant) = env_near_miss(&var) {
+                let looks_like_ours = value
+                    .as_deref()
+                    .is_ok_and(|v| AliasConfig::from_url(v).is_ok());
+                if looks_like_ours {
+                    return Err(LockError::config(
+                        meant
+                            .strip_prefix(ENV_PREFIX)
+                            .unwrap_or_default()
+                            .to_ascii_lowercase(),
+                        &var,
+                        format!(
+                            "the variable `{var}` holds an alias URL but is not spelt `{ENV_PREFIX}<NAME>`: did you mean `{meant}`? (rename it; it was not read)"
+                        ),
+                    ));
+                }
+                tracing::warn!(
+                    variable = %var,
+                    meant = %meant,
+                    "environment variable looks like a misspelt lock alias and was not read"
+                );
+            }
             continue;
         };
-        let name = name.to_ascii_lowercase();
-        let value = value.into_string().map_err(|_| LockError::Config {
-            alias: name.clone(),
-            reason: format!(
-                "`{ENV_PREFIX}{}` is not valid UTF-8",
-                name.to_ascii_uppercase()
-            ),
-        })?;
-        let cfg = AliasConfig::from_url(&value).map_err(|e| match e {
-            LockError::Config { reason, .. } => LockError::Config {
-                alias: name.clone(),
-                reason,
-            },
-            other => other,
-        })?;
-        found.push((name, cfg));
+        if name.is_empty() {
+            return Err(LockError::config(
+                "",
+                &var,
+                format!("`{var}` names no alias: write `{ENV_PREFIX}<NAME>=<url>`"),
+            ));
+        }
+        let alias = name.to_ascii_lowercase();
+        let value = value
+            .map_err(|()| LockError::config(&alias, &var, format!("`{var}` is not valid UTF-8")))?;
+        let cfg = AliasConfig::from_url(&value).map_err(|e| from_var_error(e, &alias, &var))?;
+        from_var.insert(alias.clone(), var);
+        found.push((alias, cfg));
     }
     if found.is_empty() {
         return Ok(Vec::new());
     }
     found.sort_by(|a, b| a.0.cmp(&b.0));
     let names = found.iter().map(|(n, _)| n.clone()).collect();
-    configure(found)?;
+    configure(found).map_err(|e| match &e {
+        LockError::Config { alias, .. } => match from_var.get(alias) {
+            Some(var) => from_var_error(e.clone(), &alias.clone(), var),
+            None => e,
+        },
+        _ => e,
+    })?;
     Ok(names)
+}
+
+/// A configuration error of the alias `alias`, saying it came from `var`.
+fn from_var_error(e: LockError, alias: &str, var: &str) -> LockError {
+    match e {
+        LockError::Config {
+            setting, reason, ..
+        } => LockError::config(alias, setting, format!("{reason} (from `{var}`)")),
+        other => other,
+    }
+}
+
+/// The variable `var` was probably meant to be: a near miss of
+/// `LOCK_ALIAS_<NAME>` (wrong case, a letter too many or too few, a missing
+/// underscore).
+fn env_near_miss(var: &str) -> Option<String> {
+    let upper = var.to_ascii_uppercase();
+    if let Some(name) = upper.strip_prefix(ENV_PREFIX) {
+        return (!name.is_empty()).then(|| upper.clone());
+    }
+    // The head, up to an underscore, within two edits of the prefix.
+    let typo = (ENV_PREFIX.len() - 2..=ENV_PREFIX.len() + 2)
+        .filter(|&cut| cut < upper.len() && upper.as_bytes()[cut - 1] == b'_')
+        .map(|cut| (config::distance(&upper[..cut], ENV_PREFIX), cut))
+        .filter(|&(d, _)| d <= 2)
+        .min()
+        .map(|(_, cut)| format!("{ENV_PREFIX}{}", &upper[cut..]));
+    // Or the underscore after the prefix is missing.
+    let bare = &ENV_PREFIX[..ENV_PREFIX.len() - 1];
+    typo.or_else(|| {
+        let name = upper.strip_prefix(bare).filter(|n| !n.is_empty())?;
+        Some(format!("{ENV_PREFIX}{name}"))
+    })
 }
 
 /// The names of the configured aliases, sorted.
@@ -977,11 +1012,164 @@ mod tests {
         );
         let err = AliasConfig::from_url("memory://?colour=red").unwrap_err();
         assert!(
-            err.to_string().contains("unknown setting `colour=red`"),
+            err.to_string()
+                .contains("unknown setting `colour` for a memory alias"),
             "{err}"
         );
         let err = AliasConfig::from_url("memory://?prefix=%zz").unwrap_err();
         assert!(err.to_string().contains("percent-escape"), "{err}");
+    }
+
+    /// A typo in a setting would silently change a lease or a timeout.
+    #[test]
+    fn every_scheme_refuses_settings_it_does_not_know() {
+        let cases = [
+            (
+                "redis://127.0.0.1:1?leas_ms=1000",
+                "leas_ms",
+                Some("lease_ms"),
+            ),
+            (
+                "redis://127.0.0.1:1?timeout=300",
+                "timeout",
+                Some("timeout_ms"),
+            ),
+            ("redis://127.0.0.1:1/0?prefx=app:", "prefx", Some("prefix")),
+            ("redis://127.0.0.1:1?colour=red", "colour", None),
+            ("rediss://127.0.0.1:1?poll=5", "poll", Some("poll_ms")),
+            ("redis+unix:///tmp/r.sock?dbb=2", "dbb", Some("db")),
+            ("redis+quorum://a,b,c?lease=5", "lease", Some("lease_ms")),
+            ("memory://?timeout_ms=5", "timeout_ms", None),
+            ("memory://?connect_timeout_ms=5", "connect_timeout_ms", None),
+        ];
+        for (url, setting, near) in cases {
+            let err = AliasConfig::from_url(url).unwrap_err();
+            let LockError::Config {
+                setting: named,
+                reason,
+                ..
+            } = &err
+            else {
+                panic!("{url}: {err:?}");
+            };
+            assert_eq!(named, setting, "{url}");
+            assert!(
+                reason.contains("accepted: prefix, poll_ms, lease_ms"),
+                "{url}: {reason}"
+            );
+            match near {
+                Some(near) => assert!(
+                    reason.contains(&format!("did you mean `{near}`?")),
+                    "{url}: {reason}"
+                ),
+                None => assert!(!reason.contains("did you mean"), "{url}: {reason}"),
+            }
+        }
+        #[cfg(feature = "redis")]
+        {
+            let ok =
+                AliasConfig::from_url("redis+unix:///tmp/r.sock?db=2&prefix=a:&protocol=resp3")
+                    .unwrap();
+            assert_eq!(ok.prefix, "a:");
+            let Store::Redis(url) = &ok.store else {
+                panic!("a Redis store")
+            };
+            assert_eq!(url, "redis+unix:///tmp/r.sock?db=2&protocol=resp3");
+        }
+    }
+
+    fn vars(list: &[(&str, &str)]) -> Vec<(String, Result<String, ()>)> {
+        list.iter()
+            .map(|(k, v)| (k.to_string(), Ok(v.to_string())))
+            .collect()
+    }
+
+    #[test]
+    fn misspelt_alias_variables_are_named() {
+        for (var, meant) in [
+            ("LOCK_ALIASS_DEFAULT", "LOCK_ALIAS_DEFAULT"),
+            ("lock_alias_default", "LOCK_ALIAS_DEFAULT"),
+            ("LOCKALIAS_DEFAULT", "LOCK_ALIAS_DEFAULT"),
+            ("LOCK_ALIASDEFAULT", "LOCK_ALIAS_DEFAULT"),
+            ("LOCK_ALAS_SHARED", "LOCK_ALIAS_SHARED"),
+        ] {
+            assert_eq!(env_near_miss(var).as_deref(), Some(meant), "{var}");
+            let err = configure_from_vars(vars(&[(var, "memory://x")])).unwrap_err();
+            let LockError::Config {
+                setting, reason, ..
+            } = &err
+            else {
+                panic!("{var}: {err:?}")
+            };
+            assert_eq!(setting, var);
+            assert!(
+                reason.contains(&format!("did you mean `{meant}`?")),
+                "{reason}"
+            );
+        }
+        for var in ["HOME", "CLOCK_SKEW", "LOCKFILE", "LOCK_TIMEOUT", "ALIAS_X"] {
+            assert_eq!(env_near_miss(var), None, "{var}");
+        }
+        // Not an alias URL: another program's variable, left alone.
+        assert_eq!(
+            configure_from_vars(vars(&[("LOCK_ALIASES_FILE", "/etc/aliases")])).unwrap(),
+            Vec::<String>::new()
+        );
+    }
+
+    #[test]
+    fn alias_variable_errors_name_the_variable() {
+        let err = configure_from_vars(vars(&[("LOCK_ALIAS_", "memory://")])).unwrap_err();
+        assert!(
+            err.to_string().contains("`LOCK_ALIAS_` names no alias"),
+            "{err}"
+        );
+        let err =
+            configure_from_vars(vars(&[("LOCK_ALIAS_JOBS", "memory://?poll_ms=0")])).unwrap_err();
+        assert!(
+            err.to_string().contains("(from `LOCK_ALIAS_JOBS`)"),
+            "{err}"
+        );
+        assert!(matches!(err, LockError::Config { ref alias, .. } if alias == "jobs"));
+        let err = configure_from_vars(vec![("LOCK_ALIAS_JOBS".into(), Err(()))]).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("`LOCK_ALIAS_JOBS` is not valid UTF-8"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn durations_past_the_maximum_are_refused() {
+        let err = AliasConfig::from_url("memory://?lease_ms=18446744073709551615").unwrap_err();
+        assert!(
+            matches!(err, LockError::Config { ref setting, .. } if setting == "lease_ms"),
+            "{err:?}"
+        );
+        for (setting, cfg) in [
+            (
+                "default_lease",
+                AliasConfig::memory().default_lease(Duration::MAX),
+            ),
+            (
+                "poll_interval",
+                AliasConfig::memory().poll_interval(Duration::MAX),
+            ),
+            (
+                "connect_timeout",
+                AliasConfig::memory().connect_timeout(Duration::MAX),
+            ),
+            (
+                "command_timeout",
+                AliasConfig::memory().command_timeout(Duration::MAX),
+            ),
+        ] {
+            let err = Alias::build("x", cfg).unwrap_err();
+            assert!(
+                matches!(err, LockError::Config { setting: ref s, .. } if s == setting),
+                "{err:?}"
+            );
+        }
     }
 
     #[test]
@@ -994,11 +1182,6 @@ mod tests {
 
     #[test]
     fn passwords_are_redacted() {
-        assert_eq!(
-            redact("redis://user:secret@host:1/0"),
-            "redis://user:***@host:1/0"
-        );
-        assert_eq!(redact("redis://host:1/0"), "redis://host:1/0");
         let cfg = AliasConfig::redis("redis://:pw@h/1");
         assert!(!format!("{cfg:?}").contains("pw"));
     }

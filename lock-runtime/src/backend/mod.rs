@@ -84,8 +84,11 @@ use std::time::{Duration, Instant};
 pub use crate::error::{BackendError, BackendErrorKind};
 
 pub mod memory;
+mod namespace;
 #[cfg(feature = "redis")]
 pub mod redis;
+
+pub use namespace::Namespace;
 
 /// A boxed, `Send` future: the return type of a backend's async methods.
 ///

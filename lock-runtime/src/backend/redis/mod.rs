@@ -42,8 +42,8 @@ use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Client, FromRedisValue, RedisError, ScriptInvocation};
 
 use super::{
-    Acquired, Attempt, Backend, BackendError, BackendErrorKind, BoxFuture, Busy, Jitter, Request,
-    Token, Wait,
+    Acquired, Attempt, Backend, BackendError, BackendErrorKind, BoxFuture, Busy, Jitter, Namespace,
+    Request, Token, Wait,
 };
 use crate::registry::DEFAULT_LEASE;
 use wake::{LocalWaiter, Subscribers, Wakeups};
@@ -145,7 +145,7 @@ impl RedisBackend {
         command_timeout: Duration,
         tls_ca: Option<&[u8]>,
     ) -> Result<Self, String> {
-        let shown = crate::registry::redact(url);
+        let shown = crate::config::redact(url);
         let client = client(url, &shown, tls_ca)?;
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(connect_timeout))
@@ -153,7 +153,7 @@ impl RedisBackend {
         Ok(Self {
             inner: Arc::new(Inner {
                 url: shown,
-                fence_key: format!("{prefix}\u{0}fence"),
+                fence_key: Namespace::new(prefix).internal(FENCE),
                 pool: pool::Pool::new(client.clone(), connect_timeout, command_timeout),
                 wakeups: Subscribers::new(client.clone(), connect_timeout, command_timeout),
                 conn: io::AsyncConn::new(client, config),
@@ -196,10 +196,16 @@ fn client(url: &str, shown: &str, tls_ca: Option<&[u8]>) -> Result<Client, Strin
     }
 }
 
-/// The line and liveness keys that sit beside a lock while someone waits
-/// in line for it.
-fn line_keys(key: &str) -> [String; 2] {
-    [format!("{key}\u{0}line"), format!("{key}\u{0}alive")]
+/// The internal name of an alias's fencing counter; its other records
+/// (waiting lines) are named beside it.
+const FENCE: &str = "fence";
+
+/// The line and liveness keys that sit beside a lock while someone waits in
+/// line for it: internal names of the lock's alias (found from its fencing
+/// counter's name), so that no lock key can name them.
+fn line_keys(fence_key: &str, key: &str) -> [String; 2] {
+    let books = fence_key.strip_suffix(FENCE).unwrap_or(fence_key);
+    [format!("{books}line:{key}"), format!("{books}alive:{key}")]
 }
 
 /// The arguments of one acquisition, owned so that they can travel to the
@@ -262,7 +268,7 @@ impl AcquireArgs {
         let token = self.token.encode();
         if self.will_wait && in_line {
             // The line's keys are made only for waiters that join it.
-            let [line, alive] = line_keys(&self.key);
+            let [line, alive] = line_keys(fence_key, &self.key);
             let mut inv = scripts::ACQUIRE_FAIR.prepare_invoke();
             inv.key(&self.key)
                 .key(fence_key)
@@ -296,7 +302,7 @@ fn handover_invocation<'a>(
     token: Token,
     asked_lease_ms: Option<u64>,
 ) -> ScriptInvocation<'a> {
-    let [line, alive] = line_keys(key);
+    let [line, alive] = line_keys(fence_key, key);
     let mut inv = script.prepare_invoke();
     inv.key(key)
         .key(line)

@@ -1,0 +1,204 @@
+//! How an alias's prefix and a lock's key become the one name a store keeps,
+//! and where a store may keep its own bookkeeping. The mapping is injective
+//! by construction: two different (prefix, key) pairs never name the same
+//! lock, and no key names a store's own records, whatever its bytes.
+//!
+//! The rules, with `esc` replacing `%` by `%25` and `:` by `%3A`:
+//! - a prefix names a namespace; one trailing `:` is its separator and
+//!   optional (`app` and `app:` are the same namespace);
+//! - a key under a prefix `p` is stored as `esc(p without its trailing :)`,
+//!   then `:`, then the key as it is: `lock:` + `invoice-7` is
+//!   `lock:invoice-7`, `app:x:` + `k` is `app%3Ax:k`;
+//! - a key under no prefix is stored as `esc(key)`, which has no `:`;
+//! - a store's own records live under `esc(p)%:` (`%%:` for no prefix): a
+//!   `%` that escapes nothing, followed by `:`, which no stored key can
+//!   contain before its first `:`.
+
+use std::borrow::Cow;
+
+/// An alias's namespace: turns its keys into the names its store keeps, and
+/// names the store's own records beside them without ever meeting a key.
+///
+/// ```
+/// use lock_runtime::backend::Namespace;
+///
+/// let ns = Namespace::new("lock:");
+/// assert_eq!(ns.key("invoice-7".into()), "lock:invoice-7");
+/// // Nested prefixes stay apart:
+/// assert_ne!(Namespace::new("app:").key("x:k".into()), Namespace::new("app:x:").key("k".into()));
+/// // Keys under no prefix are escaped, so they never look prefixed:
+/// assert_eq!(Namespace::new("").key("app:k".into()), "app%3Ak");
+/// // A store's own records:
+/// assert_eq!(ns.internal("fence"), "lock%:fence");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Namespace {
+    prefix: Box<str>,
+    /// What goes before every key: `esc(body):`, or empty for no prefix.
+    head: Box<str>,
+    /// What goes before every internal name: `esc(body)%:`, or `%%:`.
+    internal: Box<str>,
+}
+
+impl Namespace {
+    /// The namespace of `prefix` (as configured on an alias).
+    ///
+    /// ```
+    /// use lock_runtime::backend::Namespace;
+    ///
+    /// assert_eq!(Namespace::new("app").key("k".into()), Namespace::new("app:").key("k".into()));
+    /// ```
+    pub fn new(prefix: &str) -> Self {
+        let (head, internal) = if prefix.is_empty() {
+            // Not `%:`, which is the records' head of the prefix `:`.
+            (String::new(), "%%:".to_owned())
+        } else {
+            let body = escape(prefix.strip_suffix(':').unwrap_or(prefix));
+            (format!("{body}:"), format!("{body}%:"))
+        };
+        Self {
+            prefix: prefix.into(),
+            head: head.into(),
+            internal: internal.into(),
+        }
+    }
+
+    /// The prefix as configured.
+    ///
+    /// ```
+    /// use lock_runtime::backend::Namespace;
+    ///
+    /// assert_eq!(Namespace::new("app:").prefix(), "app:");
+    /// ```
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// The name the store keeps for `key`. Borrows (or moves) the key when
+    /// nothing needs adding or escaping.
+    ///
+    /// ```
+    /// use lock_runtime::backend::Namespace;
+    ///
+    /// assert_eq!(Namespace::new("").key("plain".into()), "plain");
+    /// assert_eq!(Namespace::new("").key("100%".into()), "100%25");
+    /// assert_eq!(Namespace::new("jobs:").key("a:b".into()), "jobs:a:b");
+    /// ```
+    pub fn key<'k>(&self, key: Cow<'k, str>) -> Cow<'k, str> {
+        if !self.head.is_empty() {
+            let mut out = String::with_capacity(self.head.len() + key.len());
+            out.push_str(&self.head);
+            out.push_str(&key);
+            return Cow::Owned(out);
+        }
+        if key.bytes().any(needs_escape) {
+            Cow::Owned(escape(&key))
+        } else {
+            key
+        }
+    }
+
+    /// The stored name's part that comes before the key, when the key follows
+    /// it unchanged (so the key can be read back from the stored name);
+    /// `None` when the stored name is the escaped key.
+    pub(crate) fn head_len(&self) -> Option<usize> {
+        (!self.head.is_empty()).then_some(self.head.len())
+    }
+
+    /// A name for a store's own record (a counter, a waiting line), which no
+    /// key of any namespace can name. Give each kind of record a name that no
+    /// other kind's name starts with (for example `fence`, and `line:` then a
+    /// stored key).
+    ///
+    /// ```
+    /// use lock_runtime::backend::Namespace;
+    ///
+    /// let ns = Namespace::new("");
+    /// assert_eq!(ns.internal("fence"), "%%:fence");
+    /// assert_ne!(ns.key("%%:fence".into()), "%%:fence");
+    /// ```
+    pub fn internal(&self, name: &str) -> String {
+        let mut out = String::with_capacity(self.internal.len() + name.len());
+        out.push_str(&self.internal);
+        out.push_str(name);
+        out
+    }
+}
+
+fn needs_escape(b: u8) -> bool {
+    b == b'%' || b == b':'
+}
+
+fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        match c {
+            '%' => out.push_str("%25"),
+            ':' => out.push_str("%3A"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PREFIXES: [&str; 12] = [
+        "", ":", "::", "lock:", "lock", "app:", "app:x:", "app:x", "%", "%:", "a%3Ab", "a:b",
+    ];
+    const KEYS: [&str; 14] = [
+        "",
+        "k",
+        "x:k",
+        ":k",
+        "k:",
+        "%",
+        "%:",
+        "%:fence",
+        "fence",
+        "%3A",
+        "%25",
+        "line:k",
+        "\u{0}fence",
+        "x:",
+    ];
+
+    /// Every stored and internal name made from the prefixes and keys above:
+    /// no two different (namespace, key) pairs and no internal name may meet.
+    #[test]
+    fn names_never_meet() {
+        let mut seen = std::collections::HashMap::new();
+        for p in PREFIXES {
+            let ns = Namespace::new(p);
+            // `app` and `app:` are one namespace, by design.
+            let ns_id = ns.head.clone();
+            for k in KEYS {
+                let name = ns.key(k.into()).into_owned();
+                let who = format!("key {k:?} in {ns_id:?}");
+                if let Some(prev) = seen.insert(name.clone(), who.clone()) {
+                    assert_eq!(prev, who, "{name:?} is named twice");
+                }
+            }
+            for internal in ["fence", "line:k", "alive:k"] {
+                let name = ns.internal(internal);
+                let who = format!("internal {internal:?} of {ns_id:?}");
+                if let Some(prev) = seen.insert(name.clone(), who.clone()) {
+                    assert_eq!(prev, who, "{name:?} is named twice");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_default_prefix_keeps_keys_readable() {
+        assert_eq!(
+            Namespace::new("lock:").key("report-7".into()),
+            "lock:report-7"
+        );
+        assert_eq!(Namespace::new("").key("report-7".into()), "report-7");
+        assert_eq!(Namespace::new("lock:").head_len(), Some(5));
+        assert_eq!(Namespace::new("").head_len(), None);
+    }
+}
