@@ -200,3 +200,50 @@ fn a_lock_held_on_a_majority_is_refused_and_fencing_survives_expiry() {
     assert!(first.release().unwrap_err().is_not_held());
     second.release().unwrap();
 }
+
+/// The per-node timeout of the three-node tests below.
+const SLOW_NODE_TIMEOUT: Duration = Duration::from_millis(300);
+
+fn three_node_alias(name: &'static str, urls: &[String]) -> &'static str {
+    let cfg = AliasConfig::quorum(urls.to_vec())
+        .connect_timeout(SLOW_NODE_TIMEOUT)
+        .command_timeout(SLOW_NODE_TIMEOUT)
+        .poll_interval(Duration::from_millis(2));
+    registry::add(name, cfg).unwrap();
+    name
+}
+
+#[test]
+fn an_acquisition_slower_than_its_lease_says_so() {
+    let servers = std::sync::Arc::new(nodes(3));
+    let a = three_node_alias("quorum-slower-than-lease", &urls(&servers));
+    drop(Lock::new("warm").alias(a).acquire().unwrap());
+    let lease = Duration::from_millis(150);
+    servers[1].pause();
+    servers[2].pause();
+    // The second node answers, but only after the lease would have run out.
+    let waker = {
+        let servers = std::sync::Arc::clone(&servers);
+        std::thread::spawn(move || {
+            std::thread::sleep(lease + Duration::from_millis(70));
+            servers[1].resume();
+        })
+    };
+    let err = Lock::new("k")
+        .alias(a)
+        .expire(lease)
+        .wait(false)
+        .acquire()
+        .unwrap_err();
+    waker.join().unwrap();
+    servers[2].resume();
+    let q = quorum_error(&err);
+    assert_eq!(q.lease_ran_out, Some(lease), "{err}");
+    assert!(q.took >= lease / 2, "{err}");
+    let msg = err.to_string();
+    assert!(!msg.contains("quorum lost"), "{msg}");
+    assert!(
+        msg.contains("150 ms lease") && msg.contains("raise lease_ms or lower timeout_ms"),
+        "{msg}"
+    );
+}

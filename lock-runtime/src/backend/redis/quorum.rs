@@ -112,6 +112,7 @@ impl fmt::Debug for QuorumBackend {
 /// let quorum: &QuorumError = source.inner().downcast_ref().unwrap();
 /// assert_eq!((quorum.needed, quorum.nodes.len()), (2, 3));
 /// assert!(quorum.to_string().starts_with("quorum lost: 0 of 3 nodes agreed, 2 needed"));
+/// assert_eq!(quorum.lease_ran_out, None, "the nodes are down, the lease is not the cause");
 /// ```
 #[derive(Debug, Clone)]
 #[non_exhaustive]
@@ -120,6 +121,15 @@ pub struct QuorumError {
     pub needed: usize,
     /// What each node answered, in configuration order.
     pub nodes: Vec<NodeOutcome>,
+    /// How long the operation ran, from before its first request.
+    pub took: Duration,
+    /// The lease an acquisition asked for, when it failed because that
+    /// lease ran out: by the time enough nodes had granted it (or while it
+    /// still waited for them), the lease less a clock-drift allowance was
+    /// used up, so the lock could not count as held. The nodes answer more
+    /// slowly than the lease allows: raise `lease_ms` (or the lock's
+    /// `expire`) or lower `timeout_ms`. `None` for every other failure.
+    pub lease_ran_out: Option<Duration>,
 }
 
 /// One node's answer in a quorum operation.
@@ -229,13 +239,22 @@ impl QuorumError {
 
 impl fmt::Display for QuorumError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "quorum lost: {} of {} nodes agreed, {} needed (",
-            self.granted(),
-            self.nodes.len(),
-            self.needed
-        )?;
+        let (granted, n, needed) = (self.granted(), self.nodes.len(), self.needed);
+        let took = self.took.as_millis();
+        match self.lease_ran_out.map(|l| l.as_millis()) {
+            Some(lease) if granted >= needed => write!(
+                f,
+                "granted by {granted} of {n} nodes but took {took} ms, longer than the {lease} ms lease allows: raise lease_ms or lower timeout_ms ("
+            )?,
+            Some(lease) => write!(
+                f,
+                "only {granted} of {n} nodes granted ({needed} needed) when the {lease} ms lease ran out after {took} ms: raise lease_ms or lower timeout_ms ("
+            )?,
+            None => write!(
+                f,
+                "quorum lost: {granted} of {n} nodes agreed, {needed} needed ("
+            )?,
+        }
         for (i, n) in self.nodes.iter().enumerate() {
             if i > 0 {
                 f.write_str("; ")?;
@@ -324,9 +343,13 @@ impl QuorumBackend {
         &self,
         results: &[Result<T, BackendError>],
         ok: impl Fn(&T) -> bool,
+        took: Duration,
+        lease_ran_out: Option<Duration>,
     ) -> QuorumError {
         QuorumError {
             needed: self.quorum,
+            took,
+            lease_ran_out,
             nodes: self
                 .nodes
                 .iter()
@@ -368,11 +391,17 @@ impl QuorumBackend {
                 _ => None,
             })
             .collect();
-        let validity = lease.saturating_sub(sent.elapsed() + drift(lease));
-        if fences.len() >= quorum && !validity.is_zero() {
-            let fence = fences.iter().copied().max().unwrap_or(0);
-            if this.raise_fence(fence).await >= quorum {
-                return Ok(Attempt::Acquired(Acquired::new(Some(fence)).sent_at(sent)));
+        let took = sent.elapsed();
+        let validity = lease.saturating_sub(took + drift(lease));
+        let mut lease_ran_out = None;
+        if fences.len() >= quorum {
+            if validity.is_zero() {
+                lease_ran_out = Some(lease);
+            } else {
+                let fence = fences.iter().copied().max().unwrap_or(0);
+                if this.raise_fence(fence).await >= quorum {
+                    return Ok(Attempt::Acquired(Acquired::new(Some(fence)).sent_at(sent)));
+                }
             }
         }
         // No majority (or no time left): give it back everywhere, also where
@@ -392,13 +421,18 @@ impl QuorumBackend {
             })
             .collect();
         let failed = results.iter().filter(|r| r.is_err()).count();
-        if !busy.is_empty() || failed == 0 {
+        if lease_ran_out.is_none() && (!busy.is_empty() || failed == 0) {
             // Contention (or a split vote): another owner holds it somewhere.
             return Ok(Attempt::Busy(Busy::new(busy.into_iter().min())));
         }
         Err(BackendError::new(
             BackendErrorKind::Quorum,
-            this.outcomes(&results, |a| matches!(a, Attempt::Acquired(_))),
+            this.outcomes(
+                &results,
+                |a| matches!(a, Attempt::Acquired(_)),
+                took,
+                lease_ran_out,
+            ),
         ))
     }
 
@@ -420,6 +454,7 @@ impl QuorumBackend {
         F: Fn(Arc<Inner>) -> Fut,
         Fut: Future<Output = Result<bool, BackendError>> + Send + 'static,
     {
+        let started = Instant::now();
         let results = Self::each(&self.nodes, self.node_timeout, op).await;
         let yes = results.iter().filter(|r| matches!(r, Ok(true))).count();
         let no = results.iter().filter(|r| matches!(r, Ok(false))).count();
@@ -430,7 +465,7 @@ impl QuorumBackend {
         } else {
             Err(BackendError::new(
                 BackendErrorKind::Quorum,
-                self.outcomes(&results, |v| *v),
+                self.outcomes(&results, |v| *v, started.elapsed(), None),
             ))
         }
     }
@@ -640,6 +675,8 @@ mod tests {
     fn the_error_names_every_node() {
         let e = QuorumError {
             needed: 2,
+            took: Duration::from_millis(40),
+            lease_ran_out: None,
             nodes: vec![
                 NodeOutcome {
                     node: "redis://a".into(),
@@ -663,5 +700,39 @@ mod tests {
             "quorum lost: 1 of 3 nodes agreed, 2 needed (redis://a: ok; redis://b: held by another owner; redis://c: unreachable (connection failed: refused))"
         );
         assert_eq!(e.unreachable().count(), 1);
+    }
+
+    #[test]
+    fn a_lease_that_ran_out_is_named_as_the_cause() {
+        let node = |url: &str, state| NodeOutcome {
+            node: url.into(),
+            state,
+        };
+        let late =
+            || NodeState::Unreachable(BackendError::new(BackendErrorKind::Timeout, "no reply yet"));
+        let mut e = QuorumError {
+            needed: 2,
+            nodes: vec![
+                node("redis://a", NodeState::Granted),
+                node("redis://b", NodeState::Granted),
+                node("redis://c", late()),
+            ],
+            took: Duration::from_millis(310),
+            lease_ran_out: Some(Duration::from_millis(250)),
+        };
+        assert!(
+            e.to_string().starts_with(
+                "granted by 2 of 3 nodes but took 310 ms, longer than the 250 ms lease allows: raise lease_ms or lower timeout_ms (redis://a: ok; "
+            ),
+            "{e}"
+        );
+        e.nodes[1].state = late();
+        e.took = Duration::from_millis(247);
+        assert!(
+            e.to_string().starts_with(
+                "only 1 of 3 nodes granted (2 needed) when the 250 ms lease ran out after 247 ms: raise lease_ms or lower timeout_ms ("
+            ),
+            "{e}"
+        );
     }
 }
