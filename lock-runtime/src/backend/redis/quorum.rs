@@ -1,22 +1,28 @@
 //! A quorum of independent Redis nodes as one lock store (Redlock): a lock
 //! is held when a majority of the nodes granted it within its validity.
 //!
-//! Every operation goes to all nodes at once, each bounded by the per-node
-//! timeout (the alias's command timeout), so a dead or paused node costs at
-//! most that long. An acquisition without a majority is given back on every
-//! node, also the ones that did not answer (they may have set the key).
-//! Fencing tokens take two steps: each granting node counts up its own
-//! counter, and the highest count is then written back to a majority, so
+//! Every operation goes to all nodes at once and returns as soon as the
+//! answers decide it (a majority agreed, or for an acquisition, contention
+//! ruled a majority out), so a dead or paused node costs nothing while a
+//! majority answers, and at most the per-node timeout (the alias's command
+//! timeout) when it does not. The nodes that have not answered by then go on
+//! in the background: a key that a late node grants to a failed acquisition,
+//! or to a lock released in the meantime, is given back as soon as that node
+//! answers. Fencing tokens take two steps: each granting node counts up its
+//! own counter, and the highest count is then written back to a majority, so
 //! that any later majority (which shares a node with this one) counts past
 //! it: tokens strictly increase as long as nodes keep their data.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
 use once_cell::sync::Lazy;
 use redis::Script;
+use tokio::sync::{mpsc, watch};
 
 use super::{
     AcquireArgs, Inner, RedisBackend, extend_invocation, handover_invocation, io, scripts,
@@ -68,6 +74,7 @@ pub struct QuorumBackend {
     nodes: Arc<[Node]>,
     quorum: usize,
     node_timeout: Duration,
+    claims: Arc<Claims>,
 }
 
 struct Node {
@@ -112,6 +119,7 @@ impl fmt::Debug for QuorumBackend {
 /// let quorum: &QuorumError = source.inner().downcast_ref().unwrap();
 /// assert_eq!((quorum.needed, quorum.nodes.len()), (2, 3));
 /// assert!(quorum.to_string().starts_with("quorum lost: 0 of 3 nodes agreed, 2 needed"));
+/// assert_eq!(quorum.lease_ran_out, None, "the nodes are down, the lease is not the cause");
 /// ```
 #[derive(Debug, Clone)]
 #[non_exhaustive]
@@ -120,6 +128,15 @@ pub struct QuorumError {
     pub needed: usize,
     /// What each node answered, in configuration order.
     pub nodes: Vec<NodeOutcome>,
+    /// How long the operation ran, from before its first request.
+    pub took: Duration,
+    /// The lease an acquisition asked for, when it failed because that
+    /// lease ran out: by the time enough nodes had granted it (or while it
+    /// still waited for them), the lease less a clock-drift allowance was
+    /// used up, so the lock could not count as held. The nodes answer more
+    /// slowly than the lease allows: raise `lease_ms` (or the lock's
+    /// `expire`) or lower `timeout_ms`. `None` for every other failure.
+    pub lease_ran_out: Option<Duration>,
 }
 
 /// One node's answer in a quorum operation.
@@ -229,13 +246,22 @@ impl QuorumError {
 
 impl fmt::Display for QuorumError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "quorum lost: {} of {} nodes agreed, {} needed (",
-            self.granted(),
-            self.nodes.len(),
-            self.needed
-        )?;
+        let (granted, n, needed) = (self.granted(), self.nodes.len(), self.needed);
+        let took = self.took.as_millis();
+        match self.lease_ran_out.map(|l| l.as_millis()) {
+            Some(lease) if granted >= needed => write!(
+                f,
+                "granted by {granted} of {n} nodes but took {took} ms, longer than the {lease} ms lease allows: raise lease_ms or lower timeout_ms ("
+            )?,
+            Some(lease) => write!(
+                f,
+                "only {granted} of {n} nodes granted ({needed} needed) when the {lease} ms lease ran out after {took} ms: raise lease_ms or lower timeout_ms ("
+            )?,
+            None => write!(
+                f,
+                "quorum lost: {granted} of {n} nodes agreed, {needed} needed ("
+            )?,
+        }
         for (i, n) in self.nodes.iter().enumerate() {
             if i > 0 {
                 f.write_str("; ")?;
@@ -282,51 +308,51 @@ impl QuorumBackend {
             quorum: nodes.len() / 2 + 1,
             nodes: nodes.into(),
             node_timeout: command_timeout,
+            claims: Arc::default(),
         })
     }
 
-    /// Runs `op` on every node at once, each bounded by the node timeout.
-    async fn each<T, F, Fut>(
-        nodes: &[Node],
-        timeout: Duration,
-        op: F,
-    ) -> Vec<Result<T, BackendError>>
+    /// Starts `op` on every node at once, each bounded by the node timeout,
+    /// on tasks of their own: a call nobody waits for any more still runs to
+    /// its end. Answers arrive as `(node index, answer)`.
+    fn spawn_each<T, F, Fut>(&self, op: F) -> Answers<T>
     where
         F: Fn(Arc<Inner>) -> Fut,
         Fut: Future<Output = Result<T, BackendError>> + Send + 'static,
         T: Send + 'static,
     {
-        let calls: Vec<_> = nodes
-            .iter()
-            .map(|n| {
-                let call = op(Arc::clone(&n.inner));
-                tokio::spawn(async move {
-                    match tokio::time::timeout(timeout, call).await {
-                        Ok(r) => r,
-                        Err(_) => Err(BackendError::new(
-                            BackendErrorKind::Timeout,
-                            "no reply within the node timeout",
-                        )),
-                    }
-                })
-            })
-            .collect();
-        let mut out = Vec::with_capacity(calls.len());
-        for call in calls {
-            out.push(call.await.unwrap_or_else(|e| {
-                Err(BackendError::new(BackendErrorKind::Other, e.to_string()))
-            }));
+        let (tx, rx) = mpsc::unbounded_channel();
+        for (i, n) in self.nodes.iter().enumerate() {
+            let call = op(Arc::clone(&n.inner));
+            let (tx, timeout) = (tx.clone(), self.node_timeout);
+            tokio::spawn(async move {
+                let answer = tokio::time::timeout(timeout, call)
+                    .await
+                    .unwrap_or_else(|_| Err(no_reply(timeout)));
+                let _ = tx.send((i, answer));
+            });
         }
-        out
+        rx
     }
 
+    /// How many nodes must refuse before a majority can no longer agree.
+    fn refusals_that_decide(&self) -> usize {
+        self.nodes.len() - self.quorum + 1
+    }
+
+    /// `window`: how long the round waited for the nodes that gave no answer.
     fn outcomes<T>(
         &self,
-        results: &[Result<T, BackendError>],
+        results: &[Option<Result<T, BackendError>>],
         ok: impl Fn(&T) -> bool,
+        window: Duration,
+        took: Duration,
+        lease_ran_out: Option<Duration>,
     ) -> QuorumError {
         QuorumError {
             needed: self.quorum,
+            took,
+            lease_ran_out,
             nodes: self
                 .nodes
                 .iter()
@@ -334,103 +360,184 @@ impl QuorumBackend {
                 .map(|(n, r)| NodeOutcome {
                     node: n.url.clone(),
                     state: match r {
-                        Ok(v) if ok(v) => NodeState::Granted,
-                        Ok(_) => NodeState::HeldByAnother,
-                        Err(e) => NodeState::Unreachable(e.clone()),
+                        Some(Ok(v)) if ok(v) => NodeState::Granted,
+                        Some(Ok(_)) => NodeState::HeldByAnother,
+                        Some(Err(e)) => NodeState::Unreachable(e.clone()),
+                        None => NodeState::Unreachable(no_reply(window)),
                     },
                 })
                 .collect(),
         }
     }
 
+    /// One Redlock attempt. The round ends as soon as the answers decide it
+    /// (a majority granted, or enough nodes refused that none can), so a
+    /// slow or paused node costs nothing while a majority answers quickly;
+    /// each node's task stays behind to give back what a late answer took.
     async fn try_acquire_async_inner(
-        nodes: Arc<[Node]>,
-        quorum: usize,
-        timeout: Duration,
+        self,
         args: Arc<AcquireArgs>,
         lease: Duration,
     ) -> Result<Attempt, BackendError> {
-        let this = Self {
-            nodes,
-            quorum,
-            node_timeout: timeout,
-        };
+        let n = self.nodes.len();
+        let (answers_tx, mut answers) = mpsc::unbounded_channel();
+        // Dropped unsent, it tells every node task the attempt failed.
+        let (verdict, verdict_rx) = watch::channel(Verdict::Pending);
+        // A node's task waits this long for its own answer, well past the
+        // round: a request that reaches a paused node runs when the node
+        // wakes, and only its answer says whether there is a key to give back.
+        let patience = lease.min(MAX_PATIENCE).saturating_add(self.node_timeout);
         let sent = Instant::now();
-        let results = Self::each(&this.nodes, timeout, |inner| {
-            let args = Arc::clone(&args);
-            async move { inner.try_acquire(&args, false, true).await }
+        for (i, node) in self.nodes.iter().enumerate() {
+            tokio::spawn(acquire_on(
+                Arc::clone(&node.inner),
+                Arc::clone(&args),
+                patience,
+                (i, answers_tx.clone()),
+                verdict_rx.clone(),
+            ));
+        }
+        drop((answers_tx, verdict_rx));
+
+        // Past the validity no answer can make the lock ours.
+        let validity = |elapsed: Duration| lease.saturating_sub(elapsed + drift(lease));
+        let window = self.node_timeout.min(validity(Duration::ZERO));
+        let refusals = self.refusals_that_decide();
+        // Refusals decide at once only with contention in them: then the
+        // answer is Busy, and waiting for a paused node would only slow the
+        // next look. Failures alone make an error, which waits for every
+        // node (within the window) so that it names what each one did.
+        let (results, cut_short) = gather(&mut answers, n, sent, window, |r| {
+            let granted = r.iter().filter(|a| granted(a)).count();
+            let refused = r.iter().flatten().count() - granted;
+            let busy = r.iter().any(|a| matches!(a, Some(Ok(Attempt::Busy(_)))));
+            granted >= self.quorum || (busy && refused >= refusals)
         })
         .await;
         let fences: Vec<u64> = results
             .iter()
             .filter_map(|r| match r {
-                Ok(Attempt::Acquired(a)) => Some(a.fencing.unwrap_or(0)),
+                Some(Ok(Attempt::Acquired(a))) => Some(a.fencing.unwrap_or(0)),
                 _ => None,
             })
             .collect();
-        let validity = lease.saturating_sub(sent.elapsed() + drift(lease));
-        if fences.len() >= quorum && !validity.is_zero() {
-            let fence = fences.iter().copied().max().unwrap_or(0);
-            if this.raise_fence(fence).await >= quorum {
-                return Ok(Attempt::Acquired(Acquired::new(Some(fence)).sent_at(sent)));
+        let ran_out = |results: &[Option<Result<Attempt, BackendError>>]| {
+            Err(BackendError::new(
+                BackendErrorKind::Quorum,
+                self.outcomes(results, is_acquired, window, sent.elapsed(), Some(lease)),
+            ))
+        };
+        if fences.len() >= self.quorum {
+            if validity(sent.elapsed()).is_zero() {
+                return ran_out(&results);
             }
+            // Tokens increase across holders because any two majorities
+            // share a node: this fence is written back to a majority before
+            // the lock is handed out, so the requests of a later holder (sent
+            // after this acquisition returned) count up, on at least one of
+            // its granting nodes, a counter already raised to this fence, and
+            // its token, the highest count of its majority, is higher. The
+            // argument needs only that the write-back reached a majority, not
+            // which nodes granted or how many answered, so ending both rounds
+            // at the first majority keeps it; a straggler's count comes too
+            // late for this token and only raises its own counter, which can
+            // only push later tokens higher.
+            let fence = fences.iter().copied().max().unwrap_or(0);
+            self.raise_fence(fence, validity(sent.elapsed()), lease)
+                .await?;
+            if validity(sent.elapsed()).is_zero() {
+                return ran_out(&results);
+            }
+            let counted: Vec<bool> = results.iter().map(Option::is_some).collect();
+            let claim = counted
+                .contains(&false)
+                .then(|| Claim::register(&self.claims, args.token));
+            verdict.send_replace(Verdict::Held { counted, claim });
+            return Ok(Attempt::Acquired(Acquired::new(Some(fence)).sent_at(sent)));
         }
-        // No majority (or no time left): give it back everywhere, also where
-        // no answer came, since the request may have landed there.
-        let key = args.key.clone();
-        let token = args.token;
-        let _ = Self::each(&this.nodes, timeout, |inner| {
-            let key = key.clone();
-            async move { inner.release(&key, token).await }
-        })
-        .await;
+        // No majority: `verdict` goes unsent, and every node's task gives
+        // back whatever its request took, also one answering late.
+        drop(verdict);
         let busy: Vec<Duration> = results
             .iter()
             .filter_map(|r| match r {
-                Ok(Attempt::Busy(b)) => Some(b.retry_in.unwrap_or_default()),
+                Some(Ok(Attempt::Busy(b))) => Some(b.retry_in.unwrap_or_default()),
                 _ => None,
             })
             .collect();
-        let failed = results.iter().filter(|r| r.is_err()).count();
+        let failed = results.iter().filter(|r| !matches!(r, Some(Ok(_)))).count();
         if !busy.is_empty() || failed == 0 {
             // Contention (or a split vote): another owner holds it somewhere.
             return Ok(Attempt::Busy(Busy::new(busy.into_iter().min())));
         }
+        let lease_ran_out = (cut_short && window < self.node_timeout).then_some(lease);
         Err(BackendError::new(
             BackendErrorKind::Quorum,
-            this.outcomes(&results, |a| matches!(a, Attempt::Acquired(_))),
+            self.outcomes(&results, is_acquired, window, sent.elapsed(), lease_ran_out),
         ))
     }
 
-    /// Writes `fence` back to every node's counter; how many took it.
-    async fn raise_fence(&self, fence: u64) -> usize {
-        let results = Self::each(&self.nodes, self.node_timeout, |inner| async move {
+    /// Writes `fence` back to the nodes' counters, done once a majority took
+    /// it; the others catch up in the background. `budget` is the validity
+    /// left: waiting longer could not make the lock ours.
+    async fn raise_fence(
+        &self,
+        fence: u64,
+        budget: Duration,
+        lease: Duration,
+    ) -> Result<(), BackendError> {
+        let started = Instant::now();
+        let mut answers = self.spawn_each(|inner| async move {
             let mut inv = RAISE_FENCE.prepare_invoke();
             inv.key(&inner.fence_key).arg(fence);
             inner.invoke::<i64>(inv).await
+        });
+        let window = self.node_timeout.min(budget);
+        let (results, cut_short) = gather(&mut answers, self.nodes.len(), started, window, |r| {
+            r.iter().filter(|a| matches!(a, Some(Ok(_)))).count() >= self.quorum
         })
         .await;
-        results.iter().filter(|r| r.is_ok()).count()
+        let ok = results.iter().filter(|a| matches!(a, Some(Ok(_)))).count();
+        if ok >= self.quorum {
+            return Ok(());
+        }
+        let lease_ran_out = (cut_short && window < self.node_timeout).then_some(lease);
+        Err(BackendError::new(
+            BackendErrorKind::Quorum,
+            self.outcomes(&results, |_| true, window, started.elapsed(), lease_ran_out),
+        ))
     }
 
-    /// Release or extend on every node; true with a majority, false when a
-    /// majority says the lock is not ours, an error when too few answered.
+    /// Release, extend or check on every node; true with a majority, false
+    /// when a majority says the lock is not ours, an error when too few
+    /// answered. Returns as soon as the answers so far decide it.
     async fn on_all<F, Fut>(&self, op: F) -> Result<bool, BackendError>
     where
         F: Fn(Arc<Inner>) -> Fut,
         Fut: Future<Output = Result<bool, BackendError>> + Send + 'static,
     {
-        let results = Self::each(&self.nodes, self.node_timeout, op).await;
-        let yes = results.iter().filter(|r| matches!(r, Ok(true))).count();
-        let no = results.iter().filter(|r| matches!(r, Ok(false))).count();
+        let started = Instant::now();
+        let n = self.nodes.len();
+        let mut answers = self.spawn_each(op);
+        let count = |r: &[Option<Result<bool, BackendError>>], want: bool| {
+            r.iter()
+                .filter(|a| matches!(a, Some(Ok(v)) if *v == want))
+                .count()
+        };
+        let refusals = self.refusals_that_decide();
+        let (results, _) = gather(&mut answers, n, started, self.node_timeout, |r| {
+            count(r, true) >= self.quorum || count(r, false) >= refusals
+        })
+        .await;
+        let (yes, no) = (count(&results, true), count(&results, false));
         if yes >= self.quorum {
             Ok(true)
-        } else if no + yes >= self.quorum || no > self.nodes.len() - self.quorum {
+        } else if no + yes >= self.quorum || no >= refusals {
             Ok(false)
         } else {
             Err(BackendError::new(
                 BackendErrorKind::Quorum,
-                self.outcomes(&results, |v| *v),
+                self.outcomes(&results, |v| *v, self.node_timeout, started.elapsed(), None),
             ))
         }
     }
@@ -440,7 +547,198 @@ impl QuorumBackend {
             nodes: Arc::clone(&self.nodes),
             quorum: self.quorum,
             node_timeout: self.node_timeout,
+            claims: Arc::clone(&self.claims),
         }
+    }
+}
+
+/// The longest a node's task waits for the answer to an acquisition
+/// request, beyond the node timeout: a node paused longer than this that
+/// then grants leaves a key that frees itself when its lease ends.
+const MAX_PATIENCE: Duration = Duration::from_secs(600);
+
+/// One node's answer in a round, with the node's index.
+type Answer<T> = (usize, Result<T, BackendError>);
+
+/// The answers of one round, as they arrive.
+type Answers<T> = mpsc::UnboundedReceiver<Answer<T>>;
+
+fn no_reply(within: Duration) -> BackendError {
+    BackendError::new(
+        BackendErrorKind::Timeout,
+        format!("no reply within {} ms", within.as_millis()),
+    )
+}
+
+fn is_acquired(a: &Attempt) -> bool {
+    matches!(a, Attempt::Acquired(_))
+}
+
+fn granted(a: &Option<Result<Attempt, BackendError>>) -> bool {
+    matches!(a, Some(Ok(Attempt::Acquired(_))))
+}
+
+/// Collects a round's answers, in node order (`None`: none yet), until
+/// `settled` says those so far decide it, every node answered, or `window`
+/// after `since` (then the flag is true).
+async fn gather<T>(
+    answers: &mut Answers<T>,
+    n: usize,
+    since: Instant,
+    window: Duration,
+    settled: impl Fn(&[Option<Result<T, BackendError>>]) -> bool,
+) -> (Vec<Option<Result<T, BackendError>>>, bool) {
+    let mut results: Vec<Option<Result<T, BackendError>>> = (0..n).map(|_| None).collect();
+    let mut missing = n;
+    while missing > 0 && !settled(&results) {
+        let left = window.saturating_sub(since.elapsed());
+        match tokio::time::timeout(left, answers.recv()).await {
+            Ok(Some((i, answer))) => {
+                if let Some(slot) = results.get_mut(i).filter(|s| s.is_none()) {
+                    *slot = Some(answer);
+                    missing -= 1;
+                }
+            }
+            Ok(None) => break,
+            Err(_) => return (results, true),
+        }
+    }
+    (results, false)
+}
+
+/// What an acquisition decided, for the node tasks that outlive its round.
+#[derive(Clone)]
+enum Verdict {
+    Pending,
+    /// The lock is ours. `counted`: the nodes whose answers the round saw
+    /// (the holder's release covers their keys); the others share `claim`.
+    Held {
+        counted: Vec<bool>,
+        claim: Option<Arc<Claim>>,
+    },
+}
+
+/// A held lock that a node may still grant after the round: if the holder
+/// has released it by then, that node's task gives the late key back.
+/// Found by owner token, which is unique to one acquisition.
+struct Claim {
+    token: Token,
+    released: AtomicBool,
+    claims: Arc<Claims>,
+}
+
+/// The claims of held locks with late nodes; each leaves when the last of
+/// its node tasks ends.
+#[derive(Default)]
+struct Claims(Mutex<HashMap<Token, Weak<Claim>>>);
+
+impl Claims {
+    fn lock(&self) -> MutexGuard<'_, HashMap<Token, Weak<Claim>>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Marks the lock of `token` released, so that a node granting it from
+    /// now on gives it back. Called before the release is sent: a node task
+    /// that still saw it held had its answer, hence its key, before that
+    /// release went out, so the release covers the key.
+    fn release(&self, token: Token) {
+        if let Some(claim) = self.lock().get(&token).and_then(Weak::upgrade) {
+            claim.released.store(true, Ordering::SeqCst);
+        }
+    }
+}
+
+impl Claim {
+    fn register(claims: &Arc<Claims>, token: Token) -> Arc<Claim> {
+        let claim = Arc::new(Claim {
+            token,
+            released: AtomicBool::new(false),
+            claims: Arc::clone(claims),
+        });
+        claims.lock().insert(token, Arc::downgrade(&claim));
+        claim
+    }
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        let mut claims = self.claims.lock();
+        if claims
+            .get(&self.token)
+            .is_some_and(|w| w.strong_count() == 0)
+        {
+            claims.remove(&self.token);
+        }
+    }
+}
+
+/// One node's part in an acquisition: sends the request, reports the
+/// answer to the round, then gives back a key the request took if the
+/// attempt failed, or if the lock was released before the answer came.
+async fn acquire_on(
+    inner: Arc<Inner>,
+    args: Arc<AcquireArgs>,
+    patience: Duration,
+    (i, answers): (usize, mpsc::UnboundedSender<Answer<Attempt>>),
+    mut verdict: watch::Receiver<Verdict>,
+) {
+    let mut conn = match inner.conn.get().await {
+        Ok(c) => c,
+        Err(e) => {
+            // Nothing was sent, so nothing can need giving back.
+            let _ = answers.send((i, Err(super::backend_error(e))));
+            return;
+        }
+    };
+    conn.set_response_timeout(patience);
+    let answer = inner.try_acquire_on(&mut conn, &args, false, true).await;
+    // An error after sending (a dropped connection, say) leaves it unknown
+    // whether the key was set; only running out of patience is left alone,
+    // since a release sent on another connection could overtake the request.
+    let took = match &answer {
+        Ok(Attempt::Acquired(_)) => Some(true),
+        Ok(Attempt::Busy(_)) => None,
+        Err(e) if e.is_timeout() => {
+            tracing::warn!(key = %args.key, node = %inner.url, "a node did not answer an acquisition; if it grants it later, that key frees itself when its lease ends");
+            None
+        }
+        Err(_) => Some(false),
+    };
+    let _ = answers.send((i, answer));
+    drop(answers);
+    let Some(surely) = took else { return };
+    let give_back = match verdict.wait_for(|v| !matches!(v, Verdict::Pending)).await {
+        Ok(v) => match &*v {
+            // A counted node is left to the holder's own release, which
+            // must find the key there to confirm it.
+            Verdict::Held {
+                counted,
+                claim: Some(claim),
+            } if !counted.get(i).copied().unwrap_or(true) => claim.released.load(Ordering::SeqCst),
+            _ => false,
+        },
+        Err(_) => true,
+    };
+    if !give_back {
+        return;
+    }
+    let released = if surely {
+        // On the request's own connection, so it runs after the request; the
+        // key cannot have gone and come back for another attempt with this
+        // token in between, as SET NX only sets a missing key.
+        let release = handover_invocation(
+            &scripts::RELEASE,
+            &inner.fence_key,
+            &args.key,
+            args.token,
+            None,
+        );
+        inner.invoke_on::<i64>(&mut conn, release).await.map(drop)
+    } else {
+        inner.release(&args.key, args.token).await.map(drop)
+    };
+    if let Err(e) = released {
+        tracing::error!(key = %args.key, node = %inner.url, error = %e, "could not give back a key a failed or released acquisition set; it frees itself when its lease ends");
     }
 }
 
@@ -533,16 +831,11 @@ impl QuorumBackend {
     ) -> impl Future<Output = Result<Attempt, BackendError>> + Send + 'static {
         let args = Arc::new(AcquireArgs::new(req, false));
         let lease = req.lease.unwrap_or(crate::registry::DEFAULT_LEASE);
-        Self::try_acquire_async_inner(
-            Arc::clone(&self.nodes),
-            self.quorum,
-            self.node_timeout,
-            args,
-            lease,
-        )
+        self.shallow().try_acquire_async_inner(args, lease)
     }
 
     async fn release_all(&self, key: String, token: Token) -> Result<bool, BackendError> {
+        self.claims.release(token);
         self.on_all(|inner| {
             let key = key.clone();
             async move {
@@ -640,6 +933,8 @@ mod tests {
     fn the_error_names_every_node() {
         let e = QuorumError {
             needed: 2,
+            took: Duration::from_millis(40),
+            lease_ran_out: None,
             nodes: vec![
                 NodeOutcome {
                     node: "redis://a".into(),
@@ -663,5 +958,77 @@ mod tests {
             "quorum lost: 1 of 3 nodes agreed, 2 needed (redis://a: ok; redis://b: held by another owner; redis://c: unreachable (connection failed: refused))"
         );
         assert_eq!(e.unreachable().count(), 1);
+    }
+
+    #[test]
+    fn a_round_ends_once_its_answers_decide_it() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let (tx, mut rx) = mpsc::unbounded_channel::<(usize, Result<bool, BackendError>)>();
+            tx.send((2, Ok(true))).unwrap();
+            tx.send((0, Ok(true))).unwrap();
+            // Node 1 stays silent (its sender open), like a paused server.
+            let majority = |r: &[Option<Result<bool, BackendError>>]| {
+                r.iter().filter(|a| matches!(a, Some(Ok(true)))).count() >= 2
+            };
+            let started = Instant::now();
+            let (results, cut_short) =
+                gather(&mut rx, 3, started, Duration::from_secs(60), majority).await;
+            assert!(started.elapsed() < Duration::from_secs(30));
+            assert!(!cut_short);
+            assert!(matches!(
+                results[..],
+                [Some(Ok(true)), None, Some(Ok(true))]
+            ));
+
+            let (results, cut_short) = gather(
+                &mut rx,
+                3,
+                Instant::now(),
+                Duration::from_millis(10),
+                majority,
+            )
+            .await;
+            assert!(cut_short, "nobody answers: the window ends it");
+            assert!(results.iter().all(Option::is_none));
+            drop(tx);
+        });
+    }
+
+    #[test]
+    fn a_lease_that_ran_out_is_named_as_the_cause() {
+        let node = |url: &str, state| NodeOutcome {
+            node: url.into(),
+            state,
+        };
+        let late =
+            || NodeState::Unreachable(BackendError::new(BackendErrorKind::Timeout, "no reply yet"));
+        let mut e = QuorumError {
+            needed: 2,
+            nodes: vec![
+                node("redis://a", NodeState::Granted),
+                node("redis://b", NodeState::Granted),
+                node("redis://c", late()),
+            ],
+            took: Duration::from_millis(310),
+            lease_ran_out: Some(Duration::from_millis(250)),
+        };
+        assert!(
+            e.to_string().starts_with(
+                "granted by 2 of 3 nodes but took 310 ms, longer than the 250 ms lease allows: raise lease_ms or lower timeout_ms (redis://a: ok; "
+            ),
+            "{e}"
+        );
+        e.nodes[1].state = late();
+        e.took = Duration::from_millis(247);
+        assert!(
+            e.to_string().starts_with(
+                "only 1 of 3 nodes granted (2 needed) when the 250 ms lease ran out after 247 ms: raise lease_ms or lower timeout_ms ("
+            ),
+            "{e}"
+        );
     }
 }
