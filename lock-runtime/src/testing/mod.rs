@@ -70,18 +70,20 @@
 //! // `conformance_map::fencing_strictly_increases` and so on.
 //! lock_runtime::conformance_tests!(conformance_map, map_store);
 //!
-//! // The same behaviours, called one by one:
-//! let suite = lock_runtime::testing::Conformance::new("map", map_store);
-//! suite.only_the_owner_releases_or_extends();
-//! suite.fencing_strictly_increases();
+//! fn main() {
+//!     // The same behaviours, called one by one:
+//!     let suite = lock_runtime::testing::Conformance::new("map", map_store);
+//!     suite.only_the_owner_releases_or_extends();
+//!     suite.fencing_strictly_increases();
+//! }
 //! ```
 //!
 //! What the suite needs to know about a store it asks the store: whether it
 //! gives fencing tokens (the first acquisition says; then every one must),
 //! whether it holds locks without a lease
-//! ([`Backend::supports_unleased`](crate::backend::Backend::supports_unleased))
+//! ([`Backend::supports_unleased`])
 //! and whether it can tell a holder it was deleted
-//! ([`Backend::check`](crate::backend::Backend::check)). The few things it
+//! ([`Backend::check`]). The few things it
 //! cannot ask (how long a lease to test with, how late is too late on your
 //! machine) are [`Options`] with defaults.
 //!
@@ -94,6 +96,8 @@ mod fencing;
 mod keys;
 mod lost;
 mod ownership;
+#[cfg(test)]
+mod tests;
 mod timing;
 
 use std::fmt;
@@ -204,6 +208,18 @@ impl Options {
 
 type Factory = dyn Fn() -> AliasConfig + Send + Sync;
 
+/// One behaviour of the suite: a method of [`Conformance`], as listed in
+/// [`Conformance::BEHAVIOURS`].
+///
+/// ```
+/// use lock_runtime::registry::AliasConfig;
+/// use lock_runtime::testing::{Behaviour, Conformance};
+///
+/// let check: Behaviour = Conformance::fencing_strictly_increases;
+/// check(&Conformance::new("memory", AliasConfig::memory));
+/// ```
+pub type Behaviour = fn(&Conformance);
+
 /// The conformance suite for one store: built from a name and a function
 /// that returns a fresh [`AliasConfig`] for the store, with one method per
 /// behaviour.
@@ -306,7 +322,7 @@ impl Conformance {
     /// let names: Vec<&str> = Conformance::BEHAVIOURS.iter().map(|(name, _)| *name).collect();
     /// assert!(names.contains(&"fencing_strictly_increases"));
     /// ```
-    pub const BEHAVIOURS: &'static [(&'static str, fn(&Conformance))] = &[
+    pub const BEHAVIOURS: &'static [(&'static str, Behaviour)] = &[
         ("exclusion_across_threads", Self::exclusion_across_threads),
         ("exclusion_across_tasks", Self::exclusion_across_tasks),
         (
@@ -491,8 +507,8 @@ fn runtime(s: &Scope) -> tokio::runtime::Runtime {
 /// with tests named after the behaviours
 /// (`conformance_map::fencing_strictly_increases`, ...); the factory is any
 /// expression that is a `Fn() -> AliasConfig` (a function's name or a
-/// closure), and may use what the enclosing module has. Optional, in this
-/// order:
+/// closure), and may use what the enclosing module has (so write it at a
+/// module's top level, not inside a function). Optional, in this order:
 ///
 /// - `options = <expr>`: the [`Options`](crate::testing::Options);
 /// - `ignore = { <behaviour>: "<reason>", ... }`: marks those tests
@@ -511,6 +527,7 @@ fn runtime(s: &Scope) -> tokio::runtime::Runtime {
 ///     options = Options::default().lease(Duration::from_millis(200)),
 ///     ignore = { exclusion_across_tasks: "shown ignored for the example" },
 /// );
+/// # fn main() {}
 /// ```
 #[macro_export]
 macro_rules! conformance_tests {
