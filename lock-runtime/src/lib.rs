@@ -36,11 +36,15 @@
 //! - [`backend`]: the [`Backend`](backend::Backend) trait for stores, the
 //!   [memory store](backend::memory) and, with the `redis` feature (on by
 //!   default), the Redis store (`backend::redis`).
+//! - `testing` (feature `testing`): the conformance suite every store must
+//!   pass, to run for a store of your own with one macro call.
 //!
 //! # Cargo features
 //! - `redis` (default): the Redis backend, on the `redis` crate and a small
 //!   private `tokio` runtime for its I/O.
 //! - `tls`: `rediss://` aliases (TLS through rustls).
+//! - `testing`: the conformance suite for stores (module `testing`), on a
+//!   multi-threaded `tokio` runtime of its own.
 
 #![warn(missing_docs)]
 
@@ -50,6 +54,8 @@ mod error;
 mod lease;
 mod lock;
 pub mod registry;
+#[cfg(feature = "testing")]
+pub mod testing;
 mod watchdog;
 
 #[doc(hidden)]
