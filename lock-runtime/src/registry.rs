@@ -683,6 +683,21 @@ impl Alias {
         self.0.namespace.prefix()
     }
 
+    /// How the alias's keys become the names its store keeps: the
+    /// namespace of its [`prefix`](Self::prefix). What
+    /// [`backend`](Self::backend)'s methods take for a lock's key.
+    ///
+    /// ```
+    /// use lock_runtime::registry::{self, AliasConfig};
+    ///
+    /// registry::add("doc-alias-namespace", AliasConfig::memory().prefix("jobs:")).unwrap();
+    /// let alias = registry::alias("doc-alias-namespace").unwrap();
+    /// assert_eq!(alias.namespace().key("rebuild".into()), "jobs:rebuild");
+    /// ```
+    pub fn namespace(&self) -> &Namespace {
+        &self.0.namespace
+    }
+
     /// The poll interval of waiters that cannot be woken.
     ///
     /// ```
@@ -715,8 +730,9 @@ impl Alias {
 
     /// The store behind the alias.
     ///
-    /// Keys on it carry the alias's [`prefix`](Self::prefix) (none here, on
-    /// the embedded store):
+    /// Its methods take keys as the store keeps them, which the alias's
+    /// [`namespace`](Self::namespace) makes (here, on the embedded store with
+    /// no prefix, a plain key stays as it is):
     ///
     /// ```
     /// use lock_runtime::backend::{Attempt, Request};

@@ -436,7 +436,7 @@ impl Scope {
 
     /// The key as the store sees it: what the backend's methods take.
     fn store_key(&self, key: &str) -> String {
-        format!("{}{key}", self.handle.prefix())
+        self.handle.namespace().key(key.into()).into_owned()
     }
 
     /// The guard of an acquisition that must succeed.
