@@ -24,10 +24,4 @@ fn quorum() -> AliasConfig {
         .poll_interval(Duration::from_millis(5))
 }
 
-lock_runtime::conformance_tests!(
-    conformance_quorum,
-    quorum,
-    ignore = {
-        cancelled_grant_gives_the_lock_back: "defect: a quorum acquire_async dropped mid-round leaves the lock held on the nodes until its lease ends, see issue 8",
-    },
-);
+lock_runtime::conformance_tests!(conformance_quorum, quorum,);

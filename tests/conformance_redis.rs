@@ -16,10 +16,4 @@ fn server() -> &'static RedisServer {
     SERVER.get_or_init(RedisServer::start)
 }
 
-lock_runtime::conformance_tests!(
-    conformance_redis,
-    || AliasConfig::redis(server().url()),
-    ignore = {
-        waiting_thief_takes_over_at_the_steal_age: "defect: a waiting steal_after thief on Redis is not woken when the holder reaches the steal age (took over 1.3-1.7 s late), see issue 8",
-    },
-);
+lock_runtime::conformance_tests!(conformance_redis, || AliasConfig::redis(server().url()),);

@@ -403,11 +403,19 @@ impl Lock {
         let req = self.request(&p);
         let sent = self.started(&p);
         let backend = p.alias.backend();
+        // Dropped before the store answered (a cancelled task, a timeout),
+        // the request may have won the lock all the same: give it back.
+        let pending = Pending {
+            backend,
+            key: &p.key,
+            token: p.token,
+        };
         let outcome = if wait {
             backend.acquire_async(&req, self.wait_spec(&p, sent)).await
         } else {
             backend.try_acquire_async(&req).await.map(granted)
         };
+        std::mem::forget(pending);
         self.finish(p, outcome, sent, true, wait)
     }
 
@@ -536,6 +544,22 @@ impl Lock {
             status,
             released: false,
         })
+    }
+}
+
+/// An async acquisition whose outcome is not yet known. Dropped (the
+/// acquisition was cancelled), it releases by the request's token, which
+/// frees the lock if the request won it and does nothing otherwise; this
+/// covers every store, whatever its requests were doing when dropped.
+struct Pending<'a> {
+    backend: &'a Arc<dyn crate::backend::Backend>,
+    key: &'a str,
+    token: Token,
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        self.backend.release_detached(self.key, self.token);
     }
 }
 

@@ -66,6 +66,28 @@ pub(crate) async fn run<T: Send + 'static>(
     })?
 }
 
+/// Runs `fut` on the I/O thread and waits for its output; dropped before
+/// that, it stops `fut` too (at its next await), where [`run`] lets it
+/// finish. For acquisitions, whose caller gives up on them by dropping them.
+pub(crate) async fn run_cancellable<T: Send + 'static>(
+    fut: impl Future<Output = Result<T, BackendError>> + Send + 'static,
+) -> Result<T, BackendError> {
+    struct AbortOnDrop(tokio::task::AbortHandle);
+    impl Drop for AbortOnDrop {
+        fn drop(&mut self) {
+            self.0.abort();
+        }
+    }
+    let task = spawn(fut)?;
+    let _abort = AbortOnDrop(task.abort_handle());
+    task.await.map_err(|e| {
+        BackendError::new(
+            BackendErrorKind::Other,
+            format!("the Redis I/O task failed: {e}"),
+        )
+    })?
+}
+
 /// How many runtimes' connections a store keeps. A process usually has one
 /// or two runtimes; test suites make one per test, and the connections of
 /// runtimes that are gone are never used again, so the oldest are dropped.

@@ -784,7 +784,9 @@ impl Backend for QuorumBackend {
         &'a self,
         req: &'a Request<'a>,
     ) -> BoxFuture<'a, Result<Attempt, BackendError>> {
-        Box::pin(io::run(self.try_acquire_future(req)))
+        // A cancelled attempt stops: its node tasks then give back what
+        // their requests take; the runtime releases what it already won.
+        Box::pin(io::run_cancellable(self.try_acquire_future(req)))
     }
 
     fn release_async<'a>(

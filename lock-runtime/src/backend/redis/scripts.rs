@@ -34,6 +34,15 @@ local function stale(v, pttl, steal)
   local s = span(v)
   return s == nil or pttl < 0 or s - pttl >= steal
 end
+-- When a busy lock may next be taken: its lease's end, or sooner the moment
+-- it turns stale for a waiter that may steal it.
+local function retry_in(v, pttl, steal)
+  local s = span(v)
+  if steal > 0 and s ~= nil and pttl >= 0 then
+    return math.max(0, math.min(pttl, steal - (s - pttl)))
+  end
+  return pttl
+end
 -- Drops waiters whose deadline passed from the head of the line; returns
 -- the live head, if any, and the server's time if it was read.
 local function head_of_line(line, alive)
@@ -77,7 +86,8 @@ fn script(body: &str) -> Script {
 
 /// Barging acquisition. `KEYS`: lock, fence counter. `ARGV`: token, lease ms,
 /// steal age ms (0: never), `1` if the caller will wait for a wake-up.
-/// Returns `{1, fence}` when taken, `{0, pttl}` when busy. Running it twice
+/// Returns `{1, fence}` when taken, `{0, ms}` when busy, `ms` being when
+/// it may be taken next: its lease's end, or when it turns stale. Running it twice
 /// with one token grants twice, so a request whose reply was lost can be
 /// retried safely.
 pub(crate) static ACQUIRE: Lazy<Script> = Lazy::new(|| {
@@ -97,7 +107,7 @@ end
 if ARGV[4] == '1' and not waiting(held) then
   redis.call('APPEND', KEYS[1], '*')
 end
-return {0, pttl}
+return {0, retry_in(held, pttl, tonumber(ARGV[3]))}
 "#,
     )
 });
@@ -142,7 +152,7 @@ redis.call('PEXPIRE', KEYS[3], 2 * ttl)
 redis.call('PEXPIRE', KEYS[4], 2 * ttl)
 if held then
   if not waiting(held) then redis.call('APPEND', KEYS[1], '*') end
-  return {0, pttl}
+  return {0, retry_in(held, pttl, tonumber(ARGV[3]))}
 end
 -- Free, with somebody else at the head: hand it to them.
 pass_on(KEYS[1], KEYS[3], KEYS[4], KEYS[2], ARGV[5], ttl, true)
