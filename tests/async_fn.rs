@@ -305,3 +305,44 @@ async fn tasks_on_a_multi_thread_runtime_exclude_each_other() {
     assert_eq!(total.load(Ordering::Relaxed), 200);
     assert!(is_free("async-multi-thread"));
 }
+
+static DIGESTS: AtomicUsize = AtomicUsize::new(0);
+
+#[once("async-digest", expire = "1h", delete_on_exit = false)]
+async fn digest() -> usize {
+    tokio::task::yield_now().await;
+    DIGESTS.fetch_add(1, Ordering::SeqCst) + 1
+}
+
+#[lock("async-keep-<n>", expire = "1h", delete_on_exit = false, wait = false)]
+async fn keep(n: u32) -> Result<u32, AppError> {
+    Ok(n)
+}
+
+#[lock(
+    "async-keep-cancelled",
+    expire = "1h",
+    delete_on_exit = false,
+    on_lost = "cancel"
+)]
+async fn keep_with_cancel() -> Result<(), AppError> {
+    Ok(())
+}
+
+#[tokio::test]
+async fn delete_on_exit_false_keeps_the_lock_after_an_async_fn_returns() {
+    assert_eq!(digest().await, Some(1));
+    assert_eq!(digest().await, None, "not again within the hour");
+    assert_eq!(DIGESTS.load(Ordering::SeqCst), 1);
+    assert!(held("async-digest"));
+
+    assert_eq!(keep(1).await.unwrap(), 1);
+    assert!(held("async-keep-1"), "kept after an `Ok`");
+    match keep(1).await {
+        Err(AppError::Lock(e)) => assert!(e.is_busy(), "{e:?}"),
+        other => panic!("expected Busy, got {other:?}"),
+    }
+
+    keep_with_cancel().await.unwrap();
+    assert!(held("async-keep-cancelled"), "kept with `on_lost` too");
+}

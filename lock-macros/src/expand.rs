@@ -386,7 +386,7 @@ fn sync_skip(plan: &Plan, output: &ReturnType, block: Block) -> TokenStream {
 // Output: async fn f(..) -> Result<T, E> {
 //             let guard = match acquire_async(lock).await { Ok(g) => g, Err(e) => return raise(e) };
 //             let out = async move { body }.await;
-//             release_async(guard).await;
+//             exit_async(guard).await;
 //             out
 //         }
 fn async_raise(plan: &Plan, output: &ReturnType, block: Block) -> TokenStream {
@@ -406,7 +406,7 @@ fn async_raise(plan: &Plan, output: &ReturnType, block: Block) -> TokenStream {
         };
         #fence
         let #out = #body;
-        #krate::__private::release_async(#guard).await;
+        #krate::__private::exit_async(#guard).await;
         #out
     }
 }
@@ -415,7 +415,7 @@ fn async_raise(plan: &Plan, output: &ReturnType, block: Block) -> TokenStream {
 // Output: async fn f(..) -> Option<T> {
 //             let guard = match acquire_or_skip_async(lock).await { Some(g) => g, None => return None };
 //             let out = async move { body }.await;
-//             release_async(guard).await;
+//             exit_async(guard).await;
 //             Some(out)
 //         }
 fn async_skip(plan: &Plan, output: &ReturnType, block: Block) -> TokenStream {
@@ -436,7 +436,7 @@ fn async_skip(plan: &Plan, output: &ReturnType, block: Block) -> TokenStream {
         };
         #fence
         let #out = #body;
-        #krate::__private::release_async(#guard).await;
+        #krate::__private::exit_async(#guard).await;
         ::core::option::Option::Some(#out)
     }
 }

@@ -50,9 +50,16 @@ fn skip_on_error(result: Result<LockGuard, LockError>) -> Option<LockGuard> {
     }
 }
 
-/// Ends an `async fn`'s critical section: awaits the release so that the
-/// caller's next call finds the lock free.
-pub async fn release_async(guard: LockGuard) {
+/// Ends an `async fn`'s critical section on every way the generated code
+/// leaves it: awaits the release, so that the caller's next call finds the
+/// lock free; or, with `delete_on_exit(false)`, keeps the lock until its
+/// lease ends, as dropping the guard would.
+pub async fn exit_async(guard: LockGuard) {
+    if !guard.deletes_on_exit() {
+        // The drop stops the renewals and checks, and leaves the key.
+        drop(guard);
+        return;
+    }
     let (alias, key) = (guard.alias().to_owned(), guard.key().to_owned());
     match guard.release_async().await {
         Ok(()) => {}
@@ -186,12 +193,36 @@ pub async fn run_until_lost<F: Future>(guard: &LockGuard, body: F) -> Result<F::
 
 /// After `run_until_lost` stopped a body: gives back whatever may be left of
 /// the lock (a lease inside its drift allowance) without reporting the loss
-/// twice.
+/// twice; with `delete_on_exit(false)` it is left to its lease, like any exit.
 pub async fn dispose_lost(guard: LockGuard) {
     tracing::warn!(
         alias = guard.alias(),
         key = guard.key(),
         "the lock was lost while the locked function ran; it was stopped"
     );
-    let _ = guard.release_async().await;
+    if guard.deletes_on_exit() {
+        let _ = guard.release_async().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn exit_async_honours_delete_on_exit() {
+        futures::executor::block_on(async {
+            let keep = Lock::new("private-exit-keep")
+                .expire(Duration::from_secs(3600))
+                .delete_on_exit(false);
+            exit_async(keep.acquire_async().await.unwrap()).await;
+            assert!(keep.try_acquire().unwrap().is_none(), "kept for its lease");
+
+            let give_back = Lock::new("private-exit-release");
+            exit_async(give_back.acquire_async().await.unwrap()).await;
+            assert!(give_back.try_acquire().unwrap().is_some(), "given back");
+        });
+    }
 }
