@@ -346,3 +346,12 @@ async fn delete_on_exit_false_keeps_the_lock_after_an_async_fn_returns() {
     keep_with_cancel().await.unwrap();
     assert!(held("async-keep-cancelled"), "kept with `on_lost` too");
 }
+
+fn assert_send<T: Send>(_: &T) {}
+
+#[test]
+fn futures_stay_send_with_placeholders_in_the_key() {
+    // `tokio::spawn` needs it; the rendered key's parts must not live across an await.
+    assert_send(&busy_or_ran(1));
+    assert_send(&digest());
+}

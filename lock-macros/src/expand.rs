@@ -55,7 +55,9 @@ pub(crate) fn expand(
         None => parse_quote!(::lock_runtime),
     };
     let key = match &args.key {
-        Some(lit) => template::key_expr(lit, &func.sig, &krate)?,
+        Some(lit) => {
+            template::key_expr(lit, &func.sig, &krate, fence.as_ref().map(|(name, _)| name))?
+        }
         None => default_key(&func.sig),
     };
     let lock = lock_expr(&args, flavor, &krate, key);
@@ -338,6 +340,7 @@ pub(crate) fn respan(tokens: TokenStream, span: Span) -> TokenStream {
 
 // Input:  fn f(..) -> Result<T, E> { body }
 // Output: fn f(..) -> Result<T, E> {
+//             let lock = Lock::new(key)..;
 //             let guard = match acquire(lock) { Ok(g) => g, Err(e) => return raise(e) };
 //             body
 //         }
@@ -347,8 +350,10 @@ fn sync_raise(plan: &Plan, output: &ReturnType, block: Block) -> TokenStream {
     let raise = raise_call(krate, output, &error);
     let fence = fence_binding(plan, output, &guard);
     let stmts = block.stmts;
+    let bound = hidden("__lock");
     quote! {
-        let #guard = match #krate::__private::acquire(#lock) {
+        let #bound = #lock;
+        let #guard = match #krate::__private::acquire(#bound) {
             ::core::result::Result::Ok(#guard) => #guard,
             ::core::result::Result::Err(#error) => #raise,
         };
@@ -359,6 +364,7 @@ fn sync_raise(plan: &Plan, output: &ReturnType, block: Block) -> TokenStream {
 
 // Input:  fn f(..) -> T { body }
 // Output: fn f(..) -> Option<T> {
+//             let lock = Lock::new(key)..;
 //             let guard = match acquire_or_skip(lock) { Some(g) => g, None => return None };
 //             Some((move || -> T { body })())
 //         }
@@ -372,8 +378,10 @@ fn sync_skip(plan: &Plan, output: &ReturnType, block: Block) -> TokenStream {
         ReturnType::Type(_, ty) if closure_can_name(ty) => output.to_token_stream(),
         _ => TokenStream::new(),
     };
+    let bound = hidden("__lock");
     quote! {
-        let #guard = match #krate::__private::acquire_or_skip(#lock) {
+        let #bound = #lock;
+        let #guard = match #krate::__private::acquire_or_skip(#bound) {
             ::core::option::Option::Some(#guard) => #guard,
             ::core::option::Option::None => return ::core::option::Option::None,
         };
@@ -384,6 +392,7 @@ fn sync_skip(plan: &Plan, output: &ReturnType, block: Block) -> TokenStream {
 
 // Input:  async fn f(..) -> Result<T, E> { body }
 // Output: async fn f(..) -> Result<T, E> {
+//             let lock = Lock::new(key)..;
 //             let guard = match acquire_async(lock).await { Ok(g) => g, Err(e) => return raise(e) };
 //             let out = async move { body }.await;
 //             exit_async(guard).await;
@@ -399,8 +408,12 @@ fn async_raise(plan: &Plan, output: &ReturnType, block: Block) -> TokenStream {
     let raise = raise_call(krate, output, &error);
     let fence = fence_binding(plan, output, &guard);
     let body = async_body(plan, output, block, &guard, quote!(#raise));
+    let bound = hidden("__lock");
     quote! {
-        let #guard = match #krate::__private::acquire_async(#lock).await {
+        // A statement of its own, so that the temporaries of the key's
+        // rendering (`&dyn Display`) end here, not across the `.await`.
+        let #bound = #lock;
+        let #guard = match #krate::__private::acquire_async(#bound).await {
             ::core::result::Result::Ok(#guard) => #guard,
             ::core::result::Result::Err(#error) => #raise,
         };
@@ -413,6 +426,7 @@ fn async_raise(plan: &Plan, output: &ReturnType, block: Block) -> TokenStream {
 
 // Input:  async fn f(..) -> T { body }
 // Output: async fn f(..) -> Option<T> {
+//             let lock = Lock::new(key)..;
 //             let guard = match acquire_or_skip_async(lock).await { Some(g) => g, None => return None };
 //             let out = async move { body }.await;
 //             exit_async(guard).await;
@@ -429,8 +443,10 @@ fn async_skip(plan: &Plan, output: &ReturnType, block: Block) -> TokenStream {
         &guard,
         quote!(return ::core::option::Option::None),
     );
+    let bound = hidden("__lock");
     quote! {
-        let #guard = match #krate::__private::acquire_or_skip_async(#lock).await {
+        let #bound = #lock;
+        let #guard = match #krate::__private::acquire_or_skip_async(#bound).await {
             ::core::option::Option::Some(#guard) => #guard,
             ::core::option::Option::None => return ::core::option::Option::None,
         };

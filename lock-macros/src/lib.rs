@@ -87,10 +87,38 @@ use crate::args::Flavor;
 /// calls and indexing are not part of the syntax: bind what you need to a
 /// field or an argument. The key is rendered before the body runs.
 ///
+/// Different values never share a key. A value followed by another
+/// placeholder could run into the next one, so two of its characters are
+/// percent-escaped: the first character of the text after it, and `%` (so
+/// `"col-<x>-<y>"` renders `("1-2", "3")` as `col-1%2D2-3` and
+/// `("1", "2-3")` as `col-1-2-3`; when that text starts with `%`, `^` is the
+/// escape character instead). The last value, and so the value of a key
+/// with one placeholder, is written as it is: `"report-<id>"` renders
+/// `report-7`. Reading a key from the left finds every value again, which is
+/// why two placeholders need text between them (`<x><y>` is an error). Values
+/// that `Display` renders alike (`1u8` and `1u64`) still share a key, and so
+/// can keys of two different templates.
+///
+/// ```
+/// use lock_runtime::{lock, Lock, LockError};
+///
+/// #[lock("col-<x>-<y>", wait = false)]
+/// fn cell(x: &str, y: &str) -> Result<(), LockError> {
+///     let _ = (x, y);
+///     Ok(())
+/// }
+///
+/// let _held = Lock::new("col-1%2D2-3").acquire().unwrap();
+/// assert!(cell("1-2", "3").unwrap_err().is_busy());
+/// cell("1", "2-3").unwrap(); // `col-1-2-3`: another lock
+/// ```
+///
 /// Every mistake is a compile error on the key: a name that is not an
 /// argument (the error lists the arguments), an unclosed `<`, a lone `>`, an
 /// empty `<>`, a malformed path (`<user..id>`, `<1x>`), `<self...>` without
-/// a receiver, a value that is not `Display`, an empty key.
+/// a receiver, two placeholders with no text between them, the
+/// [`fencing`](#fencing) argument (its token exists only once the lock is
+/// taken), a value that is not `Display`, an empty key.
 ///
 /// ```
 /// use lock_runtime::{lock, Lock, LockError};

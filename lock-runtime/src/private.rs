@@ -134,6 +134,81 @@ pub fn key_part<T: KeyPart>(value: &T) -> &dyn fmt::Display {
     value
 }
 
+/// The key of a template with placeholders, `prefix <v1> text1 <v2> ... <vn> textn`,
+/// rendered from `parts = [(v1, text1), .., (vn, textn)]` so that two
+/// different lists of values (as `Display` renders them) never give the same
+/// key.
+///
+/// The text after each value tells where the value ends, so each value but
+/// the last has that text's first character escaped, and the escape
+/// character too, as `%` and two hex digits per UTF-8 byte (`-` is `%2D`,
+/// `%` is `%25`). When that text starts with `%` itself, the escape
+/// character is `^` instead (`%` is `^25`, `^` is `^5E`). The last value
+/// ends where the fixed closing text starts, so it is written as it is, and
+/// so is the value of a template with one placeholder: `report-<id>` renders
+/// `report-7`. Reading the key from the left recovers every value (an escape
+/// is always three characters, the following text never starts with the
+/// escape character), which is why no two value lists share a key.
+///
+/// The values are written straight into the returned `String`: nothing else
+/// is allocated. A text between two values must not be empty (the macro
+/// rejects `<x><y>`).
+pub fn render_key(prefix: &str, parts: &[(&dyn fmt::Display, &str)]) -> String {
+    let texts: usize = parts.iter().map(|(_, text)| text.len()).sum();
+    let mut key = String::with_capacity(prefix.len() + texts + 8 * parts.len());
+    key.push_str(prefix);
+    let last = parts.len().saturating_sub(1);
+    for (i, (value, text)) in parts.iter().enumerate() {
+        // A `Display` that fails leaves what it wrote; `format!` would panic.
+        let _ = match text.chars().next() {
+            Some(stop) if i < last => {
+                let escape = if stop == '%' { '^' } else { '%' };
+                let mut out = Escaped {
+                    key: &mut key,
+                    stop,
+                    escape,
+                };
+                fmt::Write::write_fmt(&mut out, format_args!("{value}"))
+            }
+            _ => fmt::Write::write_fmt(&mut key, format_args!("{value}")),
+        };
+        key.push_str(text);
+    }
+    key
+}
+
+/// Writes into `key`, escaping `stop` and `escape` as `escape` + two hex
+/// digits per UTF-8 byte.
+struct Escaped<'a> {
+    key: &'a mut String,
+    stop: char,
+    escape: char,
+}
+
+impl fmt::Write for Escaped<'_> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        const HEX: &[u8; 16] = b"0123456789ABCDEF";
+        let mut rest = s;
+        while let Some(at) = rest.find([self.stop, self.escape]) {
+            self.key.push_str(&rest[..at]);
+            let c = if rest[at..].starts_with(self.stop) {
+                self.stop
+            } else {
+                self.escape
+            };
+            let mut utf8 = [0u8; 4];
+            for &b in c.encode_utf8(&mut utf8).as_bytes() {
+                self.key.push(self.escape);
+                self.key.push(char::from(HEX[usize::from(b >> 4)]));
+                self.key.push(char::from(HEX[usize::from(b & 0xF)]));
+            }
+            rest = &rest[at + c.len_utf8()..];
+        }
+        self.key.push_str(rest);
+        Ok(())
+    }
+}
+
 /// The type of a `fencing = arg` argument.
 #[diagnostic::on_unimplemented(
     message = "a `fencing` argument receives the lock's fencing token, so it must be `u64` or `Option<u64>`, not `{Self}`",
@@ -209,7 +284,123 @@ pub async fn dispose_lost(guard: LockGuard) {
 mod tests {
     use std::time::Duration;
 
+    use proptest::prelude::*;
+
     use super::*;
+
+    fn render(prefix: &str, parts: &[(&str, &str)]) -> String {
+        let parts: Vec<(&dyn fmt::Display, &str)> = parts
+            .iter()
+            .map(|(v, t)| (v as &dyn fmt::Display, *t))
+            .collect();
+        render_key(prefix, &parts)
+    }
+
+    /// The inverse of `render_key` for one template (`texts` are the texts
+    /// after each value): its existence is the proof that rendering is
+    /// injective.
+    fn decode(prefix: &str, texts: &[String], key: &str) -> Option<Vec<String>> {
+        let mut rest = key.strip_prefix(prefix)?;
+        let mut values = Vec::new();
+        for (i, text) in texts.iter().enumerate() {
+            if i + 1 == texts.len() {
+                values.push(rest.strip_suffix(text.as_str())?.to_owned());
+                break;
+            }
+            let stop = text.chars().next()?;
+            let escape = if stop == '%' { '^' } else { '%' };
+            let mut bytes = Vec::new();
+            let mut chars = rest.char_indices();
+            loop {
+                let (at, c) = chars.next()?;
+                if c == escape {
+                    let hex: String = [chars.next()?.1, chars.next()?.1].iter().collect();
+                    bytes.push(u8::from_str_radix(&hex, 16).ok()?);
+                } else if c == stop {
+                    rest = rest[at..].strip_prefix(text.as_str())?;
+                    break;
+                } else {
+                    bytes.extend_from_slice(c.encode_utf8(&mut [0; 4]).as_bytes());
+                }
+            }
+            values.push(String::from_utf8(bytes).ok()?);
+        }
+        Some(values)
+    }
+
+    #[test]
+    fn values_followed_by_a_placeholder_escape_what_could_end_them() {
+        // The example: these two collided as `col-1-2-3`.
+        assert_eq!(render("col-", &[("1-2", "-"), ("3", "")]), "col-1%2D2-3");
+        assert_eq!(render("col-", &[("1", "-"), ("2-3", "")]), "col-1-2-3");
+        assert_eq!(render("", &[("5%", ":"), ("a:b%", "")]), "5%25:a:b%");
+        assert_eq!(render("", &[("a→b", "→"), ("", "")]), "a%E2%86%92b→");
+        // A text that starts with `%` gets `^` as its escape character.
+        assert_eq!(render("", &[("%^x", "%"), ("y", "")]), "^25^5Ex%y");
+        // One placeholder, or the last one: written as it is.
+        assert_eq!(render("report-", &[("7-1%", "")]), "report-7-1%");
+        assert_eq!(render("a<", &[("x", ">-"), ("-%", ">")]), "a<x>--%>");
+    }
+
+    fn template() -> impl Strategy<Value = (String, Vec<String>)> {
+        // Few characters, so that values often contain the texts' characters.
+        let text = "[-%^a→]{1,2}";
+        (
+            "[-%^a→]{0,2}",
+            prop::collection::vec(text, 1..4),
+            "[-%^a→]{0,2}",
+        )
+            .prop_map(|(prefix, mut texts, suffix)| {
+                // The text after the last value may be empty; the others not.
+                if let Some(last) = texts.last_mut() {
+                    *last = suffix;
+                }
+                (prefix, texts)
+            })
+    }
+
+    fn values(n: usize) -> impl Strategy<Value = Vec<String>> {
+        prop::collection::vec("[-%^a→0]{0,4}", n)
+    }
+
+    fn render_all(prefix: &str, texts: &[String], values: &[String]) -> String {
+        let parts: Vec<(&str, &str)> = values
+            .iter()
+            .zip(texts)
+            .map(|(v, t)| (v.as_str(), t.as_str()))
+            .collect();
+        render(prefix, &parts)
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn a_rendered_key_gives_back_its_values(
+            (prefix, texts, values) in template()
+                .prop_flat_map(|(p, t)| { let n = t.len(); (Just(p), Just(t), values(n)) })
+        ) {
+            let key = render_all(&prefix, &texts, &values);
+            prop_assert_eq!(decode(&prefix, &texts, &key), Some(values));
+        }
+
+        /// The shape of the collision: `r T p T q` split as
+        /// (`r`, `p T q`) or as (`r T p`, `q`), where `T` is the text between.
+        #[test]
+        fn values_shifted_across_a_text_get_another_key(
+            (prefix, texts, mut a, i, p, q) in template()
+                .prop_filter("two placeholders", |(_, t)| t.len() >= 2)
+                .prop_flat_map(|(pre, t)| {
+                    let n = t.len();
+                    (Just(pre), Just(t), values(n), 0..n - 1, "[-%^a→]{0,2}", "[-%^a→]{0,2}")
+                })
+        ) {
+            let between = &texts[i];
+            let mut b = a.clone();
+            a[i + 1] = format!("{p}{between}{q}");
+            b[i] = format!("{}{between}{p}", a[i]);
+            b[i + 1] = q;
+            prop_assert_ne!(render_all(&prefix, &texts, &a), render_all(&prefix, &texts, &b));
+        }
+    }
 
     #[test]
     fn exit_async_honours_delete_on_exit() {
