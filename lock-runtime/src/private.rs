@@ -101,7 +101,7 @@ impl<T, E> Raise for Result<T, E> {
 #[diagnostic::on_unimplemented(
     message = "`#[lock]` with `raise = true` returns the lock's error as `{Self}`, which has no `From<LockError>`",
     label = "`{Self}` cannot be made from a `LockError`",
-    note = "add `impl From<lock_runtime::LockError> for {Self}` (with thiserror: a `#[from] LockError` variant), or use `raise = false` (or `#[once]`) to get `Option<T>` instead"
+    note = "if `{Self}` is your own type, add `impl From<lock_runtime::LockError> for {Self}` (with thiserror: a `#[from] LockError` variant); if it is another crate's, like `String`, Rust does not let you add that impl: return an error type of your own, `Box<dyn std::error::Error + Send + Sync>` or `anyhow::Error`, which take a `LockError` as it is; or use `raise = false` (or `#[once]`) to get `Option<T>` instead"
 )]
 pub trait FromLockError: From<LockError> {}
 
