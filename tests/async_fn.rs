@@ -305,3 +305,119 @@ async fn tasks_on_a_multi_thread_runtime_exclude_each_other() {
     assert_eq!(total.load(Ordering::Relaxed), 200);
     assert!(is_free("async-multi-thread"));
 }
+
+static DIGESTS: AtomicUsize = AtomicUsize::new(0);
+
+#[once("async-digest", expire = "1h", delete_on_exit = false)]
+async fn digest() -> usize {
+    tokio::task::yield_now().await;
+    DIGESTS.fetch_add(1, Ordering::SeqCst) + 1
+}
+
+#[lock("async-keep-<n>", expire = "1h", delete_on_exit = false, wait = false)]
+async fn keep(n: u32) -> Result<u32, AppError> {
+    Ok(n)
+}
+
+#[lock(
+    "async-keep-cancelled",
+    expire = "1h",
+    delete_on_exit = false,
+    on_lost = "cancel"
+)]
+async fn keep_with_cancel() -> Result<(), AppError> {
+    Ok(())
+}
+
+#[tokio::test]
+async fn delete_on_exit_false_keeps_the_lock_after_an_async_fn_returns() {
+    assert_eq!(digest().await, Some(1));
+    assert_eq!(digest().await, None, "not again within the hour");
+    assert_eq!(DIGESTS.load(Ordering::SeqCst), 1);
+    assert!(held("async-digest"));
+
+    assert_eq!(keep(1).await.unwrap(), 1);
+    assert!(held("async-keep-1"), "kept after an `Ok`");
+    match keep(1).await {
+        Err(AppError::Lock(e)) => assert!(e.is_busy(), "{e:?}"),
+        other => panic!("expected Busy, got {other:?}"),
+    }
+
+    keep_with_cancel().await.unwrap();
+    assert!(held("async-keep-cancelled"), "kept with `on_lost` too");
+}
+
+fn assert_send<T: Send>(_: &T) {}
+
+#[test]
+fn futures_stay_send_with_placeholders_in_the_key() {
+    // `tokio::spawn` needs it; the rendered key's parts must not live across an await.
+    assert_send(&busy_or_ran(1));
+    assert_send(&digest());
+}
+
+/// `#[async_trait]` on the trait and the impl runs before `#[lock]` on a
+/// method, which then sees `fn .. -> Pin<Box<dyn Future ..>> { Box::pin(async move { .. }) }`
+/// and locks around the boxed future's body.
+#[async_trait::async_trait]
+trait Jobs: Send + Sync {
+    async fn run(&self, n: u32) -> Result<bool, AppError>;
+    async fn sweep(&self, n: u32) -> Option<u32>;
+    async fn fenced(&self) -> Result<u64, AppError>;
+}
+
+struct Worker {
+    id: u32,
+}
+
+#[async_trait::async_trait]
+impl Jobs for Worker {
+    #[lock("async-trait-<self.id>-<n>", wait = false)]
+    async fn run(&self, n: u32) -> Result<bool, AppError> {
+        tokio::task::yield_now().await;
+        // Held while the future runs, not only while it is created.
+        Ok(held(&format!("async-trait-{}-{n}", self.id)))
+    }
+
+    #[once("async-trait-sweep-<n>")]
+    async fn sweep(&self, n: u32) -> u32 {
+        tokio::task::yield_now().await;
+        n + self.id
+    }
+
+    #[lock("async-trait-fenced-<self.id>", fencing = token)]
+    async fn fenced(&self, token: u64) -> Result<u64, AppError> {
+        Ok(token)
+    }
+}
+
+#[tokio::test]
+async fn async_trait_methods_lock_through_a_trait_object() {
+    let jobs: Arc<dyn Jobs> = Arc::new(Worker { id: 1 });
+    assert!(jobs.run(2).await.unwrap(), "held inside the body");
+    assert!(is_free("async-trait-1-2"), "released on return");
+    {
+        let _held = Lock::new("async-trait-1-2").acquire_async().await.unwrap();
+        match jobs.run(2).await {
+            Err(AppError::Lock(e)) => assert!(e.is_busy(), "{e:?}"),
+            other => panic!("expected Busy, got {other:?}"),
+        }
+    }
+    assert_eq!(jobs.sweep(5).await, Some(6));
+    {
+        let _held = Lock::new("async-trait-sweep-5")
+            .acquire_async()
+            .await
+            .unwrap();
+        assert_eq!(jobs.sweep(5).await, None, "skipped");
+    }
+    let first = jobs.fenced().await.unwrap();
+    assert!(jobs.fenced().await.unwrap() > first);
+    // The boxed future is `Send`: it can be spawned.
+    let jobs2 = Arc::clone(&jobs);
+    assert!(
+        tokio::spawn(async move { jobs2.run(3).await.unwrap() })
+            .await
+            .unwrap()
+    );
+}

@@ -116,8 +116,9 @@ fn angles(n: i32, expect: &str) -> Result<bool, AppError> {
 
 #[test]
 fn doubled_angle_brackets_are_literal() {
-    assert!(angles(-5, "kt-<angle>--5-<-5>").unwrap());
-    assert!(busy_while_held("kt-<angle>--5-<-5>", || angles(-5, "")));
+    // The first `-5` is followed by `-<`, so its `-` is escaped.
+    assert!(angles(-5, "kt-<angle>-%2D5-<-5>").unwrap());
+    assert!(busy_while_held("kt-<angle>-%2D5-<-5>", || angles(-5, "")));
 }
 
 #[lock("kt-{<n>}-{}-{{x}}", wait = false)]
@@ -227,4 +228,27 @@ fn mutable_argument(mut n: u32) -> Result<u32, AppError> {
 fn key_renders_before_the_body_changes_an_argument() {
     assert_eq!(mutable_argument(1).unwrap(), 2);
     assert!(busy_while_held("kt-mut-1", || mutable_argument(1)));
+}
+
+#[lock("kt-col-<x>-<y>", wait = false)]
+fn column(x: &str, y: &str, expect: &str) -> Result<bool, AppError> {
+    Ok(held(expect))
+}
+
+#[test]
+fn values_that_contain_the_separator_do_not_collide() {
+    // Issue #8: ("1-2", "3") and ("1", "2-3") both rendered `kt-col-1-2-3`.
+    // A value followed by another placeholder has the first character of
+    // the text after it (and `%`) percent-escaped; the last value is not.
+    assert!(column("1-2", "3", "kt-col-1%2D2-3").unwrap());
+    assert!(column("1", "2-3", "kt-col-1-2-3").unwrap());
+    assert!(column("5%", "%", "kt-col-5%25-%").unwrap());
+    let _first = Lock::new("kt-col-1%2D2-3").acquire().unwrap();
+    assert!(
+        column("1", "2-3", "kt-col-1-2-3").unwrap(),
+        "another lock, free while the first is held"
+    );
+    assert!(is_busy(column("1-2", "3", "")));
+    // Values without the separator render as before.
+    assert!(busy_while_held("kt-col-7-8", || column("7", "8", "")));
 }

@@ -8,8 +8,8 @@ use syn::ext::IdentExt;
 use syn::spanned::Spanned;
 use syn::visit::Visit;
 use syn::{
-    Attribute, Block, FnArg, Ident, ItemFn, LitInt, Path, ReturnType, Signature, TraitItemFn, Type,
-    parse_quote,
+    Attribute, Block, Expr, FnArg, GenericArgument, Ident, ItemFn, LitInt, Path, PathArguments,
+    ReturnType, Signature, Stmt, TraitItemFn, Type, TypeParamBound, parse_quote,
 };
 
 use crate::args::{Args, Flavor, OnLost};
@@ -24,13 +24,15 @@ pub(crate) fn expand(
 ) -> syn::Result<TokenStream> {
     let mut func = function(flavor, item)?;
     let args = Args::parse(flavor, args)?;
+    let boxed = boxed_async(&func);
+    let is_async = func.sig.asyncness.is_some() || boxed.is_some();
     let fence = match &args.fencing {
         Some(name) => Some(take_fencing_arg(&mut func.sig, &name.value)?),
         None => None,
     };
     if let Some(on_lost) = &args.on_lost
         && on_lost.value == OnLost::Cancel
-        && func.sig.asyncness.is_none()
+        && !is_async
     {
         return Err(syn::Error::new(
             on_lost.name.span(),
@@ -55,18 +57,121 @@ pub(crate) fn expand(
         None => parse_quote!(::lock_runtime),
     };
     let key = match &args.key {
-        Some(lit) => template::key_expr(lit, &func.sig, &krate)?,
+        Some(lit) => {
+            template::key_expr(lit, &func.sig, &krate, fence.as_ref().map(|(name, _)| name))?
+        }
         None => default_key(&func.sig),
     };
+    let raise = args.raises(flavor);
+    if raise && !is_async {
+        reject_future_return(flavor, &func.sig)?;
+    }
     let lock = lock_expr(&args, flavor, &krate, key);
     let plan = Plan {
         krate,
         lock,
-        raise: args.raises(flavor),
+        raise,
         fence,
         cancel,
     };
-    Ok(wrap(func, &plan))
+    Ok(wrap(func, &plan, boxed))
+}
+
+/// A sync function returning `impl Future` under `raise = true`: the lock
+/// would cover making the future, and its error has nowhere to go but a
+/// type error about a hidden `{async block}`; say what it is instead.
+fn reject_future_return(flavor: Flavor, sig: &Signature) -> syn::Result<()> {
+    let ReturnType::Type(_, ty) = &sig.output else {
+        return Ok(());
+    };
+    let Type::ImplTrait(it) = &**ty else {
+        return Ok(());
+    };
+    let is_future = it.bounds.iter().any(|b| {
+        matches!(b, TypeParamBound::Trait(t)
+            if t.path.segments.last().is_some_and(|s| s.ident == "Future"))
+    });
+    if !is_future {
+        return Ok(());
+    }
+    let name = &sig.ident;
+    Err(syn::Error::new_spanned(
+        ty,
+        format!(
+            "`{name}` is a sync function that returns a future: `{attr}` would hold the lock while the future is created, not while it runs, and could not return the lock's error in its place; make it an `async fn` returning the future's output, like `async fn {name}(..) -> Result<T, E>`",
+            attr = flavor.attr()
+        ),
+    ))
+}
+
+// Input:  fn f<'life0, 'async_trait>(&'life0 self, ..)
+//             -> Pin<Box<dyn Future<Output = T> + Send + 'async_trait>>
+//         { Box::pin(async move { body }) }
+//         (what `#[async_trait]` on the impl or trait has made of an `async fn`)
+// Output: Some((T, { body })): the function is locked as `async fn f(..) -> T { body }`
+//
+// The lock is taken inside the boxed future, around its body, as tracing's
+// `#[instrument]` does for async-trait: locking around the outer function
+// would only cover creating the future.
+fn boxed_async(func: &ItemFn) -> Option<(Type, Block)> {
+    if func.sig.asyncness.is_some() {
+        return None;
+    }
+    let ReturnType::Type(_, ty) = &func.sig.output else {
+        return None;
+    };
+    let output = future_output(&mut ty.as_ref().clone())?.clone();
+    let [Stmt::Expr(Expr::Call(call), None)] = func.block.stmts.as_slice() else {
+        return None;
+    };
+    let Expr::Path(path) = &*call.func else {
+        return None;
+    };
+    let mut names = path.path.segments.iter().rev().map(|s| &s.ident);
+    if !(names.next()? == "pin" && names.next()? == "Box") || call.args.len() != 1 {
+        return None;
+    }
+    match call.args.first()? {
+        Expr::Async(block) if block.capture.is_some() => Some((output, block.block.clone())),
+        _ => None,
+    }
+}
+
+/// `T` in `Pin<Box<dyn Future<Output = T> + ..>>`, found by the last
+/// segment of each path, however the user or async-trait spelled them.
+fn future_output(ty: &mut Type) -> Option<&mut Type> {
+    let boxed = only_type_argument(ty, "Pin")?;
+    let Type::TraitObject(object) = only_type_argument(boxed, "Box")? else {
+        return None;
+    };
+    object.bounds.iter_mut().find_map(|bound| {
+        let TypeParamBound::Trait(t) = bound else {
+            return None;
+        };
+        let future = t.path.segments.last_mut().filter(|s| s.ident == "Future")?;
+        let PathArguments::AngleBracketed(args) = &mut future.arguments else {
+            return None;
+        };
+        args.args.iter_mut().find_map(|arg| match arg {
+            GenericArgument::AssocType(a) if a.ident == "Output" => Some(&mut a.ty),
+            _ => None,
+        })
+    })
+}
+
+/// `X` in `name<X>`.
+fn only_type_argument<'a>(ty: &'a mut Type, name: &str) -> Option<&'a mut Type> {
+    let Type::Path(p) = ty else {
+        return None;
+    };
+    let last = p.path.segments.last_mut().filter(|s| s.ident == name)?;
+    let PathArguments::AngleBracketed(args) = &mut last.arguments else {
+        return None;
+    };
+    match args.args.first_mut()? {
+        GenericArgument::Type(t) => Some(t),
+        _ => None,
+    }
 }
 
 /// What the generated body does, besides running the user's.
@@ -125,12 +230,26 @@ fn function(flavor: Flavor, item: TokenStream) -> syn::Result<ItemFn> {
     if let Ok(decl) = syn::parse2::<TraitItemFn>(item.clone())
         && let (None, Some(semi)) = (&decl.default, &decl.semi_token)
     {
-        return Err(syn::Error::new(
-            semi.span,
+        let name = &decl.sig.ident;
+        // `fn f(..);` is a trait method's declaration or a foreign function;
+        // only a receiver or `...` tells which.
+        let message = if decl.sig.variadic.is_some() {
+            foreign(attr, name)
+        } else if decl.sig.receiver().is_some() {
             format!(
-                "`{attr}` needs a function body to wrap, and `{}` has none: put `{attr}` on the method where it is implemented, not on its declaration",
-                decl.sig.ident
-            ),
+                "`{attr}` needs a function body to wrap, and `{name}` has none: put `{attr}` on the method where it is implemented, not on its declaration"
+            )
+        } else {
+            format!(
+                "`{attr}` needs a function body to wrap, and `{name}` has none: on a trait method's declaration, put `{attr}` on the method where it is implemented; on a foreign function (in an `extern` block), which has no body to lock, lock a Rust function that calls it instead"
+            )
+        };
+        return Err(syn::Error::new(semi.span, message));
+    }
+    if let Ok(decl) = syn::parse2::<syn::ForeignItemFn>(item.clone()) {
+        return Err(syn::Error::new(
+            decl.sig.ident.span(),
+            foreign(attr, &decl.sig.ident),
         ));
     }
     let (what, span) = match syn::parse2::<syn::Item>(item.clone()) {
@@ -160,6 +279,12 @@ fn function(flavor: Flavor, item: TokenStream) -> syn::Result<ItemFn> {
         span,
         format!("`{attr}` goes on a function or method, not on {what}"),
     ))
+}
+
+fn foreign(attr: &str, name: &Ident) -> String {
+    format!(
+        "`{attr}` cannot go on `{name}`, a foreign function: it has no body to lock; lock a Rust function that calls it instead"
+    )
 }
 
 // Input:  fn build_report(..)        /  fn save(&self, ..)
@@ -234,7 +359,9 @@ fn hidden(name: &str) -> Ident {
 
 // Input:  #[attrs] vis fn f(..) -> T { #![inner] body }
 // Output: #[attrs] vis fn f(..) -> T (or Option<T>) { #![inner] take the guard; run the body }
-fn wrap(func: ItemFn, plan: &Plan) -> TokenStream {
+//         (`boxed`: -> Pin<Box<dyn Future<Output = T (or Option<T>)> ..>>
+//          { Box::pin(async move { take the guard; run the body }) })
+fn wrap(func: ItemFn, plan: &Plan, boxed: Option<(Type, Block)>) -> TokenStream {
     let ItemFn {
         attrs,
         vis,
@@ -246,15 +373,34 @@ fn wrap(func: ItemFn, plan: &Plan) -> TokenStream {
     let (outer, inner): (Vec<Attribute>, Vec<Attribute>) = attrs
         .into_iter()
         .partition(|a| matches!(a.style, syn::AttrStyle::Outer));
-    let output = sig.output.clone();
-    let body = match (sig.asyncness.is_some(), plan.raise) {
-        (false, true) => sync_raise(plan, &output, *block),
-        (false, false) => sync_skip(plan, &output, *block),
-        (true, true) => async_raise(plan, &output, *block),
-        (true, false) => async_skip(plan, &output, *block),
+    let is_boxed = boxed.is_some();
+    let (is_async, output, block) = match boxed {
+        Some((ty, body)) => (
+            true,
+            ReturnType::Type(Default::default(), Box::new(ty)),
+            body,
+        ),
+        None => (sig.asyncness.is_some(), sig.output.clone(), *block),
     };
+    let mut body = match (is_async, plan.raise) {
+        (false, true) => sync_raise(plan, &output, block),
+        (false, false) => sync_skip(plan, &output, block),
+        (true, true) => async_raise(plan, &output, block),
+        (true, false) => async_skip(plan, &output, block),
+    };
+    if is_boxed {
+        body = quote!(::std::boxed::Box::pin(async move { #body }));
+    }
     if !plan.raise {
-        sig.output = optional(&sig.output);
+        match &mut sig.output {
+            ReturnType::Type(_, ty) if is_boxed => {
+                if let Some(out) = future_output(ty) {
+                    let span = out.span();
+                    *out = Type::Verbatim(quote_spanned!(span=> ::core::option::Option<#out>));
+                }
+            }
+            _ => sig.output = optional(&sig.output),
+        }
     }
     quote! {
         #(#outer)*
@@ -338,6 +484,7 @@ pub(crate) fn respan(tokens: TokenStream, span: Span) -> TokenStream {
 
 // Input:  fn f(..) -> Result<T, E> { body }
 // Output: fn f(..) -> Result<T, E> {
+//             let lock = Lock::new(key)..;
 //             let guard = match acquire(lock) { Ok(g) => g, Err(e) => return raise(e) };
 //             body
 //         }
@@ -347,8 +494,10 @@ fn sync_raise(plan: &Plan, output: &ReturnType, block: Block) -> TokenStream {
     let raise = raise_call(krate, output, &error);
     let fence = fence_binding(plan, output, &guard);
     let stmts = block.stmts;
+    let bound = hidden("__lock");
     quote! {
-        let #guard = match #krate::__private::acquire(#lock) {
+        let #bound = #lock;
+        let #guard = match #krate::__private::acquire(#bound) {
             ::core::result::Result::Ok(#guard) => #guard,
             ::core::result::Result::Err(#error) => #raise,
         };
@@ -359,6 +508,7 @@ fn sync_raise(plan: &Plan, output: &ReturnType, block: Block) -> TokenStream {
 
 // Input:  fn f(..) -> T { body }
 // Output: fn f(..) -> Option<T> {
+//             let lock = Lock::new(key)..;
 //             let guard = match acquire_or_skip(lock) { Some(g) => g, None => return None };
 //             Some((move || -> T { body })())
 //         }
@@ -372,8 +522,10 @@ fn sync_skip(plan: &Plan, output: &ReturnType, block: Block) -> TokenStream {
         ReturnType::Type(_, ty) if closure_can_name(ty) => output.to_token_stream(),
         _ => TokenStream::new(),
     };
+    let bound = hidden("__lock");
     quote! {
-        let #guard = match #krate::__private::acquire_or_skip(#lock) {
+        let #bound = #lock;
+        let #guard = match #krate::__private::acquire_or_skip(#bound) {
             ::core::option::Option::Some(#guard) => #guard,
             ::core::option::Option::None => return ::core::option::Option::None,
         };
@@ -384,9 +536,10 @@ fn sync_skip(plan: &Plan, output: &ReturnType, block: Block) -> TokenStream {
 
 // Input:  async fn f(..) -> Result<T, E> { body }
 // Output: async fn f(..) -> Result<T, E> {
+//             let lock = Lock::new(key)..;
 //             let guard = match acquire_async(lock).await { Ok(g) => g, Err(e) => return raise(e) };
 //             let out = async move { body }.await;
-//             release_async(guard).await;
+//             exit_async(guard).await;
 //             out
 //         }
 fn async_raise(plan: &Plan, output: &ReturnType, block: Block) -> TokenStream {
@@ -399,23 +552,28 @@ fn async_raise(plan: &Plan, output: &ReturnType, block: Block) -> TokenStream {
     let raise = raise_call(krate, output, &error);
     let fence = fence_binding(plan, output, &guard);
     let body = async_body(plan, output, block, &guard, quote!(#raise));
+    let bound = hidden("__lock");
     quote! {
-        let #guard = match #krate::__private::acquire_async(#lock).await {
+        // A statement of its own, so that the temporaries of the key's
+        // rendering (`&dyn Display`) end here, not across the `.await`.
+        let #bound = #lock;
+        let #guard = match #krate::__private::acquire_async(#bound).await {
             ::core::result::Result::Ok(#guard) => #guard,
             ::core::result::Result::Err(#error) => #raise,
         };
         #fence
         let #out = #body;
-        #krate::__private::release_async(#guard).await;
+        #krate::__private::exit_async(#guard).await;
         #out
     }
 }
 
 // Input:  async fn f(..) -> T { body }
 // Output: async fn f(..) -> Option<T> {
+//             let lock = Lock::new(key)..;
 //             let guard = match acquire_or_skip_async(lock).await { Some(g) => g, None => return None };
 //             let out = async move { body }.await;
-//             release_async(guard).await;
+//             exit_async(guard).await;
 //             Some(out)
 //         }
 fn async_skip(plan: &Plan, output: &ReturnType, block: Block) -> TokenStream {
@@ -429,14 +587,16 @@ fn async_skip(plan: &Plan, output: &ReturnType, block: Block) -> TokenStream {
         &guard,
         quote!(return ::core::option::Option::None),
     );
+    let bound = hidden("__lock");
     quote! {
-        let #guard = match #krate::__private::acquire_or_skip_async(#lock).await {
+        let #bound = #lock;
+        let #guard = match #krate::__private::acquire_or_skip_async(#bound).await {
             ::core::option::Option::Some(#guard) => #guard,
             ::core::option::Option::None => return ::core::option::Option::None,
         };
         #fence
         let #out = #body;
-        #krate::__private::release_async(#guard).await;
+        #krate::__private::exit_async(#guard).await;
         ::core::option::Option::Some(#out)
     }
 }

@@ -45,8 +45,21 @@ use crate::args::Flavor;
 /// It goes on free functions, methods (`&self`, `&mut self`, `self`),
 /// associated functions, generic functions, functions with `impl Trait`
 /// arguments, and `async fn` (in `impl` blocks and trait impls too). Not on
-/// a `const fn`, and not on a trait method without a body: put it on the
-/// implementation.
+/// a `const fn`, not on a trait method without a body (put it on the
+/// implementation), and not on a foreign function in an `extern` block,
+/// which has no body to lock.
+///
+/// With [async-trait](https://docs.rs/async-trait), keep `#[async_trait]` on
+/// the trait and the impl and put `#[lock]` on the method. `#[async_trait]`
+/// expands first and turns the method into
+/// `fn f(..) -> Pin<Box<dyn Future<Output = T> + Send + '_>> { Box::pin(async move { body }) }`;
+/// `#[lock]` recognises that shape (written by hand, too) and takes the lock
+/// inside the boxed future, around `body`, exactly as for an `async fn`, so
+/// it holds while the future runs, also through `dyn Trait`. Placeholders
+/// can name the receiver's fields and plain `name: Type` arguments, not the
+/// names bound by a destructuring pattern, which async-trait renames.
+/// `#[lock]` written above `#[async_trait]` sits on the `impl` block, which
+/// is an error: it goes on each method.
 ///
 /// # What it does
 ///
@@ -58,9 +71,12 @@ use crate::args::Flavor;
 ///
 /// - with `raise = true` (the default of `#[lock]`), the function returns
 ///   `Err(E::from(error))`, where `error` is the `lock_runtime::LockError`.
-///   So it must return `Result<T, E>` with `impl From<LockError> for E`
-///   (`Box<dyn Error + Send + Sync>` works too); anything else is a compile
-///   error that says so, on the return type.
+///   So it must return `Result<T, E>` with `impl From<LockError> for E`:
+///   an error type of your own, `Box<dyn Error + Send + Sync>`,
+///   `Box<dyn Error>` or `anyhow::Error`. Anything else is a compile error
+///   that says so, on the return type. A type of another crate, like
+///   `String`, cannot get that impl in your crate (the orphan rule), so the
+///   error suggests one of the others.
 /// - with `raise = false` (the default of [`macro@once`]), the function
 ///   returns `None`. Its return type becomes `Option<T>`: `-> T` is
 ///   rewritten to `-> Option<T>`, and a function without a return type
@@ -87,10 +103,38 @@ use crate::args::Flavor;
 /// calls and indexing are not part of the syntax: bind what you need to a
 /// field or an argument. The key is rendered before the body runs.
 ///
+/// Different values never share a key. A value followed by another
+/// placeholder could run into the next one, so two of its characters are
+/// percent-escaped: the first character of the text after it, and `%` (so
+/// `"col-<x>-<y>"` renders `("1-2", "3")` as `col-1%2D2-3` and
+/// `("1", "2-3")` as `col-1-2-3`; when that text starts with `%`, `^` is the
+/// escape character instead). The last value, and so the value of a key
+/// with one placeholder, is written as it is: `"report-<id>"` renders
+/// `report-7`. Reading a key from the left finds every value again, which is
+/// why two placeholders need text between them (`<x><y>` is an error). Values
+/// that `Display` renders alike (`1u8` and `1u64`) still share a key, and so
+/// can keys of two different templates.
+///
+/// ```
+/// use lock_runtime::{lock, Lock, LockError};
+///
+/// #[lock("col-<x>-<y>", wait = false)]
+/// fn cell(x: &str, y: &str) -> Result<(), LockError> {
+///     let _ = (x, y);
+///     Ok(())
+/// }
+///
+/// let _held = Lock::new("col-1%2D2-3").acquire().unwrap();
+/// assert!(cell("1-2", "3").unwrap_err().is_busy());
+/// cell("1", "2-3").unwrap(); // `col-1-2-3`: another lock
+/// ```
+///
 /// Every mistake is a compile error on the key: a name that is not an
 /// argument (the error lists the arguments), an unclosed `<`, a lone `>`, an
 /// empty `<>`, a malformed path (`<user..id>`, `<1x>`), `<self...>` without
-/// a receiver, a value that is not `Display`, an empty key.
+/// a receiver, two placeholders with no text between them, the
+/// [`fencing`](#fencing) argument (its token exists only once the lock is
+/// taken), a value that is not `Display`, an empty key.
 ///
 /// ```
 /// use lock_runtime::{lock, Lock, LockError};
@@ -336,7 +380,8 @@ use crate::args::Flavor;
 /// earlier acquisition of the key on the alias. The argument disappears
 /// from the function's signature (callers do not pass it); hand it to the
 /// resource you protect so that it can reject writes from a holder whose
-/// lease ran out while it was paused.
+/// lease ran out while it was paused. It cannot appear in the key: the
+/// token exists only once the lock has been taken with that key.
 ///
 /// ```
 /// use lock_runtime::{lock, LockError};
@@ -469,6 +514,8 @@ use crate::args::Flavor;
 ///   (until `wait_for_ms`), or fails with `wait = false`.
 /// - A non-`async` function returning `impl Future` is a sync function: the
 ///   lock covers creating the future, not running it. Write an `async fn`.
+///   With `raise = true` it is a compile error that says so (the lock's
+///   error could not be returned in place of the future).
 /// - The generated code names only `::core`, `::std` and
 ///   `::lock_runtime::__private` (or the `crate` path), so it works whatever
 ///   the calling crate calls its own items.

@@ -1,7 +1,7 @@
 //! The key template: literal text with `<name>` placeholders naming the
 //! function's arguments (`<user.id>`, `<pair.0>`, `<self.id>`), checked
-//! against the signature and turned into one `format!` call whose tokens
-//! carry the key literal's span, so errors point at the key.
+//! against the signature and turned into one `__private::render_key` call
+//! whose tokens carry the key literal's span, so errors point at the key.
 
 use proc_macro2::{Span, TokenStream};
 use quote::{ToTokens, quote, quote_spanned};
@@ -188,11 +188,21 @@ impl Bindings {
 }
 
 // Input:  "report-<user.id>-{<day>}" on fn build_report(user: &User, day: u32)
-// Output: ::std::format!("report-{}-{{{}}}", key_part(&user.id), key_part(&day))
+// Output: ::lock_runtime::__private::render_key("report-",
+//             &[(key_part(&user.id), "-{"), (key_part(&day), "}")])
 //         (or the bare literal when there is no placeholder)
-pub(crate) fn key_expr(key: &LitStr, sig: &Signature, krate: &Path) -> syn::Result<TokenStream> {
+//
+// `render_key` escapes each value but the last so that different values
+// never render to the same key; see its documentation for the rule.
+pub(crate) fn key_expr(
+    key: &LitStr,
+    sig: &Signature,
+    krate: &Path,
+    fencing: Option<&Ident>,
+) -> syn::Result<TokenStream> {
     let span = key.span();
-    let template = parse(&key.value(), span)?;
+    let text = key.value();
+    let template = parse(&text, span)?;
     if template.parts.is_empty() {
         return Err(syn::Error::new(
             span,
@@ -201,49 +211,76 @@ pub(crate) fn key_expr(key: &LitStr, sig: &Signature, krate: &Path) -> syn::Resu
     }
     let bound = bindings(sig);
     let fn_name = &sig.ident;
-    // `plain` is the key when nothing is substituted: no `format!`, no
-    // allocation, and so no brace escaping either.
-    let mut plain = String::new();
-    let mut format = String::new();
-    let mut values = Vec::new();
+    let mut prefix = String::new();
+    // Each placeholder's value, then the text up to the next placeholder.
+    let mut values: Vec<(TokenStream, String)> = Vec::new();
+    let mut previous: Option<&str> = None;
     for part in &template.parts {
-        match part {
-            Part::Text(text) => {
-                plain.push_str(text);
-                format.push_str(&text.replace('{', "{{").replace('}', "}}"));
+        let Part::Placeholder {
+            source,
+            root,
+            fields,
+        } = part
+        else {
+            if let Part::Text(run) = part {
+                match values.last_mut() {
+                    Some((_, after)) => after.push_str(run),
+                    None => prefix.push_str(run),
+                }
             }
-            Part::Placeholder {
-                source,
-                root,
-                fields,
-            } => {
-                let Some(ident) = bound.find(root) else {
-                    return Err(syn::Error::new(
-                        span,
-                        unknown(source, root, fields, &bound, fn_name),
-                    ));
-                };
-                // Resolve as the parameter does (its hygiene), but report
-                // errors such as "not Display" at the key.
-                let mut base = ident.clone();
-                base.set_span(ident.span().located_at(span));
-                let members = fields.iter().map(|f| match f {
-                    Field::Named(n) => Member::Named(Ident::new(n, span)),
-                    Field::Index(i) => Member::Unnamed(Index { index: *i, span }),
-                });
-                // Through `key_part`, whose diagnostic explains a value that is
-                // not `Display` better than `format!`'s "use `{:?}`".
-                let key_part = crate::expand::respan(quote!(#krate::__private::key_part), span);
-                values.push(quote_spanned!(span=> #key_part(&#base #(.#members)*)));
-                format.push_str("{}");
-            }
+            previous = None;
+            continue;
+        };
+        if let Some(before) = previous {
+            return Err(syn::Error::new(
+                span,
+                format!(
+                    "`{before}` and `{source}` touch in the lock key `{text}`: put a separator between them, like `{before}-{source}`, so that the key shows where one value ends: otherwise `1` and `23` would take the same lock as `12` and `3`"
+                ),
+            ));
         }
+        previous = Some(source);
+        if fencing.is_some_and(|f| f.unraw() == root) {
+            return Err(syn::Error::new(
+                span,
+                format!(
+                    "`{source}` cannot go in the lock key: `{root}` is the `fencing` argument, and its value, the fencing token, is handed out by the lock only after the lock is taken with this key; name the resource with other arguments"
+                ),
+            ));
+        }
+        let Some(ident) = bound.find(root) else {
+            return Err(syn::Error::new(
+                span,
+                unknown(source, root, fields, &bound, fn_name),
+            ));
+        };
+        // Resolve as the parameter does (its hygiene), but report errors
+        // such as "not Display" at the key.
+        let mut base = ident.clone();
+        base.set_span(ident.span().located_at(span));
+        let members = fields.iter().map(|f| match f {
+            Field::Named(n) => Member::Named(Ident::new(n, span)),
+            Field::Index(i) => Member::Unnamed(Index { index: *i, span }),
+        });
+        // Through `key_part`, whose diagnostic explains a value that is not
+        // `Display` better than a bare `&dyn Display` coercion would.
+        let key_part = crate::expand::respan(quote!(#krate::__private::key_part), span);
+        values.push((
+            quote_spanned!(span=> #key_part(&#base #(.#members)*)),
+            String::new(),
+        ));
     }
     if values.is_empty() {
-        return Ok(LitStr::new(&plain, span).into_token_stream());
+        // Nothing substituted: the key is a literal, with no allocation.
+        return Ok(LitStr::new(&prefix, span).into_token_stream());
     }
-    let format = LitStr::new(&format, span);
-    Ok(quote_spanned!(span=> ::std::format!(#format, #(#values),*)))
+    let render = crate::expand::respan(quote!(#krate::__private::render_key), span);
+    let prefix = LitStr::new(&prefix, span);
+    let parts = values.iter().map(|(value, after)| {
+        let after = LitStr::new(after, span);
+        quote_spanned!(span=> (#value, #after))
+    });
+    Ok(quote_spanned!(span=> #render(#prefix, &[#(#parts),*])))
 }
 
 fn unknown(
@@ -284,7 +321,7 @@ mod tests {
 
     fn key(template: &str, sig: Signature) -> Result<String, String> {
         let lit = LitStr::new(template, Span::call_site());
-        key_expr(&lit, &sig, &parse_quote!(::lock_runtime))
+        key_expr(&lit, &sig, &parse_quote!(::lock_runtime), None)
             .map(|t| t.to_string())
             .map_err(|e| e.to_string())
     }
@@ -298,12 +335,28 @@ mod tests {
     }
 
     #[test]
-    fn placeholders_become_format_arguments() {
+    fn placeholders_become_values_with_the_text_after_them() {
         let sig: Signature = parse_quote!(fn f(user: &User, pair: (u8, u8)));
         let out = key("a-<user.id>-<pair.1>-{x}", sig).unwrap();
-        assert!(out.contains(r#""a-{}-{}-{{x}}""#), "{out}");
+        assert!(out.contains(r#"render_key ("a-" , & ["#), "{out}");
+        assert!(out.contains(r#"(& user . id) , "-")"#), "{out}");
+        assert!(out.contains(r#"(& pair . 1) , "-{x}")"#), "{out}");
         assert!(out.contains("key_part (& user . id)"), "{out}");
-        assert!(out.contains("key_part (& pair . 1)"), "{out}");
+    }
+
+    #[test]
+    fn touching_placeholders_and_the_fencing_argument_are_rejected() {
+        let sig: Signature = parse_quote!(fn f(x: u8, y: u8));
+        let e = key("k-<x><y>", sig).unwrap_err();
+        assert!(e.contains("`<x>` and `<y>` touch"), "{e}");
+        assert!(e.contains("like `<x>-<y>`"), "{e}");
+        let lit = LitStr::new("k-<token>", Span::call_site());
+        let token: Ident = parse_quote!(token);
+        let sig: Signature = parse_quote!(fn f(x: u8));
+        let e = key_expr(&lit, &sig, &parse_quote!(::lock_runtime), Some(&token))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`token` is the `fencing` argument"), "{e}");
     }
 
     #[test]

@@ -821,6 +821,12 @@ impl LockGuard {
         }
     }
 
+    /// `delete_on_exit`: whether the end of a locked function gives the lock
+    /// back (`__private` ends an `async fn` by awaiting that, not by a drop).
+    pub(crate) fn deletes_on_exit(&self) -> bool {
+        self.delete_on_exit
+    }
+
     /// Sets the lease to `lease` from now.
     ///
     /// Errors: [`LockError::NotHeld`] when the lock is no longer ours,

@@ -50,9 +50,16 @@ fn skip_on_error(result: Result<LockGuard, LockError>) -> Option<LockGuard> {
     }
 }
 
-/// Ends an `async fn`'s critical section: awaits the release so that the
-/// caller's next call finds the lock free.
-pub async fn release_async(guard: LockGuard) {
+/// Ends an `async fn`'s critical section on every way the generated code
+/// leaves it: awaits the release, so that the caller's next call finds the
+/// lock free; or, with `delete_on_exit(false)`, keeps the lock until its
+/// lease ends, as dropping the guard would.
+pub async fn exit_async(guard: LockGuard) {
+    if !guard.deletes_on_exit() {
+        // The drop stops the renewals and checks, and leaves the key.
+        drop(guard);
+        return;
+    }
     let (alias, key) = (guard.alias().to_owned(), guard.key().to_owned());
     match guard.release_async().await {
         Ok(()) => {}
@@ -94,7 +101,7 @@ impl<T, E> Raise for Result<T, E> {
 #[diagnostic::on_unimplemented(
     message = "`#[lock]` with `raise = true` returns the lock's error as `{Self}`, which has no `From<LockError>`",
     label = "`{Self}` cannot be made from a `LockError`",
-    note = "add `impl From<lock_runtime::LockError> for {Self}` (with thiserror: a `#[from] LockError` variant), or use `raise = false` (or `#[once]`) to get `Option<T>` instead"
+    note = "if `{Self}` is your own type, add `impl From<lock_runtime::LockError> for {Self}` (with thiserror: a `#[from] LockError` variant); if it is another crate's, like `String`, Rust does not let you add that impl: return an error type of your own, `Box<dyn std::error::Error + Send + Sync>` or `anyhow::Error`, which take a `LockError` as it is; or use `raise = false` (or `#[once]`) to get `Option<T>` instead"
 )]
 pub trait FromLockError: From<LockError> {}
 
@@ -125,6 +132,81 @@ impl<T: fmt::Display + ?Sized> KeyPart for T {}
 /// it a second time.
 pub fn key_part<T: KeyPart>(value: &T) -> &dyn fmt::Display {
     value
+}
+
+/// The key of a template with placeholders, `prefix <v1> text1 <v2> ... <vn> textn`,
+/// rendered from `parts = [(v1, text1), .., (vn, textn)]` so that two
+/// different lists of values (as `Display` renders them) never give the same
+/// key.
+///
+/// The text after each value tells where the value ends, so each value but
+/// the last has that text's first character escaped, and the escape
+/// character too, as `%` and two hex digits per UTF-8 byte (`-` is `%2D`,
+/// `%` is `%25`). When that text starts with `%` itself, the escape
+/// character is `^` instead (`%` is `^25`, `^` is `^5E`). The last value
+/// ends where the fixed closing text starts, so it is written as it is, and
+/// so is the value of a template with one placeholder: `report-<id>` renders
+/// `report-7`. Reading the key from the left recovers every value (an escape
+/// is always three characters, the following text never starts with the
+/// escape character), which is why no two value lists share a key.
+///
+/// The values are written straight into the returned `String`: nothing else
+/// is allocated. A text between two values must not be empty (the macro
+/// rejects `<x><y>`).
+pub fn render_key(prefix: &str, parts: &[(&dyn fmt::Display, &str)]) -> String {
+    let texts: usize = parts.iter().map(|(_, text)| text.len()).sum();
+    let mut key = String::with_capacity(prefix.len() + texts + 8 * parts.len());
+    key.push_str(prefix);
+    let last = parts.len().saturating_sub(1);
+    for (i, (value, text)) in parts.iter().enumerate() {
+        // A `Display` that fails leaves what it wrote; `format!` would panic.
+        let _ = match text.chars().next() {
+            Some(stop) if i < last => {
+                let escape = if stop == '%' { '^' } else { '%' };
+                let mut out = Escaped {
+                    key: &mut key,
+                    stop,
+                    escape,
+                };
+                fmt::Write::write_fmt(&mut out, format_args!("{value}"))
+            }
+            _ => fmt::Write::write_fmt(&mut key, format_args!("{value}")),
+        };
+        key.push_str(text);
+    }
+    key
+}
+
+/// Writes into `key`, escaping `stop` and `escape` as `escape` + two hex
+/// digits per UTF-8 byte.
+struct Escaped<'a> {
+    key: &'a mut String,
+    stop: char,
+    escape: char,
+}
+
+impl fmt::Write for Escaped<'_> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        const HEX: &[u8; 16] = b"0123456789ABCDEF";
+        let mut rest = s;
+        while let Some(at) = rest.find([self.stop, self.escape]) {
+            self.key.push_str(&rest[..at]);
+            let c = if rest[at..].starts_with(self.stop) {
+                self.stop
+            } else {
+                self.escape
+            };
+            let mut utf8 = [0u8; 4];
+            for &b in c.encode_utf8(&mut utf8).as_bytes() {
+                self.key.push(self.escape);
+                self.key.push(char::from(HEX[usize::from(b >> 4)]));
+                self.key.push(char::from(HEX[usize::from(b & 0xF)]));
+            }
+            rest = &rest[at + c.len_utf8()..];
+        }
+        self.key.push_str(rest);
+        Ok(())
+    }
 }
 
 /// The type of a `fencing = arg` argument.
@@ -186,12 +268,152 @@ pub async fn run_until_lost<F: Future>(guard: &LockGuard, body: F) -> Result<F::
 
 /// After `run_until_lost` stopped a body: gives back whatever may be left of
 /// the lock (a lease inside its drift allowance) without reporting the loss
-/// twice.
+/// twice; with `delete_on_exit(false)` it is left to its lease, like any exit.
 pub async fn dispose_lost(guard: LockGuard) {
     tracing::warn!(
         alias = guard.alias(),
         key = guard.key(),
         "the lock was lost while the locked function ran; it was stopped"
     );
-    let _ = guard.release_async().await;
+    if guard.deletes_on_exit() {
+        let _ = guard.release_async().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn render(prefix: &str, parts: &[(&str, &str)]) -> String {
+        let parts: Vec<(&dyn fmt::Display, &str)> = parts
+            .iter()
+            .map(|(v, t)| (v as &dyn fmt::Display, *t))
+            .collect();
+        render_key(prefix, &parts)
+    }
+
+    /// The inverse of `render_key` for one template (`texts` are the texts
+    /// after each value): its existence is the proof that rendering is
+    /// injective.
+    fn decode(prefix: &str, texts: &[String], key: &str) -> Option<Vec<String>> {
+        let mut rest = key.strip_prefix(prefix)?;
+        let mut values = Vec::new();
+        for (i, text) in texts.iter().enumerate() {
+            if i + 1 == texts.len() {
+                values.push(rest.strip_suffix(text.as_str())?.to_owned());
+                break;
+            }
+            let stop = text.chars().next()?;
+            let escape = if stop == '%' { '^' } else { '%' };
+            let mut bytes = Vec::new();
+            let mut chars = rest.char_indices();
+            loop {
+                let (at, c) = chars.next()?;
+                if c == escape {
+                    let hex: String = [chars.next()?.1, chars.next()?.1].iter().collect();
+                    bytes.push(u8::from_str_radix(&hex, 16).ok()?);
+                } else if c == stop {
+                    rest = rest[at..].strip_prefix(text.as_str())?;
+                    break;
+                } else {
+                    bytes.extend_from_slice(c.encode_utf8(&mut [0; 4]).as_bytes());
+                }
+            }
+            values.push(String::from_utf8(bytes).ok()?);
+        }
+        Some(values)
+    }
+
+    #[test]
+    fn values_followed_by_a_placeholder_escape_what_could_end_them() {
+        // The example: these two collided as `col-1-2-3`.
+        assert_eq!(render("col-", &[("1-2", "-"), ("3", "")]), "col-1%2D2-3");
+        assert_eq!(render("col-", &[("1", "-"), ("2-3", "")]), "col-1-2-3");
+        assert_eq!(render("", &[("5%", ":"), ("a:b%", "")]), "5%25:a:b%");
+        assert_eq!(render("", &[("a→b", "→"), ("", "")]), "a%E2%86%92b→");
+        // A text that starts with `%` gets `^` as its escape character.
+        assert_eq!(render("", &[("%^x", "%"), ("y", "")]), "^25^5Ex%y");
+        // One placeholder, or the last one: written as it is.
+        assert_eq!(render("report-", &[("7-1%", "")]), "report-7-1%");
+        assert_eq!(render("a<", &[("x", ">-"), ("-%", ">")]), "a<x>--%>");
+    }
+
+    fn template() -> impl Strategy<Value = (String, Vec<String>)> {
+        // Few characters, so that values often contain the texts' characters.
+        let text = "[-%^a→]{1,2}";
+        (
+            "[-%^a→]{0,2}",
+            prop::collection::vec(text, 1..4),
+            "[-%^a→]{0,2}",
+        )
+            .prop_map(|(prefix, mut texts, suffix)| {
+                // The text after the last value may be empty; the others not.
+                if let Some(last) = texts.last_mut() {
+                    *last = suffix;
+                }
+                (prefix, texts)
+            })
+    }
+
+    fn values(n: usize) -> impl Strategy<Value = Vec<String>> {
+        prop::collection::vec("[-%^a→0]{0,4}", n)
+    }
+
+    fn render_all(prefix: &str, texts: &[String], values: &[String]) -> String {
+        let parts: Vec<(&str, &str)> = values
+            .iter()
+            .zip(texts)
+            .map(|(v, t)| (v.as_str(), t.as_str()))
+            .collect();
+        render(prefix, &parts)
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn a_rendered_key_gives_back_its_values(
+            (prefix, texts, values) in template()
+                .prop_flat_map(|(p, t)| { let n = t.len(); (Just(p), Just(t), values(n)) })
+        ) {
+            let key = render_all(&prefix, &texts, &values);
+            prop_assert_eq!(decode(&prefix, &texts, &key), Some(values));
+        }
+
+        /// The shape of the collision: `r T p T q` split as
+        /// (`r`, `p T q`) or as (`r T p`, `q`), where `T` is the text between.
+        #[test]
+        fn values_shifted_across_a_text_get_another_key(
+            (prefix, texts, mut a, i, p, q) in template()
+                .prop_filter("two placeholders", |(_, t)| t.len() >= 2)
+                .prop_flat_map(|(pre, t)| {
+                    let n = t.len();
+                    (Just(pre), Just(t), values(n), 0..n - 1, "[-%^a→]{0,2}", "[-%^a→]{0,2}")
+                })
+        ) {
+            let between = &texts[i];
+            let mut b = a.clone();
+            a[i + 1] = format!("{p}{between}{q}");
+            b[i] = format!("{}{between}{p}", a[i]);
+            b[i + 1] = q;
+            prop_assert_ne!(render_all(&prefix, &texts, &a), render_all(&prefix, &texts, &b));
+        }
+    }
+
+    #[test]
+    fn exit_async_honours_delete_on_exit() {
+        futures::executor::block_on(async {
+            let keep = Lock::new("private-exit-keep")
+                .expire(Duration::from_secs(3600))
+                .delete_on_exit(false);
+            exit_async(keep.acquire_async().await.unwrap()).await;
+            assert!(keep.try_acquire().unwrap().is_none(), "kept for its lease");
+
+            let give_back = Lock::new("private-exit-release");
+            exit_async(give_back.acquire_async().await.unwrap()).await;
+            assert!(give_back.try_acquire().unwrap().is_some(), "given back");
+        });
+    }
 }

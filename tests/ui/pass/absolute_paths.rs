@@ -42,6 +42,11 @@ fn with_key(n: u32) -> ::core::result::Result<u32, LockError> {
     ::core::result::Result::Ok(n)
 }
 
+#[lock("paths-<n>-<m>")]
+fn two_values(n: u32, m: &str) -> ::core::result::Result<u32, LockError> {
+    ::core::result::Result::Ok(n + m.len() as u32)
+}
+
 #[lock(
     steal_after_ms = 100,
     delete_on_exit = true,
@@ -81,6 +86,7 @@ impl Counter {
 
 fn main() {
     ::std::assert_eq!(with_key(1).unwrap(), 1);
+    ::std::assert_eq!(two_values(1, "a-b").unwrap(), 4);
     default_key().unwrap();
     ::std::assert_eq!(skipped(4), ::core::option::Option::Some(4));
     ::std::assert_eq!(
