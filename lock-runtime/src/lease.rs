@@ -27,6 +27,22 @@ use std::time::Duration;
 /// ```
 pub const MAX_DURATION: Duration = Duration::from_secs(100 * 365 * 24 * 60 * 60);
 
+/// The lease of a lock on a shared store when neither the lock (`expire`) nor
+/// the alias sets one. Such a lock is renewed every third of it while held.
+///
+/// ```
+/// use lock_runtime::registry::{self, AliasConfig, DEFAULT_LEASE};
+///
+/// # #[cfg(feature = "redis")] {
+/// // Adding an alias does not connect, so this needs no server.
+/// registry::add("doc-default-lease", AliasConfig::from_url("redis://127.0.0.1:6379").unwrap()).unwrap();
+/// assert_eq!(registry::alias("doc-default-lease").unwrap().default_lease(), Some(DEFAULT_LEASE));
+/// # }
+/// // The embedded store holds locks until they are released.
+/// assert_eq!(registry::alias("default").unwrap().default_lease(), None);
+/// ```
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(30);
+
 /// `Err(reason)` for a duration that is zero or longer than [`MAX_DURATION`].
 pub(crate) fn check(name: &str, d: Duration) -> Result<(), String> {
     if d.is_zero() {

@@ -24,7 +24,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use once_cell::sync::Lazy;
 
-use crate::backend::memory::MemoryBackend;
+use crate::backend::kind::{self, Opening, StoreKind};
 use crate::backend::{Backend, Namespace};
 use crate::config::{self, Invalid, Setting, redact};
 use crate::error::LockError;
@@ -65,21 +65,7 @@ pub const DEFAULT_PREFIX: &str = "lock:";
 /// assert_eq!(registry::alias("default").unwrap().poll_interval(), DEFAULT_POLL_INTERVAL);
 /// ```
 pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_millis(100);
-/// The lease of a lock on a shared store when neither the lock (`expire`) nor
-/// the alias sets one. Such a lock is renewed every third of it while held.
-///
-/// ```
-/// use lock_runtime::registry::{self, AliasConfig, DEFAULT_LEASE};
-///
-/// # #[cfg(feature = "redis")] {
-/// // Adding an alias does not connect, so this needs no server.
-/// registry::add("doc-default-lease", AliasConfig::from_url("redis://127.0.0.1:6379").unwrap()).unwrap();
-/// assert_eq!(registry::alias("doc-default-lease").unwrap().default_lease(), Some(DEFAULT_LEASE));
-/// # }
-/// // The embedded store holds locks until they are released.
-/// assert_eq!(registry::alias("default").unwrap().default_lease(), None);
-/// ```
-pub const DEFAULT_LEASE: Duration = Duration::from_secs(30);
+pub use crate::lease::DEFAULT_LEASE;
 /// The prefix of the environment variables read by [`configure_from_env`].
 ///
 /// [`configure_from_env`] replaces every alias. To add aliases from the
@@ -140,21 +126,26 @@ pub struct AliasConfig {
 
 #[derive(Clone)]
 pub(crate) enum Store {
-    Memory(String),
-    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
-    Redis(String),
-    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
-    Quorum(Vec<String>),
+    /// A store of a kind in the table, and where it is.
+    Kind {
+        kind: &'static StoreKind,
+        at: Vec<String>,
+    },
     Custom(Arc<dyn Backend>),
+    /// A store this build cannot open (its cargo feature is off): why.
+    Missing(String),
 }
 
 impl fmt::Debug for AliasConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let store = match &self.store {
-            Store::Memory(name) => format!("memory://{name}"),
-            Store::Redis(url) => redact(url),
-            Store::Quorum(urls) => urls.iter().map(|u| redact(u)).collect::<Vec<_>>().join(","),
+            Store::Kind { kind, at } => format!(
+                "{} {}",
+                kind.name,
+                at.iter().map(|u| redact(u)).collect::<Vec<_>>().join(",")
+            ),
             Store::Custom(_) => "custom".to_owned(),
+            Store::Missing(why) => why.clone(),
         };
         f.debug_struct("AliasConfig")
             .field("store", &store)
@@ -167,13 +158,13 @@ impl fmt::Debug for AliasConfig {
 
 impl AliasConfig {
     fn with_store(store: Store) -> Self {
-        let prefix = match store {
-            Store::Memory(_) => String::new(),
-            _ => DEFAULT_PREFIX.to_owned(),
+        let prefix = match &store {
+            Store::Kind { kind, .. } => kind.default_prefix,
+            _ => DEFAULT_PREFIX,
         };
         Self {
             store,
-            prefix,
+            prefix: prefix.to_owned(),
             poll_interval: DEFAULT_POLL_INTERVAL,
             lease: None,
             connect_timeout: Duration::from_secs(2),
@@ -214,7 +205,10 @@ impl AliasConfig {
     /// );
     /// ```
     pub fn memory_named(name: impl Into<String>) -> Self {
-        Self::with_store(Store::Memory(name.into()))
+        Self::with_store(Store::Kind {
+            kind: &crate::backend::memory::KIND,
+            at: vec![name.into()],
+        })
     }
 
     /// One Redis server, from a `redis://`, `rediss://` or `redis+unix://`
@@ -229,7 +223,15 @@ impl AliasConfig {
     /// # }
     /// ```
     pub fn redis(url: impl Into<String>) -> Self {
-        Self::with_store(Store::Redis(url.into()))
+        let url = url.into();
+        let scheme = url.split_once("://").map_or("redis", |(s, _)| s);
+        Self::with_store(match kind::by_scheme(scheme) {
+            Ok(kind) => Store::Kind {
+                kind,
+                at: vec![url],
+            },
+            Err(why) => Store::Missing(why),
+        })
     }
 
     /// A quorum of independent Redis servers (Redlock): a lock is held when a
@@ -248,7 +250,11 @@ impl AliasConfig {
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
-        Self::with_store(Store::Quorum(urls.into_iter().map(Into::into).collect()))
+        let at = urls.into_iter().map(Into::into).collect();
+        Self::with_store(match kind::by_scheme("redis+quorum") {
+            Ok(kind) => Store::Kind { kind, at },
+            Err(why) => Store::Missing(why),
+        })
     }
 
     /// Your own [`Backend`]. Its locks get [`DEFAULT_LEASE`] unless the
@@ -298,65 +304,34 @@ impl AliasConfig {
             Some((b, q)) => (b, Some(q)),
             None => (url, None),
         };
-        let (scheme, rest) = base.split_once("://").ok_or_else(|| {
+        let (scheme, _) = base.split_once("://").ok_or_else(|| {
             LockError::config(
                 "",
                 "url",
                 format!("`{}` is not a URL: expected `scheme://...`", redact(url)),
             )
         })?;
-        // Settings the `redis` crate reads from the URL itself go back into it.
-        let (mut cfg, store, accepted, passed_on): (Self, &str, &[&str], &[&str]) = match scheme {
-            "memory" => (
-                Self::memory_named(if rest.is_empty() {
-                    DEFAULT_ALIAS
-                } else {
-                    rest.trim_end_matches('/')
-                }),
-                "memory",
-                &["prefix", "poll_ms", "lease_ms"],
-                &[],
-            ),
-            "redis+quorum" => {
-                #[cfg(feature = "redis")]
-                let nodes = crate::backend::redis::split_quorum_url(base)
-                    .map_err(|r| LockError::config("", "url", r))?;
-                #[cfg(not(feature = "redis"))]
-                let nodes = vec![base.to_owned()];
-                (Self::quorum(nodes), "quorum", NETWORK_SETTINGS, &[])
-            }
-            "redis" | "rediss" => (Self::redis(base), "Redis", REDIS_SETTINGS, &["protocol"]),
-            "redis+unix" | "unix" => (
-                Self::redis(base),
-                "Redis",
-                REDIS_UNIX_SETTINGS,
-                &["db", "protocol"],
-            ),
-            other => {
-                return Err(LockError::config(
-                    "",
-                    "url",
-                    format!(
-                        "unknown scheme `{other}://`; expected memory://, redis://, rediss://, redis+unix:// or redis+quorum://"
-                    ),
-                ));
-            }
-        };
+        let kind = kind::by_scheme(scheme).map_err(|r| LockError::config("", "url", r))?;
+        let at = (kind.locate)(base).map_err(|r| LockError::config("", "url", r))?;
+        let mut cfg = Self::with_store(Store::Kind { kind, at });
         let settings = match query {
-            Some(q) => config::settings(q, store, accepted).map_err(invalid)?,
+            Some(q) => config::settings(q, kind.name, kind.settings).map_err(invalid)?,
             None => Vec::new(),
         };
+        // Settings the store reads from its own URL go back into it.
         let mut kept = Vec::new();
         for setting in &settings {
-            if passed_on.contains(&setting.name.as_str()) {
+            if kind.passed_on.contains(&setting.name.as_str()) {
                 kept.push(setting.raw.as_str());
             } else {
                 cfg = cfg.apply(setting).map_err(invalid)?;
             }
         }
-        if let (Store::Redis(url), false) = (&mut cfg.store, kept.is_empty()) {
-            url.push('?');
-            url.push_str(&kept.join("&"));
+        if let (Store::Kind { at, .. }, false) = (&mut cfg.store, kept.is_empty()) {
+            for url in at {
+                url.push('?');
+                url.push_str(&kept.join("&"));
+            }
         }
         Ok(cfg)
     }
@@ -546,36 +521,6 @@ impl AliasConfig {
     }
 }
 
-/// Settings of every alias on a network store.
-const NETWORK_SETTINGS: &[&str] = &[
-    "prefix",
-    "poll_ms",
-    "lease_ms",
-    "connect_timeout_ms",
-    "timeout_ms",
-    "tls_ca",
-];
-/// Those, and what the `redis` crate reads from a `redis://` URL.
-const REDIS_SETTINGS: &[&str] = &[
-    "prefix",
-    "poll_ms",
-    "lease_ms",
-    "connect_timeout_ms",
-    "timeout_ms",
-    "tls_ca",
-    "protocol",
-];
-/// A Unix socket has no path for the database number, so it is a setting.
-const REDIS_UNIX_SETTINGS: &[&str] = &[
-    "prefix",
-    "poll_ms",
-    "lease_ms",
-    "connect_timeout_ms",
-    "timeout_ms",
-    "db",
-    "protocol",
-];
-
 /// A configured alias: its name, settings and store. Cheap to clone.
 ///
 /// ```
@@ -613,36 +558,18 @@ impl Alias {
         // The store's URL (or its nodes') could not be used.
         let invalid = |reason: String| LockError::config(name, "url", reason);
         let backend: Arc<dyn Backend> = match &cfg.store {
-            Store::Memory(store) => MemoryBackend::named(store),
+            Store::Kind { kind, at } => (kind.open)(
+                at,
+                &Opening {
+                    prefix: &cfg.prefix,
+                    connect_timeout: cfg.connect_timeout,
+                    command_timeout: cfg.command_timeout,
+                    tls_ca: cfg.tls_ca.as_deref(),
+                },
+            )
+            .map_err(invalid)?,
             Store::Custom(b) => Arc::clone(b),
-            #[cfg(feature = "redis")]
-            Store::Redis(url) => Arc::new(
-                crate::backend::redis::RedisBackend::open(
-                    url,
-                    &cfg.prefix,
-                    cfg.connect_timeout,
-                    cfg.command_timeout,
-                    cfg.tls_ca.as_deref(),
-                )
-                .map_err(invalid)?,
-            ),
-            #[cfg(feature = "redis")]
-            Store::Quorum(urls) => Arc::new(
-                crate::backend::redis::QuorumBackend::open(
-                    urls,
-                    &cfg.prefix,
-                    cfg.connect_timeout,
-                    cfg.command_timeout,
-                    cfg.tls_ca.as_deref(),
-                )
-                .map_err(invalid)?,
-            ),
-            #[cfg(not(feature = "redis"))]
-            Store::Redis(_) | Store::Quorum(_) => {
-                return Err(invalid(
-                    "Redis URLs need the `redis` feature of lock-runtime".into(),
-                ));
-            }
+            Store::Missing(why) => return Err(invalid(why.clone())),
         };
         let lease = match cfg.lease {
             Some(lease) => lease,
@@ -1014,6 +941,19 @@ pub fn alias(name: &str) -> Result<Alias, LockError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backend::memory::MemoryBackend;
+
+    #[test]
+    fn shared_stores_default_to_the_default_prefix() {
+        for kind in kind::kinds() {
+            let expected = if kind.name == "memory" {
+                ""
+            } else {
+                DEFAULT_PREFIX
+            };
+            assert_eq!(kind.default_prefix, expected, "{}", kind.name);
+        }
+    }
 
     #[test]
     fn query_settings_are_parsed_and_checked() {
@@ -1087,10 +1027,10 @@ mod tests {
                 AliasConfig::from_url("redis+unix:///tmp/r.sock?db=2&prefix=a:&protocol=resp3")
                     .unwrap();
             assert_eq!(ok.prefix, "a:");
-            let Store::Redis(url) = &ok.store else {
+            let Store::Kind { at, .. } = &ok.store else {
                 panic!("a Redis store")
             };
-            assert_eq!(url, "redis+unix:///tmp/r.sock?db=2&protocol=resp3");
+            assert_eq!(at, &["redis+unix:///tmp/r.sock?db=2&protocol=resp3"]);
         }
     }
 

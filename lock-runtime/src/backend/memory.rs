@@ -38,6 +38,27 @@ use once_cell::sync::Lazy;
 
 use super::{Acquired, Attempt, Backend, BackendError, BoxFuture, Busy, Request, Token, Wait};
 
+/// `memory://NAME` (`memory://` is the store called `default`).
+pub(crate) static KIND: super::kind::StoreKind = super::kind::StoreKind {
+    name: "memory",
+    schemes: &["memory"],
+    settings: &["prefix", "poll_ms", "lease_ms"],
+    passed_on: &[],
+    // Only the aliases naming a memory store share it.
+    default_prefix: "",
+    locate: |url| {
+        let name = url.split_once("://").map_or(url, |(_, n)| n);
+        let name = name.trim_end_matches('/');
+        Ok(vec![
+            if name.is_empty() { "default" } else { name }.to_owned(),
+        ])
+    },
+    open: |at, _| {
+        let name = at.first().map_or("default", String::as_str);
+        Ok(MemoryBackend::named(name))
+    },
+};
+
 /// How long a waiter may queue before releases hand the lock straight to it
 /// instead of letting newcomers barge in.
 ///

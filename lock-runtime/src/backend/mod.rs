@@ -83,6 +83,7 @@ use std::time::{Duration, Instant};
 
 pub use crate::error::{BackendError, BackendErrorKind};
 
+pub(crate) mod kind;
 pub mod memory;
 mod namespace;
 #[cfg(feature = "redis")]

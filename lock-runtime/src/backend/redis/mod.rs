@@ -30,7 +30,6 @@ mod quorum;
 mod scripts;
 mod wake;
 
-pub(crate) use quorum::split_quorum_url;
 pub use quorum::{NodeOutcome, NodeState, QuorumBackend, QuorumError};
 
 use std::fmt;
@@ -41,11 +40,12 @@ use std::time::{Duration, Instant};
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Client, FromRedisValue, RedisError, ScriptInvocation};
 
+use super::kind::{Opening, StoreKind};
 use super::{
     Acquired, Attempt, Backend, BackendError, BackendErrorKind, BoxFuture, Busy, Jitter, Namespace,
     Request, Token, Wait,
 };
-use crate::registry::DEFAULT_LEASE;
+use crate::lease::DEFAULT_LEASE;
 use wake::{LocalWaiter, Subscribers, Wakeups};
 
 /// How long a barging waiter may wait before it joins the line, after which
@@ -91,6 +91,78 @@ pub const STARVATION: Duration = Duration::from_millis(10);
 pub const WAITER_TTL: Duration = Duration::from_secs(5);
 /// How often a waiter in line shows it is alive.
 const REFRESH: Duration = Duration::from_millis(WAITER_TTL.as_millis() as u64 / 3);
+
+/// `redis://[user:password@]host[:port][/db]` and `rediss://` (TLS).
+pub(crate) static KIND: StoreKind = StoreKind {
+    name: "Redis",
+    schemes: &["redis", "rediss"],
+    settings: &[
+        "prefix",
+        "poll_ms",
+        "lease_ms",
+        "connect_timeout_ms",
+        "timeout_ms",
+        "tls_ca",
+        "protocol",
+    ],
+    passed_on: &["protocol"],
+    default_prefix: "lock:",
+    locate: |url| Ok(vec![url.to_owned()]),
+    open: open_one,
+};
+
+/// `redis+unix:///path/to/socket`: a socket has no path for the database
+/// number, so it is a setting the `redis` crate reads.
+pub(crate) static UNIX_KIND: StoreKind = StoreKind {
+    name: "Redis",
+    schemes: &["redis+unix", "unix"],
+    settings: &[
+        "prefix",
+        "poll_ms",
+        "lease_ms",
+        "connect_timeout_ms",
+        "timeout_ms",
+        "db",
+        "protocol",
+    ],
+    passed_on: &["db", "protocol"],
+    default_prefix: "lock:",
+    locate: |url| Ok(vec![url.to_owned()]),
+    open: open_one,
+};
+
+/// `redis+quorum://[user:password@]h1[:port],h2,h3[/db]`.
+pub(crate) static QUORUM_KIND: StoreKind = StoreKind {
+    name: "quorum",
+    schemes: &["redis+quorum"],
+    settings: &[
+        "prefix",
+        "poll_ms",
+        "lease_ms",
+        "connect_timeout_ms",
+        "timeout_ms",
+        "tls_ca",
+    ],
+    passed_on: &[],
+    default_prefix: "lock:",
+    locate: quorum::split_quorum_url,
+    open: |at, o| {
+        QuorumBackend::open(at, o.prefix, o.connect_timeout, o.command_timeout, o.tls_ca)
+            .map(|b| Arc::new(b) as Arc<dyn Backend>)
+    },
+};
+
+fn open_one(at: &[String], o: &Opening<'_>) -> Result<Arc<dyn Backend>, String> {
+    let url = at.first().map_or("", String::as_str);
+    RedisBackend::open(
+        url,
+        o.prefix,
+        o.connect_timeout,
+        o.command_timeout,
+        o.tls_ca,
+    )
+    .map(|b| Arc::new(b) as Arc<dyn Backend>)
+}
 
 /// One Redis server as a lock store. Build it through
 /// [`AliasConfig::redis`](crate::registry::AliasConfig::redis) or a

@@ -832,7 +832,7 @@ impl QuorumBackend {
         req: &Request<'_>,
     ) -> impl Future<Output = Result<Attempt, BackendError>> + Send + 'static {
         let args = Arc::new(AcquireArgs::new(req, false));
-        let lease = req.lease.unwrap_or(crate::registry::DEFAULT_LEASE);
+        let lease = req.lease.unwrap_or(crate::lease::DEFAULT_LEASE);
         self.shallow().try_acquire_async_inner(args, lease)
     }
 
