@@ -51,6 +51,7 @@
 pub mod backend;
 mod config;
 mod error;
+pub mod guide;
 mod lease;
 mod lock;
 pub mod registry;
