@@ -12,6 +12,7 @@
 //! - [`from_python`]: the calls and settings of python-cachelock,
 //!   django-cache-lock, django_toolkit and djangae, and ours for each.
 
+pub mod choosing_a_store;
 pub mod errors;
 pub mod tracing;
 pub mod web_handlers;
