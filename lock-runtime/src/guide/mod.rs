@@ -14,5 +14,6 @@
 
 pub mod choosing_a_store;
 pub mod errors;
+pub mod testing;
 pub mod tracing;
 pub mod web_handlers;
