@@ -85,7 +85,7 @@
 //! # With `anyhow`
 //!
 //! `anyhow::Error` converts from any error, so an `anyhow::Result` works as
-//! the return type, and [`downcast_ref`](anyhow::Error::downcast_ref) finds
+//! the return type, and `downcast_ref` finds
 //! the [`LockError`] again to decide what to do:
 //!
 //! ```
@@ -145,3 +145,8 @@
 //! `NotHeld` means the lock was lost while the work ran (see
 //! [`LockError::NotHeld`]). The [`web_handlers`](super::web_handlers) guide
 //! turns these into HTTP statuses.
+//!
+//! [`LockError`]: crate::LockError
+//! [`LockError::is_contention`]: crate::LockError::is_contention
+//! [`LockError::is_backend`]: crate::LockError::is_backend
+//! [`LockError::NotHeld`]: crate::LockError::NotHeld

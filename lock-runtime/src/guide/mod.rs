@@ -14,6 +14,7 @@
 
 pub mod choosing_a_store;
 pub mod errors;
+pub mod from_python;
 pub mod testing;
 pub mod tracing;
 pub mod web_handlers;
