@@ -38,6 +38,11 @@
 //!   default), the Redis store (`backend::redis`).
 //! - `testing` (feature `testing`): the conformance suite every store must
 //!   pass, to run for a store of your own with one macro call.
+//! - [`guide`]: guides, each a page of runnable examples: [choosing a
+//!   store](guide::choosing_a_store), [web handlers](guide::web_handlers),
+//!   [errors in your own types](guide::errors), [`tracing`
+//!   spans](guide::tracing), [testing](guide::testing) and [coming from the
+//!   Python libraries](guide::from_python).
 //!
 //! # Cargo features
 //! - `redis` (default): the Redis backend, on the `redis` crate and a small
@@ -51,6 +56,7 @@
 pub mod backend;
 mod config;
 mod error;
+pub mod guide;
 mod lease;
 mod lock;
 pub mod registry;

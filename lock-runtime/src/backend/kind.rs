@@ -17,6 +17,9 @@ pub(crate) struct Opening<'a> {
     pub(crate) tls_ca: Option<&'a [u8]>,
 }
 
+/// Opens a store of a kind at its locations.
+pub(crate) type Open = fn(&[String], &Opening<'_>) -> Result<Arc<dyn Backend>, String>;
+
 /// One kind of store, as URLs name it.
 pub(crate) struct StoreKind {
     /// For messages: "a memory alias", "a Redis alias".
@@ -31,7 +34,7 @@ pub(crate) struct StoreKind {
     /// Where the store is, from a URL without its query: a memory store's
     /// name, a server's URL, a quorum's node URLs.
     pub(crate) locate: fn(&str) -> Result<Vec<String>, String>,
-    pub(crate) open: fn(&[String], &Opening<'_>) -> Result<Arc<dyn Backend>, String>,
+    pub(crate) open: Open,
 }
 
 /// Every kind of store this build has: a new store adds its line here.
