@@ -14,17 +14,11 @@ use std::time::{Duration, Instant};
 use lock_runtime::registry::{self, AliasConfig};
 use lock_runtime::{Lock, LockError, lock};
 use support::RedisServer;
+// django_toolkit's `lock.active`: whether the key is taken.
+use support::held_on as active;
 
 /// How long a waiting acquisition may take when the lock frees itself.
 const PATIENCE: Duration = Duration::from_secs(5);
-
-fn active(alias: &str, key: &str) -> bool {
-    Lock::new(key.to_owned())
-        .alias(alias.to_owned())
-        .try_acquire()
-        .expect("a lock attempt")
-        .is_none()
-}
 
 // Seed: `with LocalMemoryLock() as lock: assert lock.active is True`: an
 // in-memory lock is active inside the block; entering it again while active
