@@ -17,9 +17,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier, Mutex};
 use std::time::{Duration, Instant};
 
-use lock_runtime::registry::{self, AliasConfig};
+use lock_runtime::registry::AliasConfig;
 use lock_runtime::{Lock, LockError, lock};
-use support::{RedisServer, held_on};
+use support::{RedisServer, add_alias, held_on};
 
 /// Upper bound for anything that should happen "soon" (a wake-up, a steal).
 const PATIENCE: Duration = Duration::from_secs(5);
@@ -236,14 +236,12 @@ fn wait_for_gives_up_after_the_limit() {
 /// started. Each test has its own name (and server): parallel tests must not
 /// repoint each other's alias.
 fn strong_alias(name: &'static str, url: &str) -> &'static str {
-    registry::add(
+    add_alias(
         name,
         AliasConfig::from_url(url)
             .unwrap()
             .default_lease(Duration::from_secs(2)),
     )
-    .unwrap();
-    name
 }
 
 fn probe(lock: Lock) -> &'static str {

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use lock_runtime::registry::{self, AliasConfig};
 use lock_runtime::{Lock, LockError, lock};
-use support::RedisServer;
+use support::{RedisServer, redis_alias};
 // django_toolkit's `lock.active`: whether the key is taken.
 use support::held_on as active;
 
@@ -212,7 +212,7 @@ fn digest_in_redis() -> Result<(), LockError> {
 #[test]
 fn cache_lock_on_redis_expires_and_persists() {
     let server = RedisServer::start();
-    registry::add("tk-redis", AliasConfig::from_url(&server.url()).unwrap()).unwrap();
+    redis_alias(&server, "tk-redis");
 
     let pttl = expiring_in_redis(&server).unwrap();
     assert!(pttl > 9_000 && pttl <= 10_000, "PTTL {pttl}");

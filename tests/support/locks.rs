@@ -1,10 +1,13 @@
 //! Lock helpers that several test files share: the error type of a
-//! `#[lock]` function that can only fail on its lock, and asking whether a
-//! key is held.
+//! `#[lock]` function that can only fail on its lock, asking whether a key is
+//! held, and registering an alias for a server started by the test.
 
 use std::fmt::Debug;
 
+use lock_runtime::registry::{self, AliasConfig};
 use lock_runtime::{Lock, LockError};
+
+use super::redis::RedisServer;
 
 /// The error of a `#[lock]` function whose only failure is its lock (with
 /// `raise = true` the attribute needs `From<LockError>`). A test whose
@@ -61,4 +64,23 @@ pub fn held_on(alias: &str, key: &str) -> bool {
         .try_acquire()
         .expect("a lock attempt")
         .is_none()
+}
+
+/// Registers `config` as the alias `name` and returns the name, for
+/// `Lock::alias` or a `#[lock(alias = ...)]`.
+pub fn add_alias(name: &'static str, config: AliasConfig) -> &'static str {
+    registry::add(name, config).unwrap_or_else(|e| panic!("cannot add the alias {name}: {e}"));
+    name
+}
+
+/// The settings of an alias for `server`, as its URL gives them: add to
+/// them, then [`add_alias`].
+pub fn redis_config(server: &RedisServer) -> AliasConfig {
+    AliasConfig::from_url(&server.url()).expect("a RedisServer's URL is valid")
+}
+
+/// An alias named `name` for `server`, with the default settings; returns
+/// the name.
+pub fn redis_alias(server: &RedisServer, name: &'static str) -> &'static str {
+    add_alias(name, redis_config(server))
 }

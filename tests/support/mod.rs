@@ -5,7 +5,8 @@
 //!   RESP client ([`RespValue`], [`resp_command`]) to look at what it holds.
 //! - [`children`]: re-running one test as child processes ([`child_role`],
 //!   [`spawn_children`], [`run_children`], [`report`], [`test_name!`]).
-//! - [`locks`]: lock helpers several test files share (`held`, `AppError`).
+//! - [`locks`]: lock helpers several test files share (`held`, `AppError`,
+//!   registering an alias for a server).
 //! - [`ports`], [`files`], [`process`]: what any server starter needs (a free
 //!   port, a private temp dir and its log, a process that dies with the
 //!   test), so that another store's server (`postgres.rs`, `memcached.rs`)
@@ -32,5 +33,7 @@ pub use children::{
     CHILD_TIMEOUT, ChildOutput, INDEX_ENV, ROLE_ENV, TestChild, child_index, child_role,
     collect_children, report, run_children, spawn_children, test_name_from_path, wait_children,
 };
-pub use locks::{AppError, held, held_on, is_busy, is_free, lock_error};
+pub use locks::{
+    AppError, add_alias, held, held_on, is_busy, is_free, lock_error, redis_alias, redis_config,
+};
 pub use ports::free_port;
