@@ -8,9 +8,9 @@
 //! - [`locks`]: lock helpers several test files share (`held`, `AppError`,
 //!   registering an alias for a server).
 //! - [`ports`], [`files`], [`process`]: what any server starter needs (a free
-//!   port, a private temp dir and its log, a process that dies with the
-//!   test), so that another store's server (`postgres.rs`, `memcached.rs`)
-//!   is one new file next to `redis.rs`.
+//!   port, a private temp dir ([`private_dir`]) and its log, a process that
+//!   dies with the test), so that another store's server (`postgres.rs`,
+//!   `memcached.rs`) is one new file next to `redis.rs`.
 //!
 //! Everything a test uses is re-exported here: write `support::RedisServer`,
 //! not `support::redis::RedisServer`.
@@ -33,6 +33,7 @@ pub use children::{
     CHILD_TIMEOUT, ChildOutput, INDEX_ENV, ROLE_ENV, TestChild, child_index, child_role,
     collect_children, report, run_children, spawn_children, test_name_from_path, wait_children,
 };
+pub use files::private_dir;
 pub use locks::{
     AppError, add_alias, held, held_on, is_busy, is_free, lock_error, redis_alias, redis_config,
 };
