@@ -2,11 +2,14 @@
 //! released (awaited) before the result is returned; a future dropped
 //! part-way, aborted or cut by a timeout releases its lock.
 
+mod support;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use lock_runtime::{Lock, LockError, lock, once};
+use support::{held, is_free};
 use tokio::sync::oneshot;
 
 #[derive(Debug)]
@@ -19,14 +22,6 @@ impl From<LockError> for AppError {
     fn from(e: LockError) -> Self {
         AppError::Lock(e)
     }
-}
-
-fn is_free(key: &str) -> bool {
-    Lock::new(key.to_owned()).try_acquire().unwrap().is_some()
-}
-
-fn held(key: &str) -> bool {
-    !is_free(key)
 }
 
 #[lock("async-busy-<n>", wait = false)]

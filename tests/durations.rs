@@ -10,7 +10,7 @@ use std::time::Duration;
 use lock_runtime::registry::{self, AliasConfig};
 use lock_runtime::{Lock, LockError, MAX_DURATION};
 use proptest::prelude::*;
-use support::RedisServer;
+use support::{RedisServer, redis_alias};
 
 fn unique(name: &str) -> String {
     static N: AtomicU64 = AtomicU64::new(0);
@@ -184,11 +184,7 @@ fn a_wait_of_duration_max_waits_until_the_lock_is_free() {
 #[test]
 fn redis_lock_durations_work_or_are_refused() {
     let server = RedisServer::start();
-    registry::add(
-        "durations-redis",
-        AliasConfig::from_url(&server.url()).unwrap(),
-    )
-    .unwrap();
+    redis_alias(&server, "durations-redis");
     for d in [
         Duration::MAX,
         Duration::from_millis(u64::MAX),

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use lock_runtime::Lock;
 use lock_runtime::registry::{self, AliasConfig};
-use support::RedisServer;
+use support::{RedisServer, redis_alias};
 
 /// Accepts a write only with a token at least as high as any seen so far.
 #[derive(Default)]
@@ -54,11 +54,7 @@ fn memory_store_fences_a_stale_holder() {
 #[test]
 fn redis_store_fences_a_stale_holder() {
     let server = RedisServer::start();
-    registry::add(
-        "fencing-redis",
-        AliasConfig::from_url(&server.url()).unwrap(),
-    )
-    .unwrap();
+    redis_alias(&server, "fencing-redis");
     stale_holder_is_rejected("fencing-redis");
 }
 

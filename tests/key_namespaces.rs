@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use lock_runtime::Lock;
 use lock_runtime::registry::{self, AliasConfig};
-use support::RedisServer;
+use support::{RedisServer, redis_alias};
 
 /// Keys built to look like another alias's keys or like the store's own
 /// records, under the prefixes used here.
@@ -129,11 +129,7 @@ fn records_are_out_of_reach(server: &RedisServer, alias: &'static str) {
 #[test]
 fn redis_keys_never_reach_the_store_records() {
     let server = RedisServer::start();
-    registry::add(
-        "ns-redis-records",
-        AliasConfig::from_url(&server.url()).unwrap(),
-    )
-    .unwrap();
+    redis_alias(&server, "ns-redis-records");
     records_are_out_of_reach(&server, "ns-redis-records");
     let url = format!("{}?prefix=", server.url());
     registry::add("ns-redis-unprefixed", AliasConfig::from_url(&url).unwrap()).unwrap();

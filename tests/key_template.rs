@@ -2,32 +2,12 @@
 //! function holding the exact key while it runs, and by the function being
 //! busy while that exact key is held by hand.
 
+mod support;
+
 use std::fmt;
 
-use lock_runtime::{Lock, LockError, lock};
-
-#[derive(Debug)]
-enum AppError {
-    Lock(LockError),
-}
-
-impl From<LockError> for AppError {
-    fn from(e: LockError) -> Self {
-        AppError::Lock(e)
-    }
-}
-
-/// True when `key` is held (by the caller, since locks are not reentrant).
-fn held(key: &str) -> bool {
-    Lock::new(key.to_owned()).try_acquire().unwrap().is_none()
-}
-
-fn is_busy<T: fmt::Debug>(r: Result<T, AppError>) -> bool {
-    match r {
-        Err(AppError::Lock(e)) => e.is_busy(),
-        Ok(v) => panic!("expected Busy, the function ran and returned {v:?}"),
-    }
-}
+use lock_runtime::{Lock, lock};
+use support::{AppError, held, is_busy};
 
 /// Runs `call` while `key` is held by hand: it must report Busy.
 fn busy_while_held<T: fmt::Debug>(key: &str, call: impl FnOnce() -> Result<T, AppError>) -> bool {

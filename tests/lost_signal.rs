@@ -8,8 +8,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use lock_runtime::Lock;
-use lock_runtime::registry::{self, AliasConfig};
-use support::RedisServer;
+use support::{RedisServer, add_alias, redis_config};
 
 const NEVER: Duration = Duration::from_millis(1500);
 
@@ -60,15 +59,13 @@ async fn memory_lock_stolen_behind_the_holders_back_is_a_loss() {
 }
 
 fn redis_alias(server: &RedisServer, name: &'static str, lease: Option<Duration>) -> &'static str {
-    let mut cfg = AliasConfig::from_url(&server.url())
-        .unwrap()
+    let mut cfg = redis_config(server)
         .connect_timeout(Duration::from_millis(200))
         .command_timeout(Duration::from_millis(200));
     if let Some(lease) = lease {
         cfg = cfg.default_lease(lease);
     }
-    registry::add(name, cfg).unwrap();
-    name
+    add_alias(name, cfg)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,34 +3,15 @@
 //! change what the store does, and `crate` changes the path the expansion
 //! calls. This file reconfigures the registry, so it is its own process.
 
+mod support;
+
 use std::sync::atomic::Ordering;
 use std::sync::{Barrier, Once};
 use std::time::{Duration, Instant};
 
 use lock_runtime::registry::{self, AliasConfig};
 use lock_runtime::{Lock, LockError, lock, once};
-
-#[derive(Debug)]
-enum AppError {
-    Lock(LockError),
-}
-
-impl From<LockError> for AppError {
-    fn from(e: LockError) -> Self {
-        AppError::Lock(e)
-    }
-}
-
-fn lock_error<T: std::fmt::Debug>(r: Result<T, AppError>) -> LockError {
-    match r {
-        Err(AppError::Lock(e)) => e,
-        Ok(v) => panic!("expected a LockError, the body ran and returned {v:?}"),
-    }
-}
-
-fn is_free(key: &str) -> bool {
-    Lock::new(key.to_owned()).try_acquire().unwrap().is_some()
-}
+use support::{AppError, is_free, lock_error};
 
 fn configure_reports() {
     static CONFIGURED: Once = Once::new();

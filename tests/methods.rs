@@ -2,31 +2,12 @@
 //! associated functions, generics, `impl Trait` arguments, `<self.id>` keys,
 //! and default keys that tell two types' same-named methods apart.
 
+mod support;
+
 use std::fmt::Display;
 
-use lock_runtime::{Lock, LockError, lock, once};
-
-#[derive(Debug)]
-enum AppError {
-    Lock(LockError),
-}
-
-impl From<LockError> for AppError {
-    fn from(e: LockError) -> Self {
-        AppError::Lock(e)
-    }
-}
-
-fn held(key: &str) -> bool {
-    Lock::new(key.to_owned()).try_acquire().unwrap().is_none()
-}
-
-fn busy<T: std::fmt::Debug>(r: Result<T, AppError>) -> bool {
-    match r {
-        Err(AppError::Lock(e)) => e.is_busy(),
-        Ok(v) => panic!("expected Busy, got Ok({v:?})"),
-    }
-}
+use lock_runtime::{Lock, lock, once};
+use support::{AppError, held, is_busy};
 
 #[derive(Debug)]
 struct Account {
@@ -77,8 +58,8 @@ fn every_receiver_kind_works_and_keys_use_self_fields() {
     assert_eq!(account.audit(), Some(10));
     {
         let _held = Lock::new("methods-account-1").acquire().unwrap();
-        assert!(busy(account.balance()));
-        assert!(busy(account.deposit(1)));
+        assert!(is_busy(account.balance()));
+        assert!(is_busy(account.deposit(1)));
         assert_eq!(account.balance, 10, "the body did not run");
         // Another account is another key.
         assert_eq!(Account { id: 2, balance: 3 }.balance().unwrap(), 3);
@@ -89,7 +70,7 @@ fn every_receiver_kind_works_and_keys_use_self_fields() {
     }
     {
         let _held = Lock::new("methods-open-5").acquire().unwrap();
-        assert!(busy(Account::open(5)));
+        assert!(is_busy(Account::open(5)));
     }
     assert_eq!(account.close().unwrap(), 10);
 }
@@ -111,7 +92,7 @@ fn default_keys_of_same_named_methods_of_two_types_differ() {
     assert_eq!(account_key, "methods::Account::touch");
     assert_ne!(account_key, invoice_key);
     let _held = Lock::new(account_key).acquire().unwrap();
-    assert!(busy(account.touch()));
+    assert!(is_busy(account.touch()));
     assert_eq!(Invoice.touch().unwrap(), "invoice");
 }
 
@@ -134,7 +115,7 @@ fn generic_functions_work() {
     assert_eq!(generic("x").unwrap(), "x");
     assert_eq!(with_where(2.5).unwrap(), "2.5");
     let _held = Lock::new("methods-generic-5").acquire().unwrap();
-    assert!(busy(generic(5i64)));
+    assert!(is_busy(generic(5i64)));
 }
 
 #[lock("methods-impl-<a>-<b>", wait = false)]
@@ -152,7 +133,7 @@ fn impl_trait_arguments_work() {
     assert_eq!(impl_trait_args(1, "b").unwrap(), "1b");
     assert_eq!(impl_trait_once('c'), Some("c".to_owned()));
     let _held = Lock::new("methods-impl-1-b").acquire().unwrap();
-    assert!(busy(impl_trait_args(1, "b")));
+    assert!(is_busy(impl_trait_args(1, "b")));
 }
 
 struct Wrapper<T>(T);
@@ -173,12 +154,12 @@ impl<T: Display> Wrapper<T> {
 fn methods_of_generic_types_work() {
     assert_eq!(Wrapper(4).show().unwrap(), "4");
     let _held = Lock::new("methods-wrapper-4").acquire().unwrap();
-    assert!(busy(Wrapper(4).show()));
+    assert!(is_busy(Wrapper(4).show()));
     assert!(Wrapper("x").show().is_ok());
     // The default key names the type with its parameters.
     let key = format!("{}::named", std::any::type_name::<Wrapper<u8>>());
     let _held = Lock::new(key).acquire().unwrap();
-    assert!(busy(Wrapper(1u8).named()));
+    assert!(is_busy(Wrapper(1u8).named()));
     assert!(Wrapper(1u16).named().is_ok());
 }
 
@@ -217,9 +198,9 @@ fn trait_methods_work() {
     assert_eq!(Cleanup.run().unwrap(), 3);
     {
         let _held = Lock::new("methods::Cleanup::run").acquire().unwrap();
-        assert!(busy(Cleanup.run()));
+        assert!(is_busy(Cleanup.run()));
     }
     assert_eq!(Task::go(&Cleanup).unwrap(), "went");
     let _held = Lock::new("methods-task").acquire().unwrap();
-    assert!(busy(Task::go(&Cleanup)));
+    assert!(is_busy(Task::go(&Cleanup)));
 }

@@ -8,9 +8,8 @@ mod support;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use lock_runtime::registry::{self, AliasConfig};
 use lock_runtime::{LockError, lock, once};
-use support::RedisServer;
+use support::{RedisServer, redis_alias};
 
 static STEPS: AtomicU32 = AtomicU32::new(0);
 
@@ -65,11 +64,7 @@ async fn watched(server_key_deleted: tokio::sync::oneshot::Receiver<()>) -> u32 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lock_deleted_behind_an_async_body_stops_it_and_skips() {
     let server = RedisServer::start();
-    registry::add(
-        "on-lost-redis",
-        AliasConfig::from_url(&server.url()).unwrap(),
-    )
-    .unwrap();
+    redis_alias(&server, "on-lost-redis");
     let (tx, rx) = tokio::sync::oneshot::channel();
     let task = tokio::spawn(watched(rx));
     // Wait until the body holds the lock, then delete it behind its back.

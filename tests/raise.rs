@@ -1,10 +1,13 @@
 //! `raise = true` (the `#[lock]` default): a lock that cannot be taken is an
 //! `Err(E::from(LockError))`, and every way out of the body releases the lock.
 
+mod support;
+
 use std::num::IntErrorKind;
 use std::time::{Duration, Instant};
 
 use lock_runtime::{Lock, LockError, lock};
+use support::is_free;
 
 #[derive(Debug)]
 enum AppError {
@@ -23,10 +26,6 @@ impl From<std::num::ParseIntError> for AppError {
     fn from(e: std::num::ParseIntError) -> Self {
         AppError::Parse(e)
     }
-}
-
-fn is_free(key: &str) -> bool {
-    Lock::new(key.to_owned()).try_acquire().unwrap().is_some()
 }
 
 #[lock("raise-busy", wait = false)]

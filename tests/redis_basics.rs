@@ -8,22 +8,12 @@ use std::time::{Duration, Instant};
 
 use lock_runtime::registry::{self, AliasConfig};
 use lock_runtime::{Lock, LockError};
-use support::RedisServer;
-
-/// Adds an alias named `name` for `server` and returns the name.
-fn alias(server: &RedisServer, name: &'static str) -> &'static str {
-    registry::add(
-        name,
-        AliasConfig::from_url(&server.url()).expect("a valid URL"),
-    )
-    .expect("configured");
-    name
-}
+use support::{RedisServer, redis_alias};
 
 #[test]
 fn a_held_lock_is_a_key_with_a_lease_and_is_refused_to_others() {
     let server = RedisServer::start();
-    let a = alias(&server, "basics-held");
+    let a = redis_alias(&server, "basics-held");
     let guard = Lock::new("invoice-7").alias(a).acquire().unwrap();
     let value = server
         .get("lock:invoice-7")
@@ -69,7 +59,7 @@ fn a_held_lock_is_a_key_with_a_lease_and_is_refused_to_others() {
 #[test]
 fn expire_sets_a_fixed_lease() {
     let server = RedisServer::start();
-    let a = alias(&server, "basics-expire");
+    let a = redis_alias(&server, "basics-expire");
     let guard = Lock::new("k")
         .alias(a)
         .expire(Duration::from_millis(1500))
@@ -117,7 +107,7 @@ fn wait_for_gives_up_at_its_deadline_not_a_poll_later() {
 #[test]
 fn a_waiter_gets_the_lock_once_it_is_released() {
     let server = RedisServer::start();
-    let a = alias(&server, "basics-waiter");
+    let a = redis_alias(&server, "basics-waiter");
     let held = Lock::new("k").alias(a).acquire().unwrap();
     let waiter = std::thread::spawn(move || {
         Lock::new("k")
@@ -134,7 +124,7 @@ fn a_waiter_gets_the_lock_once_it_is_released() {
 #[test]
 fn fencing_tokens_increase_across_acquisitions_and_expiry() {
     let server = RedisServer::start();
-    let a = alias(&server, "basics-fencing");
+    let a = redis_alias(&server, "basics-fencing");
     let mut last = 0;
     for i in 0..20 {
         let lock = Lock::new(format!("k{}", i % 3))
@@ -187,7 +177,7 @@ fn prefixes_keep_aliases_on_one_server_apart() {
 #[test]
 fn awkward_keys_lock_correctly_and_independently() {
     let server = RedisServer::start();
-    let a = alias(&server, "basics-awkward");
+    let a = redis_alias(&server, "basics-awkward");
     let long = "x".repeat(1024);
     let keys = [
         "with spaces",
@@ -235,7 +225,7 @@ fn awkward_keys_lock_correctly_and_independently() {
 #[test]
 fn a_stale_lock_is_taken_over_with_steal_after() {
     let server = RedisServer::start();
-    let a = alias(&server, "basics-steal");
+    let a = redis_alias(&server, "basics-steal");
     let old = Lock::new("k").alias(a).acquire().unwrap();
     let thief = Lock::new("k")
         .alias(a)
@@ -255,7 +245,7 @@ fn a_stale_lock_is_taken_over_with_steal_after() {
 #[test]
 fn delete_on_exit_false_leaves_the_key_with_its_remaining_lease() {
     let server = RedisServer::start();
-    let a = alias(&server, "basics-keep");
+    let a = redis_alias(&server, "basics-keep");
     let lock = Lock::new("k")
         .alias(a)
         .expire(Duration::from_secs(3))
@@ -272,7 +262,7 @@ fn delete_on_exit_false_leaves_the_key_with_its_remaining_lease() {
 #[test]
 fn a_lease_that_runs_out_passes_the_lock_and_the_late_release_fails() {
     let server = RedisServer::start();
-    let a = alias(&server, "basics-expiry");
+    let a = redis_alias(&server, "basics-expiry");
     let first = Lock::new("k")
         .alias(a)
         .expire(Duration::from_millis(200))
@@ -374,7 +364,7 @@ fn bad_urls_fail_at_configure_time() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn async_callers_share_the_same_locks() {
     let server = RedisServer::start();
-    let a = alias(&server, "basics-async");
+    let a = redis_alias(&server, "basics-async");
     let guard = Lock::new("k").alias(a).acquire_async().await.unwrap();
     assert!(
         Lock::new("k")

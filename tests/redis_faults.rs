@@ -10,19 +10,20 @@ use std::time::{Duration, Instant};
 use lock_runtime::backend::BackendErrorKind;
 use lock_runtime::registry::{self, AliasConfig};
 use lock_runtime::{Lock, LockError, Operation};
-use support::RedisServer;
+use support::{RedisServer, add_alias, redis_config};
 
 const TIMEOUT: Duration = Duration::from_millis(500);
 /// Connect plus one command, plus scheduling slack on a busy machine.
 const BOUND: Duration = Duration::from_millis(2 * 500 + 700);
 
+/// An alias for `server` that gives up on it after [`TIMEOUT`].
 fn alias(server: &RedisServer, name: &'static str) -> &'static str {
-    let cfg = AliasConfig::from_url(&server.url())
-        .unwrap()
-        .connect_timeout(TIMEOUT)
-        .command_timeout(TIMEOUT);
-    registry::add(name, cfg).unwrap();
-    name
+    add_alias(
+        name,
+        redis_config(server)
+            .connect_timeout(TIMEOUT)
+            .command_timeout(TIMEOUT),
+    )
 }
 
 fn backend_kind(err: &LockError, op: Operation) -> BackendErrorKind {

@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 
 use lock_runtime::backend::BackendErrorKind;
 use lock_runtime::backend::redis::QuorumError;
-use lock_runtime::registry::{self, AliasConfig};
+use lock_runtime::registry::AliasConfig;
 use lock_runtime::{Lock, LockError};
-use support::RedisServer;
+use support::{RedisServer, add_alias};
 
 const NODE_TIMEOUT: Duration = Duration::from_millis(200);
 
@@ -25,8 +25,7 @@ fn quorum_alias(name: &'static str, urls: &[String]) -> &'static str {
         .connect_timeout(NODE_TIMEOUT)
         .command_timeout(NODE_TIMEOUT)
         .poll_interval(Duration::from_millis(2));
-    registry::add(name, cfg).unwrap();
-    name
+    add_alias(name, cfg)
 }
 
 fn urls(servers: &[RedisServer]) -> Vec<String> {
@@ -230,8 +229,7 @@ fn three_node_alias(name: &'static str, urls: &[String]) -> &'static str {
         .connect_timeout(SLOW_NODE_TIMEOUT)
         .command_timeout(SLOW_NODE_TIMEOUT)
         .poll_interval(Duration::from_millis(2));
-    registry::add(name, cfg).unwrap();
-    name
+    add_alias(name, cfg)
 }
 
 /// The slowest of a few acquire-then-release pairs on an idle key.

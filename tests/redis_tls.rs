@@ -34,12 +34,7 @@ mod with_tls {
 
     impl Certs {
         fn make() -> Self {
-            let dir = std::env::temp_dir().join(format!(
-                "lock-tls-{}-{}",
-                std::process::id(),
-                support::free_port()
-            ));
-            std::fs::create_dir_all(&dir).unwrap();
+            let dir = support::private_dir("lock-tls");
             let run = |args: &[&str]| {
                 let out = Command::new("openssl")
                     .args(args)

@@ -7,8 +7,8 @@ mod support;
 use std::time::{Duration, Instant};
 
 use lock_runtime::Lock;
-use lock_runtime::registry::{self, AliasConfig};
-use support::{RedisServer, RespValue};
+use lock_runtime::registry::AliasConfig;
+use support::{RedisServer, RespValue, add_alias};
 
 /// An alias whose poll interval is far longer than any test: whatever gets a
 /// waiter its lock quickly must be a wake-up.
@@ -16,8 +16,7 @@ fn slow_polling_alias(url: &str, name: &'static str) -> &'static str {
     let cfg = AliasConfig::from_url(url)
         .unwrap()
         .poll_interval(Duration::from_secs(60));
-    registry::add(name, cfg).unwrap();
-    name
+    add_alias(name, cfg)
 }
 
 fn list(server: &RedisServer, key: &str) -> Vec<String> {

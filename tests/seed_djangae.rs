@@ -17,20 +17,12 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier, Mutex};
 use std::time::{Duration, Instant};
 
-use lock_runtime::registry::{self, AliasConfig};
+use lock_runtime::registry::AliasConfig;
 use lock_runtime::{Lock, LockError, lock};
-use support::RedisServer;
+use support::{RedisServer, add_alias, held_on};
 
 /// Upper bound for anything that should happen "soon" (a wake-up, a steal).
 const PATIENCE: Duration = Duration::from_secs(5);
-
-fn held(alias: &str, key: &str) -> bool {
-    Lock::new(key.to_owned())
-        .alias(alias.to_owned())
-        .try_acquire()
-        .expect("a lock attempt")
-        .is_none()
-}
 
 /// Runs `f` on `n` threads released together, and collects the results.
 fn together<T: Send + 'static>(n: usize, f: impl Fn() -> T + Send + Sync + 'static) -> Vec<T> {
@@ -192,7 +184,10 @@ fn steal_after_takes_over_an_old_lock() {
     assert!(age >= Duration::from_millis(150), "stolen after {age:?}");
     assert!(age < PATIENCE, "stolen after {age:?}");
     assert!(stuck.release().unwrap_err().is_not_held());
-    assert!(held("default", "djangae-steal"), "the thief still holds it");
+    assert!(
+        held_on("default", "djangae-steal"),
+        "the thief still holds it"
+    );
     drop(stolen);
 
     let stuck = Lock::new("djangae-steal-decorated").acquire().unwrap();
@@ -241,14 +236,12 @@ fn wait_for_gives_up_after_the_limit() {
 /// started. Each test has its own name (and server): parallel tests must not
 /// repoint each other's alias.
 fn strong_alias(name: &'static str, url: &str) -> &'static str {
-    registry::add(
+    add_alias(
         name,
         AliasConfig::from_url(url)
             .unwrap()
             .default_lease(Duration::from_secs(2)),
     )
-    .unwrap();
-    name
 }
 
 fn probe(lock: Lock) -> &'static str {

@@ -23,7 +23,7 @@ use lock_runtime::backend::memory::MemoryBackend;
 use lock_runtime::backend::{Attempt, Backend, BackendError, Request, Token};
 use lock_runtime::registry::{self, AliasConfig};
 use lock_runtime::{Lock, LockError, lock};
-use support::RedisServer;
+use support::{RedisServer, held_on};
 
 /// How long a blocked caller is watched to show that it is still waiting.
 const STILL_WAITING: Duration = Duration::from_millis(150);
@@ -44,14 +44,6 @@ fn assert_still_waiting<T: std::fmt::Debug>(rx: &mpsc::Receiver<T>) {
         Err(mpsc::RecvTimeoutError::Timeout) => {}
         other => panic!("expected the caller to be waiting for the lock, got {other:?}"),
     }
-}
-
-fn held(alias: &str, key: &str) -> bool {
-    Lock::new(key.to_owned())
-        .alias(alias.to_owned())
-        .try_acquire()
-        .expect("a lock attempt")
-        .is_none()
 }
 
 // Seed: `with lock("global"): ...`: the block runs once the lock is free; a
@@ -116,7 +108,7 @@ impl Foo {
     // `@lock_model` with no field: the lock is on the primary key.
     #[lock("djl-foo-<self.id>")]
     fn lock_pk(&self) -> Result<u64, LockError> {
-        assert!(held("default", &format!("djl-foo-{}", self.id)));
+        assert!(held_on("default", &format!("djl-foo-{}", self.id)));
         Ok(self.id)
     }
 
@@ -143,7 +135,7 @@ fn lock_model_locks_the_primary_key() {
         bar: "a".into(),
     });
     assert_eq!(row.lock_pk().unwrap(), 1);
-    assert!(!held("default", "djl-foo-1"), "released on return");
+    assert!(!held_on("default", "djl-foo-1"), "released on return");
 
     let editing = Lock::new("djl-foo-1").acquire().unwrap();
     let same_row = {
@@ -221,10 +213,10 @@ fn the_prefix_setting_separates_keys_in_one_store() {
 
     let a = Lock::new("job").alias("djl-app-a").acquire().unwrap();
     assert_eq!(a.key(), "job", "the key is reported without its prefix");
-    assert!(!held("djl-app-b", "job"), "another prefix: another lock");
-    assert!(held("djl-app-a-again", "job"), "same store and prefix");
+    assert!(!held_on("djl-app-b", "job"), "another prefix: another lock");
+    assert!(held_on("djl-app-a-again", "job"), "same store and prefix");
     drop(a);
-    assert!(!held("djl-app-a-again", "job"));
+    assert!(!held_on("djl-app-a-again", "job"));
 }
 
 /// A store that cannot wake waiters, like Django's cache backends: it
@@ -331,7 +323,7 @@ fn check(fail: bool) -> Result<(), StepError> {
 
 #[lock("djl-release-<what>", wait = false)]
 fn locked_step(what: &str, fail: bool, panic: bool) -> Result<(), StepError> {
-    assert!(held("default", &format!("djl-release-{what}")));
+    assert!(held_on("default", &format!("djl-release-{what}")));
     if panic {
         panic!("the body panicked");
     }
@@ -346,17 +338,17 @@ fn locked_step(what: &str, fail: bool, panic: bool) -> Result<(), StepError> {
 fn dropping_the_guard_releases_the_lock() {
     {
         let _guard = Lock::new("djl-release-guard").acquire().unwrap();
-        assert!(held("default", "djl-release-guard"));
+        assert!(held_on("default", "djl-release-guard"));
     }
-    assert!(!held("default", "djl-release-guard"), "released on drop");
+    assert!(!held_on("default", "djl-release-guard"), "released on drop");
 
     locked_step("ok", false, false).unwrap();
-    assert!(!held("default", "djl-release-ok"));
+    assert!(!held_on("default", "djl-release-ok"));
     assert!(matches!(
         locked_step("err", true, false),
         Err(StepError::Failed)
     ));
-    assert!(!held("default", "djl-release-err"), "released on `?`");
+    assert!(!held_on("default", "djl-release-err"), "released on `?`");
     let other = Lock::new("djl-release-busy").acquire().unwrap();
     match locked_step("busy", false, false) {
         Err(StepError::Lock(e)) => assert!(e.is_busy(), "{e:?}"),
@@ -365,7 +357,10 @@ fn dropping_the_guard_releases_the_lock() {
     drop(other);
     let panicked = catch_unwind(AssertUnwindSafe(|| locked_step("panic", false, true)));
     assert!(panicked.is_err());
-    assert!(!held("default", "djl-release-panic"), "released on panic");
+    assert!(
+        !held_on("default", "djl-release-panic"),
+        "released on panic"
+    );
 
     // Turned off (`delete_on_exit(false)`), the lock outlives its guard
     // until its lease ends.
@@ -376,7 +371,10 @@ fn dropping_the_guard_releases_the_lock() {
             .acquire()
             .unwrap(),
     );
-    assert!(held("default", "djl-release-kept"), "kept after the drop");
+    assert!(
+        held_on("default", "djl-release-kept"),
+        "kept after the drop"
+    );
 }
 
 impl Foo {

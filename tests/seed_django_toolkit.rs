@@ -13,18 +13,12 @@ use std::time::{Duration, Instant};
 
 use lock_runtime::registry::{self, AliasConfig};
 use lock_runtime::{Lock, LockError, lock};
-use support::RedisServer;
+use support::{RedisServer, redis_alias};
+// django_toolkit's `lock.active`: whether the key is taken.
+use support::held_on as active;
 
 /// How long a waiting acquisition may take when the lock frees itself.
 const PATIENCE: Duration = Duration::from_secs(5);
-
-fn active(alias: &str, key: &str) -> bool {
-    Lock::new(key.to_owned())
-        .alias(alias.to_owned())
-        .try_acquire()
-        .expect("a lock attempt")
-        .is_none()
-}
 
 // Seed: `with LocalMemoryLock() as lock: assert lock.active is True`: an
 // in-memory lock is active inside the block; entering it again while active
@@ -218,7 +212,7 @@ fn digest_in_redis() -> Result<(), LockError> {
 #[test]
 fn cache_lock_on_redis_expires_and_persists() {
     let server = RedisServer::start();
-    registry::add("tk-redis", AliasConfig::from_url(&server.url()).unwrap()).unwrap();
+    redis_alias(&server, "tk-redis");
 
     let pttl = expiring_in_redis(&server).unwrap();
     assert!(pttl > 9_000 && pttl <= 10_000, "PTTL {pttl}");

@@ -5,6 +5,8 @@
 //! your own (here a `Backend` over a `HashMap`, plugged in with
 //! `AliasConfig::custom`).
 
+mod support;
+
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier, Mutex, OnceLock, mpsc};
@@ -13,14 +15,7 @@ use std::time::{Duration, Instant};
 use lock_runtime::backend::{Acquired, Attempt, Backend, BackendError, Busy, Request, Token};
 use lock_runtime::registry::{self, AliasConfig};
 use lock_runtime::{Lock, LockError, once};
-
-fn held(alias: &'static str, key: &str) -> bool {
-    Lock::new(key.to_owned())
-        .alias(alias)
-        .try_acquire()
-        .expect("a lock attempt")
-        .is_none()
-}
+use support::held_on;
 
 // Seed: the `Lock` class used as a `with` block around your code; when the
 // key is already locked, entering the block raises `LockError`.
@@ -46,7 +41,7 @@ static TEMPLATE_RUNS: AtomicUsize = AtomicUsize::new(0);
 fn func(arg_a: u32, arg_b: &str) -> String {
     TEMPLATE_RUNS.fetch_add(1, Ordering::SeqCst);
     let key = format!("cachelock-foo-{arg_a}-{arg_b}");
-    assert!(held("default", &key), "the body runs under `{key}`");
+    assert!(held_on("default", &key), "the body runs under `{key}`");
     format!("{arg_a}/{arg_b}")
 }
 
@@ -56,7 +51,10 @@ fn func(arg_a: u32, arg_b: &str) -> String {
 #[test]
 fn once_builds_its_key_from_the_arguments() {
     assert_eq!(func(1, "x").as_deref(), Some("1/x"));
-    assert!(!held("default", "cachelock-foo-1-x"), "released on return");
+    assert!(
+        !held_on("default", "cachelock-foo-1-x"),
+        "released on return"
+    );
 
     let other = Lock::new("cachelock-foo-1-x")
         .acquire()
@@ -285,7 +283,7 @@ fn once_works_on_a_custom_cache() {
         "deleted on return"
     );
     assert!(
-        !held("default", "report-17") && !held("cachelock-dict", "report-17"),
+        !held_on("default", "report-17") && !held_on("cachelock-dict", "report-17"),
         "nothing left behind in either store"
     );
 
@@ -321,7 +319,7 @@ fn a_lock_block_works_on_a_custom_cache() {
     let err = block.acquire().unwrap_err();
     assert!(err.is_busy(), "{err:?}");
     assert!(
-        !held("default", "block-on-dict"),
+        !held_on("default", "block-on-dict"),
         "the default store never saw it"
     );
     inside.release().unwrap();

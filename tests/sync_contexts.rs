@@ -1,26 +1,14 @@
 //! Locked sync functions need no async runtime, and work on the blocking
 //! threads of one (`spawn_blocking`), waiting there without stalling it.
 
+mod support;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use lock_runtime::{Lock, LockError, lock, once};
-
-#[derive(Debug)]
-enum AppError {
-    Lock(LockError),
-}
-
-impl From<LockError> for AppError {
-    fn from(e: LockError) -> Self {
-        AppError::Lock(e)
-    }
-}
-
-fn is_free(key: &str) -> bool {
-    Lock::new(key.to_owned()).try_acquire().unwrap().is_some()
-}
+use lock_runtime::{Lock, lock, once};
+use support::{AppError, is_free};
 
 static INSIDE: AtomicUsize = AtomicUsize::new(0);
 

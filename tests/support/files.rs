@@ -1,5 +1,6 @@
-//! Files a server started for a test keeps: its private temp dir, and the
-//! log it leaves there, read back (the tail of it) when the test fails.
+//! Files of a test's servers: a private temp dir for each (or for a test's
+//! own files, such as TLS certificates), and the log a server leaves there,
+//! read back (the tail of it) when the test fails.
 
 use std::env;
 use std::fs::{self, File};
@@ -12,7 +13,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 /// (mode 0700), under cargo's temp dir for integration tests (so `cargo
 /// clean` removes what a killed run leaves), or the system temp dir where
 /// cargo sets none (an example such as the bench). The caller removes it.
-pub(super) fn private_dir(name: &str) -> PathBuf {
+pub fn private_dir(name: &str) -> PathBuf {
     static NEXT: AtomicU64 = AtomicU64::new(0);
     let root = option_env!("CARGO_TARGET_TMPDIR").map_or_else(env::temp_dir, PathBuf::from);
     let nanos = SystemTime::now()

@@ -5,10 +5,12 @@
 //!   RESP client ([`RespValue`], [`resp_command`]) to look at what it holds.
 //! - [`children`]: re-running one test as child processes ([`child_role`],
 //!   [`spawn_children`], [`run_children`], [`report`], [`test_name!`]).
+//! - [`locks`]: lock helpers several test files share (`held`, `AppError`,
+//!   registering an alias for a server).
 //! - [`ports`], [`files`], [`process`]: what any server starter needs (a free
-//!   port, a private temp dir and its log, a process that dies with the
-//!   test), so that another store's server (`postgres.rs`, `memcached.rs`)
-//!   is one new file next to `redis.rs`.
+//!   port, a private temp dir ([`private_dir`]) and its log, a process that
+//!   dies with the test), so that another store's server (`postgres.rs`,
+//!   `memcached.rs`) is one new file next to `redis.rs`.
 //!
 //! Everything a test uses is re-exported here: write `support::RedisServer`,
 //! not `support::redis::RedisServer`.
@@ -18,6 +20,7 @@
 
 pub mod children;
 pub mod files;
+pub mod locks;
 pub mod ports;
 pub mod process;
 pub mod redis;
@@ -29,5 +32,9 @@ pub(crate) use children::test_name;
 pub use children::{
     CHILD_TIMEOUT, ChildOutput, INDEX_ENV, ROLE_ENV, TestChild, child_index, child_role,
     collect_children, report, run_children, spawn_children, test_name_from_path, wait_children,
+};
+pub use files::private_dir;
+pub use locks::{
+    AppError, add_alias, held, held_on, is_busy, is_free, lock_error, redis_alias, redis_config,
 };
 pub use ports::free_port;
