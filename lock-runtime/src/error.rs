@@ -422,8 +422,10 @@ pub enum BackendErrorKind {
     /// The store answered, but not as expected (a script error, a reply of the
     /// wrong type, a read-only replica, ...). Usually a deployment problem.
     Protocol,
-    /// Fewer nodes than a majority of a quorum alias granted the request; the
-    /// message lists each node's outcome.
+    /// A quorum alias could not settle the request: fewer nodes than a
+    /// majority granted it, or a majority did but only after the lease ran
+    /// out (then raise `lease_ms` or lower `timeout_ms`). The message lists
+    /// each node's outcome; the source is a `QuorumError` saying which.
     Quorum,
     /// Anything else a custom backend reports.
     Other,
