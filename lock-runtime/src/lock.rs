@@ -271,7 +271,7 @@ impl Lock {
         }
         for (name, d) in [("expire", self.expire), ("steal_after", self.steal_after)] {
             if let Some(d) = d {
-                lease::check(name, d).map_err(|r| LockError::invalid(name, r))?;
+                check_duration(name, d)?;
             }
         }
         // Any wait is accepted: one longer than the clock can count waits
@@ -530,7 +530,8 @@ impl Lock {
         Ok(LockGuard {
             shown: match p.alias.0.namespace.head_len() {
                 Some(len) => Shown::After(len),
-                None if p.key == self.key => Shown::After(0),
+                // Escaping only ever lengthens a key.
+                None if p.key.len() == self.key.len() => Shown::After(0),
                 None => Shown::Own(self.key.as_ref().into()),
             },
             start,
@@ -545,6 +546,12 @@ impl Lock {
             released: false,
         })
     }
+}
+
+/// A lease or steal age of the option `name`, within the bounds every store
+/// can count.
+fn check_duration(name: &'static str, d: Duration) -> Result<(), LockError> {
+    lease::check(name, d).map_err(|r| LockError::invalid(name, r))
 }
 
 /// An async acquisition whose outcome is not yet known. Dropped (the
@@ -844,7 +851,7 @@ impl LockGuard {
     /// assert!(lock.try_acquire().unwrap().is_none());
     /// ```
     pub fn extend(&mut self, lease: Duration) -> Result<(), LockError> {
-        lease::check("extend", lease).map_err(|r| LockError::invalid("extend", r))?;
+        check_duration("extend", lease)?;
         let sent = Instant::now();
         let outcome = self.alias.backend().extend(&self.key, self.token, lease);
         self.settle(Operation::Extend, outcome)?;
@@ -866,7 +873,7 @@ impl LockGuard {
     /// });
     /// ```
     pub async fn extend_async(&mut self, lease: Duration) -> Result<(), LockError> {
-        lease::check("extend", lease).map_err(|r| LockError::invalid("extend", r))?;
+        check_duration("extend", lease)?;
         let sent = Instant::now();
         let outcome = self
             .alias

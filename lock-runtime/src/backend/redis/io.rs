@@ -58,7 +58,14 @@ pub(crate) fn spawn<T: Send + 'static>(
 pub(crate) async fn run<T: Send + 'static>(
     fut: impl Future<Output = Result<T, BackendError>> + Send + 'static,
 ) -> Result<T, BackendError> {
-    spawn(fut)?.await.map_err(|e| {
+    joined(spawn(fut)?.await)
+}
+
+/// The output of an I/O task, or why it has none.
+fn joined<T>(
+    out: Result<Result<T, BackendError>, tokio::task::JoinError>,
+) -> Result<T, BackendError> {
+    out.map_err(|e| {
         BackendError::new(
             BackendErrorKind::Other,
             format!("the Redis I/O task failed: {e}"),
@@ -80,12 +87,7 @@ pub(crate) async fn run_cancellable<T: Send + 'static>(
     }
     let task = spawn(fut)?;
     let _abort = AbortOnDrop(task.abort_handle());
-    task.await.map_err(|e| {
-        BackendError::new(
-            BackendErrorKind::Other,
-            format!("the Redis I/O task failed: {e}"),
-        )
-    })?
+    joined(task.await)
 }
 
 /// How many runtimes' connections a store keeps. A process usually has one
