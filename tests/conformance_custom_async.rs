@@ -17,9 +17,15 @@ use lock_runtime::registry::AliasConfig;
 
 // --- copied from the docs of `lock_runtime::backend` ---
 #[derive(Default)]
+struct Locks {
+    // key -> (owner, acquired at, lease end)
+    held: HashMap<String, (Token, Instant, Instant)>,
+    fence: u64,
+}
+
+#[derive(Default)]
 struct AsyncMapStore {
-    // key -> (owner, acquired at, lease end), and the fencing counter
-    map: tokio::sync::Mutex<(HashMap<String, (Token, Instant, Instant)>, u64)>,
+    locks: tokio::sync::Mutex<Locks>,
 }
 
 impl AsyncStore for AsyncMapStore {
@@ -28,7 +34,7 @@ impl AsyncStore for AsyncMapStore {
         req: &'a Request<'a>,
     ) -> BoxFuture<'a, Result<Attempt, BackendError>> {
         Box::pin(async move {
-            let (map, fence) = &mut *self.map.lock().await;
+            let Locks { held: map, fence } = &mut *self.locks.lock().await;
             let now = Instant::now();
             if let Some(&(_, since, until)) = map.get(req.key) {
                 let stale = req.steal_after.is_some_and(|s| now >= since + s);
@@ -49,7 +55,7 @@ impl AsyncStore for AsyncMapStore {
         token: Token,
     ) -> BoxFuture<'a, Result<bool, BackendError>> {
         Box::pin(async move {
-            let (map, _) = &mut *self.map.lock().await;
+            let map = &mut self.locks.lock().await.held;
             let owned = map
                 .get(key)
                 .is_some_and(|e| e.0 == token && Instant::now() < e.2);
@@ -67,7 +73,7 @@ impl AsyncStore for AsyncMapStore {
         lease: Duration,
     ) -> BoxFuture<'a, Result<bool, BackendError>> {
         Box::pin(async move {
-            let (map, _) = &mut *self.map.lock().await;
+            let map = &mut self.locks.lock().await.held;
             match map.get_mut(key) {
                 Some(e) if e.0 == token && Instant::now() < e.2 => {
                     e.2 = Instant::now() + lease;
@@ -140,9 +146,13 @@ impl AsyncStore for Watched {
 }
 
 impl AsyncOwnerCheck for Watched {
-    fn holds<'a>(&'a self, key: &'a str, token: Token) -> BoxFuture<'a, Result<bool, BackendError>> {
+    fn holds<'a>(
+        &'a self,
+        key: &'a str,
+        token: Token,
+    ) -> BoxFuture<'a, Result<bool, BackendError>> {
         Box::pin(async move {
-            let (map, _) = &*self.store.map.lock().await;
+            let map = &self.store.locks.lock().await.held;
             Ok(map
                 .get(key)
                 .is_some_and(|e| e.0 == token && Instant::now() < e.2))
@@ -196,12 +206,19 @@ fn a_release_wakes_a_waiter_at_once() {
         (start.elapsed(), guard.fencing_token())
     });
     std::thread::sleep(Duration::from_millis(200));
-    assert_eq!(store.waiters.lock().unwrap().len(), 1, "the waiter watches the key");
+    assert_eq!(
+        store.waiters.lock().unwrap().len(),
+        1,
+        "the waiter watches the key"
+    );
     holder.release().unwrap();
     let (waited, _) = waiter.join().unwrap();
     assert!(
         waited < Duration::from_secs(2),
         "woken by the release, not by a 30 s poll: waited {waited:?}"
     );
-    assert!(store.waiters.lock().unwrap().is_empty(), "the watch ended with the wait");
+    assert!(
+        store.waiters.lock().unwrap().is_empty(),
+        "the watch ended with the wait"
+    );
 }

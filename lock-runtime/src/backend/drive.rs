@@ -163,7 +163,12 @@ impl<S: Store> Backend for Blocking<S> {
         req: &'a Request<'a>,
         wait: Wait,
     ) -> BoxFuture<'a, Result<Option<Acquired>, BackendError>> {
-        Box::pin(wait::acquire_async(self, self.0.abilities().wake_ups, req, wait))
+        Box::pin(wait::acquire_async(
+            self,
+            self.0.abilities().wake_ups,
+            req,
+            wait,
+        ))
     }
 
     fn release_async<'a>(
@@ -236,7 +241,12 @@ impl<S: AsyncStore> Backend for NonBlocking<S> {
         req: &'a Request<'a>,
         wait: Wait,
     ) -> BoxFuture<'a, Result<Option<Acquired>, BackendError>> {
-        Box::pin(wait::acquire_async(self, self.0.abilities().wake_ups, req, wait))
+        Box::pin(wait::acquire_async(
+            self,
+            self.0.abilities().wake_ups,
+            req,
+            wait,
+        ))
     }
 
     fn release_async<'a>(
@@ -261,7 +271,10 @@ impl<S: AsyncStore> Backend for NonBlocking<S> {
         // release is driven on a pool thread instead.
         let (store, key) = (Arc::clone(&self.0), key.to_owned());
         blocking::unblock(move || {
-            report_detached(&key, futures_lite::future::block_on(store.release(&key, token)))
+            report_detached(
+                &key,
+                futures_lite::future::block_on(store.release(&key, token)),
+            )
         })
         .detach();
     }

@@ -8,7 +8,7 @@
 //! lease (honouring `steal_after`), compare-and-delete, and
 //! compare-and-extend, each keyed by the owner's token; a fencing token comes
 //! with each grant if the store keeps a counter. The runtime derives the other
-//! form ([`blocking`], [`non_blocking`]), and owns waiting, deadlines, jitter,
+//! form ([`blocking()`], [`non_blocking()`]), and owns waiting, deadlines, jitter,
 //! renewals and cancellation. What a store can do beyond that is named in its
 //! [`Abilities`]: an [`OwnerCheck`] for the lost-lock signal, [`WakeUps`]
 //! instead of polling, [`Unleased`] locks.
@@ -99,15 +99,21 @@
 //! use lock_runtime::Lock;
 //!
 //! #[derive(Default)]
+//! struct Locks {
+//!     // key -> (owner, acquired at, lease end)
+//!     held: HashMap<String, (Token, Instant, Instant)>,
+//!     fence: u64,
+//! }
+//!
+//! #[derive(Default)]
 //! struct AsyncMapStore {
-//!     // key -> (owner, acquired at, lease end), and the fencing counter
-//!     map: tokio::sync::Mutex<(HashMap<String, (Token, Instant, Instant)>, u64)>,
+//!     locks: tokio::sync::Mutex<Locks>,
 //! }
 //!
 //! impl AsyncStore for AsyncMapStore {
 //!     fn try_acquire<'a>(&'a self, req: &'a Request<'a>) -> BoxFuture<'a, Result<Attempt, BackendError>> {
 //!         Box::pin(async move {
-//!             let (map, fence) = &mut *self.map.lock().await;
+//!             let Locks { held: map, fence } = &mut *self.locks.lock().await;
 //!             let now = Instant::now();
 //!             if let Some(&(_, since, until)) = map.get(req.key) {
 //!                 let stale = req.steal_after.is_some_and(|s| now >= since + s);
@@ -124,7 +130,7 @@
 //!
 //!     fn release<'a>(&'a self, key: &'a str, token: Token) -> BoxFuture<'a, Result<bool, BackendError>> {
 //!         Box::pin(async move {
-//!             let (map, _) = &mut *self.map.lock().await;
+//!             let map = &mut self.locks.lock().await.held;
 //!             let owned = map.get(key).is_some_and(|e| e.0 == token && Instant::now() < e.2);
 //!             if owned {
 //!                 map.remove(key);
@@ -135,7 +141,7 @@
 //!
 //!     fn extend<'a>(&'a self, key: &'a str, token: Token, lease: Duration) -> BoxFuture<'a, Result<bool, BackendError>> {
 //!         Box::pin(async move {
-//!             let (map, _) = &mut *self.map.lock().await;
+//!             let map = &mut self.locks.lock().await.held;
 //!             match map.get_mut(key) {
 //!                 Some(e) if e.0 == token && Instant::now() < e.2 => {
 //!                     e.2 = Instant::now() + lease;
@@ -698,8 +704,8 @@ impl Wait {
 /// wait loop, and the abilities.
 ///
 /// You rarely implement this yourself: write a [`Store`] or an
-/// [`AsyncStore`] and the runtime derives all of this ([`blocking`],
-/// [`non_blocking`]). The built-in stores implement it directly, because
+/// [`AsyncStore`] and the runtime derives all of this ([`blocking()`],
+/// [`non_blocking()`]). The built-in stores implement it directly, because
 /// they wait in ways of their own (the memory store's queue hands a released
 /// lock straight to the next waiter; Redis waiters queue in a line with
 /// pub/sub wake-ups). A type implementing it directly needs only the three

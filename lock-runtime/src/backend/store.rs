@@ -1,8 +1,8 @@
 //! What a store of your own implements: its atomic operations once, in the
 //! form that suits it ([`Store`] blocking, or [`AsyncStore`]), and the
 //! [`Abilities`] it has beyond them. The runtime derives the other form,
-//! waits, renews and cancels (see [`blocking`](super::blocking) and
-//! [`non_blocking`](super::non_blocking)).
+//! waits, renews and cancels (see [`blocking`](super::blocking()) and
+//! [`non_blocking`](super::non_blocking())).
 
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -101,13 +101,18 @@ pub trait Store: Send + Sync + 'static {
 /// ```
 pub trait AsyncStore: Send + Sync + 'static {
     /// One atomic attempt to take `req.key` for `req.token`.
-    fn try_acquire<'a>(&'a self, req: &'a Request<'a>)
-    -> BoxFuture<'a, Result<Attempt, BackendError>>;
+    fn try_acquire<'a>(
+        &'a self,
+        req: &'a Request<'a>,
+    ) -> BoxFuture<'a, Result<Attempt, BackendError>>;
 
     /// Deletes `key` if `token` holds it; `Ok(false)` when it does not (any
     /// more).
-    fn release<'a>(&'a self, key: &'a str, token: Token)
-    -> BoxFuture<'a, Result<bool, BackendError>>;
+    fn release<'a>(
+        &'a self,
+        key: &'a str,
+        token: Token,
+    ) -> BoxFuture<'a, Result<bool, BackendError>>;
 
     /// Sets `key`'s lease to `lease` from now if `token` holds it; `Ok(false)`
     /// when it does not (any more).
@@ -264,7 +269,8 @@ pub trait OwnerCheck: Send + Sync {
 /// ```
 pub trait AsyncOwnerCheck: Send + Sync {
     /// Whether `token` holds `key` now.
-    fn holds<'a>(&'a self, key: &'a str, token: Token) -> BoxFuture<'a, Result<bool, BackendError>>;
+    fn holds<'a>(&'a self, key: &'a str, token: Token)
+    -> BoxFuture<'a, Result<bool, BackendError>>;
 }
 
 /// Ability: a lock may be held with no lease (until released). Only a store

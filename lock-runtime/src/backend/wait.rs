@@ -9,7 +9,9 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use super::{Acquired, Attempt, Backend, BackendError, Busy, Jitter, Request, Signal, Wait, WakeUps};
+use super::{
+    Acquired, Attempt, Backend, BackendError, Busy, Jitter, Request, Signal, Wait, WakeUps,
+};
 
 /// How long a waiter with ready wake-ups sleeps at most between attempts.
 pub(crate) const LOST_WAKE_UP: Duration = Duration::from_secs(1);
@@ -227,7 +229,10 @@ mod tests {
         let req = Request::new("k");
         let mut w = Waiting::new(&req, Wait::new(None, Duration::from_secs(1)), true);
         assert_eq!(w.after(busy(None), Instant::now(), false), Step::Watch);
-        assert!(matches!(w.after(busy(None), Instant::now(), false), Step::Sleep(_)));
+        assert!(matches!(
+            w.after(busy(None), Instant::now(), false),
+            Step::Sleep(_)
+        ));
     }
 
     #[test]
@@ -249,7 +254,11 @@ mod tests {
         let req = Request::new("k");
         let now = Instant::now();
         let deadline = now + Duration::from_millis(20);
-        let mut w = Waiting::new(&req, Wait::new(Some(deadline), Duration::from_secs(5)), false);
+        let mut w = Waiting::new(
+            &req,
+            Wait::new(Some(deadline), Duration::from_secs(5)),
+            false,
+        );
         let nap = sleep_len(w.after_busy(&Busy::new(None), false, now), now).expect("a deadline");
         assert!(nap <= Duration::from_millis(20), "{nap:?}");
         let past = Wait::new(Some(now - Duration::from_millis(1)), Duration::from_secs(5));
@@ -262,7 +271,13 @@ mod tests {
         let req = Request::new("k");
         let mut w = Waiting::new(&req, Wait::new(None, Duration::from_secs(5)), false);
         let now = Instant::now();
-        let nap = sleep_len(w.after_busy(&Busy::new(Some(Duration::from_millis(3))), true, now), now);
-        assert!(nap.expect("a lease end") <= Duration::from_millis(4), "{nap:?}");
+        let nap = sleep_len(
+            w.after_busy(&Busy::new(Some(Duration::from_millis(3))), true, now),
+            now,
+        );
+        assert!(
+            nap.expect("a lease end") <= Duration::from_millis(4),
+            "{nap:?}"
+        );
     }
 }
