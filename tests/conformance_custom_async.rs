@@ -222,3 +222,90 @@ fn a_release_wakes_a_waiter_at_once() {
         "the watch ended with the wait"
     );
 }
+
+/// The store behind a client that needs a Tokio reactor (as tokio-postgres
+/// or a Tokio socket would): every operation first sleeps on a Tokio timer,
+/// which panics outside a Tokio runtime. Sync callers and callers on other
+/// executors must still be served.
+#[derive(Default)]
+struct TokioBound(AsyncMapStore);
+
+impl AsyncStore for TokioBound {
+    fn try_acquire<'a>(
+        &'a self,
+        req: &'a Request<'a>,
+    ) -> BoxFuture<'a, Result<Attempt, BackendError>> {
+        Box::pin(async move {
+            tokio::time::sleep(Duration::from_micros(50)).await;
+            self.0.try_acquire(req).await
+        })
+    }
+
+    fn release<'a>(
+        &'a self,
+        key: &'a str,
+        token: Token,
+    ) -> BoxFuture<'a, Result<bool, BackendError>> {
+        Box::pin(async move {
+            tokio::time::sleep(Duration::from_micros(50)).await;
+            self.0.release(key, token).await
+        })
+    }
+
+    fn extend<'a>(
+        &'a self,
+        key: &'a str,
+        token: Token,
+        lease: Duration,
+    ) -> BoxFuture<'a, Result<bool, BackendError>> {
+        Box::pin(async move {
+            tokio::time::sleep(Duration::from_micros(50)).await;
+            self.0.extend(key, token, lease).await
+        })
+    }
+}
+
+lock_runtime::conformance_tests!(conformance_custom_async_tokio_bound, || {
+    AliasConfig::async_store(Arc::new(TokioBound::default()))
+});
+
+#[test]
+fn a_tokio_bound_store_serves_sync_callers_and_other_executors() {
+    use lock_runtime::Lock;
+    lock_runtime::registry::add(
+        "tokio-bound",
+        AliasConfig::async_store(Arc::new(TokioBound::default())),
+    )
+    .unwrap();
+    // A plain thread, no runtime anywhere.
+    let guard = Lock::new("k").alias("tokio-bound").acquire().unwrap();
+    assert!(
+        Lock::new("k")
+            .alias("tokio-bound")
+            .try_acquire()
+            .unwrap()
+            .is_none()
+    );
+    guard.release().unwrap();
+    // An executor that is not Tokio.
+    futures::executor::block_on(async {
+        let guard = Lock::new("k")
+            .alias("tokio-bound")
+            .acquire_async()
+            .await
+            .unwrap();
+        let busy = Lock::new("k")
+            .alias("tokio-bound")
+            .try_acquire_async()
+            .await
+            .unwrap();
+        assert!(busy.is_none(), "held");
+        guard.release_async().await.unwrap();
+        let again = Lock::new("k")
+            .alias("tokio-bound")
+            .try_acquire_async()
+            .await
+            .unwrap();
+        assert!(again.is_some(), "released");
+    });
+}

@@ -3,6 +3,7 @@
 //! [`AsyncStore`] its blocking form by driving its futures here; both get the
 //! runtime's wait loop and its abilities wired in.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -212,17 +213,76 @@ impl<S: Store> Backend for Blocking<S> {
 
 struct NonBlocking<S>(Arc<S>);
 
+/// Drives an async store's future to its end for a sync caller: on the
+/// runtime's I/O thread, whose Tokio reactor a store's client may need.
+#[cfg(feature = "tokio")]
+fn finish<T: Send + 'static>(
+    fut: impl Future<Output = Result<T, BackendError>> + Send + 'static,
+) -> Result<T, BackendError> {
+    crate::rt::block_on(fut)
+}
+
+/// Drives an async store's future to its end for a sync caller, on the
+/// caller's thread.
+#[cfg(not(feature = "tokio"))]
+fn finish<T: Send + 'static>(
+    fut: impl Future<Output = Result<T, BackendError>> + Send + 'static,
+) -> Result<T, BackendError> {
+    futures_lite::future::block_on(fut)
+}
+
+/// Whether an async caller's future can run the store's futures where it is
+/// (inside a Tokio runtime, or always when the runtime has no Tokio).
+fn here() -> bool {
+    #[cfg(feature = "tokio")]
+    return crate::rt::in_tokio();
+    #[cfg(not(feature = "tokio"))]
+    return true;
+}
+
+/// Runs a store's future elsewhere for an async caller outside Tokio.
+fn elsewhere<'a, T: Send + 'static>(
+    fut: impl Future<Output = Result<T, BackendError>> + Send + 'static,
+) -> BoxFuture<'a, Result<T, BackendError>> {
+    #[cfg(feature = "tokio")]
+    return Box::pin(crate::rt::run(fut));
+    #[cfg(not(feature = "tokio"))]
+    return Box::pin(fut);
+}
+
+impl<S: AsyncStore> NonBlocking<S> {
+    /// One attempt, owned: if the caller has gone by the time it won, the
+    /// lock is given back right here (see `Blocking::try_acquire_async`).
+    fn attempt(
+        &self,
+        req: &Request<'_>,
+        gone: Arc<AtomicBool>,
+    ) -> impl Future<Output = Result<Attempt, BackendError>> + Send + 'static {
+        let (store, owned) = (Arc::clone(&self.0), Owned::new(req));
+        async move {
+            let req = owned.request();
+            let attempt = store.try_acquire(&req).await;
+            if matches!(attempt, Ok(Attempt::Acquired(_))) && gone.load(Ordering::Acquire) {
+                report_detached(&owned.key, store.release(&owned.key, owned.token).await);
+            }
+            attempt
+        }
+    }
+}
+
 impl<S: AsyncStore> Backend for NonBlocking<S> {
     fn try_acquire(&self, req: &Request<'_>) -> Result<Attempt, BackendError> {
-        futures_lite::future::block_on(self.0.try_acquire(req))
+        finish(self.attempt(req, Arc::new(AtomicBool::new(false))))
     }
 
     fn release(&self, key: &str, token: Token) -> Result<bool, BackendError> {
-        futures_lite::future::block_on(self.0.release(key, token))
+        let (store, key) = (Arc::clone(&self.0), key.to_owned());
+        finish(async move { store.release(&key, token).await })
     }
 
     fn extend(&self, key: &str, token: Token, lease: Duration) -> Result<bool, BackendError> {
-        futures_lite::future::block_on(self.0.extend(key, token, lease))
+        let (store, key) = (Arc::clone(&self.0), key.to_owned());
+        finish(async move { store.extend(&key, token, lease).await })
     }
 
     fn acquire(&self, req: &Request<'_>, wait: Wait) -> Result<Option<Acquired>, BackendError> {
@@ -233,7 +293,15 @@ impl<S: AsyncStore> Backend for NonBlocking<S> {
         &'a self,
         req: &'a Request<'a>,
     ) -> BoxFuture<'a, Result<Attempt, BackendError>> {
-        self.0.try_acquire(req)
+        if here() {
+            return self.0.try_acquire(req);
+        }
+        let gone = Arc::new(AtomicBool::new(false));
+        let attempt = elsewhere(self.attempt(req, Arc::clone(&gone)));
+        Box::pin(async move {
+            let _gone = Gone(gone);
+            attempt.await
+        })
     }
 
     fn acquire_async<'a>(
@@ -254,7 +322,11 @@ impl<S: AsyncStore> Backend for NonBlocking<S> {
         key: &'a str,
         token: Token,
     ) -> BoxFuture<'a, Result<bool, BackendError>> {
-        self.0.release(key, token)
+        if here() {
+            return self.0.release(key, token);
+        }
+        let (store, key) = (Arc::clone(&self.0), key.to_owned());
+        elsewhere(async move { store.release(&key, token).await })
     }
 
     fn extend_async<'a>(
@@ -263,26 +335,37 @@ impl<S: AsyncStore> Backend for NonBlocking<S> {
         token: Token,
         lease: Duration,
     ) -> BoxFuture<'a, Result<bool, BackendError>> {
-        self.0.extend(key, token, lease)
+        if here() {
+            return self.0.extend(key, token, lease);
+        }
+        let (store, key) = (Arc::clone(&self.0), key.to_owned());
+        elsewhere(async move { store.extend(&key, token, lease).await })
     }
 
     fn release_detached(&self, key: &str, token: Token) {
         // Called from a guard's drop, maybe on an executor thread: the
-        // release is driven on a pool thread instead.
+        // release runs elsewhere, and nobody waits for it.
         let (store, key) = (Arc::clone(&self.0), key.to_owned());
-        blocking::unblock(move || {
-            report_detached(
-                &key,
-                futures_lite::future::block_on(store.release(&key, token)),
-            )
-        })
-        .detach();
+        let release = async move { report_detached(&key, store.release(&key, token).await) };
+        #[cfg(feature = "tokio")]
+        if let Err(e) = crate::rt::spawn(release) {
+            tracing::error!(error = %e, "could not release a dropped lock guard; the lock frees itself when its lease ends");
+        }
+        #[cfg(not(feature = "tokio"))]
+        blocking::unblock(move || futures_lite::future::block_on(release)).detach();
     }
 
     fn check(&self, key: &str, token: Token) -> Option<Result<bool, BackendError>> {
         let abilities = self.0.abilities();
-        if let Some(c) = abilities.async_owner_check {
-            return Some(futures_lite::future::block_on(c.holds(key, token)));
+        if abilities.async_owner_check.is_some() {
+            let (store, key) = (Arc::clone(&self.0), key.to_owned());
+            let holds = finish(async move {
+                match store.abilities().async_owner_check {
+                    Some(c) => c.holds(&key, token).await.map(Some),
+                    None => Ok(None),
+                }
+            });
+            return holds.transpose();
         }
         abilities.owner_check.map(|c| c.holds(key, token))
     }
