@@ -29,7 +29,6 @@ use crate::backend::{Backend, Namespace};
 use crate::config::{self, Invalid, Setting, redact};
 use crate::error::LockError;
 use crate::lease;
-use crate::watchdog::Watchdog;
 
 /// The alias used when a lock names none.
 ///
@@ -602,7 +601,6 @@ pub(crate) struct AliasInner {
     pub(crate) poll_interval: Duration,
     pub(crate) lease: Option<Duration>,
     pub(crate) backend: Arc<dyn Backend>,
-    pub(crate) watchdog: Watchdog,
 }
 
 impl fmt::Debug for Alias {
@@ -647,7 +645,6 @@ impl Alias {
             poll_interval: cfg.poll_interval,
             lease,
             backend,
-            watchdog: Watchdog::default(),
         })))
     }
 
