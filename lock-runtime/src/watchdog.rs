@@ -418,8 +418,7 @@ impl State {
         // locks that can be a lot of them, so sweep them out now and then.
         let len = self.timers.len();
         if len >= 1024 && len.is_power_of_two() {
-            self.timers
-                .retain(|Reverse(t)| !t.job.status.is_released());
+            self.timers.retain(|Reverse(t)| !t.job.status.is_released());
         }
         if !self.ticking {
             let spawned = std::thread::Builder::new()
@@ -534,7 +533,9 @@ impl Overdue {
                 tracing::error!(alias = %job.alias, key = %job.key, "lock lost: the store did not answer before its lease ran out");
             }
             // A fixed lease ending is no failure.
-            Kind::Check => tracing::warn!(alias = %job.alias, key = %job.key, "lock lost: its lease ran out"),
+            Kind::Check => {
+                tracing::warn!(alias = %job.alias, key = %job.key, "lock lost: its lease ran out")
+            }
             Kind::Renew(_) | Kind::TopUp(_) => {
                 tracing::error!(alias = %job.alias, key = %job.key, "lock lost: its lease ran out before a renewal got through");
             }
