@@ -902,20 +902,20 @@ mod tests {
         assert_eq!(dead_node.calls_to("dead").len(), 1);
         assert_eq!(dead_node.returned.load(Ordering::SeqCst), 0, "still hung");
         assert!(dead.marked_lost());
-        for (store, lock) in [(&dead_node, &same_alias), (&other_store, &other_alias)] {
+        for (store, held) in [(&dead_node, &same_alias), (&other_store, &other_alias)] {
             // Renewed every third of the lease: never near its end (592 ms).
-            let gap = lock.longest_gap(store);
-            assert!(gap < lease * 2 / 3, "{} went {gap:?} unrenewed", lock.key);
-            assert!(store.calls_to(&lock.key).len() >= 8);
-            assert!(!lock.status.is_lost());
+            let gap = held.longest_gap(store);
+            assert!(gap < lease * 2 / 3, "{} went {gap:?} unrenewed", held.key);
+            assert!(store.calls_to(&held.key).len() >= 8);
+            assert!(!held.status.is_lost());
             // The store agrees: its lease never ran out.
             assert!(matches!(
-                store.inner.check(&lock.key, lock.token),
+                store.inner.check(&held.key, held.token),
                 Some(Ok(true))
             ));
         }
-        for lock in [&dead, &same_alias, &other_alias] {
-            lock.status.mark_released();
+        for w in [&dead, &same_alias, &other_alias] {
+            w.status.mark_released();
         }
         dead_node.open();
     }
@@ -957,6 +957,29 @@ mod tests {
     }
 
     #[test]
+    fn an_extension_during_a_hung_renewal_moves_its_deadline() {
+        let lease = Duration::from_millis(300);
+        let store = Arc::new(Stalling::default());
+        let dead = store.watched("a", "dead", lease);
+        let first = dead.status.valid_until().unwrap();
+        std::thread::sleep(Duration::from_millis(150)); // the renewal hangs
+        assert_eq!(store.calls_to("dead").len(), 1);
+        // What `LockGuard::extend` does when its own call got through.
+        dead.status.renewed(Instant::now(), Duration::from_secs(1));
+        let moved = dead.status.valid_until().unwrap();
+        std::thread::sleep(
+            (first + Duration::from_millis(200)).saturating_duration_since(Instant::now()),
+        );
+        assert!(!dead.marked_lost(), "given up at the old validity end");
+        let marked = dead
+            .wait_marked_lost(Duration::from_secs(3))
+            .expect("given up at the new validity end");
+        assert!(marked >= moved && marked < moved + Duration::from_secs(1));
+        dead.status.mark_released();
+        store.open();
+    }
+
+    #[test]
     fn a_dead_store_holds_no_more_than_its_share_of_workers() {
         let lease = Duration::from_millis(600);
         let dead_store = Arc::new(Stalling::default());
@@ -966,12 +989,12 @@ mod tests {
             .collect();
         let alive = other_store.watched("b", "alive", lease);
 
-        for lock in &dead {
-            let validity = lock.status.valid_until().unwrap();
-            let marked = lock
+        for w in &dead {
+            let validity = w.status.valid_until().unwrap();
+            let marked = w
                 .wait_marked_lost(Duration::from_secs(3))
                 .expect("given up, though it never got a turn");
-            assert!(marked < validity + Duration::from_secs(1));
+            assert!(marked >= validity && marked < validity + Duration::from_secs(1));
         }
         let started = lock(&dead_store.calls).len();
         assert_eq!(started, PER_STORE, "calls sent to the dead store");
@@ -980,8 +1003,8 @@ mod tests {
         assert!(gap < lease * 2 / 3, "went {gap:?} unrenewed");
         assert!(!alive.status.is_lost());
 
-        for lock in dead.iter().chain([&alive]) {
-            lock.status.mark_released();
+        for w in dead.iter().chain([&alive]) {
+            w.status.mark_released();
         }
         dead_store.open();
         // Those that waited for a turn are dropped when it comes, unsent.
