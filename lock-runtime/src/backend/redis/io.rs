@@ -1,10 +1,11 @@
 //! Async I/O. Inside a Tokio runtime, async calls use a connection driven by
 //! that runtime (one per runtime per store), so a request and its reply
-//! never cross threads. Elsewhere (another executor, or no runtime at all)
-//! they are handed to the store's own I/O thread, a single-threaded Tokio
-//! runtime that also runs the pub/sub subscriber and detached releases, so
-//! the store works from any executor and never depends on the caller's
-//! timers there.
+//! never cross threads, and a release that must not overtake a request in
+//! flight follows it on the same connection. Elsewhere (another executor,
+//! or no runtime at all) they are handed to the store's own I/O thread, a
+//! single-threaded Tokio runtime that also runs the sync waiters' pub/sub
+//! subscriber, so the store works from any executor and never depends on
+//! the caller's timers there. [`Place::here`] makes that choice.
 
 use std::collections::VecDeque;
 use std::future::Future;

@@ -5,16 +5,19 @@
 //! set-if-absent with a millisecond lease (stealing by the lock's age on the
 //! server's clock), release is compare-and-delete by token, extend is
 //! compare-and-renew. Sync callers use a small pool of blocking connections;
-//! async callers share one multiplexed connection driven by the store's own
-//! I/O thread, so they need no particular async runtime. Connect and command
-//! timeouts bound every call: with the server down an acquisition fails
-//! within them, and the first call after the server is back reconnects.
+//! async callers share one multiplexed connection per Tokio runtime, or the
+//! one of the store's own I/O thread off Tokio, so they need no particular
+//! async runtime. Connect and command timeouts bound every call: with the
+//! server down an acquisition fails within them, and the first call after
+//! the server is back reconnects.
 //!
 //! Waiting: a waiter is woken by the release itself (pub/sub, one subscriber
 //! connection per store) and looks again at the holder's lease end in case
 //! no release comes. A waiter that has waited [`STARVATION`] joins a line
 //! kept in Redis, and from then on every release hands the lock to the head
 //! of the line, so no waiter starves; `fair` requests join the line at once.
+//! One step machine decides all that (`waiting.rs`); a sync and an async
+//! driver do its I/O (`drivers.rs`).
 //!
 //! Configure it as an alias:
 //!
