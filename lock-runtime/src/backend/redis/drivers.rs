@@ -217,12 +217,14 @@ impl LineGuard<'_> {
         }
     }
 
+    /// Dropped before the answer, the guard sends the request again: a
+    /// second leave changes nothing.
     async fn leave(&mut self, conn: &mut MultiplexedConnection) {
-        self.waiting.left();
         let leave = self.leave_invocation();
         if let Err(e) = self.inner.invoke_on::<i64>(conn, leave).await {
             tracing::warn!(key = %self.args.key, error = %e, "could not leave the line; the place expires by itself");
         }
+        self.waiting.left();
     }
 }
 
@@ -268,6 +270,8 @@ pub(super) enum Release {
     Dropped,
     /// A failed request may have won it: nothing to say if it did not.
     MayHaveWon,
+    /// A release got no answer: nothing to say if it had landed.
+    Again,
 }
 
 impl Inner {
@@ -358,17 +362,20 @@ impl Inner {
 }
 
 fn released(l: &Leftover, outcome: Result<i64, BackendError>) {
-    match outcome {
-        Ok(1) => {}
-        Ok(_) if l.release == Release::Dropped => {
-            tracing::warn!(key = %l.key, "lock was no longer held when its guard was dropped")
+    let key = &l.key;
+    match (l.release, outcome) {
+        (Release::Dropped, Ok(0)) => {
+            tracing::warn!(key, "lock was no longer held when its guard was dropped")
         }
-        Ok(_) => {}
-        Err(e) if l.release == Release::Dropped => {
-            tracing::error!(key = %l.key, error = %e, "releasing a dropped lock guard failed; the lock frees itself when its lease ends")
+        (_, Ok(_)) | (Release::No, Err(_)) => {}
+        (Release::Dropped, Err(e)) => {
+            tracing::error!(key, error = %e, "releasing a dropped lock guard failed; the lock frees itself when its lease ends")
         }
-        Err(e) => {
-            tracing::error!(key = %l.key, error = %e, "could not give back a lock a failed acquisition may have won; it frees itself when its lease ends")
+        (Release::MayHaveWon, Err(e)) => {
+            tracing::error!(key, error = %e, "could not give back a lock a failed acquisition may have won; it frees itself when its lease ends")
+        }
+        (Release::Again, Err(e)) => {
+            tracing::error!(key, error = %e, "releasing a lock failed; it frees itself when its lease ends")
         }
     }
 }

@@ -304,7 +304,7 @@ impl AcquireArgs {
         Self {
             key: req.key.to_owned(),
             token: req.token,
-            lease_ms: millis(req.lease.unwrap_or(DEFAULT_LEASE)),
+            lease_ms: asked_lease_ms(req),
             steal_ms: req.steal_after.map_or(0, millis),
             will_wait,
         }
@@ -396,6 +396,11 @@ fn extend_invocation<'a>(key: &str, token: Token, lease: Duration) -> ScriptInvo
     let mut inv = scripts::EXTEND.prepare_invoke();
     inv.key(key).arg(token.encode().as_str()).arg(millis(lease));
     inv
+}
+
+/// The lease a request asks for, in the milliseconds Redis counts.
+fn asked_lease_ms(req: &Request<'_>) -> u64 {
+    millis(req.lease.unwrap_or(DEFAULT_LEASE))
 }
 
 /// Redis leases are whole milliseconds; never round a lease down to zero.
@@ -645,7 +650,7 @@ impl Backend for RedisBackend {
                 leftover: Some(Leftover {
                     key,
                     token,
-                    release: Release::Dropped,
+                    release: Release::Again,
                     leave: None,
                 }),
             };

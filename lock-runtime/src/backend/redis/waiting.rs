@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::{REFRESH, STARVATION, granted_lease, millis};
+use super::{REFRESH, STARVATION, asked_lease_ms, granted_lease};
 use crate::backend::{Acquired, Attempt, BackendError, Jitter, Request, Wait};
 
 /// What the driver does next.
@@ -71,7 +71,7 @@ impl Waiting {
             deadline: wait.deadline,
             poll: wait.poll_interval,
             jitter: Jitter::new(req.token),
-            lease_ms: millis(req.lease.unwrap_or(crate::lease::DEFAULT_LEASE)),
+            lease_ms: asked_lease_ms(req),
             in_line: req.fair,
             joined: false,
             polling: false,
@@ -123,8 +123,7 @@ impl Waiting {
             // A release between the busy reply and the registration woke
             // nobody: only a sleep after a look that followed it is safe.
             Outcome::Listening { fresh: false } => Action::Sleep { until: self.until },
-            Outcome::Subscribed(Err(e)) => {
-                tracing::debug!(error = %e, "no wake-ups; polling instead");
+            Outcome::Subscribed(Err(_)) => {
                 self.polling = true;
                 self.attempt(now)
             }
