@@ -22,7 +22,6 @@ pub(super) fn acquire_blocking(
     inner: &Arc<Inner>,
     args: &AcquireArgs,
     waiting: Waiting,
-    now: Instant,
 ) -> Result<Option<Acquired>, BackendError> {
     let mut line = LineGuard {
         inner,
@@ -33,10 +32,9 @@ pub(super) fn acquire_blocking(
     };
     let mut listening = Listening::default();
     let make = || LocalWaiter::for_thread(args.token);
-    let mut now = now;
     let mut last = Outcome::Start;
     loop {
-        last = match line.waiting.next(now, last) {
+        last = match line.waiting.next(Instant::now(), last) {
             Action::Attempt { in_line, first } => {
                 Outcome::Attempted(inner.sync_try(args, in_line, first)?)
             }
@@ -59,7 +57,6 @@ pub(super) fn acquire_blocking(
                 return Ok(outcome);
             }
         };
-        now = Instant::now();
     }
 }
 

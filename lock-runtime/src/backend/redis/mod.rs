@@ -598,9 +598,9 @@ impl Backend for RedisBackend {
     }
 
     fn acquire(&self, req: &Request<'_>, wait: Wait) -> Result<Option<Acquired>, BackendError> {
-        let now = Instant::now();
         let args = AcquireArgs::new(req, true);
-        drivers::acquire_blocking(&self.inner, &args, Waiting::new(req, wait, now), now)
+        let waiting = Waiting::new(req, wait, Instant::now());
+        drivers::acquire_blocking(&self.inner, &args, waiting)
     }
 
     fn try_acquire_async<'a>(
