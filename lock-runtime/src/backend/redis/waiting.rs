@@ -97,6 +97,8 @@ impl Waiting {
         self.joined = false;
     }
 
+    /// What to do at `now` after `last` (first [`Outcome::Start`]), until
+    /// [`Action::Done`].
     pub(super) fn next(&mut self, now: Instant, last: Outcome) -> Action {
         match last {
             Outcome::Start
