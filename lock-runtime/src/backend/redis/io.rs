@@ -1,10 +1,11 @@
 //! Async I/O. Inside a Tokio runtime, async calls use a connection driven by
 //! that runtime (one per runtime per store), so a request and its reply
-//! never cross threads. Elsewhere (another executor, or no runtime at all)
-//! they are handed to the store's own I/O thread, a single-threaded Tokio
-//! runtime that also runs the pub/sub subscriber and detached releases, so
-//! the store works from any executor and never depends on the caller's
-//! timers there.
+//! never cross threads, and a release that must not overtake a request in
+//! flight follows it on the same connection. Elsewhere (another executor,
+//! or no runtime at all) they are handed to the store's own I/O thread, a
+//! single-threaded Tokio runtime that also runs the sync waiters' pub/sub
+//! subscriber, so the store works from any executor and never depends on
+//! the caller's timers there. [`Place::here`] makes that choice.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -15,7 +16,7 @@ use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Client, RedisResult};
 use tokio::runtime::Handle;
 
-use crate::backend::{BackendError, BackendErrorKind};
+use crate::backend::{BackendError, BackendErrorKind, BoxFuture};
 
 static IO: Lazy<Result<Handle, String>> = Lazy::new(|| {
     let (tx, rx) = std::sync::mpsc::channel();
@@ -40,7 +41,7 @@ static IO: Lazy<Result<Handle, String>> = Lazy::new(|| {
         .map_err(|_| "the Redis I/O thread died while starting".to_owned())?
 });
 
-fn handle() -> Result<&'static Handle, BackendError> {
+pub(crate) fn handle() -> Result<&'static Handle, BackendError> {
     IO.as_ref()
         .map_err(|e| BackendError::new(BackendErrorKind::Other, e.clone()))
 }
@@ -167,9 +168,35 @@ pub(crate) fn caller_runtime() -> Option<Handle> {
         .then_some(h)
 }
 
-/// Whether [`caller_runtime`] finds one.
-pub(crate) fn in_caller_runtime() -> bool {
-    caller_runtime().is_some()
+/// Where the store's async work runs; [`Place::here`] is the one place that
+/// chooses, and every async operation of the store goes through it.
+pub(crate) enum Place {
+    /// On the caller's Tokio runtime, with that runtime's connection.
+    Caller(Handle),
+    /// On the store's I/O thread, with the I/O thread's connection.
+    Io,
+}
+
+impl Place {
+    /// The caller's runtime if it runs on one (other than the I/O thread's),
+    /// else the I/O thread.
+    pub(crate) fn here() -> Self {
+        caller_runtime().map_or(Place::Io, Place::Caller)
+    }
+
+    /// Runs `fut` there and answers with its output. Dropped before that,
+    /// it stops `fut` at its next await wherever it runs, so a dropped
+    /// operation behaves the same on either side: what it leaves behind is
+    /// for the operation's own guards to clean up.
+    pub(crate) fn run<T: Send + 'static>(
+        self,
+        fut: impl Future<Output = Result<T, BackendError>> + Send + 'static,
+    ) -> BoxFuture<'static, Result<T, BackendError>> {
+        match self {
+            Place::Caller(_) => Box::pin(fut),
+            Place::Io => Box::pin(run_cancellable(fut)),
+        }
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {

@@ -5,16 +5,19 @@
 //! set-if-absent with a millisecond lease (stealing by the lock's age on the
 //! server's clock), release is compare-and-delete by token, extend is
 //! compare-and-renew. Sync callers use a small pool of blocking connections;
-//! async callers share one multiplexed connection driven by the store's own
-//! I/O thread, so they need no particular async runtime. Connect and command
-//! timeouts bound every call: with the server down an acquisition fails
-//! within them, and the first call after the server is back reconnects.
+//! async callers share one multiplexed connection per Tokio runtime, or the
+//! one of the store's own I/O thread off Tokio, so they need no particular
+//! async runtime. Connect and command timeouts bound every call: with the
+//! server down an acquisition fails within them, and the first call after
+//! the server is back reconnects.
 //!
 //! Waiting: a waiter is woken by the release itself (pub/sub, one subscriber
 //! connection per store) and looks again at the holder's lease end in case
 //! no release comes. A waiter that has waited [`STARVATION`] joins a line
 //! kept in Redis, and from then on every release hands the lock to the head
 //! of the line, so no waiter starves; `fair` requests join the line at once.
+//! One step machine decides all that (`waiting.rs`); a sync and an async
+//! driver do its I/O (`drivers.rs`).
 //!
 //! Configure it as an alias:
 //!
@@ -24,17 +27,19 @@
 //! let guard = lock_runtime::Lock::new("invoice-7").alias("shared").acquire().unwrap();
 //! ```
 
+mod drivers;
 mod io;
 mod pool;
 mod quorum;
 mod scripts;
+mod waiting;
 mod wake;
 
 pub use quorum::{NodeOutcome, NodeState, QuorumBackend, QuorumError};
 
 use std::fmt;
+use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use redis::aio::MultiplexedConnection;
@@ -42,11 +47,14 @@ use redis::{AsyncConnectionConfig, Client, FromRedisValue, RedisError, ScriptInv
 
 use super::kind::{Opening, StoreKind};
 use super::{
-    Acquired, Attempt, Backend, BackendError, BackendErrorKind, BoxFuture, Busy, Jitter, Namespace,
+    Acquired, Attempt, Backend, BackendError, BackendErrorKind, BoxFuture, Busy, Namespace,
     Request, Token, Wait,
 };
 use crate::lease::DEFAULT_LEASE;
-use wake::{LocalWaiter, Subscribers, Wakeups};
+use drivers::{Leftover, Release};
+use io::Place;
+use waiting::Waiting;
+use wake::Subscribers;
 
 /// How long a barging waiter may wait before it joins the line, after which
 /// releases hand the lock to it in turn.
@@ -296,7 +304,7 @@ impl AcquireArgs {
         Self {
             key: req.key.to_owned(),
             token: req.token,
-            lease_ms: millis(req.lease.unwrap_or(DEFAULT_LEASE)),
+            lease_ms: asked_lease_ms(req),
             steal_ms: req.steal_after.map_or(0, millis),
             will_wait,
         }
@@ -323,17 +331,6 @@ impl AcquireArgs {
             .cmd("INCR")
             .arg(fence_key);
         Some(pipe)
-    }
-
-    /// The arguments of a lock being released: enough to release it again.
-    fn released(key: String, token: Token) -> Self {
-        Self {
-            key,
-            token,
-            lease_ms: 0,
-            steal_ms: 0,
-            will_wait: false,
-        }
     }
 
     fn invocation<'a>(&self, fence_key: &str, in_line: bool) -> ScriptInvocation<'a> {
@@ -399,6 +396,11 @@ fn extend_invocation<'a>(key: &str, token: Token, lease: Duration) -> ScriptInvo
     let mut inv = scripts::EXTEND.prepare_invoke();
     inv.key(key).arg(token.encode().as_str()).arg(millis(lease));
     inv
+}
+
+/// The lease a request asks for, in the milliseconds Redis counts.
+fn asked_lease_ms(req: &Request<'_>) -> u64 {
+    millis(req.lease.unwrap_or(DEFAULT_LEASE))
 }
 
 /// Redis leases are whole milliseconds; never round a lease down to zero.
@@ -506,16 +508,6 @@ impl Inner {
         Ok(attempt(reply, sent))
     }
 
-    async fn try_acquire(
-        &self,
-        args: &AcquireArgs,
-        in_line: bool,
-        first: bool,
-    ) -> Result<Attempt, BackendError> {
-        let mut conn = self.conn.get().await.map_err(backend_error)?;
-        self.try_acquire_on(&mut conn, args, in_line, first).await
-    }
-
     async fn try_acquire_on(
         &self,
         conn: &mut MultiplexedConnection,
@@ -549,306 +541,24 @@ impl Inner {
         .map(|n| n == 1)
     }
 
-    /// After an async acquisition ends without the lock (deadline, error,
-    /// its caller gone): leave the line, and if a request may have won the
-    /// lock with nobody to hold it, give that back. `conn` is the connection
-    /// the acquisition used, so Redis sees this after the request in flight.
-    async fn clean_up(
-        &self,
-        conn: Option<MultiplexedConnection>,
-        args: &AcquireArgs,
-        in_line: bool,
-        won: bool,
-    ) {
-        let mut conn = match conn {
-            Some(c) => c,
-            None => match self.conn.get().await {
-                Ok(c) => c,
-                Err(e) => {
-                    tracing::warn!(key = %args.key, error = %e, "could not clean up after an acquisition; its lease and line place expire by themselves");
-                    return;
-                }
-            },
-        };
-        if won {
-            let release = handover_invocation(
-                &scripts::RELEASE,
-                &self.fence_key,
-                &args.key,
-                args.token,
-                None,
-            );
-            if let Err(e) = self.invoke_on::<i64>(&mut conn, release).await {
-                tracing::error!(key = %args.key, error = %e, "could not give back a lock won by a cancelled acquisition; it frees itself when its lease ends");
-            }
-        }
-        if in_line {
-            let leave = handover_invocation(
-                &scripts::LEAVE,
-                &self.fence_key,
-                &args.key,
-                args.token,
-                Some(args.lease_ms),
-            );
-            if let Err(e) = self.invoke_on::<i64>(&mut conn, leave).await {
-                tracing::warn!(key = %args.key, error = %e, "could not leave the line; the place expires by itself");
-            }
-        }
+    /// Every async operation goes through here: `op` runs where
+    /// [`Place::here`] says, with the connection of that runtime, so the
+    /// requests of one caller runtime (its clean-ups included) share one
+    /// connection and Redis runs them in the order they were sent.
+    fn run<T, Fut>(
+        self: &Arc<Self>,
+        op: impl FnOnce(Arc<Inner>, MultiplexedConnection) -> Fut + Send + 'static,
+    ) -> BoxFuture<'static, Result<T, BackendError>>
+    where
+        T: Send + 'static,
+        Fut: Future<Output = Result<T, BackendError>> + Send + 'static,
+    {
+        let inner = Arc::clone(self);
+        Place::here().run(async move {
+            let conn = inner.conn.get().await.map_err(backend_error)?;
+            op(inner, conn).await
+        })
     }
-}
-
-/// Cleans up after an async operation run in the caller's runtime that is
-/// dropped part-way (cancelled) or fails: whatever its request in flight may
-/// have won is given back, through the same connection, on a task of its own.
-struct Cleanup {
-    inner: Arc<Inner>,
-    args: Arc<AcquireArgs>,
-    conn: Option<MultiplexedConnection>,
-    joined: AtomicBool,
-}
-
-impl Cleanup {
-    fn new(inner: &Arc<Inner>, args: &Arc<AcquireArgs>, conn: &MultiplexedConnection) -> Self {
-        Self {
-            inner: Arc::clone(inner),
-            args: Arc::clone(args),
-            conn: Some(conn.clone()),
-            joined: AtomicBool::new(false),
-        }
-    }
-
-    /// The operation ended cleanly: nothing to give back.
-    fn disarm(&mut self) {
-        self.conn = None;
-    }
-
-    fn in_line(&self) -> bool {
-        self.joined.load(Ordering::Relaxed)
-    }
-}
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        let Some(conn) = self.conn.take() else {
-            return;
-        };
-        let (inner, args, in_line) = (
-            Arc::clone(&self.inner),
-            Arc::clone(&self.args),
-            self.in_line(),
-        );
-        let task = async move { inner.clean_up(Some(conn), &args, in_line, true).await };
-        match tokio::runtime::Handle::try_current() {
-            Ok(h) => drop(h.spawn(task)),
-            Err(_) => {
-                if let Err(e) = io::spawn(task) {
-                    tracing::error!(error = %e, "could not clean up after a cancelled acquisition; its lease expires by itself");
-                }
-            }
-        }
-    }
-}
-
-/// The part of a waiting acquisition that does not depend on sync or async:
-/// when to look again, when to give up, when to join the line.
-struct Plan {
-    started: Instant,
-    deadline: Option<Instant>,
-    poll: Duration,
-    in_line: bool,
-    /// Wake-ups are unavailable (the subscriber could not connect): poll.
-    polling: bool,
-    jitter: Jitter,
-}
-
-enum Next {
-    GiveUp,
-    /// Look again at once (just joined the line).
-    Retry,
-    /// Wait for a wake-up, or until this instant at the latest.
-    Sleep(Option<Instant>),
-}
-
-impl Plan {
-    fn new(req: &Request<'_>, wait: Wait) -> Self {
-        Self {
-            started: Instant::now(),
-            deadline: wait.deadline,
-            poll: wait.poll_interval,
-            in_line: req.fair,
-            polling: false,
-            jitter: Jitter::new(req.token),
-        }
-    }
-
-    fn after_busy(&mut self, busy: &Busy) -> Next {
-        let now = Instant::now();
-        if self.deadline.is_some_and(|d| now >= d) {
-            return Next::GiveUp;
-        }
-        if !self.in_line && now - self.started >= STARVATION {
-            self.in_line = true;
-            return Next::Retry;
-        }
-        let mut until = self.deadline;
-        let mut cap = |t: Instant| until = Some(until.map_or(t, |u| u.min(t)));
-        if let Some(r) = busy.retry_in {
-            // No release announces a lease that runs out.
-            cap(now + r + Duration::from_millis(1));
-        }
-        if self.in_line {
-            cap(now + REFRESH);
-        } else {
-            // Join the line on time even if no wake-up comes: a barging
-            // waiter is only woken when it is first in its process's queue.
-            cap(self.started + STARVATION);
-        }
-        if self.polling {
-            cap(now + self.jitter.around(self.poll));
-        }
-        Next::Sleep(until)
-    }
-}
-
-/// Leaves the line when a sync acquisition ends without the lock.
-struct LineGuard<'a> {
-    inner: &'a Inner,
-    args: &'a AcquireArgs,
-    joined: bool,
-}
-
-impl Drop for LineGuard<'_> {
-    fn drop(&mut self) {
-        if self.joined {
-            let inv = handover_invocation(
-                &scripts::LEAVE,
-                &self.inner.fence_key,
-                &self.args.key,
-                self.args.token,
-                Some(self.args.lease_ms),
-            );
-            if let Err(e) = self.inner.sync::<i64>(&inv) {
-                tracing::warn!(key = %self.args.key, error = %e, "could not leave the line; the place expires by itself");
-            }
-        }
-    }
-}
-
-/// A waiting acquisition's registration for wake-ups, made on its first
-/// wait only (most acquisitions never wait).
-struct Listening {
-    waiter: Option<Arc<LocalWaiter>>,
-    watch: Option<wake::Watch>,
-}
-
-/// What a waiter does before it sleeps.
-enum BeforeSleep {
-    /// Subscribe the channel with this future (on the runtime that drives
-    /// the subscriber), then look again.
-    Subscribe(BoxFuture<'static, Result<(), BackendError>>),
-    /// Just registered: a release between the busy reply and the
-    /// registration woke nobody, so look once more.
-    LookAgain,
-    Sleep,
-}
-
-impl Listening {
-    fn new() -> Self {
-        Self {
-            waiter: None,
-            watch: None,
-        }
-    }
-
-    /// `subscriber` is asked for only on the first wait.
-    fn before_sleep(
-        &mut self,
-        subscriber: impl FnOnce() -> Wakeups,
-        key: &str,
-        make: impl FnOnce() -> Arc<LocalWaiter>,
-    ) -> BeforeSleep {
-        let fresh = self.watch.is_none();
-        let waiter = self.waiter.get_or_insert_with(make);
-        let watch = self
-            .watch
-            .get_or_insert_with(|| subscriber().register(key, waiter));
-        if !watch.is_subscribed() {
-            BeforeSleep::Subscribe(Box::pin(watch.subscribe()))
-        } else if fresh {
-            BeforeSleep::LookAgain
-        } else {
-            BeforeSleep::Sleep
-        }
-    }
-
-    /// The waiter to sleep on (made here when wake-ups are off).
-    fn waiter(&mut self, make: impl FnOnce() -> Arc<LocalWaiter>) -> &Arc<LocalWaiter> {
-        self.waiter.get_or_insert_with(make)
-    }
-}
-
-async fn acquire_loop(
-    inner: &Inner,
-    args: &AcquireArgs,
-    mut plan: Plan,
-    joined: &AtomicBool,
-) -> Result<Option<Acquired>, BackendError> {
-    let mut listening = Listening::new();
-    let mut first = true;
-    loop {
-        joined.fetch_or(plan.in_line, Ordering::Relaxed);
-        let sent = Instant::now();
-        let busy = match inner.try_acquire(args, plan.in_line, first).await? {
-            Attempt::Acquired(a) => {
-                joined.store(false, Ordering::Relaxed);
-                return Ok(Some(a));
-            }
-            Attempt::Busy(b) => b,
-        };
-        first = false;
-        let until = match plan.after_busy(&busy) {
-            Next::GiveUp => return Ok(None),
-            Next::Retry => continue,
-            Next::Sleep(until) => until,
-        };
-        let make = || LocalWaiter::for_task(args.token);
-        if !plan.polling {
-            // This loop runs on the runtime whose subscriber it gets, so the
-            // subscription is awaited right here.
-            match listening.before_sleep(|| inner.wakeups.here(), &args.key, make) {
-                BeforeSleep::Subscribe(subscription) => {
-                    if let Err(e) = subscription.await {
-                        tracing::debug!(key = %args.key, error = %e, "no wake-ups; polling instead");
-                        plan.polling = true;
-                    }
-                    continue;
-                }
-                BeforeSleep::LookAgain => continue,
-                BeforeSleep::Sleep => {}
-            }
-        }
-        let waiter = listening.waiter(make);
-        match until {
-            Some(u) => {
-                let _ = tokio::time::timeout_at(u.into(), waiter.signalled()).await;
-            }
-            None => waiter.signalled().await,
-        }
-        waiter.take_signal();
-        if let Some(fence) = waiter.take_grant() {
-            joined.store(false, Ordering::Relaxed);
-            return Ok(Some(granted(args, fence, sent)));
-        }
-    }
-}
-
-/// A lock a release handed to this waiter: its lease counts from no later
-/// than the waiter's last request, and is at most the waiter TTL until the
-/// runtime tops it up.
-fn granted(args: &AcquireArgs, fence: u64, sent: Instant) -> Acquired {
-    Acquired::new(Some(fence))
-        .sent_at(sent)
-        .lease(granted_lease(args.lease_ms))
 }
 
 impl Backend for RedisBackend {
@@ -888,94 +598,29 @@ impl Backend for RedisBackend {
     }
 
     fn acquire(&self, req: &Request<'_>, wait: Wait) -> Result<Option<Acquired>, BackendError> {
-        let inner = &*self.inner;
         let args = AcquireArgs::new(req, true);
-        let mut plan = Plan::new(req, wait);
-        let mut listening = Listening::new();
-        let mut line = LineGuard {
-            inner,
-            args: &args,
-            joined: false,
-        };
-        let mut first = true;
-        loop {
-            line.joined |= plan.in_line;
-            let sent = Instant::now();
-            let busy = match inner.sync_try(&args, plan.in_line, first)? {
-                Attempt::Acquired(a) => {
-                    line.joined = false;
-                    return Ok(Some(a));
-                }
-                Attempt::Busy(b) => b,
-            };
-            first = false;
-            let until = match plan.after_busy(&busy) {
-                Next::GiveUp => return Ok(None),
-                Next::Retry => continue,
-                Next::Sleep(until) => until,
-            };
-            let make = || LocalWaiter::for_thread(req.token);
-            if !plan.polling {
-                match listening.before_sleep(|| inner.wakeups.io(), req.key, make) {
-                    BeforeSleep::Subscribe(subscription) => {
-                        if let Err(e) = io::block_on(subscription) {
-                            tracing::debug!(key = req.key, error = %e, "no wake-ups; polling instead");
-                            plan.polling = true;
-                        }
-                        continue;
-                    }
-                    BeforeSleep::LookAgain => continue,
-                    BeforeSleep::Sleep => {}
-                }
-            }
-            let waiter = listening.waiter(make);
-            waiter.park_until(until);
-            waiter.take_signal();
-            if let Some(fence) = waiter.take_grant() {
-                line.joined = false;
-                return Ok(Some(granted(&args, fence, sent)));
-            }
-        }
+        let waiting = Waiting::new(req, wait, Instant::now());
+        drivers::acquire_blocking(&self.inner, &args, waiting)
     }
 
     fn try_acquire_async<'a>(
         &'a self,
         req: &'a Request<'a>,
     ) -> BoxFuture<'a, Result<Attempt, BackendError>> {
-        let args = Arc::new(AcquireArgs::new(req, false));
-        let inner = Arc::clone(&self.inner);
-        if io::in_caller_runtime() {
-            return Box::pin(async move {
-                let mut conn = inner.conn.get().await.map_err(backend_error)?;
-                let mut cleanup = Cleanup::new(&inner, &args, &conn);
-                let out = inner.try_acquire_on(&mut conn, &args, false, true).await;
-                if out.is_ok() {
-                    cleanup.disarm();
-                }
-                out
-            });
-        }
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        // The attempt runs on the I/O thread to its end. If it failed (a
-        // timeout may still have landed), or the caller has gone and the lock
-        // was won, nobody would ever release it: the task gives it back.
-        let spawned = io::spawn(async move {
-            let outcome = inner.try_acquire(&args, false, true).await;
-            let won = matches!(outcome, Ok(Attempt::Acquired(_)));
-            let failed = outcome.is_err();
-            let delivered = tx.send(outcome).is_ok();
-            if failed || (won && !delivered) {
-                inner.clean_up(None, &args, false, true).await;
+        let args = AcquireArgs::new(req, false);
+        self.inner.run(move |inner, mut conn| async move {
+            let out = inner.try_acquire_on(&mut conn, &args, false, true).await;
+            if out.is_err() {
+                // The request may have landed all the same.
+                let leftover = Leftover {
+                    key: args.key,
+                    token: args.token,
+                    release: Release::MayHaveWon,
+                    leave: None,
+                };
+                inner.hand_off(Some(conn), leftover);
             }
-        });
-        Box::pin(async move {
-            spawned?;
-            rx.await.map_err(|_| {
-                BackendError::new(
-                    BackendErrorKind::Other,
-                    "the Redis I/O task ended without an answer",
-                )
-            })?
+            out
         })
     }
 
@@ -984,62 +629,10 @@ impl Backend for RedisBackend {
         req: &'a Request<'a>,
         wait: Wait,
     ) -> BoxFuture<'a, Result<Option<Acquired>, BackendError>> {
-        let args = Arc::new(AcquireArgs::new(req, true));
-        let plan = Plan::new(req, wait);
-        let inner = Arc::clone(&self.inner);
-        if io::in_caller_runtime() {
-            return Box::pin(async move {
-                let conn = inner.conn.get().await.map_err(backend_error)?;
-                let mut cleanup = Cleanup::new(&inner, &args, &conn);
-                let outcome = acquire_loop(&inner, &args, plan, &cleanup.joined).await;
-                match &outcome {
-                    Ok(Some(_)) => cleanup.disarm(),
-                    Ok(None) => {
-                        // Gave up at the deadline: only the line place is left.
-                        let in_line = cleanup.in_line();
-                        cleanup.disarm();
-                        inner.clean_up(Some(conn), &args, in_line, false).await;
-                    }
-                    // A request may have landed before the error: the armed
-                    // clean-up gives back what it won and leaves the line.
-                    Err(_) => {}
-                }
-                outcome
-            });
-        }
-        let (mut tx, rx) = tokio::sync::oneshot::channel();
-        // The whole wait runs on the I/O thread. If the caller goes away it
-        // stops at once, leaves the line and gives back whatever an attempt
-        // in flight may have won.
-        let spawned = io::spawn(async move {
-            let joined = AtomicBool::new(false);
-            let outcome = tokio::select! {
-                outcome = acquire_loop(&inner, &args, plan, &joined) => Some(outcome),
-                () = tx.closed() => None,
-            };
-            let in_line = joined.load(Ordering::Relaxed);
-            match outcome {
-                None => inner.clean_up(None, &args, in_line, true).await,
-                Some(outcome) => {
-                    let won = matches!(outcome, Ok(Some(_)));
-                    if !won {
-                        inner.clean_up(None, &args, in_line, outcome.is_err()).await;
-                    }
-                    if tx.send(outcome).is_err() && won {
-                        inner.clean_up(None, &args, false, true).await;
-                    }
-                }
-            }
-        });
-        Box::pin(async move {
-            spawned?;
-            rx.await.map_err(|_| {
-                BackendError::new(
-                    BackendErrorKind::Other,
-                    "the Redis I/O task ended without an answer",
-                )
-            })?
-        })
+        let args = AcquireArgs::new(req, true);
+        let waiting = Waiting::new(req, wait, Instant::now());
+        self.inner
+            .run(move |inner, conn| drivers::acquire(inner, conn, args, waiting))
     }
 
     fn release_async<'a>(
@@ -1047,30 +640,22 @@ impl Backend for RedisBackend {
         key: &'a str,
         token: Token,
     ) -> BoxFuture<'a, Result<bool, BackendError>> {
-        let inner = Arc::clone(&self.inner);
         let key = key.to_owned();
-        if io::in_caller_runtime() {
-            return Box::pin(async move {
-                let mut conn = inner.conn.get().await.map_err(backend_error)?;
-                // The guard is gone once its release starts: if this future
-                // is dropped before the reply, the release still happens.
-                let args = Arc::new(AcquireArgs::released(key, token));
-                let mut cleanup = Cleanup::new(&inner, &args, &conn);
-                let inv = handover_invocation(
-                    &scripts::RELEASE,
-                    &inner.fence_key,
-                    &args.key,
+        self.inner.run(move |inner, conn| async move {
+            // The guard is gone once its release starts: dropped or failed
+            // before the reply, the release is sent again after it.
+            let mut unanswered = Unanswered {
+                inner: &inner,
+                conn,
+                leftover: Some(Leftover {
+                    key,
                     token,
-                    None,
-                );
-                let out = inner.invoke_on::<i64>(&mut conn, inv).await.map(|n| n == 1);
-                if out.is_ok() {
-                    cleanup.disarm();
-                }
-                out
-            });
-        }
-        Box::pin(io::run(async move { inner.release(&key, token).await }))
+                    release: Release::Again,
+                    leave: None,
+                }),
+            };
+            unanswered.release().await
+        })
     }
 
     fn extend_async<'a>(
@@ -1079,39 +664,62 @@ impl Backend for RedisBackend {
         token: Token,
         lease: Duration,
     ) -> BoxFuture<'a, Result<bool, BackendError>> {
-        let inner = Arc::clone(&self.inner);
         let key = key.to_owned();
-        let extend = async move {
+        self.inner.run(move |inner, mut conn| async move {
             inner
-                .invoke::<i64>(extend_invocation(&key, token, lease))
+                .invoke_on::<i64>(&mut conn, extend_invocation(&key, token, lease))
                 .await
                 .map(|n| n == 1)
-        };
-        if io::in_caller_runtime() {
-            return Box::pin(extend);
-        }
-        Box::pin(io::run(extend))
+        })
     }
 
+    /// Sent on the connection of wherever this runs, the one a cancelled
+    /// acquisition of that caller used: Redis runs the release after the
+    /// acquisition's request still in flight, which it cannot overtake.
     fn release_detached(&self, key: &str, token: Token) {
-        let inner = Arc::clone(&self.inner);
-        let owned = key.to_owned();
-        let spawned = io::spawn(async move {
-            match inner.release(&owned, token).await {
-                Ok(true) => {}
-                Ok(false) => {
-                    tracing::warn!(key = %owned, "lock was no longer held when its guard was dropped")
-                }
-                Err(e) => {
-                    tracing::error!(key = %owned, error = %e, "releasing a dropped lock guard failed; the lock frees itself when its lease ends")
-                }
-            }
-        });
-        if let Err(e) = spawned {
-            tracing::error!(key, error = %e, "could not hand a release to the Redis I/O thread; releasing inline");
-            if let Err(e) = self.release(key, token) {
-                tracing::error!(key, error = %e, "releasing a dropped lock guard failed; the lock frees itself when its lease ends");
-            }
+        let leftover = Leftover {
+            key: key.to_owned(),
+            token,
+            release: Release::Dropped,
+            leave: None,
+        };
+        self.inner.hand_off(None, leftover);
+    }
+}
+
+/// A release sent but not yet answered; dropped so, it hands the release off
+/// to be sent again after it (a second release of a lock already given back
+/// changes nothing).
+struct Unanswered<'a> {
+    inner: &'a Arc<Inner>,
+    conn: MultiplexedConnection,
+    leftover: Option<Leftover>,
+}
+
+impl Unanswered<'_> {
+    async fn release(&mut self) -> Result<bool, BackendError> {
+        let Some(l) = &self.leftover else {
+            return Ok(false);
+        };
+        let inv = handover_invocation(
+            &scripts::RELEASE,
+            &self.inner.fence_key,
+            &l.key,
+            l.token,
+            None,
+        );
+        let out = self.inner.invoke_on::<i64>(&mut self.conn, inv).await;
+        if out.is_ok() {
+            self.leftover = None;
+        }
+        out.map(|n| n == 1)
+    }
+}
+
+impl Drop for Unanswered<'_> {
+    fn drop(&mut self) {
+        if let Some(l) = self.leftover.take() {
+            self.inner.hand_off(Some(self.conn.clone()), l);
         }
     }
 }
@@ -1151,36 +759,5 @@ mod tests {
     fn leases_never_round_down_to_zero() {
         assert_eq!(millis(Duration::from_micros(10)), 1);
         assert_eq!(millis(Duration::from_secs(2)), 2000);
-    }
-
-    #[test]
-    fn a_waiter_joins_the_line_after_starving() {
-        let req = Request::new("k");
-        let mut plan = Plan::new(&req, Wait::new(None, Duration::from_millis(100)));
-        match plan.after_busy(&Busy::default()) {
-            Next::Sleep(Some(u)) => assert!(
-                u <= plan.started + STARVATION,
-                "it looks again when it starts starving"
-            ),
-            _ => panic!("expected a sleep until the starvation point"),
-        }
-        std::thread::sleep(STARVATION);
-        assert!(matches!(plan.after_busy(&Busy::default()), Next::Retry));
-        assert!(plan.in_line);
-        // In line it shows it is alive at least every REFRESH.
-        match plan.after_busy(&Busy::default()) {
-            Next::Sleep(Some(u)) => assert!(u <= Instant::now() + REFRESH),
-            _ => panic!("expected a bounded sleep"),
-        }
-    }
-
-    #[test]
-    fn a_waiter_gives_up_at_the_deadline() {
-        let req = Request::new("k").fair(true);
-        let mut plan = Plan::new(
-            &req,
-            Wait::new(Some(Instant::now()), Duration::from_millis(100)),
-        );
-        assert!(matches!(plan.after_busy(&Busy::default()), Next::GiveUp));
     }
 }

@@ -1,0 +1,403 @@
+//! The two drivers of a waiting acquisition, whose every decision is
+//! [`Waiting`]'s: sync on the blocking pool, parking the thread; async on
+//! the multiplexed connection of wherever it runs, awaiting a signalled
+//! future. Also what they leave behind when they end without the lock: a
+//! place in line to give up, a lock a failed request may have won.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Instant;
+
+use redis::aio::MultiplexedConnection;
+
+use super::io::{self, Place};
+use super::waiting::{Action, Outcome, Waiting};
+use super::wake::{LocalWaiter, Wakeups, Watch};
+use super::{AcquireArgs, Inner, handover_invocation, scripts};
+use crate::backend::{Acquired, BackendError, Token};
+
+/// A sync waiting acquisition: blocking pool, parked thread, subscriptions
+/// made on the I/O thread.
+pub(super) fn acquire_blocking(
+    inner: &Arc<Inner>,
+    args: &AcquireArgs,
+    waiting: Waiting,
+) -> Result<Option<Acquired>, BackendError> {
+    let mut line = LineGuard {
+        inner,
+        args,
+        waiting,
+        via: Via::Pool,
+        give_back: false,
+    };
+    let mut listening = Listening::default();
+    let make = || LocalWaiter::for_thread(args.token);
+    let mut last = Outcome::Start;
+    loop {
+        last = match line.waiting.next(Instant::now(), last) {
+            Action::Attempt { in_line, first } => {
+                Outcome::Attempted(inner.sync_try(args, in_line, first)?)
+            }
+            Action::Listen => {
+                let fresh = listening.register(|| inner.wakeups.io(), &args.key, make);
+                match listening.subscription() {
+                    None => Outcome::Listening { fresh },
+                    Some(sub) => subscribed(&args.key, io::block_on(sub)),
+                }
+            }
+            Action::Sleep { until } => {
+                let waiter = listening.waiter(make);
+                waiter.park_until(until);
+                woke(waiter)
+            }
+            Action::Done(outcome) => {
+                if line.waiting.holds_place() {
+                    line.leave_blocking();
+                }
+                return Ok(outcome);
+            }
+        };
+    }
+}
+
+/// An async waiting acquisition on `conn`, the connection of the runtime it
+/// runs on, whose subscriber wakes it.
+pub(super) async fn acquire(
+    inner: Arc<Inner>,
+    mut conn: MultiplexedConnection,
+    args: AcquireArgs,
+    waiting: Waiting,
+) -> Result<Option<Acquired>, BackendError> {
+    let mut line = LineGuard {
+        inner: &inner,
+        args: &args,
+        waiting,
+        via: Via::Conn(conn.clone()),
+        give_back: false,
+    };
+    let mut listening = Listening::default();
+    let make = || LocalWaiter::for_task(args.token);
+    let mut last = Outcome::Start;
+    loop {
+        last = match line.waiting.next(Instant::now(), last) {
+            Action::Attempt { in_line, first } => {
+                match inner.try_acquire_on(&mut conn, &args, in_line, first).await {
+                    Ok(a) => Outcome::Attempted(a),
+                    Err(e) => {
+                        // The request may have landed all the same.
+                        line.give_back = true;
+                        return Err(e);
+                    }
+                }
+            }
+            Action::Listen => {
+                // This runs on the runtime whose subscriber it gets, so the
+                // subscription is awaited right here.
+                let fresh = listening.register(|| inner.wakeups.here(), &args.key, make);
+                match listening.subscription() {
+                    None => Outcome::Listening { fresh },
+                    Some(sub) => subscribed(&args.key, sub.await),
+                }
+            }
+            Action::Sleep { until } => {
+                let waiter = listening.waiter(make);
+                match until {
+                    Some(u) => {
+                        let _ = tokio::time::timeout_at(u.into(), waiter.signalled()).await;
+                    }
+                    None => waiter.signalled().await,
+                }
+                woke(waiter)
+            }
+            Action::Done(outcome) => {
+                if line.waiting.holds_place() {
+                    line.leave(&mut conn).await;
+                }
+                return Ok(outcome);
+            }
+        };
+    }
+}
+
+fn subscribed(key: &str, result: Result<(), BackendError>) -> Outcome {
+    if let Err(e) = &result {
+        tracing::debug!(key, error = %e, "no wake-ups; polling instead");
+    }
+    Outcome::Subscribed(result)
+}
+
+fn woke(waiter: &LocalWaiter) -> Outcome {
+    waiter.take_signal();
+    Outcome::Woke {
+        grant: waiter.take_grant(),
+    }
+}
+
+/// A waiting acquisition's registration for wake-ups, made on its first
+/// wait only (most acquisitions never wait).
+#[derive(Default)]
+struct Listening {
+    waiter: Option<Arc<LocalWaiter>>,
+    watch: Option<Watch>,
+}
+
+impl Listening {
+    /// Registers for wake-ups on `key` unless it did already; whether it
+    /// registered just now. `subscriber` is asked for only then.
+    fn register(
+        &mut self,
+        subscriber: impl FnOnce() -> Wakeups,
+        key: &str,
+        make: impl FnOnce() -> Arc<LocalWaiter>,
+    ) -> bool {
+        if self.watch.is_some() {
+            return false;
+        }
+        let waiter = self.waiter.get_or_insert_with(make);
+        self.watch = Some(subscriber().register(key, waiter));
+        true
+    }
+
+    /// The subscription still to make (on the runtime that drives the
+    /// subscriber), unless the channel is subscribed on the live connection.
+    fn subscription(
+        &self,
+    ) -> Option<impl Future<Output = Result<(), BackendError>> + Send + 'static + use<>> {
+        self.watch
+            .as_ref()
+            .filter(|w| !w.is_subscribed())
+            .map(Watch::subscribe)
+    }
+
+    /// The waiter to sleep on (made here when wake-ups are off).
+    fn waiter(&mut self, make: impl FnOnce() -> Arc<LocalWaiter>) -> &Arc<LocalWaiter> {
+        self.waiter.get_or_insert_with(make)
+    }
+}
+
+/// The connection an acquisition's requests go through.
+enum Via {
+    Pool,
+    Conn(MultiplexedConnection),
+}
+
+/// Holds a driver's [`Waiting`] so that however the driver ends without the
+/// lock (the deadline, an error, a panic, its future dropped), Redis keeps
+/// no place in line for it; and after an async request failed, what that
+/// request may have won is given back. On an async connection both go
+/// after whatever is still in flight on it, so they cannot overtake it. (A
+/// lock won by a request whose future was dropped is the runtime's to give
+/// back, through [`Backend::release_detached`](crate::backend::Backend::release_detached).)
+struct LineGuard<'a> {
+    inner: &'a Arc<Inner>,
+    args: &'a AcquireArgs,
+    waiting: Waiting,
+    via: Via,
+    give_back: bool,
+}
+
+impl LineGuard<'_> {
+    fn leave_invocation(&self) -> redis::ScriptInvocation<'static> {
+        handover_invocation(
+            &scripts::LEAVE,
+            &self.inner.fence_key,
+            &self.args.key,
+            self.args.token,
+            Some(self.waiting.lease_ms()),
+        )
+    }
+
+    fn leave_blocking(&mut self) {
+        self.waiting.left();
+        if let Err(e) = self.inner.sync::<i64>(&self.leave_invocation()) {
+            tracing::warn!(key = %self.args.key, error = %e, "could not leave the line; the place expires by itself");
+        }
+    }
+
+    /// Dropped before the answer, the guard sends the request again: a
+    /// second leave changes nothing.
+    async fn leave(&mut self, conn: &mut MultiplexedConnection) {
+        let leave = self.leave_invocation();
+        if let Err(e) = self.inner.invoke_on::<i64>(conn, leave).await {
+            tracing::warn!(key = %self.args.key, error = %e, "could not leave the line; the place expires by itself");
+        }
+        self.waiting.left();
+    }
+}
+
+impl Drop for LineGuard<'_> {
+    fn drop(&mut self) {
+        let leave = self.waiting.holds_place();
+        match &self.via {
+            Via::Pool if leave => self.leave_blocking(),
+            Via::Pool => {}
+            Via::Conn(conn) if leave || self.give_back => {
+                let leftover = Leftover {
+                    key: self.args.key.clone(),
+                    token: self.args.token,
+                    release: if self.give_back {
+                        Release::MayHaveWon
+                    } else {
+                        Release::No
+                    },
+                    leave: leave.then(|| self.waiting.lease_ms()),
+                };
+                self.inner.hand_off(Some(conn.clone()), leftover);
+            }
+            Via::Conn(_) => {}
+        }
+    }
+}
+
+/// Clean-up that nobody waits for.
+pub(super) struct Leftover {
+    pub(super) key: String,
+    pub(super) token: Token,
+    pub(super) release: Release,
+    /// Leave the line: the place named by the lease the waiter asked for.
+    pub(super) leave: Option<u64>,
+}
+
+/// Whether a [`Leftover`] gives a lock back, and how loudly.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Release {
+    No,
+    /// A guard was dropped, or an acquisition cancelled: warn if it was not
+    /// held any more.
+    Dropped,
+    /// A failed request may have won it: nothing to say if it did not.
+    MayHaveWon,
+    /// A release got no answer: nothing to say if it had landed.
+    Again,
+}
+
+impl Inner {
+    /// Sends `leftover` without making anyone wait: on `conn` when given,
+    /// the connection of a request it must not overtake, else on the
+    /// connection of wherever this runs (the caller's runtime, or the I/O
+    /// thread), which is the one its async requests used. If the caller's
+    /// runtime shuts down before the task ran, the I/O thread sends it.
+    pub(super) fn hand_off(
+        self: &Arc<Self>,
+        conn: Option<MultiplexedConnection>,
+        leftover: Leftover,
+    ) {
+        match Place::here() {
+            Place::Caller(rt) => {
+                let mut unsent = Unsent {
+                    inner: Arc::clone(self),
+                    leftover: Some(leftover),
+                };
+                drop(rt.spawn(async move { unsent.send(conn).await }));
+            }
+            Place::Io => self.hand_off_to_io(conn, leftover),
+        }
+    }
+
+    fn hand_off_to_io(self: &Arc<Self>, conn: Option<MultiplexedConnection>, leftover: Leftover) {
+        match io::handle() {
+            Ok(rt) => {
+                let inner = Arc::clone(self);
+                drop(rt.spawn(async move { inner.send(conn, &leftover).await }));
+            }
+            Err(e) => {
+                tracing::error!(key = %leftover.key, error = %e, "could not hand a clean-up to the Redis I/O thread; doing it inline");
+                self.send_blocking(&leftover);
+            }
+        }
+    }
+
+    async fn send(&self, conn: Option<MultiplexedConnection>, l: &Leftover) {
+        let mut conn = match conn {
+            Some(c) => c,
+            None => match self.conn.get().await {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::error!(key = %l.key, error = %e, "could not clean up after a lock; its lease and line place expire by themselves");
+                    return;
+                }
+            },
+        };
+        if l.release != Release::No {
+            let release =
+                handover_invocation(&scripts::RELEASE, &self.fence_key, &l.key, l.token, None);
+            released(l, self.invoke_on::<i64>(&mut conn, release).await);
+        }
+        if let Some(lease) = l.leave {
+            let leave = handover_invocation(
+                &scripts::LEAVE,
+                &self.fence_key,
+                &l.key,
+                l.token,
+                Some(lease),
+            );
+            if let Err(e) = self.invoke_on::<i64>(&mut conn, leave).await {
+                tracing::warn!(key = %l.key, error = %e, "could not leave the line; the place expires by itself");
+            }
+        }
+    }
+
+    fn send_blocking(&self, l: &Leftover) {
+        if l.release != Release::No {
+            let release =
+                handover_invocation(&scripts::RELEASE, &self.fence_key, &l.key, l.token, None);
+            released(l, self.sync::<i64>(&release));
+        }
+        if let Some(lease) = l.leave {
+            let leave = handover_invocation(
+                &scripts::LEAVE,
+                &self.fence_key,
+                &l.key,
+                l.token,
+                Some(lease),
+            );
+            if let Err(e) = self.sync::<i64>(&leave) {
+                tracing::warn!(key = %l.key, error = %e, "could not leave the line; the place expires by itself");
+            }
+        }
+    }
+}
+
+fn released(l: &Leftover, outcome: Result<i64, BackendError>) {
+    let key = &l.key;
+    match (l.release, outcome) {
+        (Release::Dropped, Ok(0)) => {
+            tracing::warn!(key, "lock was no longer held when its guard was dropped")
+        }
+        (_, Ok(_)) | (Release::No, Err(_)) => {}
+        (Release::Dropped, Err(e)) => {
+            tracing::error!(key, error = %e, "releasing a dropped lock guard failed; the lock frees itself when its lease ends")
+        }
+        (Release::MayHaveWon, Err(e)) => {
+            tracing::error!(key, error = %e, "could not give back a lock a failed acquisition may have won; it frees itself when its lease ends")
+        }
+        (Release::Again, Err(e)) => {
+            tracing::error!(key, error = %e, "releasing a lock failed; it frees itself when its lease ends")
+        }
+    }
+}
+
+/// A leftover on its way on the caller's runtime. Dropped unsent, the
+/// runtime is shutting down (its connection with it): the I/O thread
+/// sends it on its own.
+struct Unsent {
+    inner: Arc<Inner>,
+    leftover: Option<Leftover>,
+}
+
+impl Unsent {
+    async fn send(&mut self, conn: Option<MultiplexedConnection>) {
+        if let Some(l) = &self.leftover {
+            self.inner.send(conn, l).await;
+        }
+        self.leftover = None;
+    }
+}
+
+impl Drop for Unsent {
+    fn drop(&mut self) {
+        if let Some(l) = self.leftover.take() {
+            self.inner.hand_off_to_io(None, l);
+        }
+    }
+}

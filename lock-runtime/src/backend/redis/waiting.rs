@@ -1,0 +1,403 @@
+//! A waiting acquisition as a sans-I/O step machine: it decides what to do
+//! next from what the last step brought, and the two drivers (sync: pooled
+//! connection, parked thread; async: multiplexed connection, signalled
+//! future) do the I/O. It never reads the clock: drivers pass `now` in, so
+//! the whole policy is tested here without a server or a sleep.
+
+use std::time::{Duration, Instant};
+
+use super::{REFRESH, STARVATION, asked_lease_ms, granted_lease};
+use crate::backend::{Acquired, Attempt, BackendError, Jitter, Request, Wait};
+
+/// What the driver does next.
+#[derive(Debug, PartialEq)]
+pub(super) enum Action {
+    /// Send one acquisition; `first` allows the plain `SET NX` fast path.
+    Attempt { in_line: bool, first: bool },
+    /// Make sure a release of the key wakes this waiter: register for its
+    /// channel and subscribe it if needed, then report
+    /// [`Outcome::Listening`] or [`Outcome::Subscribed`].
+    Listen,
+    /// Wait for a wake-up, or until this instant at the latest.
+    Sleep { until: Option<Instant> },
+    /// The end: the lock, or `None` when the deadline passed first. A place
+    /// in line left behind is [`Waiting::holds_place`]'s to tell.
+    Done(Option<Acquired>),
+}
+
+/// What the last action brought.
+#[derive(Debug)]
+pub(super) enum Outcome {
+    /// Nothing yet: the first call.
+    Start,
+    /// The reply to [`Action::Attempt`] (a failed request ends the driver).
+    Attempted(Attempt),
+    /// [`Action::Listen`] found the channel subscribed; `fresh` when the
+    /// waiter registered just now.
+    Listening { fresh: bool },
+    /// [`Action::Listen`] had to subscribe the channel, with this result.
+    Subscribed(Result<(), BackendError>),
+    /// [`Action::Sleep`] ended; `grant` is the fencing token of a lock a
+    /// release handed to this waiter on the way.
+    Woke { grant: Option<u64> },
+}
+
+/// One waiting acquisition's decisions: when to look again, when to give
+/// up, when to join the line, when to fall back to polling.
+pub(super) struct Waiting {
+    started: Instant,
+    deadline: Option<Instant>,
+    poll: Duration,
+    jitter: Jitter,
+    lease_ms: u64,
+    /// The next attempts go through the line.
+    in_line: bool,
+    /// An attempt was sent in line, so Redis may keep a place for it.
+    joined: bool,
+    /// Wake-ups are unavailable (the subscriber could not subscribe): poll.
+    polling: bool,
+    first: bool,
+    /// When the last attempt was sent: a lock granted by a release counts
+    /// its lease from no later than that.
+    sent: Instant,
+    /// The latest moment to look again after the last busy reply.
+    until: Option<Instant>,
+}
+
+impl Waiting {
+    pub(super) fn new(req: &Request<'_>, wait: Wait, now: Instant) -> Self {
+        Self {
+            started: now,
+            deadline: wait.deadline,
+            poll: wait.poll_interval,
+            jitter: Jitter::new(req.token),
+            lease_ms: asked_lease_ms(req),
+            in_line: req.fair,
+            joined: false,
+            polling: false,
+            first: true,
+            sent: now,
+            until: None,
+        }
+    }
+
+    /// Whether Redis may keep a place in line for this acquisition, which
+    /// it must leave if it ends without the lock.
+    pub(super) fn holds_place(&self) -> bool {
+        self.joined
+    }
+
+    /// The lease this acquisition asked for, which names its place in line.
+    pub(super) fn lease_ms(&self) -> u64 {
+        self.lease_ms
+    }
+
+    /// The place in line was left (or never needs leaving).
+    pub(super) fn left(&mut self) {
+        self.joined = false;
+    }
+
+    /// What to do at `now` after `last` (first [`Outcome::Start`]), until
+    /// [`Action::Done`].
+    pub(super) fn next(&mut self, now: Instant, last: Outcome) -> Action {
+        match last {
+            Outcome::Start
+            | Outcome::Subscribed(Ok(()))
+            | Outcome::Listening { fresh: true }
+            | Outcome::Woke { grant: None } => self.attempt(now),
+            Outcome::Attempted(Attempt::Acquired(a)) => self.done(a),
+            Outcome::Attempted(Attempt::Busy(busy)) => {
+                self.first = false;
+                if self.deadline.is_some_and(|d| now >= d) {
+                    return Action::Done(None);
+                }
+                if !self.in_line && now - self.started >= STARVATION {
+                    self.in_line = true;
+                    return self.attempt(now);
+                }
+                self.until = self.sleep_until(now, busy.retry_in);
+                if self.polling {
+                    Action::Sleep { until: self.until }
+                } else {
+                    Action::Listen
+                }
+            }
+            // A release between the busy reply and the registration woke
+            // nobody: only a sleep after a look that followed it is safe.
+            Outcome::Listening { fresh: false } => Action::Sleep { until: self.until },
+            Outcome::Subscribed(Err(_)) => {
+                self.polling = true;
+                self.attempt(now)
+            }
+            Outcome::Woke { grant: Some(fence) } => self.done(
+                Acquired::new(Some(fence))
+                    .sent_at(self.sent)
+                    .lease(granted_lease(self.lease_ms)),
+            ),
+        }
+    }
+
+    fn attempt(&mut self, now: Instant) -> Action {
+        self.joined |= self.in_line;
+        self.sent = now;
+        Action::Attempt {
+            in_line: self.in_line,
+            first: self.first,
+        }
+    }
+
+    fn done(&mut self, a: Acquired) -> Action {
+        // Taking the lock in line took it out of the line too.
+        self.joined = false;
+        Action::Done(Some(a))
+    }
+
+    fn sleep_until(&mut self, now: Instant, retry_in: Option<Duration>) -> Option<Instant> {
+        let mut until = self.deadline;
+        let mut cap = |t: Instant| until = Some(until.map_or(t, |u| u.min(t)));
+        if let Some(r) = retry_in {
+            // No release announces a lease that runs out.
+            cap(now + r + Duration::from_millis(1));
+        }
+        if self.in_line {
+            // Show the line it is alive before its place expires.
+            cap(now + REFRESH);
+        } else {
+            // Join the line on time even if no wake-up comes: a barging
+            // waiter is only woken when it is first in its process's queue.
+            cap(self.started + STARVATION);
+        }
+        if self.polling {
+            cap(now + self.jitter.around(self.poll));
+        }
+        until
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::{BackendErrorKind, Busy};
+
+    const POLL: Duration = Duration::from_millis(100);
+
+    fn busy(retry_in: Option<Duration>) -> Outcome {
+        Outcome::Attempted(Attempt::Busy(Busy::new(retry_in)))
+    }
+
+    fn waiting(req: &Request<'_>, deadline: Option<Instant>, now: Instant) -> Waiting {
+        Waiting::new(req, Wait::new(deadline, POLL), now)
+    }
+
+    /// Busy at `now`, registered and subscribed: the instant it sleeps until.
+    fn sleeps_after_busy(w: &mut Waiting, now: Instant, retry_in: Option<Duration>) -> Instant {
+        assert_eq!(w.next(now, busy(retry_in)), Action::Listen);
+        match w.next(now, Outcome::Listening { fresh: false }) {
+            Action::Sleep { until: Some(u) } => u,
+            other => panic!("expected a bounded sleep, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_first_attempt_may_take_the_fast_path_and_later_ones_not() {
+        let t0 = Instant::now();
+        let req = Request::new("k");
+        let mut w = waiting(&req, None, t0);
+        assert_eq!(
+            w.next(t0, Outcome::Start),
+            Action::Attempt {
+                in_line: false,
+                first: true
+            }
+        );
+        assert_eq!(w.next(t0, busy(None)), Action::Listen);
+        assert_eq!(
+            w.next(t0, Outcome::Listening { fresh: true }),
+            Action::Attempt {
+                in_line: false,
+                first: false
+            },
+            "just registered: looks once more before sleeping"
+        );
+    }
+
+    #[test]
+    fn an_acquired_attempt_is_the_end() {
+        let t0 = Instant::now();
+        let req = Request::new("k").fair(true);
+        let mut w = waiting(&req, None, t0);
+        w.next(t0, Outcome::Start);
+        assert!(w.holds_place(), "a fair attempt stands in line");
+        let won = Acquired::new(Some(3)).sent_at(t0);
+        assert_eq!(
+            w.next(t0, Outcome::Attempted(Attempt::Acquired(won.clone()))),
+            Action::Done(Some(won))
+        );
+        assert!(!w.holds_place(), "taking the lock left the line");
+    }
+
+    #[test]
+    fn a_waiter_gives_up_at_the_deadline() {
+        let t0 = Instant::now();
+        let req = Request::new("k").fair(true);
+        let mut w = waiting(&req, Some(t0 + Duration::from_millis(50)), t0);
+        w.next(t0, Outcome::Start);
+        let until = sleeps_after_busy(&mut w, t0, Some(Duration::from_secs(10)));
+        assert_eq!(
+            until,
+            t0 + Duration::from_millis(50),
+            "it never sleeps past it"
+        );
+        let later = t0 + Duration::from_millis(50);
+        assert_eq!(
+            w.next(later, Outcome::Woke { grant: None }),
+            Action::Attempt {
+                in_line: true,
+                first: false
+            }
+        );
+        assert_eq!(w.next(later, busy(None)), Action::Done(None));
+        assert!(w.holds_place(), "the driver still has to leave the line");
+    }
+
+    #[test]
+    fn a_waiter_joins_the_line_after_starving() {
+        let t0 = Instant::now();
+        let req = Request::new("k");
+        let mut w = waiting(&req, None, t0);
+        w.next(t0, Outcome::Start);
+        assert!(!w.holds_place());
+        let until = sleeps_after_busy(&mut w, t0, None);
+        assert!(
+            until <= t0 + STARVATION,
+            "it looks again when it starts starving"
+        );
+        let starving = t0 + STARVATION;
+        w.next(starving, Outcome::Woke { grant: None });
+        assert_eq!(
+            w.next(starving, busy(None)),
+            Action::Attempt {
+                in_line: true,
+                first: false
+            },
+            "it joins the line at once"
+        );
+        assert!(w.holds_place());
+        // In line it shows it is alive at least every REFRESH.
+        let until = sleeps_after_busy(&mut w, starving, None);
+        assert!(until <= starving + REFRESH);
+    }
+
+    #[test]
+    fn a_waiter_in_line_shows_it_is_alive_at_least_every_refresh() {
+        let t0 = Instant::now();
+        let req = Request::new("k").fair(true);
+        let mut w = waiting(&req, None, t0);
+        w.next(t0, Outcome::Start);
+        let mut now = t0;
+        for _ in 0..3 {
+            let until = sleeps_after_busy(&mut w, now, Some(Duration::from_secs(60)));
+            assert!(
+                until <= now + REFRESH,
+                "slept past a refresh: {:?}",
+                until - now
+            );
+            now = until;
+            assert_eq!(
+                w.next(now, Outcome::Woke { grant: None }),
+                Action::Attempt {
+                    in_line: true,
+                    first: false
+                },
+                "the next look refreshes its place"
+            );
+        }
+    }
+
+    #[test]
+    fn a_waiter_looks_again_just_after_the_holders_lease_ends() {
+        let t0 = Instant::now();
+        let req = Request::new("k").fair(true);
+        let mut w = waiting(&req, None, t0);
+        w.next(t0, Outcome::Start);
+        let until = sleeps_after_busy(&mut w, t0, Some(Duration::from_millis(30)));
+        assert_eq!(
+            until,
+            t0 + Duration::from_millis(31),
+            "no release announces a lease end"
+        );
+    }
+
+    #[test]
+    fn a_failed_subscription_falls_back_to_polling() {
+        let t0 = Instant::now();
+        let req = Request::new("k").fair(true);
+        let mut w = waiting(&req, None, t0);
+        w.next(t0, Outcome::Start);
+        assert_eq!(w.next(t0, busy(None)), Action::Listen);
+        let failed = BackendError::new(BackendErrorKind::Connection, "no subscriber");
+        assert_eq!(
+            w.next(t0, Outcome::Subscribed(Err(failed))),
+            Action::Attempt {
+                in_line: true,
+                first: false
+            },
+            "it looks again before it sleeps unwoken"
+        );
+        match w.next(t0, busy(None)) {
+            Action::Sleep { until: Some(u) } => {
+                assert!(
+                    u <= t0 + POLL * 3 / 2,
+                    "polls at the alias's interval: {:?}",
+                    u - t0
+                )
+            }
+            other => panic!("a polling waiter sleeps without listening, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_subscribed_channel_means_one_more_look() {
+        let t0 = Instant::now();
+        let req = Request::new("k");
+        let mut w = waiting(&req, None, t0);
+        w.next(t0, Outcome::Start);
+        assert_eq!(w.next(t0, busy(None)), Action::Listen);
+        assert_eq!(
+            w.next(t0, Outcome::Subscribed(Ok(()))),
+            Action::Attempt {
+                in_line: false,
+                first: false
+            }
+        );
+    }
+
+    #[test]
+    fn a_grant_ends_the_wait_with_the_lock() {
+        let t0 = Instant::now();
+        let req = Request::new("k")
+            .fair(true)
+            .lease(Some(Duration::from_secs(60)));
+        let mut w = waiting(&req, None, t0);
+        w.next(t0, Outcome::Start);
+        let until = sleeps_after_busy(&mut w, t0, None);
+        let t1 = t0 + Duration::from_millis(5);
+        w.next(t1, Outcome::Woke { grant: None });
+        let until2 = sleeps_after_busy(&mut w, t1, None);
+        assert!(until2 >= until);
+        match w.next(
+            t1 + Duration::from_millis(1),
+            Outcome::Woke { grant: Some(9) },
+        ) {
+            Action::Done(Some(a)) => assert_eq!(
+                a,
+                Acquired::new(Some(9))
+                    .sent_at(t1)
+                    .lease(granted_lease(60_000)),
+                "the lease counts from the last request, at most the waiter TTL"
+            ),
+            other => panic!("expected the granted lock, got {other:?}"),
+        }
+        assert!(!w.holds_place(), "the grant took it out of the line");
+    }
+}
