@@ -541,6 +541,7 @@ pub(crate) struct AliasInner {
     pub(crate) backend: Arc<dyn Backend>,
     pub(crate) watchdog: Watchdog,
     /// What it was built from: an isolation scope builds its own from it.
+    #[cfg_attr(not(feature = "testing"), allow(dead_code))]
     pub(crate) config: AliasConfig,
 }
 
@@ -856,7 +857,9 @@ pub(crate) fn exit(scope: &Arc<Scope>) {
 /// the previous set stays. `default` is the embedded memory store unless the
 /// set names it. Guards taken before keep working against the store they were
 /// taken from, and memory stores are shared by name, so reconfiguring never
-/// lets two holders into the same in-process lock.
+/// lets two holders into the same in-process lock. Inside a test's
+/// isolation scope (`lock_runtime::testing::isolate`, feature `testing`) it
+/// replaces the scope's aliases only.
 ///
 /// ```
 /// use lock_runtime::registry::{self, AliasConfig};
@@ -903,6 +906,7 @@ where
 
 /// Adds one alias, or replaces the alias of that name, leaving the others as
 /// they are. The same checks as [`configure`] apply; on error nothing changes.
+/// Inside an isolation scope it changes the scope's aliases only.
 ///
 /// ```
 /// use lock_runtime::registry::{self, AliasConfig};

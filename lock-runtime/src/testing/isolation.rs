@@ -15,7 +15,9 @@ use crate::backend::memory::{MemoryBackend, VirtualClock};
 use crate::registry::{self, Scope};
 
 /// Starts an isolation scope and returns its guard; the scope lasts until
-/// the guard is dropped. Blocks while another thread's scope is active.
+/// the guard is dropped (keep it in a named binding: `let _scope =
+/// isolate();`, since `let _ = isolate();` drops it at once). Blocks while
+/// another thread's scope is active.
 ///
 /// While the scope lives, every alias lookup ([`Lock`](crate::Lock),
 /// `#[lock]`, `#[once]`, [`registry::alias`](crate::registry::alias)) from
@@ -83,6 +85,7 @@ use crate::registry::{self, Scope};
 /// assert!(!registry::aliases().contains(&"jobs".to_owned()));
 /// assert!(Lock::new("report").try_acquire().unwrap().is_none(), "still held outside");
 /// ```
+#[must_use = "the scope ends when its guard is dropped: `let _scope = isolate();`"]
 pub fn isolate() -> Isolation {
     let clock = Clock::new();
     let n = NEXT_SCOPE.fetch_add(1, Ordering::Relaxed);
