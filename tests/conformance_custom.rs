@@ -1,5 +1,5 @@
-//! The conformance suite (`lock_runtime::testing`) for the custom store of
-//! the `Backend` trait's documentation (`lock_runtime::backend`), copied
+//! The conformance suite (`lock_runtime::testing`) for the blocking custom
+//! store of the `lock_runtime::backend` documentation, copied
 //! here as it is written there: the example a store author starts from must
 //! itself be a correct store. `cargo test conformance_custom` runs each
 //! behaviour as a test.
@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use lock_runtime::backend::{Acquired, Attempt, Backend, BackendError, Busy, Request, Token};
+use lock_runtime::backend::{Acquired, Attempt, BackendError, Busy, Request, Store, Token};
 use lock_runtime::registry::AliasConfig;
 
 // --- copied from the docs of `lock_runtime::backend` ---
@@ -19,7 +19,7 @@ struct MapStore {
     fence: Mutex<u64>,
 }
 
-impl Backend for MapStore {
+impl Store for MapStore {
     fn try_acquire(&self, req: &Request<'_>) -> Result<Attempt, BackendError> {
         let mut map = self.map.lock().unwrap();
         let now = Instant::now();
@@ -60,6 +60,6 @@ impl Backend for MapStore {
 }
 // --- end of the copy ---
 
-lock_runtime::conformance_tests!(conformance_custom, || AliasConfig::custom(Arc::new(
+lock_runtime::conformance_tests!(conformance_custom, || AliasConfig::store(Arc::new(
     MapStore::default()
 )));

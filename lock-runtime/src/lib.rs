@@ -47,6 +47,9 @@
 //! # Cargo features
 //! - `redis` (default): the Redis backend, on the `redis` crate and a small
 //!   private `tokio` runtime for its I/O.
+//! - `tokio` (on with `redis`): a private I/O thread with a `tokio` runtime,
+//!   on which an [`AsyncStore`](backend::AsyncStore) whose client needs a
+//!   Tokio reactor serves sync callers and callers on other executors.
 //! - `tls`: `rediss://` aliases (TLS through rustls).
 //! - `testing`: the conformance suite for stores (module `testing`), on a
 //!   multi-threaded `tokio` runtime of its own.
@@ -60,6 +63,8 @@ pub mod guide;
 mod lease;
 mod lock;
 pub mod registry;
+#[cfg(feature = "tokio")]
+mod rt;
 #[cfg(feature = "testing")]
 pub mod testing;
 mod watchdog;

@@ -11,7 +11,7 @@ use crate::backend::{Acquired, Attempt, Request, Token, Wait};
 use crate::error::{LockError, Operation};
 use crate::lease;
 use crate::registry::{self, Alias, DEFAULT_ALIAS};
-use crate::watchdog::{Lost, Status, drift};
+use crate::watchdog::{self, Lost, Status, drift};
 
 /// A lock request: a key, an alias and options. Build it, then
 /// [`acquire`](Self::acquire) it (or [`acquire_async`](Self::acquire_async),
@@ -499,10 +499,9 @@ impl Lock {
         let granted = acquired.lease.filter(|g| p.lease.is_some_and(|l| *g < l));
         let current = granted.or(p.lease);
         let status = OnceLock::new();
-        let watchdog = &p.alias.0.watchdog;
         match (self.expire, p.lease, current) {
             (None, Some(lease), Some(current)) => {
-                let _ = status.set(watchdog.renew(
+                let _ = status.set(watchdog::renew(
                     Arc::clone(p.alias.backend()),
                     p.alias.name(),
                     &p.key,
@@ -514,7 +513,7 @@ impl Lock {
             }
             (Some(expire), _, Some(current)) if granted.is_some() => {
                 let s = Arc::new(Status::new(start, Some(current)));
-                watchdog.top_up(
+                watchdog::top_up(
                     Arc::clone(p.alias.backend()),
                     p.alias.name(),
                     &p.key,
@@ -801,7 +800,7 @@ impl LockGuard {
         // Renewals notice a deleted lock only every third of the lease;
         // someone waiting for the loss wants to know sooner.
         if status.start_checking() {
-            self.alias.0.watchdog.check(
+            watchdog::check(
                 Arc::clone(self.alias.backend()),
                 self.alias.name(),
                 &self.key,

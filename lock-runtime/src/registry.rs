@@ -31,7 +31,6 @@ use crate::backend::{Backend, Namespace};
 use crate::config::{self, Invalid, Setting, redact};
 use crate::error::LockError;
 use crate::lease;
-use crate::watchdog::Watchdog;
 
 /// The alias used when a lock names none.
 ///
@@ -259,12 +258,77 @@ impl AliasConfig {
         })
     }
 
-    /// Your own [`Backend`]. Its locks get [`DEFAULT_LEASE`] unless the
-    /// backend [supports unleased locks](Backend::supports_unleased) or the
-    /// alias sets [`default_lease`](Self::default_lease).
+    /// Your own blocking [`Store`](crate::backend::Store): the runtime
+    /// derives its async form, waits, renews and cancels. Its locks get
+    /// [`DEFAULT_LEASE`] unless the store names the
+    /// [`Unleased`](crate::backend::Unleased) ability or the alias sets
+    /// [`default_lease`](Self::default_lease). A complete store is shown in
+    /// the [`backend`](crate::backend) module.
     ///
-    /// A store of your own is shown in the [`backend`](crate::backend)
-    /// module; here, a private memory store the code keeps a handle on:
+    /// ```
+    /// use std::sync::Arc;
+    /// use std::time::Duration;
+    /// use lock_runtime::backend::{Attempt, BackendError, Busy, Request, Store, Token};
+    /// use lock_runtime::registry::{self, AliasConfig};
+    /// use lock_runtime::Lock;
+    ///
+    /// struct Closed;
+    /// impl Store for Closed {
+    ///     fn try_acquire(&self, _: &Request<'_>) -> Result<Attempt, BackendError> {
+    ///         Ok(Attempt::Busy(Busy::new(None)))
+    ///     }
+    ///     fn release(&self, _: &str, _: Token) -> Result<bool, BackendError> { Ok(false) }
+    ///     fn extend(&self, _: &str, _: Token, _: Duration) -> Result<bool, BackendError> { Ok(false) }
+    /// }
+    ///
+    /// registry::add("doc-config-store", AliasConfig::store(Arc::new(Closed))).unwrap();
+    /// assert!(Lock::new("k").alias("doc-config-store").try_acquire().unwrap().is_none());
+    /// ```
+    pub fn store<S: crate::backend::Store>(store: Arc<S>) -> Self {
+        Self::custom(crate::backend::blocking(store))
+    }
+
+    /// Your own [`AsyncStore`](crate::backend::AsyncStore): the runtime
+    /// derives its blocking form (no async runtime needed by sync callers),
+    /// waits, renews and cancels. A complete store is shown in the
+    /// [`backend`](crate::backend) module.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use std::time::Duration;
+    /// use lock_runtime::backend::{AsyncStore, Attempt, BackendError, BoxFuture, Busy, Request, Token};
+    /// use lock_runtime::registry::{self, AliasConfig};
+    /// use lock_runtime::Lock;
+    ///
+    /// struct Closed;
+    /// impl AsyncStore for Closed {
+    ///     fn try_acquire<'a>(&'a self, _: &'a Request<'a>) -> BoxFuture<'a, Result<Attempt, BackendError>> {
+    ///         Box::pin(async { Ok(Attempt::Busy(Busy::new(None))) })
+    ///     }
+    ///     fn release<'a>(&'a self, _: &'a str, _: Token) -> BoxFuture<'a, Result<bool, BackendError>> {
+    ///         Box::pin(async { Ok(false) })
+    ///     }
+    ///     fn extend<'a>(&'a self, _: &'a str, _: Token, _: Duration) -> BoxFuture<'a, Result<bool, BackendError>> {
+    ///         Box::pin(async { Ok(false) })
+    ///     }
+    /// }
+    ///
+    /// registry::add("doc-config-async-store", AliasConfig::async_store(Arc::new(Closed))).unwrap();
+    /// assert!(Lock::new("k").alias("doc-config-async-store").try_acquire().unwrap().is_none());
+    /// ```
+    pub fn async_store<S: crate::backend::AsyncStore>(store: Arc<S>) -> Self {
+        Self::custom(crate::backend::non_blocking(store))
+    }
+
+    /// A store as the runtime drives it (a [`Backend`]): a built-in store you
+    /// keep a handle on, or one made with
+    /// [`backend::blocking`](crate::backend::blocking) /
+    /// [`backend::non_blocking`](crate::backend::non_blocking). Its locks get
+    /// [`DEFAULT_LEASE`] unless the backend
+    /// [supports unleased locks](Backend::supports_unleased) or the alias
+    /// sets [`default_lease`](Self::default_lease).
+    ///
+    /// Here, a private memory store the code keeps a handle on:
     ///
     /// ```
     /// use std::sync::Arc;
@@ -539,7 +603,6 @@ pub(crate) struct AliasInner {
     pub(crate) poll_interval: Duration,
     pub(crate) lease: Option<Duration>,
     pub(crate) backend: Arc<dyn Backend>,
-    pub(crate) watchdog: Watchdog,
     /// What it was built from: an isolation scope builds its own from it.
     #[cfg_attr(not(feature = "testing"), allow(dead_code))]
     pub(crate) config: AliasConfig,
@@ -613,7 +676,6 @@ impl Alias {
             poll_interval: cfg.poll_interval,
             lease,
             backend,
-            watchdog: Watchdog::default(),
             config: cfg,
         })))
     }

@@ -1,22 +1,46 @@
 //! Keeps leases alive: a lock that set no `expire` on a leased store is renewed
-//! every third of its lease while its guard lives, by one thread per alias.
-//! When a renewal finds the lock gone, or cannot reach the store before the
-//! lease runs out, the guard is marked lost.
+//! every third of its lease while its guard lives, and a lock whose loss is
+//! awaited is looked at every 250 ms. When a renewal finds the lock gone, or
+//! none gets through before the lease runs out, the guard is marked lost.
+//!
+//! Design: one scheduler thread for the whole process keeps every alias's
+//! jobs in one timer heap, and never calls a store itself: a due job goes to a
+//! pool of worker threads that grows on demand up to [`MAX_WORKERS`] (idle
+//! ones exit), so a call that hangs holds up its own lock only. Each call also
+//! puts a deadline in the heap at the lock's validity end: if no answer came
+//! by then the scheduler marks the lock lost, and the answer, whenever it
+//! comes, is ignored (a lock not proven held past its validity may have had
+//! another owner meanwhile). At most [`PER_STORE`] calls run against one store
+//! at a time and its other due jobs queue behind them, so a dead store cannot
+//! take every worker from the others. Threads start with the first job and
+//! exit after [`IDLE_EXIT`] with nothing to do.
 
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::{BTreeMap, BinaryHeap, VecDeque};
 use std::future::Future;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-use crate::backend::{Backend, Token};
+use crate::backend::{Backend, BackendError, BackendErrorKind, Token};
 
-/// A watchdog thread with nothing to renew for this long exits; the next
-/// registration starts a new one.
+/// A scheduler or worker thread with nothing to do for this long exits; the
+/// next job starts a new one.
 const IDLE_EXIT: Duration = Duration::from_secs(10);
+
+/// The most worker threads, busy or idle. Calls take milliseconds, so a few
+/// workers serve thousands of locks; the rest of the room is for calls that
+/// hang until the store's own timeout.
+const MAX_WORKERS: usize = 32;
+
+/// The most calls running against one store (one alias's connection, or a
+/// custom store shared by aliases) at once. A store that stopped answering
+/// holds at most this many workers; its other due jobs wait, and are marked
+/// lost at their validity end if they never get a turn.
+const PER_STORE: usize = 8;
 
 /// The clock-drift allowance subtracted from a lease when judging how long a
 /// lock is still valid: 1% of the lease plus 2 ms, as Redlock prescribes.
@@ -181,43 +205,90 @@ impl Future for Lost {
     }
 }
 
-/// One alias's renewal thread and its schedule.
-#[derive(Default)]
-pub(crate) struct Watchdog {
-    shared: Arc<Shared>,
-}
+/// How often a lock whose loss is awaited is looked at, when it is not being
+/// renewed anyway.
+const CHECK_EVERY: Duration = Duration::from_millis(250);
 
-#[derive(Default)]
-struct Shared {
+/// The process's one schedule. Every field sits behind one mutex: it is held
+/// only to move jobs between the heap and the queues, never across a call to
+/// a store or a waker.
+static SCHEDULER: Scheduler = Scheduler {
+    state: Mutex::new(State {
+        timers: BinaryHeap::new(),
+        seq: 0,
+        ticking: false,
+        ready: VecDeque::new(),
+        stores: BTreeMap::new(),
+        workers: 0,
+        idle: 0,
+    }),
+    timers_changed: Condvar::new(),
+    work_ready: Condvar::new(),
+};
+
+struct Scheduler {
     state: Mutex<State>,
-    changed: Condvar,
+    /// Wakes the scheduler thread: a timer came sooner than it sleeps.
+    timers_changed: Condvar,
+    /// Wakes an idle worker: a call is ready.
+    work_ready: Condvar,
+}
+
+struct State {
+    timers: BinaryHeap<Reverse<Timer>>,
+    seq: u64,
+    /// The scheduler thread runs.
+    ticking: bool,
+    /// Calls a worker may start now.
+    ready: VecDeque<Call>,
+    /// Stores with calls running or waiting for their turn, by address.
+    stores: BTreeMap<usize, Store>,
+    workers: usize,
+    idle: usize,
 }
 
 #[derive(Default)]
-struct State {
-    queue: BinaryHeap<Reverse<Due>>,
-    seq: u64,
-    running: bool,
+struct Store {
+    /// Calls in `ready` or running (or hung).
+    running: usize,
+    /// Due calls beyond [`PER_STORE`].
+    waiting: VecDeque<Call>,
 }
 
-struct Due {
+/// One call to a store, numbered so that its answer can tell whether it is
+/// still awaited.
+struct Call {
+    job: Arc<Job>,
+    attempt: u64,
+}
+
+struct Timer {
     at: Instant,
     seq: u64,
     job: Arc<Job>,
+    what: What,
 }
 
-impl PartialEq for Due {
+enum What {
+    /// Send the job's next call.
+    Run,
+    /// The lock's validity ends: the call with this number, if still
+    /// unanswered, came too late.
+    Deadline(u64),
+}
+
+impl PartialEq for Timer {
     fn eq(&self, other: &Self) -> bool {
         (self.at, self.seq) == (other.at, other.seq)
     }
 }
-impl Eq for Due {}
-impl PartialOrd for Due {
+impl Eq for Timer {}
+impl PartialOrd for Timer {
     fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
         Some(self.cmp(other))
     }
 }
-impl Ord for Due {
+impl Ord for Timer {
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
         (self.at, self.seq).cmp(&(other.at, other.seq))
     }
@@ -230,6 +301,18 @@ struct Job {
     token: Token,
     kind: Kind,
     status: Arc<Status>,
+    /// The number of the call awaiting its answer, 0 for none. Whoever swaps
+    /// it to 0 first decides the outcome: the worker with the answer, or the
+    /// scheduler at the deadline.
+    flight: AtomicU64,
+}
+
+impl Job {
+    /// Which store the job calls: jobs of aliases sharing one custom store
+    /// share its [`PER_STORE`] calls.
+    fn store(&self) -> usize {
+        Arc::as_ptr(&self.backend).cast::<()>().addr()
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -242,188 +325,366 @@ enum Kind {
     TopUp(Instant),
 }
 
-/// How often a lock whose loss is awaited is looked at, when it is not being
-/// renewed anyway.
-const CHECK_EVERY: Duration = Duration::from_millis(250);
+/// Starts renewing (to `lease`) a lock acquired by a request sent at `sent`,
+/// whose lease in force is `current` (shorter than `lease` for a lock handed
+/// over by a release).
+pub(crate) fn renew(
+    backend: Arc<dyn Backend>,
+    alias: &str,
+    key: &str,
+    token: Token,
+    lease: Duration,
+    current: Duration,
+    sent: Instant,
+) -> Arc<Status> {
+    let status = Arc::new(Status::new(sent, Some(current)));
+    add(
+        backend,
+        alias,
+        key,
+        token,
+        Kind::Renew(lease),
+        Arc::clone(&status),
+        sent + current / 3,
+    );
+    status
+}
 
-impl Watchdog {
-    /// Starts renewing (to `lease`) a lock acquired by a request sent at
-    /// `sent`, whose lease in force is `current` (shorter than `lease` for a
-    /// lock handed over by a release).
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn renew(
-        &self,
-        backend: Arc<dyn Backend>,
-        alias: &str,
-        key: &str,
-        token: Token,
-        lease: Duration,
-        current: Duration,
-        sent: Instant,
-    ) -> Arc<Status> {
-        let status = Arc::new(Status::new(sent, Some(current)));
-        self.add(
-            backend,
-            alias,
-            key,
-            token,
-            Kind::Renew(lease),
-            Arc::clone(&status),
-            sent + current / 3,
-        );
-        status
-    }
+/// Extends, once, a fixed-lease lock that was handed over with a shorter
+/// lease than it asked for, so that it lasts until `until` as asked.
+pub(crate) fn top_up(
+    backend: Arc<dyn Backend>,
+    alias: &str,
+    key: &str,
+    token: Token,
+    until: Instant,
+    status: Arc<Status>,
+    at: Instant,
+) {
+    add(backend, alias, key, token, Kind::TopUp(until), status, at);
+}
 
-    /// Extends, once, a fixed-lease lock that was handed over with a shorter
-    /// lease than it asked for, so that it lasts until `until` as asked.
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn top_up(
-        &self,
-        backend: Arc<dyn Backend>,
-        alias: &str,
-        key: &str,
-        token: Token,
-        until: Instant,
-        status: Arc<Status>,
-        at: Instant,
-    ) {
-        self.add(backend, alias, key, token, Kind::TopUp(until), status, at);
-    }
+/// Starts looking every [`CHECK_EVERY`] whether the lock behind `status` is
+/// still ours, for a backend that can tell.
+pub(crate) fn check(
+    backend: Arc<dyn Backend>,
+    alias: &str,
+    key: &str,
+    token: Token,
+    status: Arc<Status>,
+) {
+    add(
+        backend,
+        alias,
+        key,
+        token,
+        Kind::Check,
+        status,
+        Instant::now() + CHECK_EVERY,
+    );
+}
 
-    /// Starts looking every [`CHECK_EVERY`] whether the lock behind `status`
-    /// is still ours, for a backend that can tell.
-    pub(crate) fn check(
-        &self,
-        backend: Arc<dyn Backend>,
-        alias: &str,
-        key: &str,
-        token: Token,
-        status: Arc<Status>,
-    ) {
-        self.add(
-            backend,
-            alias,
-            key,
-            token,
-            Kind::Check,
-            status,
-            Instant::now() + CHECK_EVERY,
-        );
-    }
+fn add(
+    backend: Arc<dyn Backend>,
+    alias: &str,
+    key: &str,
+    token: Token,
+    kind: Kind,
+    status: Arc<Status>,
+    first: Instant,
+) {
+    let job = Arc::new(Job {
+        backend,
+        alias: alias.to_owned(),
+        key: key.to_owned(),
+        token,
+        kind,
+        status,
+        flight: AtomicU64::new(0),
+    });
+    lock(&SCHEDULER.state).set_timer(first, job, What::Run);
+}
 
-    #[allow(clippy::too_many_arguments)]
-    fn add(
-        &self,
-        backend: Arc<dyn Backend>,
-        alias: &str,
-        key: &str,
-        token: Token,
-        kind: Kind,
-        status: Arc<Status>,
-        first: Instant,
-    ) {
-        let job = Arc::new(Job {
-            backend,
-            alias: alias.to_owned(),
-            key: key.to_owned(),
-            token,
-            kind,
-            status,
-        });
-        let mut st = lock(&self.shared.state);
-        // The thread sleeps until its earliest job: wake it only when this
-        // one comes sooner. Most locks are released long before their first
-        // renewal, so most registrations cost no wake-up at all.
-        let sooner = st.queue.peek().is_none_or(|Reverse(due)| first < due.at);
-        schedule(&mut st, first, job);
-        // Released jobs leave the queue when they come due; with many short
+impl State {
+    fn set_timer(&mut self, at: Instant, job: Arc<Job>, what: What) {
+        // The scheduler sleeps until its earliest timer: wake it only when
+        // this one comes sooner. Most locks are released long before their
+        // first renewal, so most registrations cost no wake-up at all.
+        let sooner = self.timers.peek().is_none_or(|Reverse(t)| at < t.at);
+        self.seq += 1;
+        let seq = self.seq;
+        self.timers.push(Reverse(Timer { at, seq, job, what }));
+        // Released jobs leave the heap when they come due; with many short
         // locks that can be a lot of them, so sweep them out now and then.
-        let len = st.queue.len();
+        let len = self.timers.len();
         if len >= 1024 && len.is_power_of_two() {
-            st.queue
-                .retain(|Reverse(due)| !due.job.status.is_released());
+            self.timers.retain(|Reverse(t)| !t.job.status.is_released());
         }
-        if !st.running {
-            st.running = true;
-            let shared = Arc::clone(&self.shared);
+        if !self.ticking {
             let spawned = std::thread::Builder::new()
                 .name("lock-watchdog".into())
-                .spawn(move || run(&shared));
-            if let Err(e) = spawned {
-                st.running = false;
-                tracing::error!(error = %e, "could not start the lease watchdog; leases will not be renewed");
-            }
-        } else if sooner {
-            self.shared.changed.notify_one();
-        }
-    }
-}
-
-fn schedule(st: &mut State, at: Instant, job: Arc<Job>) {
-    st.seq += 1;
-    let seq = st.seq;
-    st.queue.push(Reverse(Due { at, seq, job }));
-}
-
-fn run(shared: &Shared) {
-    loop {
-        let job = {
-            let mut st = lock(&shared.state);
-            loop {
-                let now = Instant::now();
-                match st.queue.peek() {
-                    None => {
-                        let (s, timeout) = shared
-                            .changed
-                            .wait_timeout(st, IDLE_EXIT)
-                            .unwrap_or_else(|p| p.into_inner());
-                        st = s;
-                        if timeout.timed_out() && st.queue.is_empty() {
-                            st.running = false;
-                            return;
-                        }
-                    }
-                    Some(Reverse(due)) if due.at > now => {
-                        let wait = due.at - now;
-                        st = shared
-                            .changed
-                            .wait_timeout(st, wait)
-                            .unwrap_or_else(|p| p.into_inner())
-                            .0;
-                    }
-                    Some(_) => break,
+                .spawn(tick);
+            match spawned {
+                Ok(_) => self.ticking = true,
+                Err(e) => {
+                    tracing::error!(error = %e, "could not start the lease watchdog; leases will not be renewed");
                 }
             }
-            match st.queue.pop() {
-                Some(Reverse(due)) => due.job,
-                None => continue,
-            }
-        };
-        if job.status.is_released() || job.status.lost.load(Ordering::Acquire) {
-            continue;
+        } else if sooner {
+            SCHEDULER.timers_changed.notify_one();
         }
-        if let Some(at) = visit(&job) {
-            schedule(&mut lock(&shared.state), at, job);
+    }
+
+    /// Hands a call to a worker, or queues it behind its store's running
+    /// calls.
+    fn dispatch(&mut self, call: Call) {
+        let store = self.stores.entry(call.job.store()).or_default();
+        if store.running >= PER_STORE {
+            store.waiting.push_back(call);
+            return;
+        }
+        store.running += 1;
+        self.ready.push_back(call);
+        if self.ready.len() > self.idle && self.workers < MAX_WORKERS {
+            let spawned = std::thread::Builder::new()
+                .name("lock-watchdog-call".into())
+                .spawn(work);
+            match spawned {
+                Ok(_) => self.workers += 1,
+                // The call waits for a busy worker; its deadline still holds.
+                Err(e) => tracing::error!(error = %e, "could not start a lease watchdog worker"),
+            }
+        } else {
+            SCHEDULER.work_ready.notify_one();
+        }
+    }
+
+    /// A call to `store` is done: its next waiting call may go.
+    fn finished(&mut self, store: usize) {
+        let Some(s) = self.stores.get_mut(&store) else {
+            return;
+        };
+        match s.waiting.pop_front() {
+            // Its slot passes on; the worker that frees it takes it next.
+            Some(next) => self.ready.push_back(next),
+            None => {
+                s.running = s.running.saturating_sub(1);
+                if s.running == 0 {
+                    self.stores.remove(&store);
+                }
+            }
         }
     }
 }
 
-/// One renewal or check; the time of the next, or `None` when the lock is
-/// lost (or a check is impossible).
-fn visit(job: &Job) -> Option<Instant> {
+/// The scheduler thread: sends due calls to the workers and enforces their
+/// deadlines.
+fn tick() {
+    let mut st = lock(&SCHEDULER.state);
+    loop {
+        let now = Instant::now();
+        match st.timers.peek() {
+            None => {
+                let (s, timeout) = SCHEDULER
+                    .timers_changed
+                    .wait_timeout(st, IDLE_EXIT)
+                    .unwrap_or_else(|p| p.into_inner());
+                st = s;
+                if timeout.timed_out() && st.timers.is_empty() {
+                    st.ticking = false;
+                    return;
+                }
+            }
+            Some(Reverse(t)) if t.at > now => {
+                let wait = t.at - now;
+                st = SCHEDULER
+                    .timers_changed
+                    .wait_timeout(st, wait)
+                    .unwrap_or_else(|p| p.into_inner())
+                    .0;
+            }
+            Some(_) => {
+                let Some(Reverse(timer)) = st.timers.pop() else {
+                    continue;
+                };
+                if let Some(lost) = fire(&mut st, timer, now) {
+                    // Wakers run user code: not under the schedule's lock.
+                    drop(st);
+                    lost.report();
+                    st = lock(&SCHEDULER.state);
+                }
+            }
+        }
+    }
+}
+
+/// Why the scheduler gave up on a lock.
+struct Overdue {
+    job: Arc<Job>,
+    /// A call was sent and not answered in time (rather than none sent).
+    unanswered: bool,
+}
+
+impl Overdue {
+    fn report(self) {
+        let job = &self.job;
+        match job.kind {
+            _ if self.unanswered => {
+                tracing::error!(alias = %job.alias, key = %job.key, "lock lost: the store did not answer before its lease ran out");
+            }
+            // A fixed lease ending is no failure.
+            Kind::Check => {
+                tracing::warn!(alias = %job.alias, key = %job.key, "lock lost: its lease ran out")
+            }
+            Kind::Renew(_) | Kind::TopUp(_) => {
+                tracing::error!(alias = %job.alias, key = %job.key, "lock lost: its lease ran out before a renewal got through");
+            }
+        }
+        job.status.mark_lost();
+    }
+}
+
+/// Acts on a due timer; the lock to mark lost, if any.
+fn fire(st: &mut State, timer: Timer, now: Instant) -> Option<Overdue> {
+    let job = timer.job;
+    let status = &job.status;
+    match timer.what {
+        What::Run => {
+            if status.is_released() || status.lost.load(Ordering::Acquire) {
+                return None;
+            }
+            let valid_until = status.valid_until();
+            if valid_until.is_some_and(|u| now >= u) {
+                // Too late for any answer to count.
+                return Some(Overdue {
+                    job,
+                    unanswered: false,
+                });
+            }
+            st.seq += 1;
+            let attempt = st.seq;
+            job.flight.store(attempt, Ordering::Release);
+            if let Some(u) = valid_until {
+                st.set_timer(u, Arc::clone(&job), What::Deadline(attempt));
+            }
+            st.dispatch(Call { job, attempt });
+            None
+        }
+        What::Deadline(attempt) => {
+            if job.flight.load(Ordering::Acquire) != attempt {
+                return None; // answered in time
+            }
+            if let Some(u) = status.valid_until().filter(|u| now < *u) {
+                // The guard extended the lock meanwhile: the bound moved.
+                st.set_timer(u, Arc::clone(&job), What::Deadline(attempt));
+                return None;
+            }
+            let gave_up = job
+                .flight
+                .compare_exchange(attempt, 0, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok();
+            (gave_up && !status.is_released()).then_some(Overdue {
+                job,
+                unanswered: true,
+            })
+        }
+    }
+}
+
+/// A worker thread: makes the calls, one at a time.
+fn work() {
+    let mut st = lock(&SCHEDULER.state);
+    loop {
+        let Some(call) = st.ready.pop_front() else {
+            st.idle += 1;
+            let (s, timeout) = SCHEDULER
+                .work_ready
+                .wait_timeout(st, IDLE_EXIT)
+                .unwrap_or_else(|p| p.into_inner());
+            st = s;
+            st.idle -= 1;
+            if timeout.timed_out() && st.ready.is_empty() {
+                st.workers -= 1;
+                return;
+            }
+            continue;
+        };
+        drop(st);
+        let next = answer(&call);
+        st = lock(&SCHEDULER.state);
+        if let Some(at) = next {
+            st.set_timer(at, Arc::clone(&call.job), What::Run);
+        }
+        st.finished(call.job.store());
+    }
+}
+
+/// Makes one call and acts on its answer; the time of the job's next call,
+/// or `None` when it has none (lost, released, done, or a check is impossible).
+fn answer(call: &Call) -> Option<Instant> {
+    let job = &call.job;
+    if job.flight.load(Ordering::Acquire) != call.attempt || job.status.is_released() {
+        // Given up while waiting for its turn, or no longer wanted.
+        return None;
+    }
     let sent = Instant::now();
-    let outcome = match job.kind {
-        Kind::Renew(lease) => job.backend.extend(&job.key, job.token, lease),
-        Kind::Check => job.backend.check(&job.key, job.token)?,
+    // A panicking custom store must not take the worker, and the count of
+    // its store's running calls, down with it.
+    let outcome = catch_unwind(AssertUnwindSafe(|| call_store(job, sent)));
+    let now = Instant::now();
+    if job
+        .flight
+        .compare_exchange(call.attempt, 0, Ordering::AcqRel, Ordering::Acquire)
+        .is_err()
+    {
+        tracing::debug!(alias = %job.alias, key = %job.key, "an answer that came after the lock's validity ended was ignored");
+        return None;
+    }
+    let outcome = match outcome {
+        Ok(Some(outcome)) => outcome,
+        Ok(None) => return None,
+        Err(_) => Err(BackendError::new(
+            BackendErrorKind::Other,
+            "the store panicked",
+        )),
+    };
+    settle(job, sent, now, outcome)
+}
+
+/// The call a job makes; `None` when there is none to make.
+fn call_store(job: &Job, sent: Instant) -> Option<Result<bool, BackendError>> {
+    match job.kind {
+        Kind::Renew(lease) => Some(job.backend.extend(&job.key, job.token, lease)),
+        Kind::Check => job.backend.check(&job.key, job.token),
         Kind::TopUp(until) => {
             let left = until.saturating_duration_since(sent);
             if left.is_zero() {
                 return None;
             }
-            job.backend.extend(&job.key, job.token, left)
+            Some(job.backend.extend(&job.key, job.token, left))
         }
-    };
+    }
+}
+
+/// What the answer to a call sent at `sent`, received at `now`, means for
+/// the lock; the time of the next call, or `None` when it is lost.
+fn settle(
+    job: &Job,
+    sent: Instant,
+    now: Instant,
+    outcome: Result<bool, BackendError>,
+) -> Option<Instant> {
+    let valid_until = job.status.valid_until();
+    let late = valid_until.is_some_and(|u| now >= u);
     match outcome {
+        Ok(true) if late => {
+            // The store renewed the lock, but only after a moment when we
+            // could no longer count on it: someone else may have held it
+            // meanwhile.
+            tracing::error!(alias = %job.alias, key = %job.key, "lock lost: the store answered only after its lease ran out");
+            job.status.mark_lost();
+            None
+        }
         Ok(true) => match job.kind {
             Kind::Renew(lease) => {
                 job.status.renewed(sent, lease);
@@ -441,14 +702,12 @@ fn visit(job: &Job) -> Option<Instant> {
             job.status.mark_lost();
             None
         }
+        Err(e) if late => {
+            tracing::error!(alias = %job.alias, key = %job.key, error = %e, "lock lost: its lease ran out while the store was unreachable");
+            job.status.mark_lost();
+            None
+        }
         Err(e) => {
-            let now = Instant::now();
-            let valid_until = job.status.valid_until();
-            if valid_until.is_some_and(|u| now >= u) {
-                tracing::error!(alias = %job.alias, key = %job.key, error = %e, "lock lost: its lease ran out while the store was unreachable");
-                job.status.mark_lost();
-                return None;
-            }
             tracing::warn!(alias = %job.alias, key = %job.key, error = %e, "could not reach the store to renew or check a lock; retrying");
             let retry = match job.kind {
                 Kind::Renew(lease) => {
@@ -471,6 +730,7 @@ mod tests {
     use super::*;
     use crate::backend::memory::MemoryBackend;
     use crate::backend::{Attempt, Request};
+    use std::sync::atomic::AtomicUsize;
 
     #[test]
     fn renews_a_short_lease_past_its_end_and_stops_when_released() {
@@ -482,8 +742,7 @@ mod tests {
             store.try_acquire(&req).unwrap(),
             Attempt::Acquired(_)
         ));
-        let dog = Watchdog::default();
-        let status = dog.renew(store.clone(), "a", "k", req.token, lease, lease, sent);
+        let status = renew(store.clone(), "a", "k", req.token, lease, lease, sent);
         std::thread::sleep(lease * 4);
         assert!(!status.is_lost(), "the watchdog let the lease run out");
         assert!(matches!(
@@ -505,12 +764,251 @@ mod tests {
         let req = Request::new("k").lease(Some(lease));
         let sent = Instant::now();
         store.try_acquire(&req).unwrap();
-        let dog = Watchdog::default();
-        let status = dog.renew(store.clone(), "a", "k", req.token, lease, lease, sent);
+        let status = renew(store.clone(), "a", "k", req.token, lease, lease, sent);
         // Deleted behind the holder's back, and taken by another.
         store.release("k", req.token).unwrap();
         store.try_acquire(&Request::new("k")).unwrap();
         std::thread::sleep(lease);
         assert!(status.is_lost());
+    }
+
+    /// A memory store on which renewing a key named `dead...` hangs until
+    /// the test opens the gate, and then says yes whatever became of the
+    /// lock: a node that stopped answering and comes back late.
+    #[derive(Default)]
+    struct Stalling {
+        inner: MemoryBackend,
+        gate: Mutex<bool>,
+        opened: Condvar,
+        /// Every `extend` call, when it started.
+        calls: Mutex<Vec<(String, Instant)>>,
+        /// Hung calls that have returned.
+        returned: AtomicUsize,
+    }
+
+    impl Stalling {
+        fn open(&self) {
+            *lock(&self.gate) = true;
+            self.opened.notify_all();
+        }
+
+        fn calls_to(&self, key: &str) -> Vec<Instant> {
+            lock(&self.calls)
+                .iter()
+                .filter(|(k, _)| k == key)
+                .map(|(_, at)| *at)
+                .collect()
+        }
+
+        /// Takes `key` and has the watchdog renew it.
+        fn watched(self: &Arc<Self>, alias: &str, key: &str, lease: Duration) -> Watched {
+            let req = Request::new(key).lease(Some(lease));
+            let sent = Instant::now();
+            assert!(matches!(
+                self.try_acquire(&req).unwrap(),
+                Attempt::Acquired(_)
+            ));
+            let status = renew(self.clone(), alias, key, req.token, lease, lease, sent);
+            Watched {
+                key: key.to_owned(),
+                token: req.token,
+                sent,
+                status,
+            }
+        }
+    }
+
+    impl Backend for Stalling {
+        fn try_acquire(&self, req: &Request<'_>) -> Result<Attempt, BackendError> {
+            self.inner.try_acquire(req)
+        }
+
+        fn release(&self, key: &str, token: Token) -> Result<bool, BackendError> {
+            self.inner.release(key, token)
+        }
+
+        fn extend(&self, key: &str, token: Token, lease: Duration) -> Result<bool, BackendError> {
+            lock(&self.calls).push((key.to_owned(), Instant::now()));
+            if !key.starts_with("dead") {
+                return self.inner.extend(key, token, lease);
+            }
+            // Bounded, so that a failing test cannot hang the suite.
+            let deadline = Instant::now() + Duration::from_secs(20);
+            let mut open = lock(&self.gate);
+            while !*open && Instant::now() < deadline {
+                open = self
+                    .opened
+                    .wait_timeout(open, deadline - Instant::now())
+                    .unwrap_or_else(|p| p.into_inner())
+                    .0;
+            }
+            self.returned.fetch_add(1, Ordering::SeqCst);
+            Ok(true)
+        }
+    }
+
+    struct Watched {
+        key: String,
+        token: Token,
+        sent: Instant,
+        status: Arc<Status>,
+    }
+
+    impl Watched {
+        /// The longest the lock went without a renewal, from its acquisition
+        /// until now.
+        fn longest_gap(&self, store: &Stalling) -> Duration {
+            let mut times = vec![self.sent];
+            times.extend(store.calls_to(&self.key));
+            times.push(Instant::now());
+            times
+                .windows(2)
+                .map(|w| w[1].saturating_duration_since(w[0]))
+                .max()
+                .unwrap_or_default()
+        }
+
+        /// Marked lost by the watchdog (not merely past its validity, which
+        /// `is_lost` would also report).
+        fn marked_lost(&self) -> bool {
+            self.status.lost.load(Ordering::Acquire)
+        }
+
+        /// Waits until the watchdog marks the lock lost, at most `limit`;
+        /// when that happened.
+        fn wait_marked_lost(&self, limit: Duration) -> Option<Instant> {
+            let end = Instant::now() + limit;
+            while Instant::now() < end {
+                if self.marked_lost() {
+                    return Some(Instant::now());
+                }
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            None
+        }
+    }
+
+    #[test]
+    fn a_hung_renewal_delays_no_other_lock_of_its_store_or_another() {
+        let lease = Duration::from_millis(600);
+        let dead_node = Arc::new(Stalling::default());
+        let other_store = Arc::new(Stalling::default());
+        let dead = dead_node.watched("a", "dead", lease);
+        let same_alias = dead_node.watched("a", "alive", lease);
+        let other_alias = other_store.watched("b", "alive", lease);
+
+        // The dead lock's first renewal, at 200 ms, hangs for the rest.
+        std::thread::sleep(Duration::from_millis(2400));
+        assert_eq!(dead_node.calls_to("dead").len(), 1);
+        assert_eq!(dead_node.returned.load(Ordering::SeqCst), 0, "still hung");
+        assert!(dead.marked_lost());
+        for (store, held) in [(&dead_node, &same_alias), (&other_store, &other_alias)] {
+            // Renewed every third of the lease: never near its end (592 ms).
+            let gap = held.longest_gap(store);
+            assert!(gap < lease * 2 / 3, "{} went {gap:?} unrenewed", held.key);
+            assert!(store.calls_to(&held.key).len() >= 8);
+            assert!(!held.status.is_lost());
+            // The store agrees: its lease never ran out.
+            assert!(matches!(
+                store.inner.check(&held.key, held.token),
+                Some(Ok(true))
+            ));
+        }
+        for w in [&dead, &same_alias, &other_alias] {
+            w.status.mark_released();
+        }
+        dead_node.open();
+    }
+
+    #[test]
+    fn a_hung_renewal_loses_the_lock_at_its_validity_end_and_a_late_yes_does_not_undo_it() {
+        let lease = Duration::from_millis(300);
+        let store = Arc::new(Stalling::default());
+        let dead = store.watched("a", "dead", lease);
+        let validity = dead.status.valid_until().unwrap();
+
+        let marked = dead
+            .wait_marked_lost(Duration::from_secs(3))
+            .expect("the hung renewal was given up");
+        assert!(marked >= validity, "lost before its validity ended");
+        assert!(
+            marked < validity + Duration::from_secs(1),
+            "lost {:?} after its validity ended",
+            marked - validity
+        );
+        assert_eq!(store.returned.load(Ordering::SeqCst), 0, "still hung");
+
+        // The store comes back and says the renewal worked.
+        store.open();
+        let end = Instant::now() + Duration::from_secs(3);
+        while store.returned.load(Ordering::SeqCst) == 0 && Instant::now() < end {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        assert_eq!(store.returned.load(Ordering::SeqCst), 1);
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(dead.marked_lost() && dead.status.is_lost());
+        assert_eq!(
+            dead.status.valid_until(),
+            Some(validity),
+            "the late yes renewed nothing"
+        );
+        assert_eq!(store.calls_to("dead").len(), 1, "no renewal after the loss");
+        dead.status.mark_released();
+    }
+
+    #[test]
+    fn an_extension_during_a_hung_renewal_moves_its_deadline() {
+        let lease = Duration::from_millis(300);
+        let store = Arc::new(Stalling::default());
+        let dead = store.watched("a", "dead", lease);
+        let first = dead.status.valid_until().unwrap();
+        std::thread::sleep(Duration::from_millis(150)); // the renewal hangs
+        assert_eq!(store.calls_to("dead").len(), 1);
+        // What `LockGuard::extend` does when its own call got through.
+        dead.status.renewed(Instant::now(), Duration::from_secs(1));
+        let moved = dead.status.valid_until().unwrap();
+        std::thread::sleep(
+            (first + Duration::from_millis(200)).saturating_duration_since(Instant::now()),
+        );
+        assert!(!dead.marked_lost(), "given up at the old validity end");
+        let marked = dead
+            .wait_marked_lost(Duration::from_secs(3))
+            .expect("given up at the new validity end");
+        assert!(marked >= moved && marked < moved + Duration::from_secs(1));
+        dead.status.mark_released();
+        store.open();
+    }
+
+    #[test]
+    fn a_dead_store_holds_no_more_than_its_share_of_workers() {
+        let lease = Duration::from_millis(600);
+        let dead_store = Arc::new(Stalling::default());
+        let other_store = Arc::new(Stalling::default());
+        let dead: Vec<Watched> = (0..PER_STORE + 4)
+            .map(|i| dead_store.watched("a", &format!("dead{i}"), lease))
+            .collect();
+        let alive = other_store.watched("b", "alive", lease);
+
+        for w in &dead {
+            let validity = w.status.valid_until().unwrap();
+            let marked = w
+                .wait_marked_lost(Duration::from_secs(3))
+                .expect("given up, though it never got a turn");
+            assert!(marked >= validity && marked < validity + Duration::from_secs(1));
+        }
+        let started = lock(&dead_store.calls).len();
+        assert_eq!(started, PER_STORE, "calls sent to the dead store");
+        std::thread::sleep(Duration::from_millis(600));
+        let gap = alive.longest_gap(&other_store);
+        assert!(gap < lease * 2 / 3, "went {gap:?} unrenewed");
+        assert!(!alive.status.is_lost());
+
+        for w in dead.iter().chain([&alive]) {
+            w.status.mark_released();
+        }
+        dead_store.open();
+        // Those that waited for a turn are dropped when it comes, unsent.
+        std::thread::sleep(Duration::from_millis(200));
+        assert_eq!(lock(&dead_store.calls).len(), PER_STORE);
     }
 }

@@ -1,15 +1,22 @@
-//! The [`Backend`] trait that every store implements (the embedded
-//! [`memory`] store, Redis, a quorum of Redis nodes, or your own), and the
-//! small types that travel through it: the owner [`Token`], the [`Request`],
-//! and the outcome of an [`Attempt`].
+//! Stores: the traits a store implements, the runtime's view of a store
+//! ([`Backend`]), the built-in [`memory`] and Redis stores, and the small
+//! types that travel between them: the owner [`Token`], the [`Request`], and
+//! the outcome of an [`Attempt`].
 //!
-//! A backend only has to do four things atomically: set-if-absent with a lease
-//! (honouring `steal_after`), compare-and-delete, compare-and-extend, each keyed
-//! by the owner's token. Waiting, async forms and cancellation have default
-//! implementations built on those; a backend overrides them to do better
-//! (wake-ups instead of polling, non-blocking I/O).
+//! A store is written once, in the form that suits it: [`Store`] (blocking)
+//! or [`AsyncStore`]. It does three things atomically: set-if-absent with a
+//! lease (honouring `steal_after`), compare-and-delete, and
+//! compare-and-extend, each keyed by the owner's token; a fencing token comes
+//! with each grant if the store keeps a counter. The runtime derives the other
+//! form ([`blocking()`], [`non_blocking()`]), and owns waiting, deadlines, jitter,
+//! renewals and cancellation. What a store can do beyond that is named in its
+//! [`Abilities`]: an [`OwnerCheck`] for the lost-lock signal, [`WakeUps`]
+//! instead of polling, [`Unleased`] locks.
 //!
-//! # A complete custom backend
+//! Check a store of your own with the conformance suite
+//! (`lock_runtime::testing`, feature `testing`): one call in your tests.
+//!
+//! # A complete blocking store
 //!
 //! A store that only offers get/set/delete behind a mutex, like the caches
 //! python-cachelock plugs in:
@@ -19,7 +26,7 @@
 //! use std::sync::{Arc, Mutex};
 //! use std::time::{Duration, Instant};
 //!
-//! use lock_runtime::backend::{Acquired, Attempt, Backend, BackendError, Busy, Request, Token};
+//! use lock_runtime::backend::{Acquired, Attempt, BackendError, Busy, Request, Store, Token};
 //! use lock_runtime::registry::{self, AliasConfig};
 //! use lock_runtime::Lock;
 //!
@@ -30,7 +37,7 @@
 //!     fence: Mutex<u64>,
 //! }
 //!
-//! impl Backend for MapStore {
+//! impl Store for MapStore {
 //!     fn try_acquire(&self, req: &Request<'_>) -> Result<Attempt, BackendError> {
 //!         let mut map = self.map.lock().unwrap();
 //!         let now = Instant::now();
@@ -68,11 +75,95 @@
 //!     }
 //! }
 //!
-//! registry::configure([("maps", AliasConfig::custom(Arc::new(MapStore::default())))]).unwrap();
+//! registry::configure([("maps", AliasConfig::store(Arc::new(MapStore::default())))]).unwrap();
 //! let guard = Lock::new("job").alias("maps").acquire().unwrap();
 //! assert!(Lock::new("job").alias("maps").try_acquire().unwrap().is_none());
 //! guard.release().unwrap();
 //! assert!(Lock::new("job").alias("maps").try_acquire().unwrap().is_some());
+//! ```
+//!
+//! # A complete async store
+//!
+//! The same map behind an async mutex, as a store whose client library is
+//! async would be; sync callers can use it too, with no runtime of their own:
+//!
+//! ```
+//! use std::collections::HashMap;
+//! use std::sync::Arc;
+//! use std::time::{Duration, Instant};
+//!
+//! use lock_runtime::backend::{
+//!     Acquired, AsyncStore, Attempt, BackendError, BoxFuture, Busy, Request, Token,
+//! };
+//! use lock_runtime::registry::{self, AliasConfig};
+//! use lock_runtime::Lock;
+//!
+//! #[derive(Default)]
+//! struct Locks {
+//!     // key -> (owner, acquired at, lease end)
+//!     held: HashMap<String, (Token, Instant, Instant)>,
+//!     fence: u64,
+//! }
+//!
+//! #[derive(Default)]
+//! struct AsyncMapStore {
+//!     locks: tokio::sync::Mutex<Locks>,
+//! }
+//!
+//! impl AsyncStore for AsyncMapStore {
+//!     fn try_acquire<'a>(&'a self, req: &'a Request<'a>) -> BoxFuture<'a, Result<Attempt, BackendError>> {
+//!         Box::pin(async move {
+//!             let Locks { held: map, fence } = &mut *self.locks.lock().await;
+//!             let now = Instant::now();
+//!             if let Some(&(_, since, until)) = map.get(req.key) {
+//!                 let stale = req.steal_after.is_some_and(|s| now >= since + s);
+//!                 if now < until && !stale {
+//!                     return Ok(Attempt::Busy(Busy::new(Some(until - now))));
+//!                 }
+//!             }
+//!             let lease = req.lease.unwrap_or(Duration::from_secs(30));
+//!             map.insert(req.key.to_owned(), (req.token, now, now + lease));
+//!             *fence += 1;
+//!             Ok(Attempt::Acquired(Acquired::new(Some(*fence))))
+//!         })
+//!     }
+//!
+//!     fn release<'a>(&'a self, key: &'a str, token: Token) -> BoxFuture<'a, Result<bool, BackendError>> {
+//!         Box::pin(async move {
+//!             let map = &mut self.locks.lock().await.held;
+//!             let owned = map.get(key).is_some_and(|e| e.0 == token && Instant::now() < e.2);
+//!             if owned {
+//!                 map.remove(key);
+//!             }
+//!             Ok(owned)
+//!         })
+//!     }
+//!
+//!     fn extend<'a>(&'a self, key: &'a str, token: Token, lease: Duration) -> BoxFuture<'a, Result<bool, BackendError>> {
+//!         Box::pin(async move {
+//!             let map = &mut self.locks.lock().await.held;
+//!             match map.get_mut(key) {
+//!                 Some(e) if e.0 == token && Instant::now() < e.2 => {
+//!                     e.2 = Instant::now() + lease;
+//!                     Ok(true)
+//!                 }
+//!                 _ => Ok(false),
+//!             }
+//!         })
+//!     }
+//! }
+//!
+//! registry::add("async-maps", AliasConfig::async_store(Arc::new(AsyncMapStore::default()))).unwrap();
+//! // From sync code...
+//! let guard = Lock::new("job").alias("async-maps").acquire().unwrap();
+//! assert!(Lock::new("job").alias("async-maps").try_acquire().unwrap().is_none());
+//! guard.release().unwrap();
+//! // ...and from async code.
+//! let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+//! rt.block_on(async {
+//!     let guard = Lock::new("job").alias("async-maps").acquire_async().await.unwrap();
+//!     guard.release_async().await.unwrap();
+//! });
 //! ```
 
 use std::fmt;
@@ -83,13 +174,20 @@ use std::time::{Duration, Instant};
 
 pub use crate::error::{BackendError, BackendErrorKind};
 
+mod drive;
 pub(crate) mod kind;
 pub mod memory;
 mod namespace;
 #[cfg(feature = "redis")]
 pub mod redis;
+mod store;
+mod wait;
 
+pub use drive::{blocking, non_blocking};
 pub use namespace::Namespace;
+pub use store::{
+    Abilities, AsyncOwnerCheck, AsyncStore, OwnerCheck, Signal, Store, Unleased, WakeUps, Watch,
+};
 
 /// A boxed, `Send` future: the return type of a backend's async methods.
 ///
@@ -602,11 +700,18 @@ impl Wait {
     }
 }
 
-/// A store that can hold locks.
+/// A store as the runtime drives it: both forms of every operation, the
+/// wait loop, and the abilities.
 ///
-/// Implement the three required methods with atomic operations of your
-/// store; everything else has a correct default. See the
-/// [module docs](self) for a complete example.
+/// You rarely implement this yourself: write a [`Store`] or an
+/// [`AsyncStore`] and the runtime derives all of this ([`blocking()`],
+/// [`non_blocking()`]). The built-in stores implement it directly, because
+/// they wait in ways of their own (the memory store's queue hands a released
+/// lock straight to the next waiter; Redis waiters queue in a line with
+/// pub/sub wake-ups). A type implementing it directly needs only the three
+/// blocking operations; the rest have defaults, which run those inline
+/// (right only for a store that never blocks) and wait with the runtime's
+/// wait loop.
 ///
 /// Every store can be driven through the trait alone (the runtime does
 /// nothing else):
@@ -705,7 +810,7 @@ pub trait Backend: Send + Sync + 'static {
     /// assert!(granted.unwrap().is_some());
     /// ```
     fn acquire(&self, req: &Request<'_>, wait: Wait) -> Result<Option<Acquired>, BackendError> {
-        poll_acquire(self, req, wait)
+        self::wait::acquire(self, None, req, wait)
     }
 
     /// The async form of [`try_acquire`](Self::try_acquire). The default runs
@@ -758,7 +863,7 @@ pub trait Backend: Send + Sync + 'static {
         req: &'a Request<'a>,
         wait: Wait,
     ) -> BoxFuture<'a, Result<Option<Acquired>, BackendError>> {
-        Box::pin(poll_acquire_async(self, req, wait))
+        Box::pin(self::wait::acquire_async(self, None, req, wait))
     }
 
     /// The async form of [`release`](Self::release); the default runs the sync
@@ -866,75 +971,6 @@ pub trait Backend: Send + Sync + 'static {
     }
 }
 
-/// The default waiting strategy: poll at the alias's interval.
-fn poll_acquire<B: Backend + ?Sized>(
-    backend: &B,
-    req: &Request<'_>,
-    wait: Wait,
-) -> Result<Option<Acquired>, BackendError> {
-    let mut rng = Jitter::new(req.token);
-    loop {
-        let sent = Instant::now();
-        let busy = match backend.try_acquire(req)? {
-            Attempt::Acquired(a) => return Ok(Some(with_sent(a, sent))),
-            Attempt::Busy(b) => b,
-        };
-        match next_poll(&busy, wait, &mut rng) {
-            Some(nap) => std::thread::sleep(nap),
-            None => return Ok(None),
-        }
-    }
-}
-
-async fn poll_acquire_async<B: Backend + ?Sized>(
-    backend: &B,
-    req: &Request<'_>,
-    wait: Wait,
-) -> Result<Option<Acquired>, BackendError> {
-    let mut rng = Jitter::new(req.token);
-    loop {
-        let sent = Instant::now();
-        let busy = match backend.try_acquire_async(req).await? {
-            Attempt::Acquired(a) => return Ok(Some(with_sent(a, sent))),
-            Attempt::Busy(b) => b,
-        };
-        match next_poll(&busy, wait, &mut rng) {
-            Some(nap) => futures_timer::Delay::new(nap).await,
-            None => return Ok(None),
-        }
-    }
-}
-
-fn with_sent(a: Acquired, sent: Instant) -> Acquired {
-    if a.sent_at.is_some() {
-        a
-    } else {
-        a.sent_at(sent)
-    }
-}
-
-/// How long a poller sleeps before the next attempt, or `None` when the
-/// deadline has passed. The sleep is the poll interval with ±50% jitter, cut
-/// short by the holder's lease end and by the deadline, so that the last
-/// attempt happens at the deadline, never a whole interval past it.
-pub(crate) fn next_poll(busy: &Busy, wait: Wait, rng: &mut Jitter) -> Option<Duration> {
-    let now = Instant::now();
-    let left = match wait.deadline {
-        Some(d) if now >= d => return None,
-        Some(d) => Some(d - now),
-        None => None,
-    };
-    let mut nap = rng.around(wait.poll_interval);
-    if let Some(r) = busy.retry_in {
-        // A lease that ends within the nap: look right after it ends.
-        nap = nap.min(r + Duration::from_millis(1));
-    }
-    if let Some(left) = left {
-        nap = nap.min(left);
-    }
-    Some(nap)
-}
-
 /// A tiny xorshift generator for poll jitter; seeded from the token so that
 /// processes started together do not poll in lockstep.
 pub(crate) struct Jitter(u64);
@@ -991,28 +1027,5 @@ mod tests {
                 "{n:?}"
             );
         }
-    }
-
-    #[test]
-    fn next_poll_never_sleeps_past_the_deadline() {
-        let mut j = Jitter::new(Token::new());
-        let deadline = Instant::now() + Duration::from_millis(20);
-        let wait = Wait::new(Some(deadline), Duration::from_secs(5));
-        let nap = next_poll(&Busy::default(), wait, &mut j).expect("not yet past the deadline");
-        assert!(nap <= Duration::from_millis(20), "{nap:?}");
-        let past = Wait::new(
-            Some(Instant::now() - Duration::from_millis(1)),
-            Duration::from_secs(5),
-        );
-        assert_eq!(next_poll(&Busy::default(), past, &mut j), None);
-    }
-
-    #[test]
-    fn next_poll_wakes_when_the_lease_ends() {
-        let mut j = Jitter::new(Token::new());
-        let wait = Wait::new(None, Duration::from_secs(5));
-        let busy = Busy::new(Some(Duration::from_millis(3)));
-        let nap = next_poll(&busy, wait, &mut j).expect("no deadline");
-        assert!(nap <= Duration::from_millis(4), "{nap:?}");
     }
 }

@@ -13,9 +13,10 @@
 //! - **Quorum** (`redis+quorum://h1,h2,h3`): a lock is held once a
 //!   **majority of independent Redis servers** granted it, so a minority
 //!   of them may be down.
-//! - **Custom** ([`AliasConfig::custom`]): any store you implement
-//!   [`Backend`](crate::backend::Backend) for; run the conformance suite on
-//!   it (see [`testing`](super::testing)).
+//! - **Custom** ([`AliasConfig::store`], [`AliasConfig::async_store`]): any
+//!   store you write as a [`Store`](crate::backend::Store) or an
+//!   [`AsyncStore`](crate::backend::AsyncStore); run the conformance suite
+//!   on it (see [`testing`](super::testing)).
 //!
 //! # What each guarantees
 //!
@@ -226,6 +227,8 @@
 //!
 //! [`AliasConfig`]: crate::registry::AliasConfig
 //! [`AliasConfig::custom`]: crate::registry::AliasConfig::custom
+//! [`AliasConfig::store`]: crate::registry::AliasConfig::store
+//! [`AliasConfig::async_store`]: crate::registry::AliasConfig::async_store
 //! [`registry::configure`]: crate::registry::configure
 //! [`registry::add`]: crate::registry::add
 //! [`registry::configure_from_env`]: crate::registry::configure_from_env

@@ -27,7 +27,7 @@
 //! | `@once(..., raise_if_lock=True)` | `#[once("...", raise = true)]` with `-> Result<T, E>` |
 //! | the internal in-memory cache when Django is not there | the alias `default` (embedded memory store) |
 //! | `DEFAULT_CACHELOCK_ALIAS` (which Django cache holds the locks) | `alias = "..."` on each lock, or configure `default` to be that store |
-//! | a cache of your own (anything with `get`, `set` and `delete`) | a [`Backend`](crate::backend::Backend) registered with `AliasConfig::custom`; it must take a key only if it is free in one atomic step, not a `get` then a `set` |
+//! | a cache of your own (anything with `get`, `set` and `delete`) | a [`Store`](crate::backend::Store) registered with `AliasConfig::store`; it must take a key only if it is free in one atomic step, not a `get` then a `set` |
 //!
 //! ```
 //! use lock_runtime::{once, Lock, LockError};

@@ -14,7 +14,7 @@
 //! use std::sync::{Arc, Mutex};
 //! use std::time::{Duration, Instant};
 //!
-//! use lock_runtime::backend::{Acquired, Attempt, Backend, BackendError, Busy, Request, Token};
+//! use lock_runtime::backend::{Acquired, Attempt, BackendError, Busy, Request, Store, Token};
 //! use lock_runtime::registry::AliasConfig;
 //!
 //! /// A store that keeps its locks in a map: key -> (owner, taken at, lease end).
@@ -24,7 +24,7 @@
 //!     fence: Mutex<u64>,
 //! }
 //!
-//! impl Backend for MapStore {
+//! impl Store for MapStore {
 //!     fn try_acquire(&self, req: &Request<'_>) -> Result<Attempt, BackendError> {
 //!         let mut map = self.map.lock().unwrap();
 //!         let now = Instant::now();
@@ -63,7 +63,7 @@
 //! }
 //!
 //! fn map_store() -> AliasConfig {
-//!     AliasConfig::custom(Arc::new(MapStore::default())).poll_interval(Duration::from_millis(5))
+//!     AliasConfig::store(Arc::new(MapStore::default())).poll_interval(Duration::from_millis(5))
 //! }
 //!
 //! // In `tests/conformance_map.rs`: one `#[test]` per behaviour, named
@@ -80,10 +80,10 @@
 //!
 //! What the suite needs to know about a store it asks the store: whether it
 //! gives fencing tokens (the first acquisition says; then every one must),
-//! whether it holds locks without a lease
-//! ([`Backend::supports_unleased`])
-//! and whether it can tell a holder it was deleted
-//! ([`Backend::check`]). The few things it
+//! whether it holds locks without a lease (the
+//! [`Unleased`](crate::backend::Unleased) ability, [`Backend::supports_unleased`])
+//! and whether it can tell a holder it was deleted (an
+//! [`OwnerCheck`](crate::backend::OwnerCheck), [`Backend::check`]). The few things it
 //! cannot ask (how long a lease to test with, how late is too late on your
 //! machine) are [`Options`] with defaults.
 //!

@@ -1,0 +1,376 @@
+//! Derives the whole [`Backend`] a runtime drives from a store written once:
+//! a blocking [`Store`] gets its async form from a thread pool, an
+//! [`AsyncStore`] its blocking form by driving its futures here; both get the
+//! runtime's wait loop and its abilities wired in.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use super::{
+    Acquired, AsyncStore, Attempt, Backend, BackendError, BoxFuture, Request, Store, Token, Wait,
+    wait,
+};
+
+/// The full [`Backend`] of a blocking [`Store`]: sync callers call it
+/// directly; async callers reach it through a pool of threads, so it never
+/// blocks their executor.
+///
+/// ```
+/// use std::sync::Arc;
+/// use std::time::Duration;
+/// use lock_runtime::backend::{self, Attempt, Backend, BackendError, Busy, Request, Store, Token};
+///
+/// struct Closed;
+/// impl Store for Closed {
+///     fn try_acquire(&self, _: &Request<'_>) -> Result<Attempt, BackendError> {
+///         Ok(Attempt::Busy(Busy::new(None)))
+///     }
+///     fn release(&self, _: &str, _: Token) -> Result<bool, BackendError> { Ok(false) }
+///     fn extend(&self, _: &str, _: Token, _: Duration) -> Result<bool, BackendError> { Ok(false) }
+/// }
+///
+/// let driven: Arc<dyn Backend> = backend::blocking(Arc::new(Closed));
+/// let attempt = futures::executor::block_on(driven.try_acquire_async(&Request::new("k")));
+/// assert!(matches!(attempt, Ok(Attempt::Busy(_))));
+/// ```
+pub fn blocking<S: Store>(store: Arc<S>) -> Arc<dyn Backend> {
+    Arc::new(Blocking(store))
+}
+
+/// The full [`Backend`] of an [`AsyncStore`]: async callers await it
+/// directly; sync callers have its futures driven on their own thread, with
+/// no async runtime needed.
+///
+/// ```
+/// use std::sync::Arc;
+/// use std::time::Duration;
+/// use lock_runtime::backend::{self, AsyncStore, Attempt, Backend, BackendError, BoxFuture, Busy, Request, Token};
+///
+/// struct Closed;
+/// impl AsyncStore for Closed {
+///     fn try_acquire<'a>(&'a self, _: &'a Request<'a>) -> BoxFuture<'a, Result<Attempt, BackendError>> {
+///         Box::pin(async { Ok(Attempt::Busy(Busy::new(None))) })
+///     }
+///     fn release<'a>(&'a self, _: &'a str, _: Token) -> BoxFuture<'a, Result<bool, BackendError>> {
+///         Box::pin(async { Ok(false) })
+///     }
+///     fn extend<'a>(&'a self, _: &'a str, _: Token, _: Duration) -> BoxFuture<'a, Result<bool, BackendError>> {
+///         Box::pin(async { Ok(false) })
+///     }
+/// }
+///
+/// let driven: Arc<dyn Backend> = backend::non_blocking(Arc::new(Closed));
+/// assert!(matches!(driven.try_acquire(&Request::new("k")), Ok(Attempt::Busy(_))));
+/// ```
+pub fn non_blocking<S: AsyncStore>(store: Arc<S>) -> Arc<dyn Backend> {
+    Arc::new(NonBlocking(store))
+}
+
+/// An owned copy of a request, to cross into a pool thread.
+struct Owned {
+    key: String,
+    token: Token,
+    lease: Option<Duration>,
+    steal_after: Option<Duration>,
+    fair: bool,
+}
+
+impl Owned {
+    fn new(req: &Request<'_>) -> Self {
+        Self {
+            key: req.key.to_owned(),
+            token: req.token,
+            lease: req.lease,
+            steal_after: req.steal_after,
+            fair: req.fair,
+        }
+    }
+
+    fn request(&self) -> Request<'_> {
+        Request::new(&self.key)
+            .token(self.token)
+            .lease(self.lease)
+            .steal_after(self.steal_after)
+            .fair(self.fair)
+    }
+}
+
+/// Sets its flag when dropped: the caller of a pool call has gone.
+struct Gone(Arc<AtomicBool>);
+
+impl Drop for Gone {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Release);
+    }
+}
+
+fn report_detached(key: &str, outcome: Result<bool, BackendError>) {
+    match outcome {
+        Ok(_) => {}
+        Err(e) => {
+            tracing::error!(key, error = %e, "releasing a dropped lock guard failed; the lock frees itself when its lease ends")
+        }
+    }
+}
+
+struct Blocking<S>(Arc<S>);
+
+impl<S: Store> Backend for Blocking<S> {
+    fn try_acquire(&self, req: &Request<'_>) -> Result<Attempt, BackendError> {
+        self.0.try_acquire(req)
+    }
+
+    fn release(&self, key: &str, token: Token) -> Result<bool, BackendError> {
+        self.0.release(key, token)
+    }
+
+    fn extend(&self, key: &str, token: Token, lease: Duration) -> Result<bool, BackendError> {
+        self.0.extend(key, token, lease)
+    }
+
+    fn acquire(&self, req: &Request<'_>, wait: Wait) -> Result<Option<Acquired>, BackendError> {
+        wait::acquire(self, self.0.abilities().wake_ups, req, wait)
+    }
+
+    fn try_acquire_async<'a>(
+        &'a self,
+        req: &'a Request<'a>,
+    ) -> BoxFuture<'a, Result<Attempt, BackendError>> {
+        let (store, owned) = (Arc::clone(&self.0), Owned::new(req));
+        let gone = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&gone);
+        // If the caller has gone by the time the attempt won, nobody holds
+        // the lock: give it back here. The store has applied the attempt
+        // before the flag is read, so a release the runtime sends after the
+        // caller left (by token) cannot overtake it either.
+        let task = blocking::unblock(move || {
+            let req = owned.request();
+            let attempt = store.try_acquire(&req);
+            if matches!(attempt, Ok(Attempt::Acquired(_))) && flag.load(Ordering::Acquire) {
+                report_detached(&owned.key, store.release(&owned.key, owned.token));
+            }
+            attempt
+        });
+        Box::pin(async move {
+            let _gone = Gone(gone);
+            task.await
+        })
+    }
+
+    fn acquire_async<'a>(
+        &'a self,
+        req: &'a Request<'a>,
+        wait: Wait,
+    ) -> BoxFuture<'a, Result<Option<Acquired>, BackendError>> {
+        Box::pin(wait::acquire_async(
+            self,
+            self.0.abilities().wake_ups,
+            req,
+            wait,
+        ))
+    }
+
+    fn release_async<'a>(
+        &'a self,
+        key: &'a str,
+        token: Token,
+    ) -> BoxFuture<'a, Result<bool, BackendError>> {
+        let (store, key) = (Arc::clone(&self.0), key.to_owned());
+        Box::pin(blocking::unblock(move || store.release(&key, token)))
+    }
+
+    fn extend_async<'a>(
+        &'a self,
+        key: &'a str,
+        token: Token,
+        lease: Duration,
+    ) -> BoxFuture<'a, Result<bool, BackendError>> {
+        let (store, key) = (Arc::clone(&self.0), key.to_owned());
+        Box::pin(blocking::unblock(move || store.extend(&key, token, lease)))
+    }
+
+    fn release_detached(&self, key: &str, token: Token) {
+        let (store, key) = (Arc::clone(&self.0), key.to_owned());
+        blocking::unblock(move || report_detached(&key, store.release(&key, token))).detach();
+    }
+
+    fn check(&self, key: &str, token: Token) -> Option<Result<bool, BackendError>> {
+        let abilities = self.0.abilities();
+        if let Some(c) = abilities.owner_check {
+            return Some(c.holds(key, token));
+        }
+        abilities
+            .async_owner_check
+            .map(|c| futures_lite::future::block_on(c.holds(key, token)))
+    }
+
+    fn supports_unleased(&self) -> bool {
+        self.0.abilities().unleased
+    }
+}
+
+struct NonBlocking<S>(Arc<S>);
+
+/// Drives an async store's future to its end for a sync caller: on the
+/// runtime's I/O thread, whose Tokio reactor a store's client may need.
+#[cfg(feature = "tokio")]
+fn finish<T: Send + 'static>(
+    fut: impl Future<Output = Result<T, BackendError>> + Send + 'static,
+) -> Result<T, BackendError> {
+    crate::rt::block_on(fut)
+}
+
+/// Drives an async store's future to its end for a sync caller, on the
+/// caller's thread.
+#[cfg(not(feature = "tokio"))]
+fn finish<T: Send + 'static>(
+    fut: impl Future<Output = Result<T, BackendError>> + Send + 'static,
+) -> Result<T, BackendError> {
+    futures_lite::future::block_on(fut)
+}
+
+/// Whether an async caller's future can run the store's futures where it is
+/// (inside a Tokio runtime, or always when the runtime has no Tokio).
+fn here() -> bool {
+    #[cfg(feature = "tokio")]
+    return crate::rt::in_tokio();
+    #[cfg(not(feature = "tokio"))]
+    return true;
+}
+
+/// Runs a store's future elsewhere for an async caller outside Tokio.
+fn elsewhere<'a, T: Send + 'static>(
+    fut: impl Future<Output = Result<T, BackendError>> + Send + 'static,
+) -> BoxFuture<'a, Result<T, BackendError>> {
+    #[cfg(feature = "tokio")]
+    return Box::pin(crate::rt::run(fut));
+    #[cfg(not(feature = "tokio"))]
+    return Box::pin(fut);
+}
+
+impl<S: AsyncStore> NonBlocking<S> {
+    /// One attempt, owned: if the caller has gone by the time it won, the
+    /// lock is given back right here (see `Blocking::try_acquire_async`).
+    fn attempt(
+        &self,
+        req: &Request<'_>,
+        gone: Arc<AtomicBool>,
+    ) -> impl Future<Output = Result<Attempt, BackendError>> + Send + 'static {
+        let (store, owned) = (Arc::clone(&self.0), Owned::new(req));
+        async move {
+            let req = owned.request();
+            let attempt = store.try_acquire(&req).await;
+            if matches!(attempt, Ok(Attempt::Acquired(_))) && gone.load(Ordering::Acquire) {
+                report_detached(&owned.key, store.release(&owned.key, owned.token).await);
+            }
+            attempt
+        }
+    }
+}
+
+impl<S: AsyncStore> Backend for NonBlocking<S> {
+    fn try_acquire(&self, req: &Request<'_>) -> Result<Attempt, BackendError> {
+        finish(self.attempt(req, Arc::new(AtomicBool::new(false))))
+    }
+
+    fn release(&self, key: &str, token: Token) -> Result<bool, BackendError> {
+        let (store, key) = (Arc::clone(&self.0), key.to_owned());
+        finish(async move { store.release(&key, token).await })
+    }
+
+    fn extend(&self, key: &str, token: Token, lease: Duration) -> Result<bool, BackendError> {
+        let (store, key) = (Arc::clone(&self.0), key.to_owned());
+        finish(async move { store.extend(&key, token, lease).await })
+    }
+
+    fn acquire(&self, req: &Request<'_>, wait: Wait) -> Result<Option<Acquired>, BackendError> {
+        wait::acquire(self, self.0.abilities().wake_ups, req, wait)
+    }
+
+    fn try_acquire_async<'a>(
+        &'a self,
+        req: &'a Request<'a>,
+    ) -> BoxFuture<'a, Result<Attempt, BackendError>> {
+        if here() {
+            return self.0.try_acquire(req);
+        }
+        let gone = Arc::new(AtomicBool::new(false));
+        let attempt = elsewhere(self.attempt(req, Arc::clone(&gone)));
+        Box::pin(async move {
+            let _gone = Gone(gone);
+            attempt.await
+        })
+    }
+
+    fn acquire_async<'a>(
+        &'a self,
+        req: &'a Request<'a>,
+        wait: Wait,
+    ) -> BoxFuture<'a, Result<Option<Acquired>, BackendError>> {
+        Box::pin(wait::acquire_async(
+            self,
+            self.0.abilities().wake_ups,
+            req,
+            wait,
+        ))
+    }
+
+    fn release_async<'a>(
+        &'a self,
+        key: &'a str,
+        token: Token,
+    ) -> BoxFuture<'a, Result<bool, BackendError>> {
+        if here() {
+            return self.0.release(key, token);
+        }
+        let (store, key) = (Arc::clone(&self.0), key.to_owned());
+        elsewhere(async move { store.release(&key, token).await })
+    }
+
+    fn extend_async<'a>(
+        &'a self,
+        key: &'a str,
+        token: Token,
+        lease: Duration,
+    ) -> BoxFuture<'a, Result<bool, BackendError>> {
+        if here() {
+            return self.0.extend(key, token, lease);
+        }
+        let (store, key) = (Arc::clone(&self.0), key.to_owned());
+        elsewhere(async move { store.extend(&key, token, lease).await })
+    }
+
+    fn release_detached(&self, key: &str, token: Token) {
+        // Called from a guard's drop, maybe on an executor thread: the
+        // release runs elsewhere, and nobody waits for it.
+        let (store, key) = (Arc::clone(&self.0), key.to_owned());
+        let release = async move { report_detached(&key, store.release(&key, token).await) };
+        #[cfg(feature = "tokio")]
+        if let Err(e) = crate::rt::spawn(release) {
+            tracing::error!(error = %e, "could not release a dropped lock guard; the lock frees itself when its lease ends");
+        }
+        #[cfg(not(feature = "tokio"))]
+        blocking::unblock(move || futures_lite::future::block_on(release)).detach();
+    }
+
+    fn check(&self, key: &str, token: Token) -> Option<Result<bool, BackendError>> {
+        let abilities = self.0.abilities();
+        if abilities.async_owner_check.is_some() {
+            let (store, key) = (Arc::clone(&self.0), key.to_owned());
+            let holds = finish(async move {
+                match store.abilities().async_owner_check {
+                    Some(c) => c.holds(&key, token).await.map(Some),
+                    None => Ok(None),
+                }
+            });
+            return holds.transpose();
+        }
+        abilities.owner_check.map(|c| c.holds(key, token))
+    }
+
+    fn supports_unleased(&self) -> bool {
+        self.0.abilities().unleased
+    }
+}

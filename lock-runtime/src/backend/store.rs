@@ -1,0 +1,542 @@
+//! What a store of your own implements: its atomic operations once, in the
+//! form that suits it ([`Store`] blocking, or [`AsyncStore`]), and the
+//! [`Abilities`] it has beyond them. The runtime derives the other form,
+//! waits, renews and cancels (see [`blocking`](super::blocking()) and
+//! [`non_blocking`](super::non_blocking())).
+
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
+use std::thread::Thread;
+use std::time::{Duration, Instant};
+
+use super::{Attempt, BackendError, BoxFuture, Request, Token};
+
+/// A store written in blocking form: three atomic operations.
+///
+/// Async callers reach it through a pool of threads the runtime owns, so its
+/// blocking calls never stall an executor; waiting, deadlines, renewals and
+/// cancellation are the runtime's. Register it with
+/// [`AliasConfig::store`](crate::registry::AliasConfig::store). The
+/// [module docs](super) show a complete one.
+///
+/// # Contract
+/// - `try_acquire` sets the key to the request's token if it is free, its
+///   lease has run out, or (with `steal_after`) its holder is older than the
+///   steal age; all in one atomic step. Busy answers say when the holder's
+///   lease ends, if known, so that a waiter looks again right then.
+/// - `release` deletes the key only if the token still owns it, and answers
+///   whether it did. `extend` renews the lease on the same condition.
+///
+/// ```
+/// use std::time::Duration;
+/// use lock_runtime::backend::{Attempt, BackendError, Busy, Request, Store, Token};
+///
+/// /// A store that is always busy: the smallest thing that is a `Store`.
+/// struct Closed;
+///
+/// impl Store for Closed {
+///     fn try_acquire(&self, _: &Request<'_>) -> Result<Attempt, BackendError> {
+///         Ok(Attempt::Busy(Busy::new(None)))
+///     }
+///     fn release(&self, _: &str, _: Token) -> Result<bool, BackendError> {
+///         Ok(false)
+///     }
+///     fn extend(&self, _: &str, _: Token, _: Duration) -> Result<bool, BackendError> {
+///         Ok(false)
+///     }
+/// }
+///
+/// assert!(matches!(Closed.try_acquire(&Request::new("k")), Ok(Attempt::Busy(_))));
+/// ```
+pub trait Store: Send + Sync + 'static {
+    /// One atomic attempt to take `req.key` for `req.token`.
+    fn try_acquire(&self, req: &Request<'_>) -> Result<Attempt, BackendError>;
+
+    /// Deletes `key` if `token` holds it; `Ok(false)` when it does not (any
+    /// more).
+    fn release(&self, key: &str, token: Token) -> Result<bool, BackendError>;
+
+    /// Sets `key`'s lease to `lease` from now if `token` holds it; `Ok(false)`
+    /// when it does not (any more).
+    fn extend(&self, key: &str, token: Token, lease: Duration) -> Result<bool, BackendError>;
+
+    /// What this store can do beyond the three operations; none by default.
+    fn abilities(&self) -> Abilities<'_> {
+        Abilities::none()
+    }
+}
+
+/// A store written in async form: the same three atomic operations as
+/// [`Store`], as futures.
+///
+/// Sync callers reach it by the runtime driving its futures to completion,
+/// with no async runtime of theirs needed. Its futures may be dropped at any
+/// await point; the runtime then releases by token whatever an acquisition
+/// may have won. Register it with
+/// [`AliasConfig::async_store`](crate::registry::AliasConfig::async_store).
+/// The [module docs](super) show a complete one.
+///
+/// ```
+/// use std::time::Duration;
+/// use lock_runtime::backend::{AsyncStore, Attempt, BackendError, BoxFuture, Busy, Request, Token};
+///
+/// /// A store that is always busy.
+/// struct Closed;
+///
+/// impl AsyncStore for Closed {
+///     fn try_acquire<'a>(&'a self, _: &'a Request<'a>) -> BoxFuture<'a, Result<Attempt, BackendError>> {
+///         Box::pin(async { Ok(Attempt::Busy(Busy::new(None))) })
+///     }
+///     fn release<'a>(&'a self, _: &'a str, _: Token) -> BoxFuture<'a, Result<bool, BackendError>> {
+///         Box::pin(async { Ok(false) })
+///     }
+///     fn extend<'a>(&'a self, _: &'a str, _: Token, _: Duration) -> BoxFuture<'a, Result<bool, BackendError>> {
+///         Box::pin(async { Ok(false) })
+///     }
+/// }
+///
+/// let attempt = futures::executor::block_on(Closed.try_acquire(&Request::new("k")));
+/// assert!(matches!(attempt, Ok(Attempt::Busy(_))));
+/// ```
+pub trait AsyncStore: Send + Sync + 'static {
+    /// One atomic attempt to take `req.key` for `req.token`.
+    fn try_acquire<'a>(
+        &'a self,
+        req: &'a Request<'a>,
+    ) -> BoxFuture<'a, Result<Attempt, BackendError>>;
+
+    /// Deletes `key` if `token` holds it; `Ok(false)` when it does not (any
+    /// more).
+    fn release<'a>(
+        &'a self,
+        key: &'a str,
+        token: Token,
+    ) -> BoxFuture<'a, Result<bool, BackendError>>;
+
+    /// Sets `key`'s lease to `lease` from now if `token` holds it; `Ok(false)`
+    /// when it does not (any more).
+    fn extend<'a>(
+        &'a self,
+        key: &'a str,
+        token: Token,
+        lease: Duration,
+    ) -> BoxFuture<'a, Result<bool, BackendError>>;
+
+    /// What this store can do beyond the three operations; none by default.
+    fn abilities(&self) -> Abilities<'_> {
+        Abilities::none()
+    }
+}
+
+/// The optional abilities of a store, each one a trait the store implements
+/// and names here. A store's `abilities` method builds this from `self`:
+///
+/// ```
+/// # use std::time::Duration;
+/// # use lock_runtime::backend::{Attempt, BackendError, Busy, Request, Token};
+/// use lock_runtime::backend::{Abilities, OwnerCheck, Store, Unleased};
+///
+/// struct Local;
+/// # impl Local { fn holder(&self, _: &str) -> Option<Token> { None } }
+///
+/// impl Store for Local {
+/// #   fn try_acquire(&self, _: &Request<'_>) -> Result<Attempt, BackendError> { Ok(Attempt::Busy(Busy::new(None))) }
+/// #   fn release(&self, _: &str, _: Token) -> Result<bool, BackendError> { Ok(false) }
+/// #   fn extend(&self, _: &str, _: Token, _: Duration) -> Result<bool, BackendError> { Ok(false) }
+///     // try_acquire, release, extend ...
+///     fn abilities(&self) -> Abilities<'_> {
+///         Abilities::none().owner_check(self).unleased(self)
+///     }
+/// }
+///
+/// impl OwnerCheck for Local {
+///     fn holds(&self, key: &str, token: Token) -> Result<bool, BackendError> {
+///         Ok(self.holder(key) == Some(token))
+///     }
+/// }
+///
+/// // Its locks die with the process that holds them.
+/// impl Unleased for Local {}
+///
+/// assert!(Local.abilities().has_owner_check());
+/// ```
+#[derive(Clone, Copy, Default)]
+pub struct Abilities<'a> {
+    pub(crate) owner_check: Option<&'a dyn OwnerCheck>,
+    pub(crate) async_owner_check: Option<&'a dyn AsyncOwnerCheck>,
+    pub(crate) wake_ups: Option<&'a dyn WakeUps>,
+    pub(crate) unleased: bool,
+}
+
+impl std::fmt::Debug for Abilities<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Abilities")
+            .field("owner_check", &self.has_owner_check())
+            .field("wake_ups", &self.wake_ups.is_some())
+            .field("unleased", &self.unleased)
+            .finish()
+    }
+}
+
+impl<'a> Abilities<'a> {
+    /// No abilities beyond the three operations.
+    ///
+    /// ```
+    /// use lock_runtime::backend::Abilities;
+    ///
+    /// assert!(!Abilities::none().has_owner_check());
+    /// ```
+    pub fn none() -> Self {
+        Self::default()
+    }
+
+    /// The store can tell whether a token still holds a key (in blocking
+    /// form), which lets [`LockGuard::lost`](crate::LockGuard::lost) notice a
+    /// lock deleted or stolen behind its holder's back. See [`OwnerCheck`].
+    pub fn owner_check(mut self, store: &'a dyn OwnerCheck) -> Self {
+        self.owner_check = Some(store);
+        self
+    }
+
+    /// The owner check of an async store. See [`AsyncOwnerCheck`].
+    pub fn async_owner_check(mut self, store: &'a dyn AsyncOwnerCheck) -> Self {
+        self.async_owner_check = Some(store);
+        self
+    }
+
+    /// A release wakes the store's waiters, so they need not poll. See
+    /// [`WakeUps`].
+    pub fn wake_ups(mut self, store: &'a dyn WakeUps) -> Self {
+        self.wake_ups = Some(store);
+        self
+    }
+
+    /// Locks may be held with no lease at all. See [`Unleased`].
+    pub fn unleased(mut self, _store: &'a dyn Unleased) -> Self {
+        self.unleased = true;
+        self
+    }
+
+    /// Whether an owner check (of either form) was named.
+    ///
+    /// ```
+    /// use lock_runtime::backend::Abilities;
+    ///
+    /// assert!(!Abilities::none().has_owner_check());
+    /// ```
+    pub fn has_owner_check(&self) -> bool {
+        self.owner_check.is_some() || self.async_owner_check.is_some()
+    }
+}
+
+/// Ability: tells, changing nothing, whether `token` still holds `key`.
+/// Named through [`Abilities::owner_check`].
+///
+/// ```
+/// use lock_runtime::backend::{BackendError, OwnerCheck, Token};
+///
+/// struct NobodyHolds;
+///
+/// impl OwnerCheck for NobodyHolds {
+///     fn holds(&self, _key: &str, _token: Token) -> Result<bool, BackendError> {
+///         Ok(false)
+///     }
+/// }
+///
+/// assert!(!NobodyHolds.holds("k", Token::new()).unwrap());
+/// ```
+pub trait OwnerCheck: Send + Sync {
+    /// Whether `token` holds `key` now.
+    fn holds(&self, key: &str, token: Token) -> Result<bool, BackendError>;
+}
+
+/// Ability: [`OwnerCheck`] in async form, for an [`AsyncStore`]. Named
+/// through [`Abilities::async_owner_check`].
+///
+/// ```
+/// use lock_runtime::backend::{AsyncOwnerCheck, BackendError, BoxFuture, Token};
+///
+/// struct NobodyHolds;
+///
+/// impl AsyncOwnerCheck for NobodyHolds {
+///     fn holds<'a>(&'a self, _key: &'a str, _token: Token) -> BoxFuture<'a, Result<bool, BackendError>> {
+///         Box::pin(async { Ok(false) })
+///     }
+/// }
+///
+/// assert!(!futures::executor::block_on(NobodyHolds.holds("k", Token::new())).unwrap());
+/// ```
+pub trait AsyncOwnerCheck: Send + Sync {
+    /// Whether `token` holds `key` now.
+    fn holds<'a>(&'a self, key: &'a str, token: Token)
+    -> BoxFuture<'a, Result<bool, BackendError>>;
+}
+
+/// Ability: a lock may be held with no lease (until released). Only a store
+/// whose locks die with their holders (an in-process store, a lock bound to
+/// an open connection or file) should have it; every other store gets a
+/// lease for every lock. Named through [`Abilities::unleased`].
+///
+/// ```
+/// use lock_runtime::backend::Unleased;
+///
+/// struct InProcess;
+/// impl Unleased for InProcess {}
+/// ```
+pub trait Unleased: Send + Sync {}
+
+/// Ability: a release wakes the waiters of its key, so they wait without
+/// polling (Postgres `LISTEN`/`NOTIFY`, a kernel file lock, Redis pub/sub).
+/// Named through [`Abilities::wake_ups`].
+///
+/// The runtime calls [`watch`](Self::watch) once per waiting acquisition,
+/// after its first busy answer, and then tries again at once, so that a
+/// release between the busy answer and the watch is not missed. Until the
+/// store calls [`Signal::ready`] (its subscription is in place) the waiter
+/// also polls at the alias's poll interval; after that it sleeps until the
+/// signal, the holder's lease end or its deadline (and looks again after a
+/// second at most, in case a notification was lost with a connection).
+///
+/// ```
+/// use std::sync::Mutex;
+/// use lock_runtime::backend::{BackendError, Signal, Watch, WakeUps};
+///
+/// /// Waiters by key; a release calls `notify_all`.
+/// #[derive(Default)]
+/// struct Waiters(Mutex<Vec<(String, Signal)>>);
+///
+/// impl Waiters {
+///     fn notify_all(&self, key: &str) {
+///         for (k, s) in self.0.lock().unwrap().iter() {
+///             if k == key {
+///                 s.notify();
+///             }
+///         }
+///     }
+/// }
+///
+/// impl WakeUps for Waiters {
+///     fn watch(&self, key: &str, signal: &Signal) -> Result<Watch, BackendError> {
+///         self.0.lock().unwrap().push((key.to_owned(), signal.clone()));
+///         signal.ready(); // in place at once
+///         Ok(Watch::none()) // (a real store removes the entry when the watch drops)
+///     }
+/// }
+///
+/// let waiters = Waiters::default();
+/// let signal = Signal::new();
+/// let _watch = waiters.watch("k", &signal).unwrap();
+/// waiters.notify_all("k");
+/// assert!(signal.take_notified());
+/// ```
+pub trait WakeUps: Send + Sync {
+    /// Starts delivering the releases of `key` to `signal` until the returned
+    /// [`Watch`] is dropped. Must not block: a store that has I/O to do (a
+    /// subscription) starts it and calls [`Signal::ready`] when it is done.
+    fn watch(&self, key: &str, signal: &Signal) -> Result<Watch, BackendError>;
+}
+
+/// What a store's [`WakeUps::watch`] returns: the registration, undone when
+/// dropped.
+///
+/// ```
+/// use lock_runtime::backend::Watch;
+///
+/// struct Unregister;
+/// impl Drop for Unregister {
+///     fn drop(&mut self) { /* remove the waiter */ }
+/// }
+/// let watch = Watch::new(Unregister);
+/// drop(watch); // unregisters
+/// ```
+pub struct Watch(#[allow(dead_code)] Option<Box<dyn Send>>);
+
+impl std::fmt::Debug for Watch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Watch")
+    }
+}
+
+impl Watch {
+    /// A watch that undoes its registration by dropping `registration`.
+    pub fn new(registration: impl Send + 'static) -> Self {
+        Self(Some(Box::new(registration)))
+    }
+
+    /// A watch with nothing to undo.
+    ///
+    /// ```
+    /// let _ = lock_runtime::backend::Watch::none();
+    /// ```
+    pub fn none() -> Self {
+        Self(None)
+    }
+}
+
+const NOTIFIED: u8 = 1;
+const READY: u8 = 2;
+
+/// How a store wakes one waiting acquisition: cheap to clone, safe to call
+/// from any thread, and harmless after the waiter has gone.
+///
+/// ```
+/// use lock_runtime::backend::Signal;
+///
+/// let signal = Signal::new();
+/// let store_side = signal.clone();
+/// std::thread::spawn(move || store_side.notify());
+/// signal.wait_until(None); // returns once notified
+/// assert!(signal.take_notified());
+/// ```
+#[derive(Clone)]
+pub struct Signal(Arc<Shared>);
+
+struct Shared {
+    state: AtomicU8,
+    wake: Mutex<Wake>,
+}
+
+enum Wake {
+    Nobody,
+    Thread(Thread),
+    Task(Waker),
+}
+
+impl std::fmt::Debug for Signal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let state = self.0.state.load(Ordering::Acquire);
+        f.debug_struct("Signal")
+            .field("notified", &(state & NOTIFIED != 0))
+            .field("ready", &(state & READY != 0))
+            .finish()
+    }
+}
+
+impl Default for Signal {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Signal {
+    /// A signal nobody waits on yet.
+    ///
+    /// ```
+    /// assert!(!lock_runtime::backend::Signal::new().is_ready());
+    /// ```
+    pub fn new() -> Self {
+        Self(Arc::new(Shared {
+            state: AtomicU8::new(0),
+            wake: Mutex::new(Wake::Nobody),
+        }))
+    }
+
+    /// The key may have become free: wake the waiter so it tries again.
+    ///
+    /// ```
+    /// let signal = lock_runtime::backend::Signal::new();
+    /// signal.notify();
+    /// assert!(signal.take_notified());
+    /// assert!(!signal.take_notified(), "taken once");
+    /// ```
+    pub fn notify(&self) {
+        self.0.state.fetch_or(NOTIFIED, Ordering::AcqRel);
+        self.wake();
+    }
+
+    /// The watch is in place: releases from now on will notify. Wakes the
+    /// waiter too, since a release may have come before.
+    ///
+    /// ```
+    /// let signal = lock_runtime::backend::Signal::new();
+    /// signal.ready();
+    /// assert!(signal.is_ready());
+    /// ```
+    pub fn ready(&self) {
+        self.0.state.fetch_or(READY | NOTIFIED, Ordering::AcqRel);
+        self.wake();
+    }
+
+    /// Whether the store said its watch is in place.
+    ///
+    /// ```
+    /// assert!(!lock_runtime::backend::Signal::new().is_ready());
+    /// ```
+    pub fn is_ready(&self) -> bool {
+        self.0.state.load(Ordering::Acquire) & READY != 0
+    }
+
+    /// Whether the signal was notified since the last call, clearing it.
+    ///
+    /// ```
+    /// let signal = lock_runtime::backend::Signal::new();
+    /// assert!(!signal.take_notified());
+    /// ```
+    pub fn take_notified(&self) -> bool {
+        self.0.state.fetch_and(!NOTIFIED, Ordering::AcqRel) & NOTIFIED != 0
+    }
+
+    /// Parks this thread until notified or `until` (`None`: no limit).
+    ///
+    /// ```
+    /// use std::time::{Duration, Instant};
+    ///
+    /// let signal = lock_runtime::backend::Signal::new();
+    /// let start = Instant::now();
+    /// signal.wait_until(Some(start + Duration::from_millis(10)));
+    /// assert!(start.elapsed() >= Duration::from_millis(10));
+    /// ```
+    pub fn wait_until(&self, until: Option<Instant>) {
+        *lock(&self.0.wake) = Wake::Thread(std::thread::current());
+        while !self.notified() {
+            match until {
+                None => std::thread::park(),
+                Some(u) => {
+                    let now = Instant::now();
+                    if now >= u {
+                        break;
+                    }
+                    std::thread::park_timeout(u - now);
+                }
+            }
+        }
+        *lock(&self.0.wake) = Wake::Nobody;
+    }
+
+    /// Resolves once notified (a timer around it bounds the wait).
+    pub(crate) fn poll_notified(&self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.notified() {
+            return Poll::Ready(());
+        }
+        {
+            let mut wake = lock(&self.0.wake);
+            match &*wake {
+                Wake::Task(w) if w.will_wake(cx.waker()) => {}
+                _ => *wake = Wake::Task(cx.waker().clone()),
+            }
+        }
+        // A notify between the first look and the registration woke nobody.
+        if self.notified() {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    }
+
+    fn notified(&self) -> bool {
+        self.0.state.load(Ordering::Acquire) & NOTIFIED != 0
+    }
+
+    fn wake(&self) {
+        match &*lock(&self.0.wake) {
+            Wake::Nobody => {}
+            Wake::Thread(t) => t.unpark(),
+            Wake::Task(w) => w.wake_by_ref(),
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}

@@ -1,0 +1,283 @@
+//! The runtime's wait loop: one step machine ([`Waiting`]) that decides when
+//! to try again, when to watch for wake-ups and when to give up, and two
+//! small drivers that do what it says, blocking or async. A store only
+//! answers each attempt (acquired, or busy with when to retry) and, if it
+//! has [`WakeUps`], notifies a [`Signal`].
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use super::{
+    Acquired, Attempt, Backend, BackendError, Busy, Jitter, Request, Signal, Wait, WakeUps,
+};
+
+/// How long a waiter with ready wake-ups sleeps at most between attempts.
+pub(crate) const LOST_WAKE_UP: Duration = Duration::from_secs(1);
+
+/// What the driver does next.
+#[derive(Debug, PartialEq)]
+pub(crate) enum Step {
+    /// Register for wake-ups, then try again at once.
+    Watch,
+    /// Sleep until notified or this instant (`None`: until notified).
+    Sleep(Option<Instant>),
+    /// The acquisition's outcome.
+    Done(Option<Acquired>),
+}
+
+/// The decisions of one waiting acquisition.
+pub(crate) struct Waiting {
+    wait: Wait,
+    jitter: Jitter,
+    /// Whether the store offers wake-ups and no watch was made yet.
+    may_watch: bool,
+}
+
+impl Waiting {
+    pub(crate) fn new(req: &Request<'_>, wait: Wait, wake_ups: bool) -> Self {
+        Self {
+            wait,
+            jitter: Jitter::new(req.token),
+            may_watch: wake_ups,
+        }
+    }
+
+    /// After an attempt sent at `sent`; `woken` says whether a ready watch
+    /// will signal the next release.
+    pub(crate) fn after(&mut self, attempt: Attempt, sent: Instant, woken: bool) -> Step {
+        match attempt {
+            Attempt::Acquired(a) => Step::Done(Some(with_sent(a, sent))),
+            Attempt::Busy(busy) => self.after_busy(&busy, woken, Instant::now()),
+        }
+    }
+
+    fn after_busy(&mut self, busy: &Busy, woken: bool, now: Instant) -> Step {
+        if self.wait.deadline.is_some_and(|d| now >= d) {
+            return Step::Done(None);
+        }
+        if self.may_watch {
+            self.may_watch = false;
+            return Step::Watch;
+        }
+        let mut until = self.wait.deadline;
+        let mut cap = |t: Instant| until = Some(until.map_or(t, |u| u.min(t)));
+        if let Some(r) = busy.retry_in {
+            // No release announces a lease that runs out: look right after.
+            cap(now + r + Duration::from_millis(1));
+        }
+        if woken {
+            // A notification lost with a dropped connection must not strand
+            // the waiter: look again now and then anyway.
+            cap(now + LOST_WAKE_UP);
+        } else {
+            cap(now + self.jitter.around(self.wait.poll_interval));
+        }
+        Step::Sleep(until)
+    }
+
+    /// The watch could not be made: poll instead.
+    pub(crate) fn watch_failed(&mut self) {
+        self.may_watch = false;
+    }
+}
+
+fn with_sent(a: Acquired, sent: Instant) -> Acquired {
+    if a.sent_at.is_some() {
+        a
+    } else {
+        a.sent_at(sent)
+    }
+}
+
+/// Whether the signal of a ready watch will wake this waiter.
+fn woken(signal: &Option<Signal>) -> bool {
+    signal.as_ref().is_some_and(Signal::is_ready)
+}
+
+/// The blocking driver: attempts with `try_acquire`, parks between them.
+pub(crate) fn acquire<B: Backend + ?Sized>(
+    store: &B,
+    wake_ups: Option<&dyn WakeUps>,
+    req: &Request<'_>,
+    wait: Wait,
+) -> Result<Option<Acquired>, BackendError> {
+    let mut waiting = Waiting::new(req, wait, wake_ups.is_some());
+    let mut signal: Option<Signal> = None;
+    let mut _watch = None;
+    loop {
+        let sent = Instant::now();
+        let attempt = store.try_acquire(req)?;
+        match waiting.after(attempt, sent, woken(&signal)) {
+            Step::Done(outcome) => return Ok(outcome),
+            Step::Watch => {
+                let s = signal.get_or_insert_with(Signal::new);
+                match wake_ups.map(|w| w.watch(req.key, s)) {
+                    Some(Ok(w)) => _watch = Some(w),
+                    Some(Err(e)) => watch_failed(&mut waiting, req, &e),
+                    None => waiting.watch_failed(),
+                }
+            }
+            Step::Sleep(until) => {
+                let s = signal.get_or_insert_with(Signal::new);
+                s.wait_until(until);
+                s.take_notified();
+            }
+        }
+    }
+}
+
+/// The async driver: attempts with `try_acquire_async`, sleeps on a timer
+/// that needs no particular async runtime, or on the signal.
+pub(crate) async fn acquire_async<B: Backend + ?Sized>(
+    store: &B,
+    wake_ups: Option<&dyn WakeUps>,
+    req: &Request<'_>,
+    wait: Wait,
+) -> Result<Option<Acquired>, BackendError> {
+    let mut waiting = Waiting::new(req, wait, wake_ups.is_some());
+    let mut signal: Option<Signal> = None;
+    let mut _watch = None;
+    loop {
+        let sent = Instant::now();
+        let attempt = store.try_acquire_async(req).await?;
+        match waiting.after(attempt, sent, woken(&signal)) {
+            Step::Done(outcome) => return Ok(outcome),
+            Step::Watch => {
+                let s = signal.get_or_insert_with(Signal::new);
+                match wake_ups.map(|w| w.watch(req.key, s)) {
+                    Some(Ok(w)) => _watch = Some(w),
+                    Some(Err(e)) => watch_failed(&mut waiting, req, &e),
+                    None => waiting.watch_failed(),
+                }
+            }
+            Step::Sleep(until) => {
+                let s = signal.get_or_insert_with(Signal::new);
+                Sleep {
+                    signal: s,
+                    timer: until.map(|u| {
+                        futures_timer::Delay::new(u.saturating_duration_since(Instant::now()))
+                    }),
+                }
+                .await;
+                s.take_notified();
+            }
+        }
+    }
+}
+
+fn watch_failed(waiting: &mut Waiting, req: &Request<'_>, e: &BackendError) {
+    tracing::debug!(key = req.key, error = %e, "no wake-ups; polling instead");
+    waiting.watch_failed();
+}
+
+/// Resolves when the signal is notified or the timer fires.
+struct Sleep<'a> {
+    signal: &'a Signal,
+    timer: Option<futures_timer::Delay>,
+}
+
+impl Future for Sleep<'_> {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.signal.poll_notified(cx).is_ready() {
+            return Poll::Ready(());
+        }
+        match &mut self.timer {
+            Some(t) => Pin::new(t).poll(cx),
+            None => Poll::Pending,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn busy(retry_in: Option<Duration>) -> Attempt {
+        Attempt::Busy(Busy::new(retry_in))
+    }
+
+    fn sleep_len(step: Step, from: Instant) -> Option<Duration> {
+        match step {
+            Step::Sleep(until) => until.map(|u| u.saturating_duration_since(from)),
+            other => panic!("expected a sleep, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_acquired_attempt_is_done_and_keeps_its_send_time() {
+        let req = Request::new("k");
+        let mut w = Waiting::new(&req, Wait::new(None, Duration::from_millis(10)), false);
+        let sent = Instant::now();
+        let step = w.after(Attempt::Acquired(Acquired::new(Some(3))), sent, false);
+        assert_eq!(step, Step::Done(Some(Acquired::new(Some(3)).sent_at(sent))));
+    }
+
+    #[test]
+    fn gives_up_once_the_deadline_has_passed() {
+        let req = Request::new("k");
+        let wait = Wait::new(Some(Instant::now()), Duration::from_millis(10));
+        let mut w = Waiting::new(&req, wait, true);
+        assert_eq!(w.after(busy(None), Instant::now(), false), Step::Done(None));
+    }
+
+    #[test]
+    fn watches_once_then_sleeps() {
+        let req = Request::new("k");
+        let mut w = Waiting::new(&req, Wait::new(None, Duration::from_secs(1)), true);
+        assert_eq!(w.after(busy(None), Instant::now(), false), Step::Watch);
+        assert!(matches!(
+            w.after(busy(None), Instant::now(), false),
+            Step::Sleep(_)
+        ));
+    }
+
+    #[test]
+    fn polls_with_jitter_until_the_watch_is_ready() {
+        let req = Request::new("k");
+        let poll = Duration::from_millis(100);
+        let mut w = Waiting::new(&req, Wait::new(None, poll), false);
+        let now = Instant::now();
+        let nap = sleep_len(w.after_busy(&Busy::new(None), false, now), now).expect("a poll");
+        assert!(nap >= poll / 2 && nap <= poll * 3 / 2, "{nap:?}");
+        // Woken by releases: no poll, only the rare look for a lost wake-up.
+        let now = Instant::now();
+        let nap = sleep_len(w.after_busy(&Busy::new(None), true, now), now).expect("a cap");
+        assert!(nap > poll * 3 / 2 && nap <= LOST_WAKE_UP, "{nap:?}");
+    }
+
+    #[test]
+    fn never_sleeps_past_the_deadline() {
+        let req = Request::new("k");
+        let now = Instant::now();
+        let deadline = now + Duration::from_millis(20);
+        let mut w = Waiting::new(
+            &req,
+            Wait::new(Some(deadline), Duration::from_secs(5)),
+            false,
+        );
+        let nap = sleep_len(w.after_busy(&Busy::new(None), false, now), now).expect("a deadline");
+        assert!(nap <= Duration::from_millis(20), "{nap:?}");
+        let past = Wait::new(Some(now - Duration::from_millis(1)), Duration::from_secs(5));
+        let mut w = Waiting::new(&req, past, false);
+        assert_eq!(w.after_busy(&Busy::new(None), false, now), Step::Done(None));
+    }
+
+    #[test]
+    fn looks_again_right_after_the_holders_lease_ends() {
+        let req = Request::new("k");
+        let mut w = Waiting::new(&req, Wait::new(None, Duration::from_secs(5)), false);
+        let now = Instant::now();
+        let nap = sleep_len(
+            w.after_busy(&Busy::new(Some(Duration::from_millis(3))), true, now),
+            now,
+        );
+        assert!(
+            nap.expect("a lease end") <= Duration::from_millis(4),
+            "{nap:?}"
+        );
+    }
+}
