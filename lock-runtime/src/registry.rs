@@ -819,8 +819,8 @@ impl Scope {
     }
 
     /// The scope's namespace inside `prefix`'s. Different namespaces stay
-    /// different (`""`, no prefix, and `":"` included), and none can meet a
-    /// namespace outside the scope.
+    /// different (`""`, no prefix, and `":"` included), and none meets a
+    /// namespace outside the scope, whose prefixes never hold the id.
     fn prefix(&self, prefix: &str) -> String {
         if prefix.is_empty() {
             return format!("{}:", self.id);
@@ -1185,6 +1185,28 @@ pub fn alias(name: &str) -> Result<Alias, LockError> {
 mod tests {
     use super::*;
     use crate::backend::memory::MemoryBackend;
+
+    /// A scope's namespaces: as many as outside, and none of them outside
+    /// (unless a prefix outside holds the scope's id, which is unique).
+    #[test]
+    fn scope_prefixes_keep_namespaces_apart() {
+        let scope = Scope::new("isolated-1".into(), Arc::new(VirtualClock::new()));
+        let prefixes = ["", ":", "::", "lock:", "lock", "a:b", "a:b:", "isolated"];
+        let head = |p: &str| Namespace::new(p).key("k".into()).into_owned();
+        let mut seen = std::collections::HashMap::new();
+        for p in prefixes {
+            let inside = head(&scope.prefix(p));
+            assert!(
+                prefixes.iter().all(|o| head(o) != inside),
+                "{p:?} meets a namespace outside"
+            );
+            if let Some(other) = seen.insert(inside.clone(), head(p)) {
+                assert_eq!(other, head(p), "{p:?}: {inside:?} is two namespaces'");
+            }
+        }
+        assert_eq!(scope.prefix("lock:"), "lock:isolated-1:");
+        assert_eq!(head(&scope.prefix("lock")), head(&scope.prefix("lock:")));
+    }
 
     #[test]
     fn shared_stores_default_to_the_default_prefix() {

@@ -32,8 +32,10 @@ use crate::registry::{self, Scope};
 ///   a namespace of the scope's there: the scope's [`id`](Isolation::id) is
 ///   put into its prefix, so its keys meet no key of another scope, of
 ///   another process, or of the process outside scopes;
-/// - an alias on a [custom](crate::registry::AliasConfig::custom) store
-///   keeps the store and gets the same namespace of the scope's.
+/// - an alias on a store of your own
+///   ([`custom`](crate::registry::AliasConfig::custom),
+///   [`store`](crate::registry::AliasConfig::store), ...) keeps the store
+///   and gets the same namespace of the scope's (its clock stays its own).
 ///
 /// [`registry::configure`](crate::registry::configure) and
 /// [`registry::add`](crate::registry::add) inside the scope change the
