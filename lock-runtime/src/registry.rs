@@ -16,15 +16,17 @@
 //! assert!(registry::alias("nope").unwrap_err().to_string().contains("default, reports"));
 //! ```
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use once_cell::sync::Lazy;
 
 use crate::backend::kind::{self, Opening, StoreKind};
+use crate::backend::memory::{MemoryBackend, VirtualClock};
 use crate::backend::{Backend, Namespace};
 use crate::config::{self, Invalid, Setting, redact};
 use crate::error::LockError;
@@ -601,6 +603,9 @@ pub(crate) struct AliasInner {
     pub(crate) poll_interval: Duration,
     pub(crate) lease: Option<Duration>,
     pub(crate) backend: Arc<dyn Backend>,
+    /// What it was built from: an isolation scope builds its own from it.
+    #[cfg_attr(not(feature = "testing"), allow(dead_code))]
+    pub(crate) config: AliasConfig,
 }
 
 impl fmt::Debug for Alias {
@@ -616,24 +621,50 @@ impl fmt::Debug for Alias {
 
 impl Alias {
     fn build(name: &str, cfg: AliasConfig) -> Result<Self, LockError> {
+        Self::build_in(name, cfg, None, false)
+    }
+
+    /// The alias `name` of the process, or of an isolation `scope`.
+    /// `inherited`: the scope copies an alias configured outside it.
+    fn build_in(
+        name: &str,
+        cfg: AliasConfig,
+        scope: Option<&Scope>,
+        inherited: bool,
+    ) -> Result<Self, LockError> {
         cfg.check()
             .map_err(|e| LockError::config(name, e.setting, e.reason))?;
         // The store's URL (or its nodes') could not be used.
         let invalid = |reason: String| LockError::config(name, "url", reason);
-        let backend: Arc<dyn Backend> = match &cfg.store {
-            Store::Kind { kind, at } => (kind.open)(
+        // In a scope, a store others reach too is traded for the scope's
+        // own: a named memory store for a fresh one, a shared store for a
+        // namespace of the scope's on it. A store a test passed in from
+        // inside the scope is its own already.
+        let prefix = match (&cfg.store, scope) {
+            (Store::Kind { kind, .. }, Some(s)) if !is_memory(kind) => {
+                Cow::Owned(s.prefix(&cfg.prefix))
+            }
+            (Store::Custom(_), Some(s)) if inherited => Cow::Owned(s.prefix(&cfg.prefix)),
+            _ => Cow::Borrowed(cfg.prefix.as_str()),
+        };
+        let backend: Arc<dyn Backend> = match (&cfg.store, scope) {
+            (Store::Kind { kind, at }, Some(s)) if is_memory(kind) => {
+                s.memory(at.first().map_or(DEFAULT_ALIAS, String::as_str))
+            }
+            (Store::Kind { kind, at }, _) => (kind.open)(
                 at,
                 &Opening {
-                    prefix: &cfg.prefix,
+                    prefix: &prefix,
                     connect_timeout: cfg.connect_timeout,
                     command_timeout: cfg.command_timeout,
                     tls_ca: cfg.tls_ca.as_deref(),
                 },
             )
             .map_err(invalid)?,
-            Store::Custom(b) => Arc::clone(b),
-            Store::Missing(why) => return Err(invalid(why.clone())),
+            (Store::Custom(b), _) => Arc::clone(b),
+            (Store::Missing(why), _) => return Err(invalid(why.clone())),
         };
+        let namespace = Namespace::new(&prefix);
         let lease = match cfg.lease {
             Some(lease) => lease,
             None if backend.supports_unleased() => None,
@@ -641,10 +672,11 @@ impl Alias {
         };
         Ok(Self(Arc::new(AliasInner {
             name: name.to_owned(),
-            namespace: Namespace::new(&cfg.prefix),
+            namespace,
             poll_interval: cfg.poll_interval,
             lease,
             backend,
+            config: cfg,
         })))
     }
 
@@ -739,9 +771,63 @@ impl Alias {
     }
 }
 
+fn is_memory(kind: &StoreKind) -> bool {
+    std::ptr::eq(kind, &crate::backend::memory::KIND)
+}
+
 struct Registry {
     default: Alias,
     by_name: HashMap<String, Alias>,
+    /// The isolation scope these aliases belong to; `None`: the process's.
+    scope: Option<Arc<Scope>>,
+}
+
+/// An isolation scope (`lock_runtime::testing::isolate`) as the registry
+/// sees it: what its aliases get in place of the process's stores.
+#[cfg_attr(not(feature = "testing"), allow(dead_code))]
+pub(crate) struct Scope {
+    /// Unique among the scopes of this process and of any other: put into
+    /// the prefix of the scope's aliases on shared stores.
+    id: String,
+    clock: Arc<VirtualClock>,
+    /// The scope's memory stores by name, so that aliases naming one store
+    /// share it in the scope too.
+    memory: Mutex<HashMap<String, Arc<MemoryBackend>>>,
+}
+
+#[cfg_attr(not(feature = "testing"), allow(dead_code))]
+impl Scope {
+    pub(crate) fn new(id: String, clock: Arc<VirtualClock>) -> Self {
+        Self {
+            id,
+            clock,
+            memory: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub(crate) fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The scope's memory store called `name`, created on first use.
+    fn memory(&self, name: &str) -> Arc<dyn Backend> {
+        let mut stores = lock(&self.memory);
+        let store = stores
+            .entry(name.to_owned())
+            .or_insert_with(|| MemoryBackend::on_clock(&self.clock));
+        Arc::clone(store) as Arc<dyn Backend>
+    }
+
+    /// The scope's namespace inside `prefix`'s. Different namespaces stay
+    /// different (`""`, no prefix, and `":"` included), and none meets a
+    /// namespace outside the scope, whose prefixes never hold the id.
+    fn prefix(&self, prefix: &str) -> String {
+        if prefix.is_empty() {
+            return format!("{}:", self.id);
+        }
+        let body = prefix.strip_suffix(':').unwrap_or(prefix);
+        format!("{body}:{}:", self.id)
+    }
 }
 
 static REGISTRY: Lazy<ArcSwap<Registry>> = Lazy::new(|| {
@@ -750,8 +836,82 @@ static REGISTRY: Lazy<ArcSwap<Registry>> = Lazy::new(|| {
     ArcSwap::from_pointee(Registry {
         by_name: HashMap::from([(DEFAULT_ALIAS.to_owned(), default.clone())]),
         default,
+        scope: None,
     })
 });
+
+/// Held by whatever replaces the registry, so that a change made inside a
+/// scope cannot land after the scope was left (and outlive it). Holds the
+/// registries the active scopes replaced, the innermost scope's last.
+/// Lookups never take it.
+static WRITERS: Mutex<Vec<Replaced>> = Mutex::new(Vec::new());
+
+/// What an active scope replaced, to put back when it ends.
+#[cfg_attr(not(feature = "testing"), allow(dead_code))]
+struct Replaced {
+    scope: Arc<Scope>,
+    previous: Arc<Registry>,
+}
+
+/// The registry's writers never panic while holding it; a panic elsewhere
+/// must not stop every later configuration.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Makes `scope` the registry every lookup sees, with an alias of its own
+/// for each alias configured now.
+#[cfg(feature = "testing")]
+pub(crate) fn enter(scope: &Arc<Scope>) {
+    let mut writers = lock(&WRITERS);
+    let previous = REGISTRY.load_full();
+    let mut by_name = HashMap::new();
+    for (name, alias) in &previous.by_name {
+        match Alias::build_in(name, alias.0.config.clone(), Some(scope), true) {
+            Ok(alias) => {
+                by_name.insert(name.clone(), alias);
+            }
+            // It was built once from the same config, so this is not
+            // expected; leaving it out beats sharing the process's store.
+            Err(e) => {
+                tracing::warn!(alias = %name, error = %e, "alias left out of the isolation scope")
+            }
+        }
+    }
+    let default = match by_name.get(DEFAULT_ALIAS) {
+        Some(alias) => alias.clone(),
+        None => {
+            let alias = Alias::build_in(DEFAULT_ALIAS, AliasConfig::memory(), Some(scope), true)
+                .unwrap_or_else(|_| previous.default.clone());
+            by_name.insert(DEFAULT_ALIAS.to_owned(), alias.clone());
+            alias
+        }
+    };
+    REGISTRY.store(Arc::new(Registry {
+        default,
+        by_name,
+        scope: Some(Arc::clone(scope)),
+    }));
+    writers.push(Replaced {
+        scope: Arc::clone(scope),
+        previous,
+    });
+}
+
+/// Ends `scope`: the registry it replaced comes back, or, while a scope
+/// entered after it is still active, comes back when that one ends.
+#[cfg(feature = "testing")]
+pub(crate) fn exit(scope: &Arc<Scope>) {
+    let mut writers = lock(&WRITERS);
+    let Some(at) = writers.iter().position(|r| Arc::ptr_eq(&r.scope, scope)) else {
+        return;
+    };
+    let ended = writers.remove(at);
+    match writers.get_mut(at) {
+        Some(next) => next.previous = ended.previous,
+        None => REGISTRY.store(ended.previous),
+    }
+}
 
 /// Sets the aliases, replacing the whole set at once.
 ///
@@ -759,7 +919,9 @@ static REGISTRY: Lazy<ArcSwap<Registry>> = Lazy::new(|| {
 /// the previous set stays. `default` is the embedded memory store unless the
 /// set names it. Guards taken before keep working against the store they were
 /// taken from, and memory stores are shared by name, so reconfiguring never
-/// lets two holders into the same in-process lock.
+/// lets two holders into the same in-process lock. Inside a test's
+/// isolation scope (`lock_runtime::testing::isolate`, feature `testing`) it
+/// replaces the scope's aliases only.
 ///
 /// ```
 /// use lock_runtime::registry::{self, AliasConfig};
@@ -771,6 +933,8 @@ where
     I: IntoIterator<Item = (N, AliasConfig)>,
     N: Into<String>,
 {
+    let _writer = lock(&WRITERS);
+    let scope = REGISTRY.load().scope.clone();
     let mut by_name = HashMap::new();
     for (name, cfg) in aliases {
         let name = name.into();
@@ -778,22 +942,33 @@ where
         if by_name.contains_key(&name) {
             return Err(LockError::config(name, "name", "the alias is named twice"));
         }
-        let alias = Alias::build(&name, cfg)?;
+        let alias = Alias::build_in(&name, cfg, scope.as_deref(), false)?;
         by_name.insert(name, alias);
     }
-    if !by_name.contains_key(DEFAULT_ALIAS) {
-        by_name.insert(
-            DEFAULT_ALIAS.to_owned(),
-            Alias::build(DEFAULT_ALIAS, AliasConfig::memory())?,
-        );
-    }
-    let default = by_name[DEFAULT_ALIAS].clone();
-    REGISTRY.store(Arc::new(Registry { default, by_name }));
+    let default = match by_name.get(DEFAULT_ALIAS) {
+        Some(alias) => alias.clone(),
+        None => {
+            let alias = Alias::build_in(
+                DEFAULT_ALIAS,
+                AliasConfig::memory(),
+                scope.as_deref(),
+                false,
+            )?;
+            by_name.insert(DEFAULT_ALIAS.to_owned(), alias.clone());
+            alias
+        }
+    };
+    REGISTRY.store(Arc::new(Registry {
+        default,
+        by_name,
+        scope,
+    }));
     Ok(())
 }
 
 /// Adds one alias, or replaces the alias of that name, leaving the others as
 /// they are. The same checks as [`configure`] apply; on error nothing changes.
+/// Inside an isolation scope it changes the scope's aliases only.
 ///
 /// ```
 /// use lock_runtime::registry::{self, AliasConfig};
@@ -803,15 +978,21 @@ where
 pub fn add(name: impl Into<String>, config: AliasConfig) -> Result<(), LockError> {
     let name = name.into();
     check_name(&name)?;
-    let alias = Alias::build(&name, config)?;
-    REGISTRY.rcu(|reg| {
-        let mut by_name = reg.by_name.clone();
-        by_name.insert(name.clone(), alias.clone());
-        Registry {
-            default: by_name[DEFAULT_ALIAS].clone(),
-            by_name,
-        }
-    });
+    let _writer = lock(&WRITERS);
+    let reg = REGISTRY.load_full();
+    let alias = Alias::build_in(&name, config, reg.scope.as_deref(), false)?;
+    let mut by_name = reg.by_name.clone();
+    let default = if name == DEFAULT_ALIAS {
+        alias.clone()
+    } else {
+        reg.default.clone()
+    };
+    by_name.insert(name, alias);
+    REGISTRY.store(Arc::new(Registry {
+        default,
+        by_name,
+        scope: reg.scope.clone(),
+    }));
     Ok(())
 }
 
@@ -1004,6 +1185,28 @@ pub fn alias(name: &str) -> Result<Alias, LockError> {
 mod tests {
     use super::*;
     use crate::backend::memory::MemoryBackend;
+
+    /// A scope's namespaces: as many as outside, and none of them outside
+    /// (unless a prefix outside holds the scope's id, which is unique).
+    #[test]
+    fn scope_prefixes_keep_namespaces_apart() {
+        let scope = Scope::new("isolated-1".into(), Arc::new(VirtualClock::new()));
+        let prefixes = ["", ":", "::", "lock:", "lock", "a:b", "a:b:", "isolated"];
+        let head = |p: &str| Namespace::new(p).key("k".into()).into_owned();
+        let mut seen = std::collections::HashMap::new();
+        for p in prefixes {
+            let inside = head(&scope.prefix(p));
+            assert!(
+                prefixes.iter().all(|o| head(o) != inside),
+                "{p:?} meets a namespace outside"
+            );
+            if let Some(other) = seen.insert(inside.clone(), head(p)) {
+                assert_eq!(other, head(p), "{p:?}: {inside:?} is two namespaces'");
+            }
+        }
+        assert_eq!(scope.prefix("lock:"), "lock:isolated-1:");
+        assert_eq!(head(&scope.prefix("lock")), head(&scope.prefix("lock:")));
+    }
 
     #[test]
     fn shared_stores_default_to_the_default_prefix() {

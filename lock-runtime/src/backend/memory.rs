@@ -114,6 +114,9 @@ const NO_LEASE: u64 = u64::MAX;
 pub struct MemoryBackend {
     shards: Box<[Shard]>,
     hasher: DefaultHashBuilder,
+    /// `None`: the real clock. A test's virtual clock otherwise, read in
+    /// its place by every operation (one branch, no lock).
+    clock: Option<Arc<VirtualClock>>,
 }
 
 #[repr(align(64))]
@@ -191,15 +194,85 @@ impl Slot {
 
 /// Reads the clock at most once, and only if asked: an unleased lock with
 /// nobody waiting is released without looking at the time.
-struct Clock(Option<u64>);
+struct Clock<'a> {
+    read: Option<u64>,
+    store: Option<&'a VirtualClock>,
+}
 
-impl Clock {
-    fn lazy() -> Self {
-        Self(None)
+impl<'a> Clock<'a> {
+    fn lazy(store: &'a MemoryBackend) -> Self {
+        Self {
+            read: None,
+            store: store.clock.as_deref(),
+        }
+    }
+
+    /// A clock already read at `now`.
+    fn read(now: u64) -> Self {
+        Self {
+            read: Some(now),
+            store: None,
+        }
     }
 
     fn now(&mut self) -> u64 {
-        *self.0.get_or_insert_with(now)
+        let store = self.store;
+        *self.read.get_or_insert_with(|| match store {
+            None => now(),
+            Some(clock) => clock.now(),
+        })
+    }
+}
+
+/// A clock that runs ahead of the real one by however far a test advanced
+/// it (`lock_runtime::testing::Clock`). Time still passes at the real rate,
+/// so what depends on elapsed time (starvation, retry times) behaves as on
+/// the real clock, while a lease can be made to run out at once.
+#[cfg_attr(not(feature = "testing"), allow(dead_code))]
+pub(crate) struct VirtualClock {
+    /// Nanoseconds added to the real clock; only ever grows, so the clock
+    /// stays monotonic.
+    offset: AtomicU64,
+    /// The stores reading this clock, whose waiters an advance wakes.
+    stores: Mutex<Vec<Weak<MemoryBackend>>>,
+}
+
+#[cfg_attr(not(feature = "testing"), allow(dead_code))]
+impl VirtualClock {
+    pub(crate) fn new() -> Self {
+        Self {
+            offset: AtomicU64::new(0),
+            stores: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn now(&self) -> u64 {
+        // Short of `NO_LEASE`, which would make unleased locks look expired.
+        now()
+            .saturating_add(self.offset.load(Ordering::Acquire))
+            .min(NO_LEASE - 1)
+    }
+
+    /// How far the clock was advanced in all.
+    pub(crate) fn advanced(&self) -> Duration {
+        Duration::from_nanos(self.offset.load(Ordering::Acquire))
+    }
+
+    /// Moves the clock `by` ahead, then has every waiter of its stores look
+    /// again: a lease that just ran out sends no release to wake them.
+    pub(crate) fn advance(&self, by: Duration) {
+        let _ = self
+            .offset
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |o| {
+                Some(o.saturating_add(nanos(by)))
+            });
+        let stores: Vec<Arc<MemoryBackend>> = lock(&self.stores)
+            .iter()
+            .filter_map(Weak::upgrade)
+            .collect();
+        for store in stores {
+            store.nudge();
+        }
     }
 }
 
@@ -236,6 +309,55 @@ impl MemoryBackend {
                 })
                 .collect(),
             hasher: DefaultHashBuilder::default(),
+            clock: None,
+        }
+    }
+
+    /// A fresh, private store on a virtual clock.
+    pub(crate) fn on_clock(clock: &Arc<VirtualClock>) -> Arc<Self> {
+        let store = Arc::new(Self {
+            clock: Some(Arc::clone(clock)),
+            ..Self::new()
+        });
+        let mut stores = lock(&clock.stores);
+        stores.retain(|w| w.strong_count() > 0);
+        stores.push(Arc::downgrade(&store));
+        store
+    }
+
+    /// The store's clock reading, in nanoseconds.
+    fn now(&self) -> u64 {
+        match &self.clock {
+            None => now(),
+            Some(clock) => clock.now(),
+        }
+    }
+
+    /// What a grant tells the runtime: the lease counts from the real
+    /// instant the store's reading `at` stands for.
+    fn granted(&self, fence: u64, at: u64) -> Acquired {
+        let at = match &self.clock {
+            None => at,
+            // A later advance only moves this earlier: the guard then counts
+            // a shorter validity, never a longer one.
+            Some(clock) => at.saturating_sub(clock.offset.load(Ordering::Acquire)),
+        };
+        Acquired::new(Some(fence)).sent_at(*EPOCH + Duration::from_nanos(at))
+    }
+
+    /// Has every queued waiter look at its lock again, as if its timer had
+    /// fired (after the clock jumped).
+    #[cfg_attr(not(feature = "testing"), allow(dead_code))]
+    fn nudge(&self) {
+        for shard in &self.shards[..] {
+            let st = lock(&shard.state);
+            for slot in st.table.iter() {
+                for w in slot.waiters.iter().flat_map(|q| q.iter()) {
+                    if w.waiting() {
+                        w.signal(NUDGED);
+                    }
+                }
+            }
         }
     }
 
@@ -285,7 +407,7 @@ impl MemoryBackend {
     /// assert_eq!(store.held(), 0);
     /// ```
     pub fn held(&self) -> usize {
-        let now = now();
+        let now = self.now();
         self.shards
             .iter()
             .map(|s| {
@@ -350,10 +472,10 @@ impl MemoryBackend {
         wake: Wake,
     ) -> Result<(Ticket<'a>, Option<u64>), Option<Acquired>> {
         let hash = self.hasher.hash_one(req.key);
-        let now = now();
+        let now = self.now();
         let mut st = self.shard(hash);
         match st.take(&self.hasher, hash, req, now, false) {
-            Ok(fence) => Err(Some(granted(fence, now))),
+            Ok(fence) => Err(Some(self.granted(fence, now))),
             Err(_) if past(wait.deadline) => Err(None),
             Err(retry_at) => {
                 let waiter = Arc::new(Waiter {
@@ -384,14 +506,19 @@ impl MemoryBackend {
     /// After a waiter wakes (signalled or timed out): the lock, a new time to
     /// look again, or the end of the wait.
     fn after_wake(&self, ticket: &mut Ticket<'_>, req: &Request<'_>, wait: Wait) -> Step {
-        let now = now();
+        let now = self.now();
         let hash = ticket.hash;
         let mut st = self.shard(hash);
         let waiter = &ticket.waiter;
+        // Nudged by a clock advance: still in line, looking again as on a
+        // timeout (below).
+        let _ = waiter
+            .state
+            .compare_exchange(NUDGED, WAITING, Ordering::AcqRel, Ordering::Acquire);
         match waiter.state.load(Ordering::Acquire) {
             GRANTED => {
                 ticket.done = true;
-                return Step::Done(Some(granted(
+                return Step::Done(Some(self.granted(
                     waiter.fence.load(Ordering::Acquire),
                     waiter.granted_at.load(Ordering::Acquire),
                 )));
@@ -401,7 +528,7 @@ impl MemoryBackend {
                 match st.take(&self.hasher, hash, req, now, true) {
                     Ok(fence) => {
                         ticket.done = true;
-                        return Step::Done(Some(granted(fence, now)));
+                        return Step::Done(Some(self.granted(fence, now)));
                     }
                     Err(_) if past(wait.deadline) => {
                         ticket.done = true;
@@ -428,7 +555,7 @@ impl MemoryBackend {
                     slot.waiters().retain(|w| !Arc::ptr_eq(w, waiter));
                 }
                 ticket.done = true;
-                Step::Done(Some(granted(fence, now)))
+                Step::Done(Some(self.granted(fence, now)))
             }
             Err(_) if past(wait.deadline) => {
                 ticket.done = true;
@@ -569,7 +696,7 @@ impl ShardState {
     fn abandon(&mut self, hash: u64, key: &str, waiter: &Arc<Waiter>, now: u64) {
         match waiter.state.load(Ordering::Acquire) {
             GRANTED => {
-                self.release(hash, key, waiter.token, &mut Clock(Some(now)));
+                self.release(hash, key, waiter.token, &mut Clock::read(now));
             }
             WOKEN => self.hand_off(hash, key, now),
             _ => {
@@ -597,6 +724,8 @@ enum Step {
 const WAITING: u8 = 0;
 const WOKEN: u8 = 1;
 const GRANTED: u8 = 2;
+/// Still in line, but told to look again (its store's clock jumped).
+const NUDGED: u8 = 3;
 
 /// One queued acquisition. Its state changes only under its shard's lock.
 struct Waiter {
@@ -646,9 +775,12 @@ struct Ticket<'a> {
 impl Drop for Ticket<'_> {
     fn drop(&mut self) {
         if !self.done {
-            self.backend
-                .shard(self.hash)
-                .abandon(self.hash, self.key, &self.waiter, now());
+            self.backend.shard(self.hash).abandon(
+                self.hash,
+                self.key,
+                &self.waiter,
+                self.backend.now(),
+            );
         }
     }
 }
@@ -680,10 +812,15 @@ impl Future for Signalled<'_> {
 }
 
 /// When a queued waiter should look again on its own: at the holder's lease
-/// end or steal age, or at the deadline, whichever comes first.
-fn wake_deadline(retry_at: Option<u64>, deadline: Option<Instant>) -> Option<Instant> {
+/// end or steal age (readings of `store`'s clock), or at the deadline,
+/// whichever comes first.
+fn wake_deadline(
+    store: &MemoryBackend,
+    retry_at: Option<u64>,
+    deadline: Option<Instant>,
+) -> Option<Instant> {
     let retry = retry_at.filter(|&r| r != NO_LEASE).map(|r| {
-        let now = now();
+        let now = store.now();
         Instant::now() + Duration::from_nanos(r.saturating_sub(now))
     });
     match (retry, deadline) {
@@ -694,11 +831,11 @@ fn wake_deadline(retry_at: Option<u64>, deadline: Option<Instant>) -> Option<Ins
 
 impl Backend for MemoryBackend {
     fn try_acquire(&self, req: &Request<'_>) -> Result<Attempt, BackendError> {
-        let now = now();
+        let now = self.now();
         let hash = self.hasher.hash_one(req.key);
         Ok(
             match self.shard(hash).take(&self.hasher, hash, req, now, false) {
-                Ok(fence) => Attempt::Acquired(granted(fence, now)),
+                Ok(fence) => Attempt::Acquired(self.granted(fence, now)),
                 Err(retry_at) => Attempt::Busy(Busy::new(
                     retry_at
                         .filter(|&r| r != NO_LEASE)
@@ -712,11 +849,11 @@ impl Backend for MemoryBackend {
         let hash = self.hasher.hash_one(key);
         Ok(self
             .shard(hash)
-            .release(hash, key, token, &mut Clock::lazy()))
+            .release(hash, key, token, &mut Clock::lazy(self)))
     }
 
     fn extend(&self, key: &str, token: Token, lease: Duration) -> Result<bool, BackendError> {
-        let now = now();
+        let now = self.now();
         let hash = self.hasher.hash_one(key);
         let mut st = self.shard(hash);
         Ok(match st.find(hash, key).and_then(|s| s.holder.as_mut()) {
@@ -735,7 +872,7 @@ impl Backend for MemoryBackend {
                 Err(outcome) => return Ok(outcome),
             };
         loop {
-            let until = wake_deadline(retry_at, wait.deadline);
+            let until = wake_deadline(self, retry_at, wait.deadline);
             while ticket.waiter.waiting() {
                 match until {
                     None => std::thread::park(),
@@ -766,7 +903,7 @@ impl Backend for MemoryBackend {
                 Err(outcome) => return Ok(outcome),
             };
             loop {
-                let timer = wake_deadline(retry_at, wait.deadline).map(|u| {
+                let timer = wake_deadline(self, retry_at, wait.deadline).map(|u| {
                     futures_timer::Delay::new(u.saturating_duration_since(Instant::now()))
                 });
                 Signalled {
@@ -783,7 +920,7 @@ impl Backend for MemoryBackend {
     }
 
     fn check(&self, key: &str, token: Token) -> Option<Result<bool, BackendError>> {
-        let now = now();
+        let now = self.now();
         let hash = self.hasher.hash_one(key);
         let mut st = self.shard(hash);
         let holder = st.find(hash, key).and_then(|s| s.holder);
@@ -793,10 +930,6 @@ impl Backend for MemoryBackend {
     fn supports_unleased(&self) -> bool {
         true
     }
-}
-
-fn granted(fence: u64, at: u64) -> Acquired {
-    Acquired::new(Some(fence)).sent_at(*EPOCH + Duration::from_nanos(at))
 }
 
 static EPOCH: Lazy<Instant> = Lazy::new(Instant::now);
@@ -1014,6 +1147,142 @@ mod tests {
         assert_eq!(total.load(Ordering::Relaxed), 8000);
         assert_eq!(store.held(), 0);
         assert_eq!(store.slots(), 0, "nothing left behind");
+    }
+
+    #[cfg(feature = "testing")]
+    mod virtual_clock {
+        use super::*;
+
+        const HOUR: Duration = Duration::from_secs(3600);
+
+        fn store() -> (Arc<VirtualClock>, Arc<MemoryBackend>) {
+            let clock = Arc::new(VirtualClock::new());
+            let store = MemoryBackend::on_clock(&clock);
+            (clock, store)
+        }
+
+        #[test]
+        fn a_lease_runs_out_when_the_clock_is_advanced() {
+            let (clock, store) = store();
+            let first = req("k").lease(Some(HOUR));
+            acquired(store.try_acquire(&first).unwrap());
+            let Attempt::Busy(b) = store.try_acquire(&req("k")).unwrap() else {
+                panic!("lock taken twice")
+            };
+            assert!(
+                b.retry_in
+                    .is_some_and(|r| r > HOUR - Duration::from_secs(60))
+            );
+            clock.advance(HOUR);
+            assert_eq!(clock.advanced(), HOUR);
+            assert_eq!(store.held(), 0);
+            acquired(store.try_acquire(&req("k")).unwrap());
+            assert!(!store.release("k", first.token).unwrap());
+        }
+
+        #[test]
+        fn steal_after_counts_on_the_virtual_clock() {
+            let (clock, store) = store();
+            acquired(store.try_acquire(&req("k")).unwrap());
+            let thief = req("k").steal_after(Some(HOUR));
+            assert!(matches!(
+                store.try_acquire(&thief).unwrap(),
+                Attempt::Busy(_)
+            ));
+            clock.advance(HOUR);
+            acquired(store.try_acquire(&thief).unwrap());
+        }
+
+        #[test]
+        fn unleased_locks_outlive_any_advance() {
+            let (clock, store) = store();
+            let holder = req("k");
+            acquired(store.try_acquire(&holder).unwrap());
+            clock.advance(Duration::MAX);
+            assert!(matches!(
+                store.try_acquire(&req("k")).unwrap(),
+                Attempt::Busy(_)
+            ));
+            assert!(store.release("k", holder.token).unwrap());
+        }
+
+        #[test]
+        fn other_stores_keep_the_real_clock() {
+            let (clock, _store) = store();
+            let real = MemoryBackend::new();
+            acquired(real.try_acquire(&req("k").lease(Some(HOUR))).unwrap());
+            clock.advance(HOUR);
+            assert_eq!(real.held(), 1);
+        }
+
+        #[test]
+        fn a_parked_thread_wakes_when_the_clock_is_advanced() {
+            let (clock, store) = store();
+            acquired(store.try_acquire(&req("k").lease(Some(HOUR))).unwrap());
+            let waiter = std::thread::spawn({
+                let store = Arc::clone(&store);
+                move || {
+                    let wait = Wait::new(Some(Instant::now() + 2 * HOUR), Duration::from_secs(1));
+                    store.acquire(&req("k"), wait)
+                }
+            });
+            while store.waiting("k") == 0 {
+                std::thread::yield_now();
+            }
+            let advanced = Instant::now();
+            clock.advance(HOUR);
+            assert!(waiter.join().unwrap().unwrap().is_some());
+            assert!(advanced.elapsed() < Duration::from_secs(10));
+            assert_eq!(store.waiting("k"), 0);
+        }
+
+        #[test]
+        fn a_nudged_waiter_that_still_finds_the_lock_held_waits_on() {
+            let (clock, store) = store();
+            let holder = req("k").lease(Some(2 * HOUR));
+            acquired(store.try_acquire(&holder).unwrap());
+            let waiter = std::thread::spawn({
+                let store = Arc::clone(&store);
+                move || {
+                    let wait = Wait::new(Some(Instant::now() + 3 * HOUR), Duration::from_secs(1));
+                    store.acquire(&req("k"), wait)
+                }
+            });
+            while store.waiting("k") == 0 {
+                std::thread::yield_now();
+            }
+            clock.advance(HOUR);
+            std::thread::sleep(Duration::from_millis(50));
+            assert!(!waiter.is_finished(), "an hour of the lease is left");
+            assert_eq!(store.waiting("k"), 1, "still in line");
+            store.release("k", holder.token).unwrap();
+            assert!(waiter.join().unwrap().unwrap().is_some());
+        }
+
+        #[test]
+        fn a_pending_task_wakes_when_the_clock_is_advanced() {
+            let (clock, store) = store();
+            acquired(store.try_acquire(&req("k").lease(Some(HOUR))).unwrap());
+            let r = req("k");
+            let wait = Wait::new(Some(Instant::now() + 2 * HOUR), Duration::from_secs(1));
+            let mut fut = store.acquire_async(&r, wait);
+            let woken = Arc::new(AtomicUsize::new(0));
+            struct Count(Arc<AtomicUsize>);
+            impl std::task::Wake for Count {
+                fn wake(self: Arc<Self>) {
+                    self.0.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+            let waker = Waker::from(Arc::new(Count(Arc::clone(&woken))));
+            let mut cx = Context::from_waker(&waker);
+            assert!(fut.as_mut().poll(&mut cx).is_pending());
+            clock.advance(HOUR);
+            assert_eq!(woken.load(Ordering::SeqCst), 1, "the advance woke the task");
+            assert!(matches!(
+                fut.as_mut().poll(&mut cx),
+                Poll::Ready(Ok(Some(_)))
+            ));
+        }
     }
 
     #[test]

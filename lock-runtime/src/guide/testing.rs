@@ -47,6 +47,59 @@
 //! ));
 //! ```
 //!
+//! # Isolating tests (feature `testing`)
+//!
+//! `lock_runtime::testing::isolate()` gives a test stores of its own for
+//! every alias, the aliases `#[lock(alias = "...")]` names included: while
+//! its guard lives, every lookup sees fresh memory stores, and on Redis a
+//! namespace of the scope's (its id goes into the prefix). So the test can
+//! use the keys and aliases of production code, lock them without waiting,
+//! leak them, and reconfigure `default`: nothing of it reaches another test,
+//! and it ends with the guard. The threads and tasks the test spawns see the
+//! scope too, because a scope is process-wide; so scopes take turns
+//! (`isolate()` waits for the active one), and a test that does not isolate
+//! would see another test's scope: isolate every test that locks, or none.
+//!
+//! The scope's memory stores run on its clock (`testing::Clock`), which a
+//! test moves ahead to end leases (`expire`) and make locks old enough for
+//! `steal_after` without sleeping; waiters parked on such a lock wake on the
+//! advance. Deadlines (`wait_for`), renewals and a guard's own
+//! view of its lease stay on real time, so test expiry with a fixed
+//! `expire` and ask the store (take the lock again), not the guard.
+//!
+//! ```
+//! # #[cfg(feature = "testing")] {
+//! use std::time::Duration;
+//! use lock_runtime::registry::{self, AliasConfig};
+//! use lock_runtime::testing::isolate;
+//! use lock_runtime::{lock, LockError};
+//!
+//! #[lock("digest-<user>", expire = "24h", delete_on_exit = false, wait = false)]
+//! fn send_digest(user: u32) -> Result<(), LockError> {
+//!     Ok(())
+//! }
+//!
+//! // #[test]
+//! fn one_digest_a_day() {
+//!     let scope = isolate();
+//!     // Safe here: it changes only this test's aliases.
+//!     registry::configure([("default", AliasConfig::memory())]).unwrap();
+//!     send_digest(7).unwrap();
+//!     assert!(send_digest(7).unwrap_err().is_busy(), "not twice a day");
+//!     scope.clock().advance(Duration::from_secs(24 * 3600));
+//!     send_digest(7).expect("the next day");
+//! }
+//! # one_digest_a_day();
+//! // Another test sees none of it, even with the same key:
+//! // #[test]
+//! fn a_digest_for_the_same_user() {
+//!     let _scope = isolate();
+//!     send_digest(7).unwrap();
+//! }
+//! # a_digest_for_the_same_user();
+//! # }
+//! ```
+//!
 //! # Asserting that a lock is held
 //!
 //! [`Lock::try_acquire`](crate::Lock::try_acquire) never waits and returns

@@ -93,12 +93,15 @@
 mod cancel;
 mod exclusion;
 mod fencing;
+mod isolation;
 mod keys;
 mod lost;
 mod ownership;
 #[cfg(test)]
 mod tests;
 mod timing;
+
+pub use self::isolation::{Clock, Isolation, isolate};
 
 use std::fmt;
 use std::sync::Arc;
