@@ -25,8 +25,8 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use once_cell::sync::Lazy;
 
-use crate::backend::kind::{self, Opening, StoreKind};
-use crate::backend::memory::{MemoryBackend, VirtualClock};
+use crate::backend::kind::{self, Fresh, Opening, StoreKind};
+use crate::backend::memory::VirtualClock;
 use crate::backend::{Backend, Namespace};
 use crate::config::{self, Invalid, Setting, redact};
 use crate::error::LockError;
@@ -641,15 +641,15 @@ impl Alias {
         // namespace of the scope's on it. A store a test passed in from
         // inside the scope is its own already.
         let prefix = match (&cfg.store, scope) {
-            (Store::Kind { kind, .. }, Some(s)) if !is_memory(kind) => {
+            (Store::Kind { kind, .. }, Some(s)) if kind.fresh.is_none() => {
                 Cow::Owned(s.prefix(&cfg.prefix))
             }
             (Store::Custom(_), Some(s)) if inherited => Cow::Owned(s.prefix(&cfg.prefix)),
             _ => Cow::Borrowed(cfg.prefix.as_str()),
         };
         let backend: Arc<dyn Backend> = match (&cfg.store, scope) {
-            (Store::Kind { kind, at }, Some(s)) if is_memory(kind) => {
-                s.memory(at.first().map_or(DEFAULT_ALIAS, String::as_str))
+            (Store::Kind { kind, at }, Some(s)) if let Some(fresh) = kind.fresh => {
+                s.fresh(kind, at, fresh)
             }
             (Store::Kind { kind, at }, _) => (kind.open)(
                 at,
@@ -771,16 +771,15 @@ impl Alias {
     }
 }
 
-fn is_memory(kind: &StoreKind) -> bool {
-    std::ptr::eq(kind, &crate::backend::memory::KIND)
-}
-
 struct Registry {
     default: Alias,
     by_name: HashMap<String, Alias>,
     /// The isolation scope these aliases belong to; `None`: the process's.
     scope: Option<Arc<Scope>>,
 }
+
+/// A store by its kind's name and its location.
+type Located = (&'static str, Vec<String>);
 
 /// An isolation scope (`lock_runtime::testing::isolate`) as the registry
 /// sees it: what its aliases get in place of the process's stores.
@@ -790,9 +789,9 @@ pub(crate) struct Scope {
     /// the prefix of the scope's aliases on shared stores.
     id: String,
     clock: Arc<VirtualClock>,
-    /// The scope's memory stores by name, so that aliases naming one store
-    /// share it in the scope too.
-    memory: Mutex<HashMap<String, Arc<MemoryBackend>>>,
+    /// The scope's in-process stores by kind and location, so that aliases
+    /// naming one store share it in the scope too.
+    fresh: Mutex<HashMap<Located, Arc<dyn Backend>>>,
 }
 
 #[cfg_attr(not(feature = "testing"), allow(dead_code))]
@@ -801,7 +800,7 @@ impl Scope {
         Self {
             id,
             clock,
-            memory: Mutex::new(HashMap::new()),
+            fresh: Mutex::new(HashMap::new()),
         }
     }
 
@@ -809,13 +808,13 @@ impl Scope {
         &self.id
     }
 
-    /// The scope's memory store called `name`, created on first use.
-    fn memory(&self, name: &str) -> Arc<dyn Backend> {
-        let mut stores = lock(&self.memory);
+    /// The scope's store of `kind` at `at`, opened by `open` on first use.
+    fn fresh(&self, kind: &StoreKind, at: &[String], open: Fresh) -> Arc<dyn Backend> {
+        let mut stores = lock(&self.fresh);
         let store = stores
-            .entry(name.to_owned())
-            .or_insert_with(|| MemoryBackend::on_clock(&self.clock));
-        Arc::clone(store) as Arc<dyn Backend>
+            .entry((kind.name, at.to_vec()))
+            .or_insert_with(|| open(&self.clock));
+        Arc::clone(store)
     }
 
     /// The scope's namespace inside `prefix`'s. Different namespaces stay

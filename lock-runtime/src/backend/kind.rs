@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::Backend;
+use super::memory::VirtualClock;
 
 /// What an alias gives a store to open with, besides its locations.
 #[cfg_attr(not(feature = "redis"), allow(dead_code))]
@@ -19,6 +20,10 @@ pub(crate) struct Opening<'a> {
 
 /// Opens a store of a kind at its locations.
 pub(crate) type Open = fn(&[String], &Opening<'_>) -> Result<Arc<dyn Backend>, String>;
+
+/// Opens a fresh, private store of a kind that lives in the process, on an
+/// isolation scope's clock.
+pub(crate) type Fresh = fn(&Arc<VirtualClock>) -> Arc<dyn Backend>;
 
 /// One kind of store, as URLs name it.
 pub(crate) struct StoreKind {
@@ -35,6 +40,9 @@ pub(crate) struct StoreKind {
     /// name, a server's URL, a quorum's node URLs.
     pub(crate) locate: fn(&str) -> Result<Vec<String>, String>,
     pub(crate) open: Open,
+    /// For stores that live in the process: an isolation scope opens a
+    /// fresh one instead of taking a namespace on the shared one.
+    pub(crate) fresh: Option<Fresh>,
 }
 
 /// Every kind of store this build has: a new store adds its line here.

@@ -57,6 +57,7 @@ pub(crate) static KIND: super::kind::StoreKind = super::kind::StoreKind {
         let name = at.first().map_or("default", String::as_str);
         Ok(MemoryBackend::named(name))
     },
+    fresh: Some(|clock| MemoryBackend::on_clock(clock)),
 };
 
 /// How long a waiter may queue before releases hand the lock straight to it

@@ -117,6 +117,7 @@ pub(crate) static KIND: StoreKind = StoreKind {
     default_prefix: "lock:",
     locate: |url| Ok(vec![url.to_owned()]),
     open: open_one,
+    fresh: None,
 };
 
 /// `redis+unix:///path/to/socket`: a socket has no path for the database
@@ -137,6 +138,7 @@ pub(crate) static UNIX_KIND: StoreKind = StoreKind {
     default_prefix: "lock:",
     locate: |url| Ok(vec![url.to_owned()]),
     open: open_one,
+    fresh: None,
 };
 
 /// `redis+quorum://[user:password@]h1[:port],h2,h3[/db]`.
@@ -158,6 +160,7 @@ pub(crate) static QUORUM_KIND: StoreKind = StoreKind {
         QuorumBackend::open(at, o.prefix, o.connect_timeout, o.command_timeout, o.tls_ca)
             .map(|b| Arc::new(b) as Arc<dyn Backend>)
     },
+    fresh: None,
 };
 
 fn open_one(at: &[String], o: &Opening<'_>) -> Result<Arc<dyn Backend>, String> {
