@@ -2,7 +2,7 @@
 //! that runtime (one per runtime per store), so a request and its reply
 //! never cross threads, and a release that must not overtake a request in
 //! flight follows it on the same connection. Elsewhere (another executor,
-//! or no runtime at all) they are handed to the store's own I/O thread, a
+//! or no runtime at all) they are handed to the runtime's I/O thread, a
 //! single-threaded Tokio runtime that also runs the sync waiters' pub/sub
 //! subscriber, so the store works from any executor and never depends on
 //! the caller's timers there. [`Place::here`] makes that choice.
@@ -11,85 +11,13 @@ use std::collections::VecDeque;
 use std::future::Future;
 use std::sync::{Mutex, MutexGuard};
 
-use once_cell::sync::Lazy;
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Client, RedisResult};
 use tokio::runtime::Handle;
 
-use crate::backend::{BackendError, BackendErrorKind, BoxFuture};
+use crate::backend::{BackendError, BoxFuture};
 
-static IO: Lazy<Result<Handle, String>> = Lazy::new(|| {
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::Builder::new()
-        .name("lock-redis-io".into())
-        .spawn(move || {
-            match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => {
-                    let _ = tx.send(Ok(rt.handle().clone()));
-                    rt.block_on(std::future::pending::<()>());
-                }
-                Err(e) => {
-                    let _ = tx.send(Err(format!("could not start the Redis I/O runtime: {e}")));
-                }
-            }
-        })
-        .map_err(|e| format!("could not start the Redis I/O thread: {e}"))?;
-    rx.recv()
-        .map_err(|_| "the Redis I/O thread died while starting".to_owned())?
-});
-
-pub(crate) fn handle() -> Result<&'static Handle, BackendError> {
-    IO.as_ref()
-        .map_err(|e| BackendError::new(BackendErrorKind::Other, e.clone()))
-}
-
-/// Starts `fut` on the I/O thread. It runs to completion even if the
-/// returned future is dropped, which is what lets a cancelled acquisition
-/// give back a lock it won after its caller left.
-pub(crate) fn spawn<T: Send + 'static>(
-    fut: impl Future<Output = T> + Send + 'static,
-) -> Result<tokio::task::JoinHandle<T>, BackendError> {
-    Ok(handle()?.spawn(fut))
-}
-
-/// Runs `fut` on the I/O thread and waits for its output.
-pub(crate) async fn run<T: Send + 'static>(
-    fut: impl Future<Output = Result<T, BackendError>> + Send + 'static,
-) -> Result<T, BackendError> {
-    joined(spawn(fut)?.await)
-}
-
-/// The output of an I/O task, or why it has none.
-fn joined<T>(
-    out: Result<Result<T, BackendError>, tokio::task::JoinError>,
-) -> Result<T, BackendError> {
-    out.map_err(|e| {
-        BackendError::new(
-            BackendErrorKind::Other,
-            format!("the Redis I/O task failed: {e}"),
-        )
-    })?
-}
-
-/// Runs `fut` on the I/O thread and waits for its output; dropped before
-/// that, it stops `fut` too (at its next await), where [`run`] lets it
-/// finish. For acquisitions, whose caller gives up on them by dropping them.
-pub(crate) async fn run_cancellable<T: Send + 'static>(
-    fut: impl Future<Output = Result<T, BackendError>> + Send + 'static,
-) -> Result<T, BackendError> {
-    struct AbortOnDrop(tokio::task::AbortHandle);
-    impl Drop for AbortOnDrop {
-        fn drop(&mut self) {
-            self.0.abort();
-        }
-    }
-    let task = spawn(fut)?;
-    let _abort = AbortOnDrop(task.abort_handle());
-    joined(task.await)
-}
+pub(crate) use crate::rt::{block_on, caller_runtime, handle, run, run_cancellable, spawn};
 
 /// How many runtimes' connections a store keeps. A process usually has one
 /// or two runtimes; test suites make one per test, and the connections of
@@ -159,15 +87,6 @@ impl AsyncConn {
     }
 }
 
-/// The Tokio runtime the caller runs on, unless it is the I/O thread's (or
-/// there is none): its async calls then use that runtime's own connection.
-pub(crate) fn caller_runtime() -> Option<Handle> {
-    let h = Handle::try_current().ok()?;
-    IO.as_ref()
-        .map_or(true, |io| io.id() != h.id())
-        .then_some(h)
-}
-
 /// Where the store's async work runs; [`Place::here`] is the one place that
 /// chooses, and every async operation of the store goes through it.
 pub(crate) enum Place {
@@ -201,21 +120,4 @@ impl Place {
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// Runs `fut` on the I/O thread and blocks the calling (non-async) thread
-/// until it is done. `fut` bounds its own time with the store's timeouts.
-pub(crate) fn block_on<T: Send + 'static>(
-    fut: impl Future<Output = Result<T, BackendError>> + Send + 'static,
-) -> Result<T, BackendError> {
-    let (tx, rx) = std::sync::mpsc::sync_channel(1);
-    spawn(async move {
-        let _ = tx.send(fut.await);
-    })?;
-    rx.recv().map_err(|_| {
-        BackendError::new(
-            BackendErrorKind::Other,
-            "the Redis I/O task ended without an answer",
-        )
-    })?
 }
