@@ -745,9 +745,14 @@ impl Wait {
 ///   steal age; all in one atomic step.
 /// - `release` deletes the key only if the token still owns it, and answers
 ///   whether it did. `extend` renews the lease on the same condition.
-/// - An async method's future may be dropped at any await point. If a
-///   dropped `acquire_async` had already been granted the lock, the backend
-///   must give it back.
+/// - An async method's future may be dropped at any await point. When a
+///   [`Lock`](crate::Lock)'s async acquisition is dropped before it
+///   answered, the runtime gives back whatever it may have won by calling
+///   [`release_detached`](Self::release_detached) with its token; the
+///   backend must make sure that release reaches the store after the
+///   acquisition's request in flight (the runtime's adapters do; Redis sends
+///   it on the same connection). Whatever else a dropped wait leaves behind
+///   (a place in a queue) is the backend's to clean up.
 pub trait Backend: Send + Sync + 'static {
     /// One atomic attempt to take `req.key` for `req.token`.
     ///
@@ -910,8 +915,10 @@ pub trait Backend: Send + Sync + 'static {
     }
 
     /// Releases without making the caller wait: called when a guard taken
-    /// with `acquire_async` is dropped (possibly on an executor thread). A
-    /// network backend hands the release to its own I/O thread; the default
+    /// with `acquire_async` is dropped (possibly on an executor thread), and
+    /// when an async acquisition is dropped before it answered. A network
+    /// backend sends the release from a task or thread of its own, ordered
+    /// after any request of the same caller still in flight; the default
     /// releases inline. Failures are reported through `tracing`.
     ///
     /// ```
