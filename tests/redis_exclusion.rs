@@ -14,6 +14,10 @@ use support::RedisServer;
 const PROCESSES: usize = 4;
 const SECTIONS: usize = 2_000;
 const COUNTER: &str = "exclusion:counter";
+/// 2,000 sections a process take the async workers about 40 s on an idle
+/// 2-core machine with the file's four tests at once; a loaded machine
+/// (CI beside other jobs) has needed more than the usual child time limit.
+const CHILDREN_TIMEOUT: Duration = Duration::from_secs(180);
 
 /// Reads and rewrites the counter in two separate commands, with a yield in
 /// between so that a second writer would interleave if it could.
@@ -51,7 +55,10 @@ fn exclusion(test: &str, sections: impl FnOnce(&mut redis::Connection)) {
     }
     let server = RedisServer::start();
     let url = server.url();
-    let children = support::run_children(test, "worker", PROCESSES, &[("REDIS_URL", url.as_str())]);
+    let children = support::wait_children(
+        support::spawn_children(test, "worker", PROCESSES, &[("REDIS_URL", url.as_str())]),
+        CHILDREN_TIMEOUT,
+    );
     assert_eq!(children.len(), PROCESSES);
     for c in &children {
         assert_eq!(c.reports(), vec![format!("done {SECTIONS}")]);
