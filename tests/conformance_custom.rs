@@ -63,3 +63,73 @@ impl Store for MapStore {
 lock_runtime::conformance_tests!(conformance_custom, || AliasConfig::store(Arc::new(
     MapStore::default()
 )));
+
+/// The docs' store with the clean-up ability: deletes entries whose lease
+/// ended more than `grace` ago.
+#[derive(Default)]
+struct SweptMapStore(MapStore);
+
+impl Store for SweptMapStore {
+    fn try_acquire(&self, req: &Request<'_>) -> Result<Attempt, BackendError> {
+        self.0.try_acquire(req)
+    }
+
+    fn release(&self, key: &str, token: Token) -> Result<bool, BackendError> {
+        self.0.release(key, token)
+    }
+
+    fn extend(&self, key: &str, token: Token, lease: Duration) -> Result<bool, BackendError> {
+        self.0.extend(key, token, lease)
+    }
+
+    fn abilities(&self) -> lock_runtime::backend::Abilities<'_> {
+        lock_runtime::backend::Abilities::none().clean_up(self)
+    }
+}
+
+impl lock_runtime::backend::CleanUp for SweptMapStore {
+    fn clean_up(&self, grace: Duration) -> Result<u64, BackendError> {
+        let mut map = self.0.map.lock().unwrap();
+        let before = map.len();
+        let now = Instant::now();
+        map.retain(|_, e| now < e.2 + grace);
+        Ok((before - map.len()) as u64)
+    }
+}
+
+#[test]
+fn clean_up_deletes_only_what_ended_before_the_grace_period() {
+    use lock_runtime::{Lock, registry};
+    let store = Arc::new(SweptMapStore::default());
+    registry::add("swept", AliasConfig::store(Arc::clone(&store))).unwrap();
+    let alias = registry::alias("swept").unwrap();
+    let lost = |k: &'static str| {
+        Lock::new(k)
+            .alias("swept")
+            .expire(Duration::from_millis(20))
+            .delete_on_exit(false)
+            .acquire()
+            .unwrap()
+    };
+    drop(lost("a"));
+    drop(lost("b"));
+    let _live = Lock::new("c").alias("swept").acquire().unwrap();
+    assert_eq!(
+        alias.clean_up(Duration::from_secs(60)).unwrap(),
+        Some(0),
+        "within the grace period"
+    );
+    std::thread::sleep(Duration::from_millis(50));
+    assert_eq!(
+        alias.clean_up(Duration::ZERO).unwrap(),
+        Some(2),
+        "the two that ended"
+    );
+    assert_eq!(store.0.map.lock().unwrap().len(), 1, "the live lock stays");
+    let memory = registry::alias("default").unwrap();
+    assert_eq!(
+        memory.clean_up(Duration::ZERO).unwrap(),
+        None,
+        "nothing to clean"
+    );
+}

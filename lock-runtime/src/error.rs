@@ -278,10 +278,10 @@ impl LockError {
     /// ```
     pub fn key(&self) -> Option<&str> {
         match self {
-            Self::Busy { key, .. }
-            | Self::Timeout { key, .. }
-            | Self::NotHeld { key, .. }
-            | Self::Backend { key, .. } => Some(key),
+            Self::Busy { key, .. } | Self::Timeout { key, .. } | Self::NotHeld { key, .. } => {
+                Some(key)
+            }
+            Self::Backend { key, op, .. } if *op != Operation::CleanUp => Some(key),
             _ => None,
         }
     }
@@ -335,6 +335,15 @@ impl fmt::Display for LockError {
             }
             Self::Backend {
                 alias,
+                op: Operation::CleanUp,
+                source,
+                ..
+            } => write!(
+                f,
+                "lock backend `{alias}` failed to clean up stale locks: {source}"
+            ),
+            Self::Backend {
+                alias,
                 key,
                 op,
                 source,
@@ -384,6 +393,10 @@ pub enum Operation {
     Release,
     /// Renewing the lease.
     Extend,
+    /// Deleting the records of stale locks
+    /// ([`Alias::clean_up`](crate::registry::Alias::clean_up)); the error's
+    /// key is empty.
+    CleanUp,
 }
 
 impl fmt::Display for Operation {
@@ -392,6 +405,7 @@ impl fmt::Display for Operation {
             Self::Acquire => "acquire",
             Self::Release => "release",
             Self::Extend => "extend",
+            Self::CleanUp => "clean up",
         })
     }
 }

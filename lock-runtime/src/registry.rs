@@ -749,6 +749,37 @@ impl Alias {
         self.0.lease
     }
 
+    /// Deletes the records of this alias's stale locks: those whose lease
+    /// ended more than `grace` ago (djangae's cron clean-up), and answers how
+    /// many; `Ok(None)` when the store keeps no records past a lease (memory,
+    /// Redis: nothing to clean). Safe to run while others lock; run it on a
+    /// schedule (a cron job, a periodic task) for stores that keep rows or
+    /// files.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use lock_runtime::registry;
+    ///
+    /// let alias = registry::alias("default").unwrap();
+    /// assert_eq!(alias.clean_up(Duration::from_secs(60)).unwrap(), None);
+    /// ```
+    ///
+    /// # Errors
+    /// [`LockError::Backend`] (with [`Operation::CleanUp`](crate::Operation::CleanUp))
+    /// when the store failed.
+    pub fn clean_up(&self, grace: Duration) -> Result<Option<u64>, LockError> {
+        match self.0.backend.clean_up(grace) {
+            None => Ok(None),
+            Some(Ok(n)) => Ok(Some(n)),
+            Some(Err(source)) => Err(LockError::Backend {
+                alias: self.0.name.clone(),
+                key: String::new(),
+                op: crate::Operation::CleanUp,
+                source,
+            }),
+        }
+    }
+
     /// The store behind the alias.
     ///
     /// Its methods take keys as the store keeps them, which the alias's

@@ -206,6 +206,16 @@ impl<S: Store> Backend for Blocking<S> {
             .map(|c| futures_lite::future::block_on(c.holds(key, token)))
     }
 
+    fn clean_up(&self, grace: Duration) -> Option<Result<u64, BackendError>> {
+        let abilities = self.0.abilities();
+        if let Some(c) = abilities.clean_up {
+            return Some(c.clean_up(grace));
+        }
+        abilities
+            .async_clean_up
+            .map(|c| futures_lite::future::block_on(c.clean_up(grace)))
+    }
+
     fn supports_unleased(&self) -> bool {
         self.0.abilities().unleased
     }
@@ -368,6 +378,21 @@ impl<S: AsyncStore> Backend for NonBlocking<S> {
             return holds.transpose();
         }
         abilities.owner_check.map(|c| c.holds(key, token))
+    }
+
+    fn clean_up(&self, grace: Duration) -> Option<Result<u64, BackendError>> {
+        let abilities = self.0.abilities();
+        if abilities.async_clean_up.is_some() {
+            let store = Arc::clone(&self.0);
+            let cleaned = finish(async move {
+                match store.abilities().async_clean_up {
+                    Some(c) => c.clean_up(grace).await.map(Some),
+                    None => Ok(None),
+                }
+            });
+            return cleaned.transpose();
+        }
+        abilities.clean_up.map(|c| c.clean_up(grace))
     }
 
     fn supports_unleased(&self) -> bool {

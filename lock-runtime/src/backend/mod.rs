@@ -186,7 +186,8 @@ mod wait;
 pub use drive::{blocking, non_blocking};
 pub use namespace::Namespace;
 pub use store::{
-    Abilities, AsyncOwnerCheck, AsyncStore, OwnerCheck, Signal, Store, Unleased, WakeUps, Watch,
+    Abilities, AsyncCleanUp, AsyncOwnerCheck, AsyncStore, CleanUp, OwnerCheck, Signal, Store,
+    Unleased, WakeUps, Watch,
 };
 
 /// A boxed, `Send` future: the return type of a backend's async methods.
@@ -954,6 +955,23 @@ pub trait Backend: Send + Sync + 'static {
     /// ```
     fn check(&self, key: &str, token: Token) -> Option<Result<bool, BackendError>> {
         let _ = (key, token);
+        None
+    }
+
+    /// Deletes the records of locks whose lease ended more than `grace` ago
+    /// and answers how many; `None` when the store keeps no such records
+    /// (the default: its locks vanish when their leases end). See
+    /// [`CleanUp`].
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use lock_runtime::backend::memory::MemoryBackend;
+    /// use lock_runtime::backend::Backend;
+    ///
+    /// assert!(MemoryBackend::new().clean_up(Duration::from_secs(60)).is_none());
+    /// ```
+    fn clean_up(&self, grace: Duration) -> Option<Result<u64, BackendError>> {
+        let _ = grace;
         None
     }
 

@@ -166,6 +166,8 @@ pub struct Abilities<'a> {
     pub(crate) owner_check: Option<&'a dyn OwnerCheck>,
     pub(crate) async_owner_check: Option<&'a dyn AsyncOwnerCheck>,
     pub(crate) wake_ups: Option<&'a dyn WakeUps>,
+    pub(crate) clean_up: Option<&'a dyn CleanUp>,
+    pub(crate) async_clean_up: Option<&'a dyn AsyncCleanUp>,
     pub(crate) unleased: bool,
 }
 
@@ -174,6 +176,10 @@ impl std::fmt::Debug for Abilities<'_> {
         f.debug_struct("Abilities")
             .field("owner_check", &self.has_owner_check())
             .field("wake_ups", &self.wake_ups.is_some())
+            .field(
+                "clean_up",
+                &(self.clean_up.is_some() || self.async_clean_up.is_some()),
+            )
             .field("unleased", &self.unleased)
             .finish()
     }
@@ -209,6 +215,18 @@ impl<'a> Abilities<'a> {
     /// [`WakeUps`].
     pub fn wake_ups(mut self, store: &'a dyn WakeUps) -> Self {
         self.wake_ups = Some(store);
+        self
+    }
+
+    /// The store can delete the records of stale locks. See [`CleanUp`].
+    pub fn clean_up(mut self, store: &'a dyn CleanUp) -> Self {
+        self.clean_up = Some(store);
+        self
+    }
+
+    /// The stale-lock clean-up of an async store. See [`AsyncCleanUp`].
+    pub fn async_clean_up(mut self, store: &'a dyn AsyncCleanUp) -> Self {
+        self.async_clean_up = Some(store);
         self
     }
 
@@ -271,6 +289,55 @@ pub trait AsyncOwnerCheck: Send + Sync {
     /// Whether `token` holds `key` now.
     fn holds<'a>(&'a self, key: &'a str, token: Token)
     -> BoxFuture<'a, Result<bool, BackendError>>;
+}
+
+/// Ability: deletes the records of locks whose lease ended more than
+/// `grace` ago, and answers how many (djangae's cron that cleans up stale
+/// locks), for stores whose records outlive their leases (a row in a table,
+/// a file). Must be safe while others lock: a record whose lease is still
+/// running, or was renewed meanwhile, is never deleted. Named through
+/// [`Abilities::clean_up`]; the runtime offers it as
+/// [`Alias::clean_up`](crate::registry::Alias::clean_up).
+///
+/// ```
+/// use std::time::Duration;
+/// use lock_runtime::backend::{BackendError, CleanUp};
+///
+/// struct NothingStale;
+///
+/// impl CleanUp for NothingStale {
+///     fn clean_up(&self, _grace: Duration) -> Result<u64, BackendError> {
+///         Ok(0)
+///     }
+/// }
+///
+/// assert_eq!(NothingStale.clean_up(Duration::from_secs(60)).unwrap(), 0);
+/// ```
+pub trait CleanUp: Send + Sync {
+    /// Deletes what ended more than `grace` ago; answers how many.
+    fn clean_up(&self, grace: Duration) -> Result<u64, BackendError>;
+}
+
+/// Ability: [`CleanUp`] in async form, for an [`AsyncStore`]. Named through
+/// [`Abilities::async_clean_up`].
+///
+/// ```
+/// use std::time::Duration;
+/// use lock_runtime::backend::{AsyncCleanUp, BackendError, BoxFuture};
+///
+/// struct NothingStale;
+///
+/// impl AsyncCleanUp for NothingStale {
+///     fn clean_up<'a>(&'a self, _grace: Duration) -> BoxFuture<'a, Result<u64, BackendError>> {
+///         Box::pin(async { Ok(0) })
+///     }
+/// }
+///
+/// assert_eq!(futures::executor::block_on(NothingStale.clean_up(Duration::ZERO)).unwrap(), 0);
+/// ```
+pub trait AsyncCleanUp: Send + Sync {
+    /// Deletes what ended more than `grace` ago; answers how many.
+    fn clean_up<'a>(&'a self, grace: Duration) -> BoxFuture<'a, Result<u64, BackendError>>;
 }
 
 /// Ability: a lock may be held with no lease (until released). Only a store
