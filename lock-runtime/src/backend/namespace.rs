@@ -139,6 +139,12 @@ impl Namespace {
         Some(out)
     }
 
+    /// What every stored key of a prefixed namespace starts with (`""` under
+    /// no prefix, where keys are stored escaped instead).
+    pub(crate) fn head(&self) -> &str {
+        &self.head
+    }
+
     /// The stored name's part that comes before the key, when the key follows
     /// it unchanged (so the key can be read back from the stored name);
     /// `None` when the stored name is the escaped key.
