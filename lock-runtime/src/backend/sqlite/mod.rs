@@ -300,6 +300,13 @@ impl From<std::io::Error> for Failed {
     }
 }
 
+fn clock_error(e: std::io::Error) -> BackendError {
+    BackendError::new(
+        BackendErrorKind::Other,
+        format!("cannot read the shared clock: {e}"),
+    )
+}
+
 impl SqliteStore {
     fn run<T>(
         &self,
@@ -316,12 +323,8 @@ impl SqliteStore {
         })?;
         match (out, clock) {
             (Some(v), _) => Ok(v),
-            (None, e) => Err(BackendError::new(
-                BackendErrorKind::Other,
-                format!(
-                    "cannot read the shared clock: {}",
-                    e.map_or_else(|| "unknown".to_owned(), |e| e.to_string())
-                ),
+            (None, e) => Err(clock_error(
+                e.unwrap_or_else(|| std::io::Error::other("unknown")),
             )),
         }
     }
@@ -340,6 +343,10 @@ fn until(now: i64, at: i64) -> Duration {
 impl Store for SqliteStore {
     fn try_acquire(&self, req: &Request<'_>) -> Result<Attempt, BackendError> {
         let sent = Instant::now();
+        // The holder's age counts from here, as the holder's own view of its
+        // lock does (from `sent`), not from after a first connection was
+        // opened and the file set up, which can take a while.
+        let asked = clock::now().map_err(clock_error)?;
         let owner = req.token.encode();
         let lease = micros(req.lease.unwrap_or(DEFAULT_LEASE));
         let steal = req.steal_after.map(micros);
@@ -372,7 +379,7 @@ impl Store for SqliteStore {
                 req.key,
                 owner.as_str(),
                 now.epoch,
-                now.micros,
+                asked.micros.min(now.micros),
                 now.micros.saturating_add(lease),
                 fence
             ])?;
