@@ -62,7 +62,10 @@ fn four_processes_count_exactly() {
         shared_from_parent();
         let counter = PathBuf::from(std::env::var(DIR_ENV).unwrap()).join("counter");
         for _ in 0..SECTIONS {
-            let guard = Lock::new("counter").alias("shared").acquire().expect("acquire");
+            let guard = Lock::new("counter")
+                .alias("shared")
+                .acquire()
+                .expect("acquire");
             unsafe_increment(&counter);
             guard.release().expect("still held");
         }
@@ -111,7 +114,10 @@ fn clean_up_removes_only_expired_rows_while_processes_lock() {
                 .acquire()
                 .expect("acquire");
             std::thread::sleep(Duration::from_micros(200));
-            assert!(!guard.is_lost(), "child {me}: the clean-up took a live lock");
+            assert!(
+                !guard.is_lost(),
+                "child {me}: the clean-up took a live lock"
+            );
             // Fails if the clean-up deleted the row while it was held.
             guard.release().expect("still held after clean-ups");
             sections += 1;
@@ -160,7 +166,8 @@ fn clean_up_removes_only_expired_rows_while_processes_lock() {
     }
     assert_eq!(removed, STALE as u64, "exactly the expired rows");
     assert!(!live.is_lost());
-    live.release().expect("the parent's live lock survived every clean-up");
+    live.release()
+        .expect("the parent's live lock survived every clean-up");
     assert_eq!(rows(&db), 0);
     std::fs::remove_dir_all(dir).ok();
 }
@@ -195,7 +202,11 @@ fn four_processes_create_the_file_and_table_at_once() {
         return;
     }
     let dir = support::private_dir("sqlite-first-use");
-    let start = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64 + 1_000;
+    let start = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+        + 1_000;
     let dir_s = dir.display().to_string();
     let start_s = start.to_string();
     let children = support::wait_children(
@@ -203,7 +214,10 @@ fn four_processes_create_the_file_and_table_at_once() {
             &support::test_name!(),
             "opener",
             PROCESSES,
-            &[(DIR_ENV, dir_s.as_str()), ("SQLITE_LOCK_START", start_s.as_str())],
+            &[
+                (DIR_ENV, dir_s.as_str()),
+                ("SQLITE_LOCK_START", start_s.as_str()),
+            ],
         ),
         CHILDREN_TIMEOUT,
     );
@@ -219,7 +233,10 @@ fn four_processes_create_the_file_and_table_at_once() {
         let fence: i64 = conn
             .query_row("SELECT value FROM first_use_fence", [], |r| r.get(0))
             .unwrap();
-        assert_eq!(fence, PROCESSES as i64, "one fencing number per acquisition");
+        assert_eq!(
+            fence, PROCESSES as i64,
+            "one fencing number per acquisition"
+        );
     }
     std::fs::remove_dir_all(dir).ok();
 }
@@ -228,7 +245,11 @@ fn four_processes_create_the_file_and_table_at_once() {
 fn hostile_keys_are_only_keys() {
     let dir = support::private_dir("sqlite-hostile");
     let db = dir.join("locks.db");
-    registry::add("hostile", AliasConfig::from_url(&url_of(&db, "?prefix=")).unwrap()).unwrap();
+    registry::add(
+        "hostile",
+        AliasConfig::from_url(&url_of(&db, "?prefix=")).unwrap(),
+    )
+    .unwrap();
     let keys = [
         "'; DROP TABLE lock_leases; --",
         "\" OR 1=1 --",
@@ -258,7 +279,11 @@ fn hostile_keys_are_only_keys() {
     for k in keys {
         assert!(support::held_on("hostile", k), "{k:?} is held");
     }
-    assert_eq!(rows(&db), keys.len() as i64, "one row per key, the table intact");
+    assert_eq!(
+        rows(&db),
+        keys.len() as i64,
+        "one row per key, the table intact"
+    );
     for g in guards {
         g.release().unwrap();
     }
@@ -283,9 +308,15 @@ fn bad_urls_and_settings_are_refused_clearly() {
         ("sqlite://:memory:", "a file that processes share"),
         ("sqlite:///tmp/x.db?tables=t", "did you mean `table`"),
         ("sqlite:///tmp/x.db?table=lock-leases", "SQL identifier"),
-        ("sqlite:///tmp/x.db?table=x;DROP%20TABLE%20y", "SQL identifier"),
+        (
+            "sqlite:///tmp/x.db?table=x;DROP%20TABLE%20y",
+            "SQL identifier",
+        ),
         ("sqlite:///tmp/x.db?table=sqlite_master", "SQLite's own"),
-        ("sqlite:///tmp/x.db?timeout_ms=0", "positive number of milliseconds"),
+        (
+            "sqlite:///tmp/x.db?timeout_ms=0",
+            "positive number of milliseconds",
+        ),
         ("sqlite:///tmp/x.db?connect_timeout_ms=5", "unknown setting"),
     ];
     for (url, says) in cases {
@@ -298,7 +329,11 @@ fn bad_urls_and_settings_are_refused_clearly() {
     match Lock::new("k").alias("unopenable").try_acquire() {
         Err(LockError::Backend { source, .. }) => {
             assert!(source.is_connection(), "{source}");
-            assert!(source.to_string().contains("/nonexistent-lock-dir/sub/locks.db"));
+            assert!(
+                source
+                    .to_string()
+                    .contains("/nonexistent-lock-dir/sub/locks.db")
+            );
         }
         other => panic!("no such directory: {other:?}"),
     }

@@ -93,6 +93,10 @@ mod tests {
         std::thread::sleep(std::time::Duration::from_millis(20));
         let (i1, c1) = (std::time::Instant::now(), micros().unwrap());
         let by_instant = i64::try_from((i1 - i0).as_micros()).unwrap();
-        assert!((c1 - c0 - by_instant).abs() < 5_000, "{} vs {by_instant}", c1 - c0);
+        assert!(
+            (c1 - c0 - by_instant).abs() < 5_000,
+            "{} vs {by_instant}",
+            c1 - c0
+        );
     }
 }

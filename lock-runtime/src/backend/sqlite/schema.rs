@@ -35,7 +35,8 @@ pub(super) fn check_table(name: &str) -> Result<(), String> {
 #[derive(Debug)]
 pub(super) struct Sql {
     pub(super) select: String,
-    pub(super) bump_fence: String,
+    pub(super) read_fence: String,
+    pub(super) write_fence: String,
     pub(super) upsert: String,
     pub(super) release: String,
     pub(super) extend: String,
@@ -50,20 +51,19 @@ impl Sql {
         // lease has not ended; every statement below says so the same way.
         let live = "epoch = ?3 AND lease_end > ?4";
         Self {
-            select: format!(
-                "SELECT epoch, acquired_at, lease_end FROM \"{t}\" WHERE key = ?1"
+            select: format!("SELECT epoch, acquired_at, lease_end FROM \"{t}\" WHERE key = ?1"),
+            read_fence: format!(
+                "SELECT value, reserved, epoch FROM \"{t}_fence\" WHERE name = 'fence'"
             ),
-            bump_fence: format!(
-                "INSERT INTO \"{t}_fence\" (name, value) VALUES ('fence', 1) \
-                 ON CONFLICT (name) DO UPDATE SET value = value + 1 RETURNING value"
+            write_fence: format!(
+                "INSERT OR REPLACE INTO \"{t}_fence\" (name, value, reserved, epoch) \
+                 VALUES ('fence', ?1, ?2, ?3)"
             ),
             upsert: format!(
                 "INSERT OR REPLACE INTO \"{t}\" (key, owner, epoch, acquired_at, lease_end, fencing) \
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)"
             ),
-            release: format!(
-                "DELETE FROM \"{t}\" WHERE key = ?1 AND owner = ?2 RETURNING {live}"
-            ),
+            release: format!("DELETE FROM \"{t}\" WHERE key = ?1 AND owner = ?2 RETURNING {live}"),
             extend: format!(
                 "UPDATE \"{t}\" SET lease_end = ?5 WHERE key = ?1 AND owner = ?2 AND {live}"
             ),
@@ -93,8 +93,10 @@ pub(super) fn create(t: &str) -> String {
              fencing     INTEGER NOT NULL\n\
          ) WITHOUT ROWID;\n\
          CREATE TABLE IF NOT EXISTS \"{t}_fence\" (\n    \
-             name  TEXT    NOT NULL PRIMARY KEY,\n    \
-             value INTEGER NOT NULL\n\
+             name     TEXT    NOT NULL PRIMARY KEY,\n    \
+             value    INTEGER NOT NULL,\n    \
+             reserved INTEGER NOT NULL,\n    \
+             epoch    TEXT    NOT NULL\n\
          ) WITHOUT ROWID;\n"
     )
 }
@@ -132,7 +134,8 @@ mod tests {
         let sql = Sql::new(DEFAULT_TABLE);
         for s in [
             &sql.select,
-            &sql.bump_fence,
+            &sql.read_fence,
+            &sql.write_fence,
             &sql.upsert,
             &sql.release,
             &sql.extend,
