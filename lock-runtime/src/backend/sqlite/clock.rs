@@ -53,9 +53,10 @@ fn micros() -> io::Result<i64> {
     if rc != 0 {
         return Err(io::Error::last_os_error());
     }
-    Ok(i64::from(ts.tv_sec)
-        .saturating_mul(1_000_000)
-        .saturating_add(i64::from(ts.tv_nsec) / 1_000))
+    // `time_t` and `c_long` are 32 bits on some targets.
+    #[allow(clippy::useless_conversion)]
+    let (secs, nanos) = (i64::from(ts.tv_sec), i64::from(ts.tv_nsec));
+    Ok(secs.saturating_mul(1_000_000).saturating_add(nanos / 1_000))
 }
 
 #[cfg(not(target_os = "linux"))]
