@@ -65,6 +65,14 @@
 //! end. There is no notification between processes: waiters poll, at the
 //! alias's `poll_ms` with backoff and jitter, and at the holder's lease end.
 //!
+//! # Errors
+//! A call that waited out the busy timeout fails with
+//! [`LockError::Backend`] of kind
+//! [`Timeout`](BackendErrorKind::Timeout); a file that cannot be opened or
+//! created, of kind [`Connection`](BackendErrorKind::Connection). The
+//! message names the file, and the error's `source()` is SQLite's own
+//! (`rusqlite::Error`).
+//!
 //! # The clock
 //! Lease ends are points on a clock every process on the host shares. On
 //! Linux it is `CLOCK_MONOTONIC` (what `Instant` reads): system-wide, and
@@ -657,6 +665,13 @@ mod tests {
         let err = store.try_acquire(&Request::new("k")).unwrap_err();
         assert!(err.is_timeout(), "{err}");
         assert!(err.to_string().contains("busy timeout"), "{err}");
+        let sqlite = std::error::Error::source(err.inner())
+            .and_then(|s| s.downcast_ref::<rusqlite::Error>())
+            .expect("SQLite's own error is the source");
+        assert_eq!(
+            sqlite.sqlite_error_code(),
+            Some(rusqlite::ErrorCode::DatabaseBusy)
+        );
         other.execute_batch("ROLLBACK").unwrap();
         assert!(matches!(
             store.try_acquire(&Request::new("k")).unwrap(),

@@ -158,7 +158,28 @@ impl Pool {
         } else {
             String::new()
         };
-        BackendError::new(kind, format!("{}{busy}: {e}", self.path.display()))
+        let context = format!("{}{busy}", self.path.display());
+        BackendError::new(kind, InFile { context, source: e })
+    }
+}
+
+/// SQLite's error, with the file it came from: its `source()` is the
+/// `rusqlite::Error`, for callers that want SQLite's own code.
+#[derive(Debug)]
+struct InFile {
+    context: String,
+    source: rusqlite::Error,
+}
+
+impl std::fmt::Display for InFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.context, self.source)
+    }
+}
+
+impl std::error::Error for InFile {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.source)
     }
 }
 
