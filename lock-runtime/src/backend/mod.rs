@@ -180,6 +180,8 @@ pub mod memory;
 mod namespace;
 #[cfg(feature = "redis")]
 pub mod redis;
+#[cfg(feature = "sqlite")]
+pub mod sqlite;
 mod store;
 mod wait;
 
