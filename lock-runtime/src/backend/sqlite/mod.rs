@@ -123,8 +123,8 @@ use rusqlite::{OptionalExtension, TransactionBehavior, params};
 
 use super::kind::{Opening, StoreKind};
 use super::{
-    Abilities, Acquired, Attempt, Backend, BackendError, BackendErrorKind, Busy, CleanUp,
-    OwnerCheck, Request, Store, Token,
+    Abilities, Acquired, Attempt, Backend, BackendError, BackendErrorKind, Busy, CleanUp, Held,
+    Listing, Namespace, OwnerCheck, Request, Store, Token,
 };
 use crate::LockError;
 use crate::lease::DEFAULT_LEASE;
@@ -479,7 +479,10 @@ impl Store for SqliteStore {
     }
 
     fn abilities(&self) -> Abilities<'_> {
-        Abilities::none().owner_check(self).clean_up(self)
+        Abilities::none()
+            .owner_check(self)
+            .clean_up(self)
+            .listing(self)
     }
 }
 
@@ -511,6 +514,47 @@ impl OwnerCheck for SqliteStore {
                 })
                 .optional()?;
             Ok(row.is_some())
+        })
+    }
+}
+
+impl Listing for SqliteStore {
+    /// The live rows under `ns`, with their hold time, lease left and
+    /// fencing token.
+    ///
+    /// ```
+    /// use lock_runtime::backend::sqlite::SqliteStore;
+    /// use lock_runtime::backend::{Listing, Namespace, Request, Store};
+    ///
+    /// let dir = std::env::temp_dir().join(format!("doc-sqlite-list-{}", std::process::id()));
+    /// std::fs::create_dir_all(&dir).unwrap();
+    /// let store = SqliteStore::new(dir.join("locks.db"));
+    /// let ns = Namespace::new("jobs:");
+    /// store.try_acquire(&Request::new(&ns.key("import".into()))).unwrap();
+    /// let held = store.holders(&ns).unwrap();
+    /// assert_eq!(held[0].key, "jobs:import");
+    /// assert!(held[0].fencing.is_some());
+    /// # std::fs::remove_dir_all(&dir).ok();
+    /// ```
+    fn holders(&self, ns: &Namespace) -> Result<Vec<Held>, BackendError> {
+        self.run(|conn| {
+            let now = clock::now()?;
+            let mut stmt = conn.prepare_cached(&self.sql.list)?;
+            let rows = stmt.query_map(
+                params![ns.head(), rusqlite::types::Null, now.epoch, now.micros],
+                |row| {
+                    let (key, since, until, fence): (String, i64, i64, i64) =
+                        (row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?);
+                    let span = |from: i64, to: i64| {
+                        Duration::from_micros(u64::try_from(to - from).unwrap_or(0))
+                    };
+                    Ok(Held::new(key)
+                        .held_for(Some(span(since, now.micros)))
+                        .lease_left(Some(span(now.micros, until)))
+                        .fencing(u64::try_from(fence).ok()))
+                },
+            )?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
         })
     }
 }

@@ -41,6 +41,7 @@ pub(super) struct Sql {
     pub(super) release: String,
     pub(super) extend: String,
     pub(super) holds: String,
+    pub(super) list: String,
     pub(super) clean_up: String,
 }
 
@@ -68,6 +69,12 @@ impl Sql {
                 "UPDATE \"{t}\" SET lease_end = ?5 WHERE key = ?1 AND owner = ?2 AND {live}"
             ),
             holds: format!("SELECT 1 FROM \"{t}\" WHERE key = ?1 AND owner = ?2 AND {live}"),
+            // ?1 the namespace's head (`substr` rather than `LIKE`, whose
+            // `%` and `_` a prefix may hold), ?3 epoch, ?4 now.
+            list: format!(
+                "SELECT key, acquired_at, lease_end, fencing FROM \"{t}\" \
+                 WHERE substr(key, 1, length(?1)) = ?1 AND {live}"
+            ),
             // ?1 epoch, ?2 cutoff (now - grace): rows of this boot whose
             // lease ended by the cutoff, and rows of another boot, which
             // ended before this boot began, `now` ago (so when the cutoff
