@@ -54,6 +54,8 @@
 //! - `tokio` (on with `redis`): a private I/O thread with a `tokio` runtime,
 //!   on which an [`AsyncStore`](backend::AsyncStore) whose client needs a
 //!   Tokio reactor serves sync callers and callers on other executors.
+//! - `sqlite`: `sqlite://` aliases, a lock table in a SQLite file shared by
+//!   the processes of one host (SQLite bundled through `rusqlite`).
 //! - `tls`: `rediss://` aliases (TLS through rustls).
 //! - `testing`: the conformance suite for stores (module `testing`), on a
 //!   multi-threaded `tokio` runtime of its own.

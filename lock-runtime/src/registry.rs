@@ -103,6 +103,7 @@ pub const ENV_PREFIX: &str = "LOCK_ALIAS_";
 /// | `rediss://...` | the same over TLS (feature `tls`) |
 /// | `redis+unix:///path/to/socket[?db=N]` | Redis over a Unix socket |
 /// | `redis+quorum://[user:password@]host1[:port],host2,host3[/db]` | a quorum (Redlock) of independent servers |
+/// | `sqlite:///abs/path.db` or `sqlite://relative/path.db` | a lock table in a SQLite file, for the processes of one host (feature `sqlite`) |
 ///
 /// ```
 /// use std::time::Duration;
