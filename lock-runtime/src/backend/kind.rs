@@ -54,6 +54,8 @@ static KINDS: &[&StoreKind] = &[
     &super::redis::UNIX_KIND,
     #[cfg(feature = "redis")]
     &super::redis::QUORUM_KIND,
+    #[cfg(feature = "postgres")]
+    &super::postgres::KIND,
 ];
 
 pub(crate) fn kinds() -> &'static [&'static StoreKind] {
@@ -67,6 +69,8 @@ const NEEDS_FEATURE: &[(&str, &str)] = &[
     ("redis+unix", "redis"),
     ("unix", "redis"),
     ("redis+quorum", "redis"),
+    ("postgres", "postgres"),
+    ("postgresql", "postgres"),
 ];
 
 /// The kind of store `scheme` names, or why there is none.
