@@ -76,7 +76,7 @@ impl Listener {
             let id = w.next_id;
             w.next_id += 1;
             w.by_key
-                .entry(key.to_owned())
+                .entry(super::sql::payload(key))
                 .or_default()
                 .push((id, signal.clone()));
             if w.listening {
@@ -86,7 +86,7 @@ impl Listener {
         };
         Ok(Watch::new(Unwatch {
             shared: Arc::downgrade(&self.shared),
-            key: key.to_owned(),
+            key: super::sql::payload(key),
             id,
         }))
     }
@@ -120,8 +120,9 @@ impl Drop for Unwatch {
 }
 
 impl Shared {
-    /// A release of `key` (or, with an empty payload, of a key too long
-    /// for one: every key).
+    /// A release of the key whose payload is `key` (or, with an empty
+    /// payload, of a key too long for one: every key). Watchers are kept by
+    /// payload.
     fn dispatch(&self, key: &str) {
         let w = lock(&self.watchers);
         if key.is_empty() {

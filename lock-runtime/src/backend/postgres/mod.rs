@@ -35,7 +35,7 @@
 //! ```sql
 //! CREATE SEQUENCE IF NOT EXISTS "lock_leases_fence";
 //! CREATE TABLE IF NOT EXISTS "lock_leases" (
-//!     key         text PRIMARY KEY,       -- the alias prefix + the lock's key
+//!     key         bytea PRIMARY KEY,      -- the alias prefix + the lock's key (UTF-8)
 //!     owner       text NOT NULL,          -- the holder's token
 //!     fence       bigint NOT NULL,        -- from the sequence: only goes up
 //!     acquired_at timestamptz NOT NULL,   -- database clock
@@ -227,11 +227,12 @@ impl AsyncStore for PostgresStore {
             let lease = millis(req.lease.unwrap_or(DEFAULT_LEASE));
             let steal = req.steal_after.map(millis);
             let sent = Instant::now();
+            let key = req.key.as_bytes();
             let row = self
                 .pool
-                .with(|c| async move {
+                .with(Some(req.key), |c| async move {
                     c.client
-                        .query_one(&c.acquire, &[&req.key, &owner.as_str(), &lease, &steal])
+                        .query_one(&c.acquire, &[&key, &owner.as_str(), &lease, &steal])
                         .await
                 })
                 .await?;
@@ -257,9 +258,9 @@ impl AsyncStore for PostgresStore {
             let channel = self.names.channel.as_str();
             let rows = self
                 .pool
-                .with(|c| async move {
+                .with(Some(key), |c| async move {
                     c.client
-                        .query(&c.release, &[&key, &owner.as_str(), &channel])
+                        .query(&c.release, &[&key.as_bytes(), &owner.as_str(), &channel])
                         .await
                 })
                 .await?;
@@ -277,9 +278,9 @@ impl AsyncStore for PostgresStore {
             let (owner, lease) = (token.encode(), millis(lease));
             let changed = self
                 .pool
-                .with(|c| async move {
+                .with(Some(key), |c| async move {
                     c.client
-                        .execute(&c.extend, &[&key, &owner.as_str(), &lease])
+                        .execute(&c.extend, &[&key.as_bytes(), &owner.as_str(), &lease])
                         .await
                 })
                 .await?;
@@ -305,9 +306,9 @@ impl AsyncOwnerCheck for PostgresStore {
             let owner = token.encode();
             let rows = self
                 .pool
-                .with(|c| async move {
+                .with(Some(key), |c| async move {
                     c.client
-                        .query(&c.holds, &[&key, &owner.as_str()])
+                        .query(&c.holds, &[&key.as_bytes(), &owner.as_str()])
                         .await
                 })
                 .await?;
@@ -321,7 +322,7 @@ impl AsyncCleanUp for PostgresStore {
         Box::pin(async move {
             let grace = millis(grace);
             self.pool
-                .with(|c| async move { c.client.execute(&c.clean_up, &[&grace]).await })
+                .with(None, |c| async move { c.client.execute(&c.clean_up, &[&grace]).await })
                 .await
         })
     }

@@ -11,7 +11,7 @@ use std::time::Duration;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, Config, NoTls, Statement};
 
-use super::sql::Names;
+use super::sql::{Names, fnv1a};
 use crate::backend::{BackendError, BackendErrorKind};
 
 /// Clients per store: enough for a process's concurrent locks to pipeline
@@ -75,12 +75,20 @@ impl Pool {
     /// Runs `op` on a client (connecting one if needed) within the command
     /// timeout; a client that failed with a connection error or a timeout
     /// is dropped, so that the next call connects afresh.
-    pub(super) async fn with<T, F, Fut>(&self, op: F) -> Result<T, BackendError>
+    ///
+    /// Calls about one key go to one client, whose connection runs them in
+    /// the order they were sent: the release of a dropped acquisition
+    /// (sent after it) then never overtakes it.
+    pub(super) async fn with<T, F, Fut>(&self, key: Option<&str>, op: F) -> Result<T, BackendError>
     where
         F: FnOnce(Arc<Conn>) -> Fut,
         Fut: Future<Output = Result<T, tokio_postgres::Error>>,
     {
-        let slot = &self.slots[self.next.fetch_add(1, Ordering::Relaxed) % SLOTS];
+        let n = match key {
+            Some(k) => usize::try_from(fnv1a(k.as_bytes()) % SLOTS as u64).unwrap_or(0),
+            None => self.next.fetch_add(1, Ordering::Relaxed),
+        };
+        let slot = &self.slots[n % SLOTS];
         let conn = match slot.live() {
             Some(c) => c,
             None => {
@@ -232,7 +240,14 @@ pub(super) fn error(e: &tokio_postgres::Error) -> BackendError {
         // timeout of the client's.
         None => BackendErrorKind::Connection,
     };
-    BackendError::new(kind, format!("Postgres: {e}"))
+    // tokio-postgres says only "db error" or "error communicating with
+    // the server" and keeps what happened in the source.
+    let detail = match (e.as_db_error(), std::error::Error::source(e)) {
+        (Some(db), _) => format!("{} ({})", db.message(), db.code().code()),
+        (None, Some(source)) => format!("{e}: {source}"),
+        (None, None) => e.to_string(),
+    };
+    BackendError::new(kind, format!("Postgres: {detail}"))
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {

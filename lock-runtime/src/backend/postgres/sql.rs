@@ -35,7 +35,7 @@ impl Names {
             format!("CREATE SEQUENCE IF NOT EXISTS \"{s}\""),
             format!(
                 "CREATE TABLE IF NOT EXISTS \"{t}\" (\n    \
-                 key         text PRIMARY KEY,\n    \
+                 key         bytea PRIMARY KEY,\n    \
                  owner       text NOT NULL,\n    \
                  fence       bigint NOT NULL,\n    \
                  acquired_at timestamptz NOT NULL,\n    \
@@ -63,7 +63,7 @@ impl Names {
             "WITH now AS MATERIALIZED (SELECT clock_timestamp() AS t), \
              won AS ( \
                INSERT INTO \"{t}\" AS l (key, owner, fence, acquired_at, lease_end) \
-               SELECT $1::text, $2::text, nextval('\"{s}\"'), now.t, \
+               SELECT $1::bytea, $2::text, nextval('\"{s}\"'), now.t, \
                       now.t + $3::bigint * interval '1 millisecond' FROM now \
                ON CONFLICT (key) DO UPDATE \
                  SET owner = excluded.owner, fence = excluded.fence, \
@@ -74,22 +74,24 @@ impl Names {
              SELECT (SELECT fence FROM won), \
                     (SELECT GREATEST(ceil(extract(epoch FROM LEAST(h.lease_end, \
                               h.acquired_at + $4::bigint * interval '1 millisecond') - now.t) * 1000), 0)::bigint \
-                       FROM \"{t}\" h, now WHERE h.key = $1::text)"
+                       FROM \"{t}\" h, now WHERE h.key = $1::bytea)"
         )
     }
 
     /// `$1` key, `$2` owner, `$3` channel. Deletes the row if the owner
     /// has it (even with its lease ended: nobody else can have it then)
     /// and wakes the key's waiters in the same statement; answers a row,
-    /// `held`, only if it deleted one. A key too long for a NOTIFY payload
-    /// wakes every waiter of the channel (empty payload).
+    /// `held`, only if it deleted one. The payload is the key in hex (a
+    /// payload is text without NUL, and keys may hold any character); a
+    /// key too long for a payload wakes every waiter of the channel
+    /// (empty payload).
     pub(super) fn release(&self) -> String {
         format!(
             "WITH gone AS ( \
-               DELETE FROM \"{}\" WHERE key = $1::text AND owner = $2::text \
+               DELETE FROM \"{}\" WHERE key = $1::bytea AND owner = $2::text \
                RETURNING lease_end > clock_timestamp() AS held) \
-             SELECT held, pg_notify($3::text, CASE WHEN octet_length($1::text) < 7900 \
-                                              THEN $1::text ELSE '' END)::text \
+             SELECT held, pg_notify($3::text, CASE WHEN octet_length($1::bytea) < 3900 \
+                                              THEN encode($1::bytea, 'hex') ELSE '' END)::text \
              FROM gone",
             self.table
         )
@@ -99,7 +101,7 @@ impl Names {
     pub(super) fn extend(&self) -> String {
         format!(
             "UPDATE \"{}\" SET lease_end = clock_timestamp() + $3::bigint * interval '1 millisecond' \
-             WHERE key = $1::text AND owner = $2::text AND lease_end > clock_timestamp()",
+             WHERE key = $1::bytea AND owner = $2::text AND lease_end > clock_timestamp()",
             self.table
         )
     }
@@ -108,7 +110,7 @@ impl Names {
     pub(super) fn holds(&self) -> String {
         format!(
             "SELECT 1 FROM \"{}\" \
-             WHERE key = $1::text AND owner = $2::text AND lease_end > clock_timestamp()",
+             WHERE key = $1::bytea AND owner = $2::text AND lease_end > clock_timestamp()",
             self.table
         )
     }
@@ -143,9 +145,18 @@ fn check_identifier(name: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// The NOTIFY payload that names `key`: its bytes in hex, or empty (every
+/// waiter) for a key too long for a payload.
+pub(super) fn payload(key: &str) -> String {
+    if key.len() >= 3900 {
+        return String::new();
+    }
+    key.bytes().map(|b| format!("{b:02x}")).collect()
+}
+
 /// FNV-1a: a hash that is the same in every process and every build,
 /// unlike std's, so that all processes derive the same channel.
-fn fnv1a(bytes: &[u8]) -> u64 {
+pub(super) fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
         (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
     })
@@ -154,6 +165,12 @@ fn fnv1a(bytes: &[u8]) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn payloads_name_keys_in_hex() {
+        assert_eq!(payload("a\0:"), "61003a");
+        assert_eq!(payload(&"k".repeat(5000)), "");
+    }
 
     #[test]
     fn tables_must_be_plain_identifiers() {
