@@ -16,7 +16,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use lock_runtime::Lock;
 use lock_runtime::registry::{self, AliasConfig};
-use support::postgres::{PostgresServer, simple_query};
+use support::postgres::PostgresServer;
 
 const PROCESSES: usize = 4;
 const CHILDREN_TIMEOUT: Duration = Duration::from_secs(120);
@@ -39,13 +39,45 @@ fn unix_micros() -> u128 {
         .as_micros()
 }
 
-/// Reads the counter and writes it back plus one in two statements: lost
-/// updates unless the lock excludes.
-fn unsafe_increment(url: &str) {
-    let rows = simple_query(url, "SELECT n FROM counter").expect("read the counter");
-    let n: i64 = rows[0][0].as_deref().expect("a count").parse().expect("a number");
-    std::thread::yield_now();
-    simple_query(url, &format!("UPDATE counter SET n = {}", n + 1)).expect("write the counter");
+/// A counter in a table of its own, on one connection of the test's.
+struct Counter {
+    rt: tokio::runtime::Runtime,
+    client: tokio_postgres::Client,
+}
+
+impl Counter {
+    fn connect(url: &str) -> Self {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let client = rt.block_on(async {
+            let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+                .await
+                .expect("connect for the counter");
+            tokio::spawn(conn);
+            client
+        });
+        Self { rt, client }
+    }
+
+    /// Reads the counter and writes it back plus one in two statements:
+    /// lost updates unless the lock excludes.
+    fn unsafe_increment(&self) {
+        self.rt.block_on(async {
+            let n: i64 = self
+                .client
+                .query_one("SELECT n FROM counter", &[])
+                .await
+                .expect("read the counter")
+                .get(0);
+            tokio::task::yield_now().await;
+            self.client
+                .execute("UPDATE counter SET n = $1", &[&(n + 1)])
+                .await
+                .expect("write the counter");
+        });
+    }
 }
 
 #[test]
@@ -57,9 +89,10 @@ fn exclusion_across_four_processes() {
             AliasConfig::from_url(&format!("{url}?poll_ms=2")).unwrap(),
         )
         .unwrap();
+        let counter = Counter::connect(&url);
         for _ in 0..sections() {
             let guard = Lock::new("counter").alias("pg").acquire().unwrap();
-            unsafe_increment(&url);
+            counter.unsafe_increment();
             guard.release().unwrap();
         }
         support::report(format!("done {}", sections()));
@@ -235,9 +268,10 @@ fn clean_up_removes_only_expired_rows_beside_four_lockers() {
         registry::add("pg", AliasConfig::from_url(&format!("{url}?poll_ms=2")).unwrap()).unwrap();
         let mine = format!("own-{}", support::child_index().unwrap());
         let own = Lock::new(mine).alias("pg").acquire().unwrap();
+        let counter = Counter::connect(&url);
         for _ in 0..100 {
             let guard = Lock::new("counter").alias("pg").acquire().unwrap();
-            unsafe_increment(&url);
+            counter.unsafe_increment();
             guard.release().unwrap();
         }
         assert!(!own.is_lost());
@@ -253,9 +287,9 @@ fn clean_up_removes_only_expired_rows_beside_four_lockers() {
     server.sql("CREATE TABLE counter (n bigint); INSERT INTO counter VALUES (0)");
     server.sql(&format!(
         "INSERT INTO lock_leases SELECT convert_to('lock:stale-' || i, 'UTF8'), 'gone', nextval('lock_leases_fence'), \
-           now() - interval '2 hours', now() - interval '1 hour' FROM generate_series(1, {STALE}); \
+           now() - interval '2 hours', now() - interval '1 hour' FROM generate_series(1, {STALE}) AS i; \
          INSERT INTO lock_leases SELECT convert_to('lock:recent-' || i, 'UTF8'), 'gone', nextval('lock_leases_fence'), \
-           now() - interval '2 minutes', now() - interval '1 second' FROM generate_series(1, 10)"
+           now() - interval '2 minutes', now() - interval '1 second' FROM generate_series(1, 10) AS i"
     ));
     let children = support::spawn_children(
         &support::test_name!(),

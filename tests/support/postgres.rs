@@ -108,7 +108,9 @@ impl PostgresServer {
 
     /// Stops the server the hard way (immediate shutdown, `SIGQUIT`: no
     /// checkpoint, clients cut off at once, as in a crash) and waits until
-    /// it is gone. Committed rows survive. Does nothing if stopped.
+    /// it is gone. Committed rows survive (commits are synchronous; only
+    /// `fsync` is off, and the OS keeps what was written). Does nothing if
+    /// stopped.
     pub fn stop(&self) {
         let mut child = self.child();
         if let Some(mut c) = child.take() {
@@ -188,7 +190,6 @@ impl PostgresServer {
             .args([
                 "-c", "listen_addresses=127.0.0.1",
                 "-c", "fsync=off",
-                "-c", "synchronous_commit=off",
                 "-c", "full_page_writes=off",
                 "-c", "max_connections=200",
                 "-c", "logging_collector=off",
