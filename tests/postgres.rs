@@ -119,7 +119,11 @@ fn exclusion_across_four_processes() {
         (PROCESSES * sections()) as i64,
         "updates were lost: the lock let two processes in at once"
     );
-    assert_eq!(server.number("SELECT count(*) FROM lock_leases"), 0, "a lock was left behind");
+    assert_eq!(
+        server.number("SELECT count(*) FROM lock_leases"),
+        0,
+        "a lock was left behind"
+    );
     println!(
         "{PROCESSES} processes x {} sections in {:?}",
         sections(),
@@ -133,8 +137,11 @@ fn server_restart_under_holders() {
     let alias = "pg-restart";
     registry::add(
         alias,
-        AliasConfig::from_url(&format!("{}?timeout_ms=300&connect_timeout_ms=300", server.url()))
-            .unwrap(),
+        AliasConfig::from_url(&format!(
+            "{}?timeout_ms=300&connect_timeout_ms=300",
+            server.url()
+        ))
+        .unwrap(),
     )
     .unwrap();
     let short = Lock::new("short")
@@ -152,9 +159,15 @@ fn server_restart_under_holders() {
     let started = Instant::now();
     let err = Lock::new("other").alias(alias).try_acquire().unwrap_err();
     assert!(err.is_backend(), "{err:?}");
-    assert!(started.elapsed() < Duration::from_secs(2), "errors within the timeouts");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "errors within the timeouts"
+    );
     std::thread::sleep(Duration::from_millis(1200));
-    assert!(short.is_lost(), "the short lease ran out while the server was down");
+    assert!(
+        short.is_lost(),
+        "the short lease ran out while the server was down"
+    );
     server.restart();
     // The next calls reconnect by themselves; rows survived the restart.
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -170,7 +183,11 @@ fn server_restart_under_holders() {
         }
     };
     assert!(
-        Lock::new("long").alias(alias).try_acquire().unwrap().is_none(),
+        Lock::new("long")
+            .alias(alias)
+            .try_acquire()
+            .unwrap()
+            .is_none(),
         "the long lease survived the restart"
     );
     assert!(!long.is_lost());
@@ -205,7 +222,13 @@ fn terminated_backend_under_a_holder() {
     }
     assert!(!guard.is_lost());
     guard.release().unwrap();
-    assert!(Lock::new("held").alias(alias).try_acquire().unwrap().is_some());
+    assert!(
+        Lock::new("held")
+            .alias(alias)
+            .try_acquire()
+            .unwrap()
+            .is_some()
+    );
 }
 
 #[test]
@@ -265,7 +288,11 @@ fn clean_up_removes_only_expired_rows_beside_four_lockers() {
     const STALE: i64 = 50;
     if support::child_role().is_some() {
         let url = url_from_parent();
-        registry::add("pg", AliasConfig::from_url(&format!("{url}?poll_ms=2")).unwrap()).unwrap();
+        registry::add(
+            "pg",
+            AliasConfig::from_url(&format!("{url}?poll_ms=2")).unwrap(),
+        )
+        .unwrap();
         let mine = format!("own-{}", support::child_index().unwrap());
         let own = Lock::new(mine).alias("pg").acquire().unwrap();
         let counter = Counter::connect(&url);
@@ -308,8 +335,16 @@ fn clean_up_removes_only_expired_rows_beside_four_lockers() {
     for c in &outputs {
         assert_eq!(c.reports(), vec!["done".to_owned()]);
     }
-    assert_eq!(removed, STALE as u64, "exactly the rows that ended over a minute ago");
-    assert_eq!(server.number("SELECT count(*) FROM lock_leases WHERE convert_from(key, 'UTF8') LIKE 'lock:recent-%'"), 10);
+    assert_eq!(
+        removed, STALE as u64,
+        "exactly the rows that ended over a minute ago"
+    );
+    assert_eq!(
+        server.number(
+            "SELECT count(*) FROM lock_leases WHERE convert_from(key, 'UTF8') LIKE 'lock:recent-%'"
+        ),
+        10
+    );
     assert_eq!(
         server.number("SELECT n FROM counter"),
         (PROCESSES * 100) as i64,
@@ -322,7 +357,11 @@ fn table_created_by_four_processes_at_once() {
     if support::child_role().is_some() {
         let url = url_from_parent();
         let start: u128 = std::env::var("START_AT_US").unwrap().parse().unwrap();
-        registry::add("pg", AliasConfig::from_url(&format!("{url}?table=raced")).unwrap()).unwrap();
+        registry::add(
+            "pg",
+            AliasConfig::from_url(&format!("{url}?table=raced")).unwrap(),
+        )
+        .unwrap();
         let now = unix_micros();
         if start > now {
             std::thread::sleep(Duration::from_micros((start - now) as u64));
@@ -349,5 +388,8 @@ fn table_created_by_four_processes_at_once() {
     fences.sort();
     fences.dedup();
     assert_eq!(fences.len(), PROCESSES, "four grants, four fencing numbers");
-    assert_eq!(server.number("SELECT count(*) FROM pg_class WHERE relname = 'raced'"), 1);
+    assert_eq!(
+        server.number("SELECT count(*) FROM pg_class WHERE relname = 'raced'"),
+        1
+    );
 }

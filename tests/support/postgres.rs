@@ -52,7 +52,16 @@ impl PostgresServer {
         let dir = server_dir(ids);
         let mut initdb = Command::new(bin.join("initdb"));
         initdb
-            .args(["-D", "data", "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"])
+            .args([
+                "-D",
+                "data",
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--no-sync",
+            ])
             .current_dir(&dir)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -136,9 +145,7 @@ impl PostgresServer {
             match self.launch() {
                 Ok(()) => return,
                 // A client socket may hold the port for a moment.
-                Err(true) if Instant::now() < deadline => {
-                    thread::sleep(Duration::from_millis(100))
-                }
+                Err(true) if Instant::now() < deadline => thread::sleep(Duration::from_millis(100)),
                 Err(_) => panic!("postgres did not restart on port {}", self.port),
             }
         }
@@ -188,11 +195,16 @@ impl PostgresServer {
             .args(["-p", &self.port.to_string(), "-k"])
             .arg(&self.dir)
             .args([
-                "-c", "listen_addresses=127.0.0.1",
-                "-c", "fsync=off",
-                "-c", "full_page_writes=off",
-                "-c", "max_connections=200",
-                "-c", "logging_collector=off",
+                "-c",
+                "listen_addresses=127.0.0.1",
+                "-c",
+                "fsync=off",
+                "-c",
+                "full_page_writes=off",
+                "-c",
+                "max_connections=200",
+                "-c",
+                "logging_collector=off",
             ])
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log file"))
@@ -216,7 +228,10 @@ impl PostgresServer {
             if Instant::now() > deadline {
                 let _ = child.kill();
                 let _ = child.wait();
-                eprintln!("--- postgres log ---\n{}--- end ---", tail(&self.log_path(), LOG_TAIL_LINES));
+                eprintln!(
+                    "--- postgres log ---\n{}--- end ---",
+                    tail(&self.log_path(), LOG_TAIL_LINES)
+                );
                 return Err(false);
             }
             thread::sleep(Duration::from_millis(50));
@@ -241,7 +256,10 @@ impl Drop for PostgresServer {
 
 /// One query on a connection of its own, on a runtime of its own (tests
 /// call it from sync code and from inside their runtimes alike).
-pub fn simple_query(url: &str, sql: &str) -> Result<Vec<Vec<Option<String>>>, tokio_postgres::Error> {
+pub fn simple_query(
+    url: &str,
+    sql: &str,
+) -> Result<Vec<Vec<Option<String>>>, tokio_postgres::Error> {
     let (url, sql) = (url.to_owned(), sql.to_owned());
     thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -274,20 +292,25 @@ fn pg_bin_dir() -> Result<PathBuf, String> {
         return if dir.join("postgres").exists() {
             Ok(dir)
         } else {
-            Err(format!("{PG_BIN_DIR_ENV}={} has no `postgres`; {INSTALL_HINT}", dir.display()))
+            Err(format!(
+                "{PG_BIN_DIR_ENV}={} has no `postgres`; {INSTALL_HINT}",
+                dir.display()
+            ))
         };
     }
-    let newest = fs::read_dir("/usr/lib/postgresql").ok().and_then(|entries| {
-        entries
-            .filter_map(Result::ok)
-            .filter_map(|e| {
-                let version: u32 = e.file_name().to_str()?.parse().ok()?;
-                let bin = e.path().join("bin");
-                bin.join("initdb").exists().then_some((version, bin))
-            })
-            .max()
-            .map(|(_, bin)| bin)
-    });
+    let newest = fs::read_dir("/usr/lib/postgresql")
+        .ok()
+        .and_then(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .filter_map(|e| {
+                    let version: u32 = e.file_name().to_str()?.parse().ok()?;
+                    let bin = e.path().join("bin");
+                    bin.join("initdb").exists().then_some((version, bin))
+                })
+                .max()
+                .map(|(_, bin)| bin)
+        });
     if let Some(bin) = newest {
         return Ok(bin);
     }
@@ -313,7 +336,9 @@ fn server_ids() -> Option<(u32, u32)> {
             .flatten()
     });
     Some(ids.unwrap_or_else(|| {
-        panic!("running as root, and there is no `postgres` user to run the server as; {INSTALL_HINT}")
+        panic!(
+            "running as root, and there is no `postgres` user to run the server as; {INSTALL_HINT}"
+        )
     }))
 }
 

@@ -41,7 +41,11 @@ struct Watchers {
 
 impl Watchers {
     fn all(&self) -> Vec<Signal> {
-        self.by_key.values().flatten().map(|(_, s)| s.clone()).collect()
+        self.by_key
+            .values()
+            .flatten()
+            .map(|(_, s)| s.clone())
+            .collect()
     }
 }
 
@@ -166,9 +170,7 @@ async fn listen(shared: Weak<Shared>, stop: Arc<Notify>) {
         };
         let deliver = shared.clone();
         let mut driver = tokio::spawn(async move {
-            while let Some(message) =
-                std::future::poll_fn(|cx| connection.poll_message(cx)).await
-            {
+            while let Some(message) = std::future::poll_fn(|cx| connection.poll_message(cx)).await {
                 match message {
                     Ok(AsyncMessage::Notification(n)) => match deliver.upgrade() {
                         Some(s) => s.dispatch(n.payload()),

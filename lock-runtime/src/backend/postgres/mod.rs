@@ -101,8 +101,8 @@ use tokio_postgres::Config;
 
 use super::kind::{Opening, StoreKind};
 use super::{
-    Abilities, Acquired, AsyncCleanUp, AsyncOwnerCheck, AsyncStore, Attempt,
-    BackendError, BoxFuture, Busy, Request, Signal, Token, Watch, WakeUps,
+    Abilities, Acquired, AsyncCleanUp, AsyncOwnerCheck, AsyncStore, Attempt, BackendError,
+    BoxFuture, Busy, Request, Signal, Token, WakeUps, Watch,
 };
 use crate::config::{self, redact};
 use crate::lease::DEFAULT_LEASE;
@@ -187,7 +187,7 @@ impl PostgresStore {
             .map_err(|e| format!("invalid Postgres URL `{}`: {e}", redact(base)))?;
         cfg.connect_timeout(o.connect_timeout)
             .application_name("lock-runtime")
-            .options(&format!(
+            .options(format!(
                 "-c statement_timeout={}",
                 o.command_timeout.as_millis()
             ))
@@ -205,7 +205,12 @@ impl PostgresStore {
         );
         Ok(Self {
             url: base.to_owned(),
-            pool: Pool::new(cfg, Arc::clone(&names), o.connect_timeout, o.command_timeout),
+            pool: Pool::new(
+                cfg,
+                Arc::clone(&names),
+                o.connect_timeout,
+                o.command_timeout,
+            ),
             names,
             listener,
         })
@@ -239,12 +244,10 @@ impl AsyncStore for PostgresStore {
                 .await?;
             let (fence, retry): (Option<i64>, Option<i64>) = (row.get(0), row.get(1));
             Ok(match fence {
-                Some(f) => Attempt::Acquired(
-                    Acquired::new(u64::try_from(f).ok()).sent_at(sent),
-                ),
-                None => Attempt::Busy(Busy::new(retry.map(|ms| {
-                    Duration::from_millis(u64::try_from(ms).unwrap_or(0))
-                }))),
+                Some(f) => Attempt::Acquired(Acquired::new(u64::try_from(f).ok()).sent_at(sent)),
+                None => Attempt::Busy(Busy::new(
+                    retry.map(|ms| Duration::from_millis(u64::try_from(ms).unwrap_or(0))),
+                )),
             })
         })
     }
@@ -323,7 +326,9 @@ impl AsyncCleanUp for PostgresStore {
         Box::pin(async move {
             let grace = millis(grace);
             self.pool
-                .with(None, |c| async move { c.client.execute(&c.clean_up, &[&grace]).await })
+                .with(None, |c| async move {
+                    c.client.execute(&c.clean_up, &[&grace]).await
+                })
                 .await
         })
     }
@@ -357,7 +362,10 @@ mod tests {
         .unwrap();
         assert_eq!(store.names.table, "my_locks");
         let shown = format!("{store:?}");
-        assert!(shown.contains("u:***@") && !shown.contains("hunter2"), "{shown}");
+        assert!(
+            shown.contains("u:***@") && !shown.contains("hunter2"),
+            "{shown}"
+        );
     }
 
     #[test]
@@ -371,7 +379,10 @@ mod tests {
     #[test]
     fn postgres_kind_takes_both_schemes() {
         for scheme in ["postgres", "postgresql"] {
-            assert!(std::ptr::eq(super::super::kind::by_scheme(scheme).unwrap(), &KIND));
+            assert!(std::ptr::eq(
+                super::super::kind::by_scheme(scheme).unwrap(),
+                &KIND
+            ));
         }
     }
 }

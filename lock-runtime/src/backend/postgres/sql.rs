@@ -185,9 +185,15 @@ mod tests {
     fn channels_are_identifiers_per_table_and_prefix() {
         let a = Names::new("lock_leases", "lock:").unwrap();
         assert_eq!(a.sequence, "lock_leases_fence");
-        assert_ne!(a.channel, Names::new("lock_leases", "app:").unwrap().channel);
+        assert_ne!(
+            a.channel,
+            Names::new("lock_leases", "app:").unwrap().channel
+        );
         assert_ne!(a.channel, Names::new("other", "lock:").unwrap().channel);
-        assert_eq!(a.channel, Names::new("lock_leases", "lock:").unwrap().channel);
+        assert_eq!(
+            a.channel,
+            Names::new("lock_leases", "lock:").unwrap().channel
+        );
         let long = Names::new(&"t".repeat(57), "p").unwrap();
         assert!(long.channel.len() <= 63);
         assert!(
