@@ -5,7 +5,7 @@
 //! at once.
 //!
 //! `LOCK_PG_SECTIONS=1000 cargo test --features postgres --test postgres`
-//! is the long form of the exclusion test (250 sections a process by
+//! is the long form of the exclusion test (400 sections a process by
 //! default, to keep the file well under a minute).
 
 #![cfg(feature = "postgres")]
@@ -14,8 +14,8 @@ mod support;
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use lock_runtime::Lock;
 use lock_runtime::registry::{self, AliasConfig};
+use lock_runtime::{Lock, LockError};
 use support::postgres::PostgresServer;
 
 const PROCESSES: usize = 4;
@@ -25,7 +25,7 @@ fn sections() -> usize {
     std::env::var("LOCK_PG_SECTIONS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(250)
+        .unwrap_or(400)
 }
 
 fn url_from_parent() -> String {
@@ -37,6 +37,12 @@ fn unix_micros() -> u128 {
         .duration_since(UNIX_EPOCH)
         .expect("clock after 1970")
         .as_micros()
+}
+
+/// Whether `e` is a store failure of the connection kind: the server is
+/// away or the connection was cut.
+fn is_connection_error(e: &LockError) -> bool {
+    matches!(e, LockError::Backend { source, .. } if source.is_connection())
 }
 
 /// A counter in a table of its own, on one connection of the test's.
@@ -158,7 +164,7 @@ fn server_restart_under_holders() {
     // Down past the short lease: its holder cannot renew in time.
     let started = Instant::now();
     let err = Lock::new("other").alias(alias).try_acquire().unwrap_err();
-    assert!(err.is_backend(), "{err:?}");
+    assert!(is_connection_error(&err), "{err:?}");
     assert!(
         started.elapsed() < Duration::from_secs(2),
         "errors within the timeouts"
@@ -176,7 +182,7 @@ fn server_restart_under_holders() {
             Ok(Some(g)) => break g,
             Ok(None) => panic!("the expired lease still holds the key"),
             Err(e) if Instant::now() < deadline => {
-                let _ = e;
+                assert!(is_connection_error(&e), "{e:?}");
                 std::thread::sleep(Duration::from_millis(50));
             }
             Err(e) => panic!("no reconnect after the restart: {e:?}"),
@@ -214,7 +220,7 @@ fn terminated_backend_under_a_holder() {
             Ok(None) => break,
             Ok(Some(_)) => panic!("the lock was free while held"),
             Err(e) if Instant::now() < deadline => {
-                assert!(e.is_backend(), "{e:?}");
+                assert!(is_connection_error(&e), "{e:?}");
                 std::thread::sleep(Duration::from_millis(20));
             }
             Err(e) => panic!("no reconnect: {e:?}"),
@@ -280,6 +286,49 @@ fn notify_wakes_a_waiter_in_another_process() {
     assert!(
         hand_off < Duration::from_millis(250),
         "hand-off took {hand_off:?}: the waiter was not woken by the release (poll {POLL:?})"
+    );
+}
+
+#[test]
+fn lost_listen_connection_comes_back() {
+    let server = PostgresServer::start();
+    let alias = "pg-relisten";
+    registry::add(
+        alias,
+        AliasConfig::from_url(&format!("{}?poll_ms=5000", server.url())).unwrap(),
+    )
+    .unwrap();
+    let held = Lock::new("k").alias(alias).acquire().unwrap();
+    let waiter = std::thread::spawn(move || {
+        let guard = Lock::new("k").alias(alias).acquire().unwrap();
+        let at = Instant::now();
+        guard.release().unwrap();
+        at
+    });
+    let listeners =
+        "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'LISTEN %' AND state = 'idle'";
+    let wait_for_listener = |what: &str| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while server.number(listeners) == 0 {
+            assert!(Instant::now() < deadline, "{what}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    wait_for_listener("the waiter never listened");
+    let cut = server.number(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE query LIKE 'LISTEN %'",
+    );
+    assert_eq!(cut, 1, "one LISTEN connection per store");
+    std::thread::sleep(Duration::from_millis(100));
+    wait_for_listener("the LISTEN connection did not come back");
+    std::thread::sleep(Duration::from_millis(200));
+    let released = Instant::now();
+    held.release().unwrap();
+    let hand_off = waiter.join().unwrap().saturating_duration_since(released);
+    println!("hand-off after the LISTEN connection came back: {hand_off:?}");
+    assert!(
+        hand_off < Duration::from_millis(250),
+        "took {hand_off:?}: the waiter was not woken by the release after LISTEN came back"
     );
 }
 
