@@ -143,12 +143,28 @@ impl Pool {
                     }
                 });
                 ensure_schema(&client, &names).await?;
+                // Prepared together, so that they share one round trip:
+                // the first lock of a fresh alias waits for all this.
+                let sql = [
+                    names.acquire(),
+                    names.release(),
+                    names.extend(),
+                    names.holds(),
+                    names.clean_up(),
+                ];
+                let (acquire, release, extend, holds, clean_up) = tokio::try_join!(
+                    client.prepare(&sql[0]),
+                    client.prepare(&sql[1]),
+                    client.prepare(&sql[2]),
+                    client.prepare(&sql[3]),
+                    client.prepare(&sql[4]),
+                )?;
                 let conn = Conn {
-                    acquire: client.prepare(&names.acquire()).await?,
-                    release: client.prepare(&names.release()).await?,
-                    extend: client.prepare(&names.extend()).await?,
-                    holds: client.prepare(&names.holds()).await?,
-                    clean_up: client.prepare(&names.clean_up()).await?,
+                    acquire,
+                    release,
+                    extend,
+                    holds,
+                    clean_up,
                     client,
                 };
                 Ok::<_, tokio_postgres::Error>(Arc::new(conn))
