@@ -242,7 +242,10 @@ impl AsyncStore for PostgresStore {
                         .await
                 })
                 .await?;
-            let (fence, retry): (Option<i64>, Option<i64>) = (row.get(0), row.get(1));
+            let (fence, retry): (Option<i64>, Option<i64>) = (
+                row.try_get(0).map_err(|e| pool::error(&e))?,
+                row.try_get(1).map_err(|e| pool::error(&e))?,
+            );
             Ok(match fence {
                 Some(f) => Attempt::Acquired(Acquired::new(u64::try_from(f).ok()).sent_at(sent)),
                 None => Attempt::Busy(Busy::new(
@@ -268,7 +271,10 @@ impl AsyncStore for PostgresStore {
                         .await
                 })
                 .await?;
-            Ok(rows.first().is_some_and(|r| r.get::<_, bool>(0)))
+            match rows.first() {
+                Some(r) => r.try_get::<_, bool>(0).map_err(|e| pool::error(&e)),
+                None => Ok(false),
+            }
         })
     }
 

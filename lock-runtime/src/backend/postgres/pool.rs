@@ -203,7 +203,8 @@ async fn ensure_schema(client: &Client, names: &Names) -> Result<(), tokio_postg
     let mut tries = 0;
     loop {
         let row = client.query_one(&names.exists(), &[]).await?;
-        let (table, sequence): (Option<String>, Option<String>) = (row.get(0), row.get(1));
+        let (table, sequence): (Option<String>, Option<String>) =
+            (row.try_get(0)?, row.try_get(1)?);
         if table.is_some() && sequence.is_some() {
             return Ok(());
         }
@@ -252,6 +253,9 @@ pub(super) fn error(e: &tokio_postgres::Error) -> BackendError {
         }
         Some(c) if *c == SqlState::TOO_MANY_CONNECTIONS => BackendErrorKind::Connection,
         Some(_) => BackendErrorKind::Protocol,
+        // A reply that does not decode as expected (a table made by hand
+        // with other column types).
+        None if is_decoding(e) => BackendErrorKind::Protocol,
         // No SQLSTATE: the socket, the connection being closed, or a
         // timeout of the client's.
         None => BackendErrorKind::Connection,
@@ -264,6 +268,13 @@ pub(super) fn error(e: &tokio_postgres::Error) -> BackendError {
         (None, None) => e.to_string(),
     };
     BackendError::new(kind, format!("Postgres: {detail}"))
+}
+
+/// Whether `e` is about reading a reply's columns, not about the
+/// connection (tokio-postgres does not expose its error kinds).
+fn is_decoding(e: &tokio_postgres::Error) -> bool {
+    let text = e.to_string();
+    text.starts_with("error deserializing") || text.starts_with("invalid column")
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
