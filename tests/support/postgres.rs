@@ -9,7 +9,7 @@ use std::env;
 use std::fs::{self, File};
 use std::io;
 use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::thread;
@@ -346,6 +346,7 @@ fn server_ids() -> Option<(u32, u32)> {
 /// ancestors that user can traverse, unlike a 0700 build dir).
 fn server_dir(ids: Option<(u32, u32)>) -> PathBuf {
     use std::os::unix::fs::PermissionsExt;
+    sweep_dead_dirs();
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     loop {
         let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -361,6 +362,30 @@ fn server_dir(ids: Option<(u32, u32)>) -> PathBuf {
             }
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
             Err(e) => panic!("cannot create {}: {e}", dir.display()),
+        }
+    }
+}
+
+/// Removes the dirs of test processes that are gone: a server that lives
+/// as long as its test binary (the conformance suite's) is never dropped,
+/// so its dir outlives it.
+fn sweep_dead_dirs() {
+    let Ok(entries) = fs::read_dir(env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.filter_map(Result::ok) {
+        let name = entry.file_name();
+        let pid = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("lock-pg-"))
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|pid| pid.parse::<u32>().ok());
+        if let Some(pid) = pid
+            && pid != std::process::id()
+            && Path::new("/proc/self").exists()
+            && !Path::new(&format!("/proc/{pid}")).exists()
+        {
+            let _ = fs::remove_dir_all(entry.path());
         }
     }
 }
