@@ -61,8 +61,8 @@
 //! and the prefix) in the same statement as its `DELETE`; each store keeps
 //! one `LISTEN` connection on the runtime's I/O thread and wakes the
 //! waiters of the released key. A waiter in another process so takes over
-//! a lock a few milliseconds after its release on a local server (6 ms on
-//! a busy 2-core test machine; `tests/postgres.rs` measures and prints
+//! a lock a few milliseconds after its release on a local server (5 to 10
+//! ms on a busy 2-core test machine; `tests/postgres.rs` measures and prints
 //! it), instead of at its next poll. If the `LISTEN`
 //! connection drops, waiters look again at their holder's lease end and at
 //! least every second until it is back.
