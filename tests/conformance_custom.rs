@@ -83,7 +83,9 @@ impl Store for SweptMapStore {
     }
 
     fn abilities(&self) -> lock_runtime::backend::Abilities<'_> {
-        lock_runtime::backend::Abilities::none().clean_up(self)
+        lock_runtime::backend::Abilities::none()
+            .clean_up(self)
+            .listing(self)
     }
 }
 
@@ -96,6 +98,25 @@ impl lock_runtime::backend::CleanUp for SweptMapStore {
         Ok((before - map.len()) as u64)
     }
 }
+
+impl lock_runtime::backend::Listing for SweptMapStore {
+    fn holders(
+        &self,
+        _ns: &lock_runtime::backend::Namespace,
+    ) -> Result<Vec<lock_runtime::backend::Held>, BackendError> {
+        let now = Instant::now();
+        let map = self.0.map.lock().unwrap();
+        Ok(map
+            .iter()
+            .filter(|(_, e)| now < e.2)
+            .map(|(k, e)| lock_runtime::backend::Held::new(k.clone()).lease_left(Some(e.2 - now)))
+            .collect())
+    }
+}
+
+lock_runtime::conformance_tests!(conformance_custom_swept, || AliasConfig::store(Arc::new(
+    SweptMapStore::default()
+)));
 
 #[test]
 fn clean_up_deletes_only_what_ended_before_the_grace_period() {

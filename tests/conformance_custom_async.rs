@@ -10,8 +10,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use lock_runtime::backend::{
-    Abilities, Acquired, AsyncOwnerCheck, AsyncStore, Attempt, BackendError, BoxFuture, Busy,
-    Request, Signal, Token, WakeUps, Watch,
+    Abilities, Acquired, AsyncListing, AsyncOwnerCheck, AsyncStore, Attempt, BackendError,
+    BoxFuture, Busy, Held, Namespace, Request, Signal, Token, WakeUps, Watch,
 };
 use lock_runtime::registry::AliasConfig;
 
@@ -141,7 +141,10 @@ impl AsyncStore for Watched {
     }
 
     fn abilities(&self) -> Abilities<'_> {
-        Abilities::none().async_owner_check(self).wake_ups(self)
+        Abilities::none()
+            .async_owner_check(self)
+            .wake_ups(self)
+            .async_listing(self)
     }
 }
 
@@ -156,6 +159,20 @@ impl AsyncOwnerCheck for Watched {
             Ok(map
                 .get(key)
                 .is_some_and(|e| e.0 == token && Instant::now() < e.2))
+        })
+    }
+}
+
+impl AsyncListing for Watched {
+    fn holders<'a>(&'a self, _ns: &'a Namespace) -> BoxFuture<'a, Result<Vec<Held>, BackendError>> {
+        Box::pin(async move {
+            let map = &self.store.locks.lock().await.held;
+            let now = Instant::now();
+            Ok(map
+                .iter()
+                .filter(|(_, e)| now < e.2)
+                .map(|(k, e)| Held::new(k.clone()).lease_left(Some(e.2 - now)))
+                .collect())
         })
     }
 }

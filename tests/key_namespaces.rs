@@ -59,6 +59,19 @@ fn nested_prefixes_stay_apart(outer: &'static str, inner: &'static str) {
     for g in &held {
         assert!(HOSTILE.contains(&g.key()), "the guard shows the key given");
     }
+    // Each alias lists exactly its own locks, under the keys given.
+    for a in [outer, inner] {
+        let listed: HashSet<String> = registry::alias(a)
+            .unwrap()
+            .holders()
+            .unwrap()
+            .expect("the store lists its locks")
+            .into_iter()
+            .map(|h| h.key)
+            .collect();
+        let expected: HashSet<String> = HOSTILE.iter().map(|k| k.to_string()).collect();
+        assert_eq!(listed, expected, "the locks {a} lists");
+    }
 }
 
 #[test]
@@ -90,6 +103,17 @@ fn redis_aliases_with_nested_prefixes_never_share_a_lock() {
         registry::add(name, AliasConfig::from_url(&url).unwrap()).unwrap();
     }
     nested_prefixes_stay_apart("ns-redis-outer", "ns-redis-inner");
+    // A prefix full of `SCAN MATCH` pattern characters lists its own only.
+    let url = format!("{}?prefix=a*[?\\", server.url());
+    registry::add("ns-redis-glob", AliasConfig::from_url(&url).unwrap()).unwrap();
+    let _g = Lock::new("k").alias("ns-redis-glob").acquire().unwrap();
+    let _h = Lock::new("k").alias("ns-redis-outer").acquire().unwrap();
+    let keys = |alias: &str| -> Vec<String> {
+        let held = registry::alias(alias).unwrap().holders().unwrap().unwrap();
+        held.into_iter().map(|h| h.key).collect()
+    };
+    assert_eq!(keys("ns-redis-glob"), vec!["k".to_owned()]);
+    assert_eq!(keys("ns-redis-outer"), vec!["k".to_owned()]);
 }
 
 /// Locks on keys that look like the store's records, with waiters in line,

@@ -281,7 +281,11 @@ impl LockError {
             Self::Busy { key, .. } | Self::Timeout { key, .. } | Self::NotHeld { key, .. } => {
                 Some(key)
             }
-            Self::Backend { key, op, .. } if *op != Operation::CleanUp => Some(key),
+            Self::Backend { key, op, .. }
+                if !matches!(op, Operation::CleanUp | Operation::List) =>
+            {
+                Some(key)
+            }
             _ => None,
         }
     }
@@ -335,12 +339,12 @@ impl fmt::Display for LockError {
             }
             Self::Backend {
                 alias,
-                op: Operation::CleanUp,
+                op: op @ (Operation::CleanUp | Operation::List),
                 source,
                 ..
             } => write!(
                 f,
-                "lock backend `{alias}` failed to clean up stale locks: {source}"
+                "lock backend `{alias}` failed to {op} its locks: {source}"
             ),
             Self::Backend {
                 alias,
@@ -397,6 +401,10 @@ pub enum Operation {
     /// ([`Alias::clean_up`](crate::registry::Alias::clean_up)); the error's
     /// key is empty.
     CleanUp,
+    /// Listing the locks held
+    /// ([`Alias::holders`](crate::registry::Alias::holders)); the error's
+    /// key is empty.
+    List,
 }
 
 impl fmt::Display for Operation {
@@ -406,6 +414,7 @@ impl fmt::Display for Operation {
             Self::Release => "release",
             Self::Extend => "extend",
             Self::CleanUp => "clean up",
+            Self::List => "list",
         })
     }
 }

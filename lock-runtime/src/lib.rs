@@ -33,11 +33,15 @@
 //! - [`LockError`]: the one error type; every variant says what to do.
 //! - [`registry`]: named backend aliases, configured at start-up (or from
 //!   environment variables); `default` is the embedded memory store.
-//! - [`backend`]: the [`Backend`](backend::Backend) trait for stores, the
+//! - [`backend`]: stores. A store of your own is written once, as a
+//!   [`Store`](backend::Store) or an [`AsyncStore`](backend::AsyncStore),
+//!   with optional [`Abilities`](backend::Abilities); the runtime derives the
+//!   rest (the [`Backend`](backend::Backend) it drives). Also the
 //!   [memory store](backend::memory) and, with the `redis` feature (on by
 //!   default), the Redis store (`backend::redis`).
 //! - `testing` (feature `testing`): the conformance suite every store must
-//!   pass, to run for a store of your own with one macro call.
+//!   pass, to run for a store of your own with one macro call, and test
+//!   isolation (`testing::isolate`) with a virtual clock.
 //! - [`guide`]: guides, each a page of runnable examples: [choosing a
 //!   store](guide::choosing_a_store), [web handlers](guide::web_handlers),
 //!   [errors in your own types](guide::errors), [`tracing`

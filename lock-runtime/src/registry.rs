@@ -27,7 +27,7 @@ use once_cell::sync::Lazy;
 
 use crate::backend::kind::{self, Fresh, Opening, StoreKind};
 use crate::backend::memory::VirtualClock;
-use crate::backend::{Backend, Namespace};
+use crate::backend::{Backend, Held, Namespace};
 use crate::config::{self, Invalid, Setting, redact};
 use crate::error::LockError;
 use crate::lease;
@@ -747,6 +747,46 @@ impl Alias {
     /// ```
     pub fn default_lease(&self) -> Option<Duration> {
         self.0.lease
+    }
+
+    /// The locks of this alias held now, each with its own key (the alias
+    /// prefix taken off) and what the store knows of it: how long it has
+    /// been held, its lease left, its fencing token, how many wait for it.
+    /// `Ok(None)` when the store cannot list its locks.
+    ///
+    /// ```
+    /// use lock_runtime::registry::{self, AliasConfig};
+    /// use lock_runtime::Lock;
+    ///
+    /// registry::add("doc-holders", AliasConfig::memory_named("doc-holders").prefix("jobs:")).unwrap();
+    /// let _guard = Lock::new("import").alias("doc-holders").acquire().unwrap();
+    /// let held = registry::alias("doc-holders").unwrap().holders().unwrap().unwrap();
+    /// assert_eq!(held.len(), 1);
+    /// assert_eq!(held[0].key, "import");
+    /// assert_eq!(held[0].lease_left, None, "held until released");
+    /// ```
+    ///
+    /// # Errors
+    /// [`LockError::Backend`] when the store failed.
+    pub fn holders(&self) -> Result<Option<Vec<Held>>, LockError> {
+        let ns = &self.0.namespace;
+        match self.0.backend.holders(ns) {
+            None => Ok(None),
+            Some(Ok(held)) => Ok(Some(
+                held.into_iter()
+                    .filter_map(|mut h| {
+                        h.key = ns.key_of(&h.key)?;
+                        Some(h)
+                    })
+                    .collect(),
+            )),
+            Some(Err(source)) => Err(LockError::Backend {
+                alias: self.0.name.clone(),
+                key: String::new(),
+                op: crate::Operation::List,
+                source,
+            }),
+        }
     }
 
     /// Deletes the records of this alias's stale locks: those whose lease

@@ -9,8 +9,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use super::{
-    Acquired, AsyncStore, Attempt, Backend, BackendError, BoxFuture, Request, Store, Token, Wait,
-    wait,
+    Acquired, AsyncStore, Attempt, Backend, BackendError, BoxFuture, Held, Namespace, Request,
+    Store, Token, Wait, wait,
 };
 
 /// The full [`Backend`] of a blocking [`Store`]: sync callers call it
@@ -206,6 +206,16 @@ impl<S: Store> Backend for Blocking<S> {
             .map(|c| futures_lite::future::block_on(c.holds(key, token)))
     }
 
+    fn holders(&self, ns: &Namespace) -> Option<Result<Vec<Held>, BackendError>> {
+        let abilities = self.0.abilities();
+        if let Some(l) = abilities.listing {
+            return Some(l.holders(ns));
+        }
+        abilities
+            .async_listing
+            .map(|l| futures_lite::future::block_on(l.holders(ns)))
+    }
+
     fn clean_up(&self, grace: Duration) -> Option<Result<u64, BackendError>> {
         let abilities = self.0.abilities();
         if let Some(c) = abilities.clean_up {
@@ -378,6 +388,21 @@ impl<S: AsyncStore> Backend for NonBlocking<S> {
             return holds.transpose();
         }
         abilities.owner_check.map(|c| c.holds(key, token))
+    }
+
+    fn holders(&self, ns: &Namespace) -> Option<Result<Vec<Held>, BackendError>> {
+        let abilities = self.0.abilities();
+        if abilities.async_listing.is_some() {
+            let (store, ns) = (Arc::clone(&self.0), ns.clone());
+            let listed = finish(async move {
+                match store.abilities().async_listing {
+                    Some(l) => l.holders(&ns).await.map(Some),
+                    None => Ok(None),
+                }
+            });
+            return listed.transpose();
+        }
+        abilities.listing.map(|l| l.holders(ns))
     }
 
     fn clean_up(&self, grace: Duration) -> Option<Result<u64, BackendError>> {

@@ -56,6 +56,8 @@ static KINDS: &[&StoreKind] = &[
     &super::redis::QUORUM_KIND,
     #[cfg(feature = "postgres")]
     &super::postgres::KIND,
+    #[cfg(feature = "sqlite")]
+    &super::sqlite::KIND,
 ];
 
 pub(crate) fn kinds() -> &'static [&'static StoreKind] {
@@ -71,6 +73,7 @@ const NEEDS_FEATURE: &[(&str, &str)] = &[
     ("redis+quorum", "redis"),
     ("postgres", "postgres"),
     ("postgresql", "postgres"),
+    ("sqlite", "sqlite"),
 ];
 
 /// The kind of store `scheme` names, or why there is none.

@@ -36,7 +36,10 @@ use std::time::{Duration, Instant};
 use hashbrown::{DefaultHashBuilder, HashTable};
 use once_cell::sync::Lazy;
 
-use super::{Acquired, Attempt, Backend, BackendError, BoxFuture, Busy, Request, Token, Wait};
+use super::{
+    Acquired, Attempt, Backend, BackendError, BoxFuture, Busy, Held, Namespace, Request, Token,
+    Wait,
+};
 
 /// `memory://NAME` (`memory://` is the store called `default`).
 pub(crate) static KIND: super::kind::StoreKind = super::kind::StoreKind {
@@ -926,6 +929,30 @@ impl Backend for MemoryBackend {
         let mut st = self.shard(hash);
         let holder = st.find(hash, key).and_then(|s| s.holder);
         Some(Ok(holder.is_some_and(|h| h.owned_by(token) && h.live(now))))
+    }
+
+    fn holders(&self, ns: &Namespace) -> Option<Result<Vec<Held>, BackendError>> {
+        let now = self.now();
+        let mut held = Vec::new();
+        for shard in &self.shards {
+            let st = lock(&shard.state);
+            for slot in st.table.iter() {
+                let Some(h) = slot.holder.filter(|h| h.live(now)) else {
+                    continue;
+                };
+                if ns.key_of(&slot.key).is_none() {
+                    continue;
+                }
+                let waiting = slot.waiters.as_ref().map_or(0, |w| w.len());
+                held.push(
+                    Held::new(&*slot.key)
+                        .held_for(Some(Duration::from_nanos(now.saturating_sub(h.since))))
+                        .lease_left(h.leased().then(|| Duration::from_nanos(h.until - now)))
+                        .waiting(Some(waiting)),
+                );
+            }
+        }
+        Some(Ok(held))
     }
 
     fn supports_unleased(&self) -> bool {

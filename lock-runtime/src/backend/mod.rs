@@ -182,14 +182,16 @@ mod namespace;
 pub mod postgres;
 #[cfg(feature = "redis")]
 pub mod redis;
+#[cfg(feature = "sqlite")]
+pub mod sqlite;
 mod store;
 mod wait;
 
 pub use drive::{blocking, non_blocking};
 pub use namespace::Namespace;
 pub use store::{
-    Abilities, AsyncCleanUp, AsyncOwnerCheck, AsyncStore, CleanUp, OwnerCheck, Signal, Store,
-    Unleased, WakeUps, Watch,
+    Abilities, AsyncCleanUp, AsyncListing, AsyncOwnerCheck, AsyncStore, CleanUp, Held, Listing,
+    OwnerCheck, Signal, Store, Unleased, WakeUps, Watch,
 };
 
 /// A boxed, `Send` future: the return type of a backend's async methods.
@@ -957,6 +959,25 @@ pub trait Backend: Send + Sync + 'static {
     /// ```
     fn check(&self, key: &str, token: Token) -> Option<Result<bool, BackendError>> {
         let _ = (key, token);
+        None
+    }
+
+    /// The locks held now under `ns` (the store may list more; the runtime
+    /// keeps the namespace's own); `None` when the store cannot list them
+    /// (the default). See [`Listing`].
+    ///
+    /// ```
+    /// use lock_runtime::backend::memory::MemoryBackend;
+    /// use lock_runtime::backend::{Backend, Namespace, Request};
+    ///
+    /// let store = MemoryBackend::new();
+    /// let ns = Namespace::new("jobs:");
+    /// store.try_acquire(&Request::new(&ns.key("import".into()))).unwrap();
+    /// let held = store.holders(&ns).unwrap().unwrap();
+    /// assert_eq!(held[0].key, "jobs:import");
+    /// ```
+    fn holders(&self, ns: &Namespace) -> Option<Result<Vec<Held>, BackendError>> {
+        let _ = ns;
         None
     }
 

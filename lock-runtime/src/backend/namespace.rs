@@ -98,6 +98,54 @@ impl Namespace {
         }
     }
 
+    /// The key a stored name stands for, if it is a key of this namespace
+    /// (`None` for another namespace's keys and for a store's own records):
+    /// the inverse of [`key`](Self::key), for listing what a store holds.
+    ///
+    /// ```
+    /// use lock_runtime::backend::Namespace;
+    ///
+    /// let jobs = Namespace::new("jobs:");
+    /// assert_eq!(jobs.key_of("jobs:a:b").as_deref(), Some("a:b"));
+    /// assert_eq!(jobs.key_of("mail:a"), None, "another namespace");
+    /// assert_eq!(jobs.key_of(&jobs.internal("fence")), None, "the store's own record");
+    /// assert_eq!(Namespace::new("").key_of("100%25").as_deref(), Some("100%"));
+    /// ```
+    pub fn key_of(&self, stored: &str) -> Option<String> {
+        if !self.head.is_empty() {
+            return stored.strip_prefix(&*self.head).map(str::to_owned);
+        }
+        // Under no prefix a key is stored escaped: no `:` at all, and every
+        // `%` starts `%25` or `%3A`.
+        if stored.contains(':') {
+            return None;
+        }
+        let mut out = String::with_capacity(stored.len());
+        let mut rest = stored;
+        while let Some(at) = rest.find('%') {
+            out.push_str(&rest[..at]);
+            let tail = &rest[at..];
+            if let Some(r) = tail.strip_prefix("%25") {
+                out.push('%');
+                rest = r;
+            } else if let Some(r) = tail.strip_prefix("%3A") {
+                out.push(':');
+                rest = r;
+            } else {
+                return None;
+            }
+        }
+        out.push_str(rest);
+        Some(out)
+    }
+
+    /// What every stored key of a prefixed namespace starts with (`""` under
+    /// no prefix, where keys are stored escaped instead).
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn head(&self) -> &str {
+        &self.head
+    }
+
     /// The stored name's part that comes before the key, when the key follows
     /// it unchanged (so the key can be read back from the stored name);
     /// `None` when the stored name is the escaped key.
@@ -186,6 +234,38 @@ mod tests {
                 let who = format!("internal {internal:?} of {ns_id:?}");
                 if let Some(prev) = seen.insert(name.clone(), who.clone()) {
                     assert_eq!(prev, who, "{name:?} is named twice");
+                }
+            }
+        }
+    }
+
+    /// `key_of` reads back exactly the keys of its own namespace.
+    #[test]
+    fn stored_names_read_back_to_their_keys_only() {
+        for p in PREFIXES {
+            let ns = Namespace::new(p);
+            for k in KEYS {
+                let stored = ns.key(k.into()).into_owned();
+                assert_eq!(ns.key_of(&stored).as_deref(), Some(k), "{k:?} in {p:?}");
+                for other in PREFIXES {
+                    let theirs = Namespace::new(other);
+                    if theirs.head != ns.head {
+                        assert_eq!(
+                            theirs.key_of(&stored),
+                            None,
+                            "{k:?} of {p:?} read in {other:?}"
+                        );
+                    }
+                }
+            }
+            for internal in ["fence", "line:k", "alive:k"] {
+                for other in PREFIXES {
+                    let theirs = Namespace::new(other);
+                    assert_eq!(
+                        theirs.key_of(&ns.internal(internal)),
+                        None,
+                        "{internal:?} of {p:?}"
+                    );
                 }
             }
         }

@@ -167,6 +167,8 @@ pub struct Abilities<'a> {
     pub(crate) async_owner_check: Option<&'a dyn AsyncOwnerCheck>,
     pub(crate) wake_ups: Option<&'a dyn WakeUps>,
     pub(crate) clean_up: Option<&'a dyn CleanUp>,
+    pub(crate) listing: Option<&'a dyn Listing>,
+    pub(crate) async_listing: Option<&'a dyn AsyncListing>,
     pub(crate) async_clean_up: Option<&'a dyn AsyncCleanUp>,
     pub(crate) unleased: bool,
 }
@@ -179,6 +181,10 @@ impl std::fmt::Debug for Abilities<'_> {
             .field(
                 "clean_up",
                 &(self.clean_up.is_some() || self.async_clean_up.is_some()),
+            )
+            .field(
+                "listing",
+                &(self.listing.is_some() || self.async_listing.is_some()),
             )
             .field("unleased", &self.unleased)
             .finish()
@@ -227,6 +233,18 @@ impl<'a> Abilities<'a> {
     /// The stale-lock clean-up of an async store. See [`AsyncCleanUp`].
     pub fn async_clean_up(mut self, store: &'a dyn AsyncCleanUp) -> Self {
         self.async_clean_up = Some(store);
+        self
+    }
+
+    /// The store can list the locks it holds. See [`Listing`].
+    pub fn listing(mut self, store: &'a dyn Listing) -> Self {
+        self.listing = Some(store);
+        self
+    }
+
+    /// The listing of an async store. See [`AsyncListing`].
+    pub fn async_listing(mut self, store: &'a dyn AsyncListing) -> Self {
+        self.async_listing = Some(store);
         self
     }
 
@@ -338,6 +356,122 @@ pub trait CleanUp: Send + Sync {
 pub trait AsyncCleanUp: Send + Sync {
     /// Deletes what ended more than `grace` ago; answers how many.
     fn clean_up<'a>(&'a self, grace: Duration) -> BoxFuture<'a, Result<u64, BackendError>>;
+}
+
+/// One held lock, as a store lists it ([`Listing`]). What a store does not
+/// know stays `None`.
+///
+/// ```
+/// use std::time::Duration;
+/// use lock_runtime::backend::Held;
+///
+/// let held = Held::new("lock:report-7").lease_left(Some(Duration::from_secs(20))).waiting(Some(2));
+/// assert_eq!(held.key, "lock:report-7");
+/// assert_eq!(held.fencing, None);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Held {
+    /// The key as the store keeps it (see [`Namespace`](super::Namespace));
+    /// [`Alias::holders`](crate::registry::Alias::holders) gives the lock's
+    /// own key.
+    pub key: String,
+    /// How long it has been held.
+    pub held_for: Option<Duration>,
+    /// How long its lease still runs; `None` also for a lock held until
+    /// released.
+    pub lease_left: Option<Duration>,
+    /// Its holder's fencing token.
+    pub fencing: Option<u64>,
+    /// How many acquisitions wait for it.
+    pub waiting: Option<usize>,
+}
+
+impl Held {
+    /// A held lock of which only the stored key is known.
+    pub fn new(key: impl Into<String>) -> Self {
+        Self {
+            key: key.into(),
+            held_for: None,
+            lease_left: None,
+            fencing: None,
+            waiting: None,
+        }
+    }
+
+    /// Sets how long it has been held.
+    pub fn held_for(mut self, d: Option<Duration>) -> Self {
+        self.held_for = d;
+        self
+    }
+
+    /// Sets how long its lease still runs.
+    pub fn lease_left(mut self, d: Option<Duration>) -> Self {
+        self.lease_left = d;
+        self
+    }
+
+    /// Sets its fencing token.
+    pub fn fencing(mut self, token: Option<u64>) -> Self {
+        self.fencing = token;
+        self
+    }
+
+    /// Sets how many wait for it.
+    pub fn waiting(mut self, n: Option<usize>) -> Self {
+        self.waiting = n;
+        self
+    }
+}
+
+/// Ability: lists the locks held now under a namespace (stored keys that
+/// start with `ns`'s, see [`Namespace::key_of`](super::Namespace::key_of)).
+/// Listing more is harmless: the runtime keeps only the namespace's keys.
+/// Named through [`Abilities::listing`]; the runtime offers it as
+/// [`Alias::holders`](crate::registry::Alias::holders).
+///
+/// ```
+/// use lock_runtime::backend::{BackendError, Held, Listing, Namespace};
+///
+/// struct One;
+///
+/// impl Listing for One {
+///     fn holders(&self, ns: &Namespace) -> Result<Vec<Held>, BackendError> {
+///         Ok(vec![Held::new(ns.key("only".into()))])
+///     }
+/// }
+///
+/// let ns = Namespace::new("jobs:");
+/// assert_eq!(One.holders(&ns).unwrap()[0].key, "jobs:only");
+/// ```
+pub trait Listing: Send + Sync {
+    /// The locks held now under `ns`.
+    fn holders(&self, ns: &super::Namespace) -> Result<Vec<Held>, BackendError>;
+}
+
+/// Ability: [`Listing`] in async form, for an [`AsyncStore`]. Named through
+/// [`Abilities::async_listing`].
+///
+/// ```
+/// use lock_runtime::backend::{AsyncListing, BackendError, BoxFuture, Held, Namespace};
+///
+/// struct NoneHeld;
+///
+/// impl AsyncListing for NoneHeld {
+///     fn holders<'a>(&'a self, _ns: &'a Namespace) -> BoxFuture<'a, Result<Vec<Held>, BackendError>> {
+///         Box::pin(async { Ok(Vec::new()) })
+///     }
+/// }
+///
+/// let ns = Namespace::new("jobs:");
+/// assert!(futures::executor::block_on(NoneHeld.holders(&ns)).unwrap().is_empty());
+/// ```
+pub trait AsyncListing: Send + Sync {
+    /// The locks held now under `ns`.
+    fn holders<'a>(
+        &'a self,
+        ns: &'a super::Namespace,
+    ) -> BoxFuture<'a, Result<Vec<Held>, BackendError>>;
 }
 
 /// Ability: a lock may be held with no lease (until released). Only a store

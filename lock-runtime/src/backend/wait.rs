@@ -10,7 +10,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use super::{
-    Acquired, Attempt, Backend, BackendError, Busy, Jitter, Request, Signal, Wait, WakeUps,
+    Acquired, Attempt, Backend, BackendError, Busy, Jitter, Request, Signal, Wait, WakeUps, Watch,
 };
 
 /// How long a waiter with ready wake-ups sleeps at most between attempts.
@@ -91,9 +91,45 @@ fn with_sent(a: Acquired, sent: Instant) -> Acquired {
     }
 }
 
-/// Whether the signal of a ready watch will wake this waiter.
-fn woken(signal: &Option<Signal>) -> bool {
-    signal.as_ref().is_some_and(Signal::is_ready)
+/// A waiter's side of the store's wake-ups: its signal and its watch, made
+/// when the step machine first asks.
+struct Listener<'a> {
+    wake_ups: Option<&'a dyn WakeUps>,
+    signal: Option<Signal>,
+    watch: Option<Watch>,
+}
+
+impl<'a> Listener<'a> {
+    fn new(wake_ups: Option<&'a dyn WakeUps>) -> Self {
+        Self {
+            wake_ups,
+            signal: None,
+            watch: None,
+        }
+    }
+
+    /// Whether a ready watch will wake this waiter.
+    fn woken(&self) -> bool {
+        self.signal.as_ref().is_some_and(Signal::is_ready)
+    }
+
+    fn signal(&mut self) -> &Signal {
+        self.signal.get_or_insert_with(Signal::new)
+    }
+
+    /// Watches `req.key`; without wake-ups, the waiter polls instead.
+    fn watch(&mut self, waiting: &mut Waiting, req: &Request<'_>) {
+        let Some(wake_ups) = self.wake_ups else {
+            return waiting.watch_failed();
+        };
+        match wake_ups.watch(req.key, self.signal.get_or_insert_with(Signal::new)) {
+            Ok(w) => self.watch = Some(w),
+            Err(e) => {
+                tracing::debug!(key = req.key, error = %e, "no wake-ups; polling instead");
+                waiting.watch_failed();
+            }
+        }
+    }
 }
 
 /// The blocking driver: attempts with `try_acquire`, parks between them.
@@ -104,25 +140,17 @@ pub(crate) fn acquire<B: Backend + ?Sized>(
     wait: Wait,
 ) -> Result<Option<Acquired>, BackendError> {
     let mut waiting = Waiting::new(req, wait, wake_ups.is_some());
-    let mut signal: Option<Signal> = None;
-    let mut _watch = None;
+    let mut listener = Listener::new(wake_ups);
     loop {
         let sent = Instant::now();
         let attempt = store.try_acquire(req)?;
-        match waiting.after(attempt, sent, woken(&signal)) {
+        match waiting.after(attempt, sent, listener.woken()) {
             Step::Done(outcome) => return Ok(outcome),
-            Step::Watch => {
-                let s = signal.get_or_insert_with(Signal::new);
-                match wake_ups.map(|w| w.watch(req.key, s)) {
-                    Some(Ok(w)) => _watch = Some(w),
-                    Some(Err(e)) => watch_failed(&mut waiting, req, &e),
-                    None => waiting.watch_failed(),
-                }
-            }
+            Step::Watch => listener.watch(&mut waiting, req),
             Step::Sleep(until) => {
-                let s = signal.get_or_insert_with(Signal::new);
-                s.wait_until(until);
-                s.take_notified();
+                let signal = listener.signal();
+                signal.wait_until(until);
+                signal.take_notified();
             }
         }
     }
@@ -137,39 +165,23 @@ pub(crate) async fn acquire_async<B: Backend + ?Sized>(
     wait: Wait,
 ) -> Result<Option<Acquired>, BackendError> {
     let mut waiting = Waiting::new(req, wait, wake_ups.is_some());
-    let mut signal: Option<Signal> = None;
-    let mut _watch = None;
+    let mut listener = Listener::new(wake_ups);
     loop {
         let sent = Instant::now();
         let attempt = store.try_acquire_async(req).await?;
-        match waiting.after(attempt, sent, woken(&signal)) {
+        match waiting.after(attempt, sent, listener.woken()) {
             Step::Done(outcome) => return Ok(outcome),
-            Step::Watch => {
-                let s = signal.get_or_insert_with(Signal::new);
-                match wake_ups.map(|w| w.watch(req.key, s)) {
-                    Some(Ok(w)) => _watch = Some(w),
-                    Some(Err(e)) => watch_failed(&mut waiting, req, &e),
-                    None => waiting.watch_failed(),
-                }
-            }
+            Step::Watch => listener.watch(&mut waiting, req),
             Step::Sleep(until) => {
-                let s = signal.get_or_insert_with(Signal::new);
-                Sleep {
-                    signal: s,
-                    timer: until.map(|u| {
-                        futures_timer::Delay::new(u.saturating_duration_since(Instant::now()))
-                    }),
-                }
-                .await;
-                s.take_notified();
+                let signal = listener.signal();
+                let timer = until.map(|u| {
+                    futures_timer::Delay::new(u.saturating_duration_since(Instant::now()))
+                });
+                Sleep { signal, timer }.await;
+                signal.take_notified();
             }
         }
     }
-}
-
-fn watch_failed(waiting: &mut Waiting, req: &Request<'_>, e: &BackendError) {
-    tracing::debug!(key = req.key, error = %e, "no wake-ups; polling instead");
-    waiting.watch_failed();
 }
 
 /// Resolves when the signal is notified or the timer fires.

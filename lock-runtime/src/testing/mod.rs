@@ -95,6 +95,7 @@ mod exclusion;
 mod fencing;
 mod isolation;
 mod keys;
+mod listing;
 mod lost;
 mod ownership;
 #[cfg(test)]
@@ -372,6 +373,7 @@ impl Conformance {
             "hostile_keys_are_distinct_locks",
             Self::hostile_keys_are_distinct_locks,
         ),
+        ("holders_are_listed", Self::holders_are_listed),
     ];
 
     /// A fresh alias for one behaviour.
@@ -566,6 +568,7 @@ macro_rules! conformance_tests {
             $crate::__conformance_test!(cancelled_grant_gives_the_lock_back; [$($($ignored : $why),*)?]);
             $crate::__conformance_test!(lost_signal_keeps_its_promises; [$($($ignored : $why),*)?]);
             $crate::__conformance_test!(hostile_keys_are_distinct_locks; [$($($ignored : $why),*)?]);
+            $crate::__conformance_test!(holders_are_listed; [$($($ignored : $why),*)?]);
         }
     };
 }
@@ -623,6 +626,9 @@ macro_rules! __conformance_test {
     };
     (hostile_keys_are_distinct_locks; [hostile_keys_are_distinct_locks : $why:literal $(, $($rest:tt)*)?]) => {
         $crate::__conformance_test!(@emit hostile_keys_are_distinct_locks #[ignore = $why]);
+    };
+    (holders_are_listed; [holders_are_listed : $why:literal $(, $($rest:tt)*)?]) => {
+        $crate::__conformance_test!(@emit holders_are_listed #[ignore = $why]);
     };
     ($name:ident; [$other:ident : $why:literal $(, $($rest:tt)*)?]) => {
         $crate::__conformance_test!($name; [$($($rest)*)?]);

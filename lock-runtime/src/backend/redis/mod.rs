@@ -47,7 +47,7 @@ use redis::{AsyncConnectionConfig, Client, FromRedisValue, RedisError, ScriptInv
 
 use super::kind::{Opening, StoreKind};
 use super::{
-    Acquired, Attempt, Backend, BackendError, BackendErrorKind, BoxFuture, Busy, Namespace,
+    Acquired, Attempt, Backend, BackendError, BackendErrorKind, BoxFuture, Busy, Held, Namespace,
     Request, Token, Wait,
 };
 use crate::lease::DEFAULT_LEASE;
@@ -423,6 +423,18 @@ fn attempt(reply: (i64, i64), sent: Instant) -> Attempt {
     }
 }
 
+/// `s` with the characters special to a `SCAN MATCH` pattern escaped.
+fn glob_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
 /// The reply of the plain first attempt: `SET` answered `OK` or nil, then
 /// the fencing counter.
 fn fast_attempt(reply: (Option<String>, i64), sent: Instant) -> Attempt {
@@ -598,6 +610,51 @@ impl Backend for RedisBackend {
             held.map(|v| v.is_some_and(|v| v.starts_with(owner.as_str().as_bytes())))
                 .map_err(|e| self.inner.sync_failed(e)),
         )
+    }
+
+    fn holders(&self, ns: &Namespace) -> Option<Result<Vec<Held>, BackendError>> {
+        // SCAN the namespace's keys (every key under no prefix; `key_of`
+        // drops the store's own records and other namespaces), then their
+        // remaining leases in one pipeline.
+        let pattern = format!("{}*", glob_escape(ns.head()));
+        let listed = self.inner.pool.with(|c| {
+            let mut keys = Vec::new();
+            let mut cursor = 0u64;
+            loop {
+                let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+                    .arg(cursor)
+                    .arg("MATCH")
+                    .arg(&pattern)
+                    .arg("COUNT")
+                    .arg(1000)
+                    .query(c)?;
+                keys.extend(batch.into_iter().filter(|k| ns.key_of(k).is_some()));
+                if next == 0 {
+                    break;
+                }
+                cursor = next;
+            }
+            let mut pipe = redis::pipe();
+            for k in &keys {
+                pipe.cmd("PTTL").arg(k);
+            }
+            let ttls: Vec<i64> = if keys.is_empty() {
+                Vec::new()
+            } else {
+                pipe.query(c)?
+            };
+            Ok(keys
+                .into_iter()
+                .zip(ttls)
+                // -2: gone since the scan.
+                .filter(|&(_, ttl)| ttl != -2)
+                .map(|(k, ttl)| {
+                    let left = u64::try_from(ttl).ok().map(Duration::from_millis);
+                    Held::new(k).lease_left(left)
+                })
+                .collect())
+        });
+        Some(listed.map_err(|e| self.inner.sync_failed(e)))
     }
 
     fn acquire(&self, req: &Request<'_>, wait: Wait) -> Result<Option<Acquired>, BackendError> {

@@ -1,0 +1,340 @@
+//! The SQLite store across processes: exclusion with an exact counter, the
+//! clean-up while others lock, the file and table created by several
+//! processes at once, keys that look like SQL or like the store's own
+//! records, and URLs it refuses.
+
+#![cfg(feature = "sqlite")]
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use lock_runtime::registry::{self, AliasConfig};
+use lock_runtime::{Lock, LockError};
+
+const PROCESSES: usize = 4;
+const URL_ENV: &str = "SQLITE_LOCK_URL";
+const DIR_ENV: &str = "SQLITE_LOCK_DIR";
+/// Children of the whole file share the machine with the other tests.
+const CHILDREN_TIMEOUT: Duration = Duration::from_secs(60);
+
+fn url_of(db: &Path, settings: &str) -> String {
+    format!("sqlite://{}{settings}", db.display())
+}
+
+/// Registers the alias `shared` on the parent's URL (in a child).
+fn shared_from_parent() -> String {
+    let url = std::env::var(URL_ENV).expect("the parent passes the URL");
+    registry::add(
+        "shared",
+        AliasConfig::from_url(&url)
+            .unwrap()
+            .poll_interval(Duration::from_millis(1)),
+    )
+    .unwrap();
+    url
+}
+
+/// Rows in the lock table, read with a connection of the test's own.
+fn rows(db: &Path) -> i64 {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    conn.query_row("SELECT count(*) FROM lock_leases", [], |r| r.get(0))
+        .unwrap()
+}
+
+const SECTIONS: usize = 1_000;
+
+/// Reads the counter file and writes it back plus one, with a yield in
+/// between, so that a second writer would interleave if it could.
+fn unsafe_increment(counter: &Path) {
+    let n: u64 = std::fs::read_to_string(counter)
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0);
+    std::thread::yield_now();
+    std::fs::write(counter, (n + 1).to_string()).unwrap();
+}
+
+#[test]
+fn four_processes_count_exactly() {
+    if support::child_role().is_some() {
+        shared_from_parent();
+        let counter = PathBuf::from(std::env::var(DIR_ENV).unwrap()).join("counter");
+        for _ in 0..SECTIONS {
+            let guard = Lock::new("counter")
+                .alias("shared")
+                .acquire()
+                .expect("acquire");
+            unsafe_increment(&counter);
+            guard.release().expect("still held");
+        }
+        support::report(format!("done {SECTIONS}"));
+        return;
+    }
+    let dir = support::private_dir("sqlite-exclusion");
+    let db = dir.join("locks.db");
+    let url = url_of(&db, "");
+    let dir_s = dir.display().to_string();
+    let children = support::wait_children(
+        support::spawn_children(
+            &support::test_name!(),
+            "worker",
+            PROCESSES,
+            &[(URL_ENV, url.as_str()), (DIR_ENV, dir_s.as_str())],
+        ),
+        CHILDREN_TIMEOUT,
+    );
+    for c in &children {
+        assert_eq!(c.reports(), vec![format!("done {SECTIONS}")]);
+    }
+    let count = std::fs::read_to_string(dir.join("counter")).unwrap();
+    assert_eq!(
+        count,
+        (PROCESSES * SECTIONS).to_string(),
+        "updates were lost: the lock let two processes in at once"
+    );
+    assert_eq!(rows(&db), 0, "a lock was left behind");
+    std::fs::remove_dir_all(dir).ok();
+}
+
+const STALE: usize = 40;
+
+#[test]
+fn clean_up_removes_only_expired_rows_while_processes_lock() {
+    if support::child_role().is_some() {
+        shared_from_parent();
+        let me = support::child_index().unwrap();
+        let mut sections = 0;
+        let until = std::time::Instant::now() + Duration::from_millis(1_500);
+        while std::time::Instant::now() < until {
+            let guard = Lock::new(format!("busy-{}", sections % 3))
+                .alias("shared")
+                .expire(Duration::from_secs(60))
+                .acquire()
+                .expect("acquire");
+            std::thread::sleep(Duration::from_micros(200));
+            assert!(
+                !guard.is_lost(),
+                "child {me}: the clean-up took a live lock"
+            );
+            // Fails if the clean-up deleted the row while it was held.
+            guard.release().expect("still held after clean-ups");
+            sections += 1;
+        }
+        support::report(format!("clean {}", sections > 0));
+        return;
+    }
+    let dir = support::private_dir("sqlite-clean-up");
+    let db = dir.join("locks.db");
+    let url = url_of(&db, "");
+    registry::add("clean-parent", AliasConfig::from_url(&url).unwrap()).unwrap();
+    let alias = registry::alias("clean-parent").unwrap();
+    for i in 0..STALE {
+        drop(
+            Lock::new(format!("stale-{i}"))
+                .alias("clean-parent")
+                .expire(Duration::from_millis(20))
+                .delete_on_exit(false)
+                .acquire()
+                .unwrap(),
+        );
+    }
+    let live = Lock::new("live")
+        .alias("clean-parent")
+        .expire(Duration::from_secs(60))
+        .acquire()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+
+    let dir_s = dir.display().to_string();
+    let children = support::spawn_children(
+        &support::test_name!(),
+        "locker",
+        PROCESSES,
+        &[(URL_ENV, url.as_str()), (DIR_ENV, dir_s.as_str())],
+    );
+    let mut removed = 0;
+    let until = std::time::Instant::now() + Duration::from_millis(1_200);
+    while std::time::Instant::now() < until {
+        removed += alias.clean_up(Duration::ZERO).unwrap().unwrap();
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let children = support::wait_children(children, CHILDREN_TIMEOUT);
+    for c in &children {
+        assert_eq!(c.reports(), vec!["clean true".to_owned()]);
+    }
+    assert_eq!(removed, STALE as u64, "exactly the expired rows");
+    assert!(!live.is_lost());
+    live.release()
+        .expect("the parent's live lock survived every clean-up");
+    assert_eq!(rows(&db), 0);
+    std::fs::remove_dir_all(dir).ok();
+}
+
+const ROUNDS: u64 = 8;
+
+#[test]
+fn four_processes_create_the_file_and_table_at_once() {
+    if support::child_role().is_some() {
+        let dir = PathBuf::from(std::env::var(DIR_ENV).unwrap());
+        let start: u64 = std::env::var("SQLITE_LOCK_START").unwrap().parse().unwrap();
+        let me = support::child_index().unwrap();
+        let mut taken = 0;
+        for round in 0..ROUNDS {
+            // All four start each round at the same wall-clock moment, on a
+            // file none of them has opened yet.
+            let at = UNIX_EPOCH + Duration::from_millis(start + round * 150);
+            if let Ok(wait) = at.duration_since(SystemTime::now()) {
+                std::thread::sleep(wait);
+            }
+            let url = url_of(&dir.join(format!("round-{round}.db")), "?table=first_use");
+            let alias = format!("round-{round}");
+            registry::add(alias.clone(), AliasConfig::from_url(&url).unwrap()).unwrap();
+            let guard = Lock::new(format!("child-{me}"))
+                .alias(alias)
+                .try_acquire()
+                .expect("no error while others create the table");
+            assert!(guard.is_some(), "each child's own key is free");
+            taken += 1;
+        }
+        support::report(format!("took {taken}"));
+        return;
+    }
+    let dir = support::private_dir("sqlite-first-use");
+    let start = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+        + 1_000;
+    let dir_s = dir.display().to_string();
+    let start_s = start.to_string();
+    let children = support::wait_children(
+        support::spawn_children(
+            &support::test_name!(),
+            "opener",
+            PROCESSES,
+            &[
+                (DIR_ENV, dir_s.as_str()),
+                ("SQLITE_LOCK_START", start_s.as_str()),
+            ],
+        ),
+        CHILDREN_TIMEOUT,
+    );
+    for c in &children {
+        assert_eq!(c.reports(), vec![format!("took {ROUNDS}")]);
+    }
+    for round in 0..ROUNDS {
+        let conn = rusqlite::Connection::open(dir.join(format!("round-{round}.db"))).unwrap();
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(mode, "wal");
+        let fence: i64 = conn
+            .query_row("SELECT value FROM first_use_fence", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(
+            fence, PROCESSES as i64,
+            "one fencing number per acquisition"
+        );
+    }
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[test]
+fn hostile_keys_are_only_keys() {
+    let dir = support::private_dir("sqlite-hostile");
+    let db = dir.join("locks.db");
+    registry::add(
+        "hostile",
+        AliasConfig::from_url(&url_of(&db, "?prefix=")).unwrap(),
+    )
+    .unwrap();
+    let keys = [
+        "'; DROP TABLE lock_leases; --",
+        "\" OR 1=1 --",
+        "%",
+        "%%:fence",
+        "fence",
+        "lock_leases_fence",
+        "a:b",
+        "a%3Ab",
+        "nul\0byte",
+        "nul",
+        "ключ 🔒",
+        "_",
+        "%_",
+    ];
+    let mut fences = Vec::new();
+    let guards: Vec<_> = keys
+        .iter()
+        .map(|k| {
+            let g = Lock::new(*k).alias("hostile").try_acquire().unwrap();
+            let g = g.unwrap_or_else(|| panic!("{k:?} is free: no other key is it"));
+            fences.push(g.fencing_token().unwrap());
+            g
+        })
+        .collect();
+    assert!(fences.windows(2).all(|w| w[0] < w[1]), "{fences:?}");
+    for k in keys {
+        assert!(support::held_on("hostile", k), "{k:?} is held");
+    }
+    assert_eq!(
+        rows(&db),
+        keys.len() as i64,
+        "one row per key, the table intact"
+    );
+    for g in guards {
+        g.release().unwrap();
+    }
+    assert_eq!(rows(&db), 0);
+    let after = Lock::new("fence").alias("hostile").acquire().unwrap();
+    assert!(after.fencing_token().unwrap() > *fences.last().unwrap());
+    std::fs::remove_dir_all(dir).ok();
+}
+
+fn refused(url: &str) -> String {
+    match AliasConfig::from_url(url).and_then(|cfg| registry::add("refused", cfg)) {
+        Err(e @ LockError::Config { .. }) => e.to_string(),
+        Err(other) => panic!("{url}: not a config error: {other:?}"),
+        Ok(()) => panic!("{url} was accepted"),
+    }
+}
+
+#[test]
+fn bad_urls_and_settings_are_refused_clearly() {
+    let cases = [
+        ("sqlite://", "names no file"),
+        ("sqlite://:memory:", "a file that processes share"),
+        ("sqlite:///tmp/x.db?tables=t", "did you mean `table`"),
+        ("sqlite:///tmp/x.db?table=lock-leases", "SQL identifier"),
+        (
+            "sqlite:///tmp/x.db?table=x;DROP%20TABLE%20y",
+            "SQL identifier",
+        ),
+        ("sqlite:///tmp/x.db?table=sqlite_master", "SQLite's own"),
+        (
+            "sqlite:///tmp/x.db?timeout_ms=0",
+            "positive number of milliseconds",
+        ),
+        ("sqlite:///tmp/x.db?connect_timeout_ms=5", "unknown setting"),
+    ];
+    for (url, says) in cases {
+        let msg = refused(url);
+        assert!(msg.contains(says), "{url}: {msg}");
+    }
+    // A file that cannot be created is the store's error, at first use.
+    let url = "sqlite:///nonexistent-lock-dir/sub/locks.db";
+    registry::add("unopenable", AliasConfig::from_url(url).unwrap()).unwrap();
+    match Lock::new("k").alias("unopenable").try_acquire() {
+        Err(LockError::Backend { source, .. }) => {
+            assert!(source.is_connection(), "{source}");
+            assert!(
+                source
+                    .to_string()
+                    .contains("/nonexistent-lock-dir/sub/locks.db")
+            );
+        }
+        other => panic!("no such directory: {other:?}"),
+    }
+}
