@@ -54,6 +54,8 @@
 //! extend compare the owner token. Rows whose lease ended stay until taken
 //! over, released by their owner, or cleaned up
 //! ([`Alias::clean_up`](crate::registry::Alias::clean_up)).
+//! [`Alias::holders`](crate::registry::Alias::holders) lists the locks held
+//! under the alias's prefix, with their age, lease left and fencing number.
 //!
 //! # Wake-ups
 //!
@@ -101,8 +103,8 @@ use tokio_postgres::Config;
 
 use super::kind::{Opening, StoreKind};
 use super::{
-    Abilities, Acquired, AsyncCleanUp, AsyncOwnerCheck, AsyncStore, Attempt, BackendError,
-    BoxFuture, Busy, Request, Signal, Token, WakeUps, Watch,
+    Abilities, Acquired, AsyncCleanUp, AsyncListing, AsyncOwnerCheck, AsyncStore, Attempt,
+    BackendError, BoxFuture, Busy, Held, Namespace, Request, Signal, Token, WakeUps, Watch,
 };
 use crate::config::{self, redact};
 use crate::lease::DEFAULT_LEASE;
@@ -302,6 +304,7 @@ impl AsyncStore for PostgresStore {
         Abilities::none()
             .async_owner_check(self)
             .async_clean_up(self)
+            .async_listing(self)
             .wake_ups(self)
     }
 }
@@ -336,6 +339,42 @@ impl AsyncCleanUp for PostgresStore {
                     c.client.execute(&c.clean_up, &[&grace]).await
                 })
                 .await
+        })
+    }
+}
+
+impl AsyncListing for PostgresStore {
+    fn holders<'a>(&'a self, ns: &'a Namespace) -> BoxFuture<'a, Result<Vec<Held>, BackendError>> {
+        Box::pin(async move {
+            let head = ns.head().as_bytes();
+            let len = i32::try_from(head.len()).unwrap_or(i32::MAX);
+            let rows = self
+                .pool
+                .with(None, |c| async move {
+                    c.client.query(&c.holders, &[&head, &len]).await
+                })
+                .await?;
+            let ms = |v: i64| Duration::from_millis(u64::try_from(v).unwrap_or(0));
+            let mut held = Vec::with_capacity(rows.len());
+            for row in rows {
+                let decode = |e: tokio_postgres::Error| pool::error(&e);
+                let key: Vec<u8> = row.try_get(0).map_err(decode)?;
+                // Keys come from `&str`s; a row put in by hand that is not
+                // UTF-8 names no lock of this runtime's.
+                let Ok(key) = String::from_utf8(key) else {
+                    continue;
+                };
+                let fence: i64 = row.try_get(1).map_err(decode)?;
+                let held_for: i64 = row.try_get(2).map_err(decode)?;
+                let left: i64 = row.try_get(3).map_err(decode)?;
+                held.push(
+                    Held::new(key)
+                        .fencing(u64::try_from(fence).ok())
+                        .held_for(Some(ms(held_for)))
+                        .lease_left(Some(ms(left))),
+                );
+            }
+            Ok(held)
         })
     }
 }

@@ -26,6 +26,7 @@ pub(super) struct Conn {
     pub(super) extend: Statement,
     pub(super) holds: Statement,
     pub(super) clean_up: Statement,
+    pub(super) holders: Statement,
 }
 
 #[derive(Default)]
@@ -151,13 +152,15 @@ impl Pool {
                     names.extend(),
                     names.holds(),
                     names.clean_up(),
+                    names.holders(),
                 ];
-                let (acquire, release, extend, holds, clean_up) = tokio::try_join!(
+                let (acquire, release, extend, holds, clean_up, holders) = tokio::try_join!(
                     client.prepare(&sql[0]),
                     client.prepare(&sql[1]),
                     client.prepare(&sql[2]),
                     client.prepare(&sql[3]),
                     client.prepare(&sql[4]),
+                    client.prepare(&sql[5]),
                 )?;
                 let conn = Conn {
                     acquire,
@@ -165,6 +168,7 @@ impl Pool {
                     extend,
                     holds,
                     clean_up,
+                    holders,
                     client,
                 };
                 Ok::<_, tokio_postgres::Error>(Arc::new(conn))

@@ -115,6 +115,19 @@ impl Names {
         )
     }
 
+    /// `$1` a stored-key prefix (bytes), `$2` its length: the locks held
+    /// now under it, as (key, fence, held for ms, lease left ms).
+    pub(super) fn holders(&self) -> String {
+        format!(
+            "SELECT key, fence, \
+                    GREATEST(floor(extract(epoch FROM clock_timestamp() - acquired_at) * 1000), 0)::bigint, \
+                    GREATEST(ceil(extract(epoch FROM lease_end - clock_timestamp()) * 1000), 0)::bigint \
+             FROM \"{}\" \
+             WHERE lease_end > clock_timestamp() AND substring(key FROM 1 FOR $2::int) = $1::bytea",
+            self.table
+        )
+    }
+
     /// `$1` grace ms. A row renewed or taken over meanwhile is re-checked
     /// by the DELETE (read committed) and kept.
     pub(super) fn clean_up(&self) -> String {
