@@ -53,6 +53,47 @@ ensure_redis_server() {
     echo "==> redis-server: $(command -v redis-server): $(redis-server --version)"
 }
 
+# The Postgres tests (feature `postgres`) run `initdb` and `postgres` from
+# the newest /usr/lib/postgresql/<version>/bin (or PG_BIN_DIR) into a temp
+# dir on a free port (see tests/support/postgres.rs); they fail, never
+# skip, without them. Installs the `postgresql` package when they are
+# missing and we are root. Debian may start a system cluster on port 5432
+# on install: the tests never use it.
+ensure_postgres() {
+    local bin
+    if [[ -n "${PG_BIN_DIR:-}" ]]; then
+        [[ -x "$PG_BIN_DIR/postgres" && -x "$PG_BIN_DIR/initdb" ]] ||
+            die "PG_BIN_DIR=$PG_BIN_DIR has no postgres and initdb; point it at their directory or unset it"
+        echo "==> postgres: $PG_BIN_DIR (from PG_BIN_DIR): $("$PG_BIN_DIR/postgres" --version)"
+        return
+    fi
+    bin=$(find_postgres_bin)
+    if [[ -n "$bin" ]]; then
+        echo "==> postgres: $bin: $("$bin/postgres" --version)"
+        return
+    fi
+    echo "==> the Postgres server binaries are missing; the Postgres tests need them"
+    [[ $(id -u) -eq 0 ]] ||
+        die "not root, so cannot install them: run \`sudo apt-get install postgresql\` (or set PG_BIN_DIR) and try again"
+    command -v apt-get >/dev/null 2>&1 ||
+        die "no apt-get here: install the Postgres server with this system's package manager (or set PG_BIN_DIR) and try again"
+    step 15m env DEBIAN_FRONTEND=noninteractive apt-get update
+    step 15m env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends postgresql
+    bin=$(find_postgres_bin)
+    [[ -n "$bin" ]] || die "apt-get installed postgresql, yet no /usr/lib/postgresql/*/bin/postgres is there"
+    echo "==> postgres: $bin: $("$bin/postgres" --version)"
+}
+
+# The newest /usr/lib/postgresql/<version>/bin with a server in it, or
+# nothing.
+find_postgres_bin() {
+    local dir
+    dir=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -t/ -k5,5n | tail -n 1)
+    if [[ -n "$dir" && -x "$dir/postgres" && -x "$dir/initdb" ]]; then
+        echo "$dir"
+    fi
+}
+
 # The TLS tests make their certificates with the openssl command.
 ensure_openssl() {
     if command -v openssl >/dev/null 2>&1; then

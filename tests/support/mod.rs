@@ -22,6 +22,7 @@ pub mod children;
 pub mod files;
 pub mod locks;
 pub mod ports;
+pub mod postgres;
 pub mod process;
 pub mod redis;
 

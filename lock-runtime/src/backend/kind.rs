@@ -54,6 +54,8 @@ static KINDS: &[&StoreKind] = &[
     &super::redis::UNIX_KIND,
     #[cfg(feature = "redis")]
     &super::redis::QUORUM_KIND,
+    #[cfg(feature = "postgres")]
+    &super::postgres::KIND,
     #[cfg(feature = "sqlite")]
     &super::sqlite::KIND,
 ];
@@ -69,6 +71,8 @@ const NEEDS_FEATURE: &[(&str, &str)] = &[
     ("redis+unix", "redis"),
     ("unix", "redis"),
     ("redis+quorum", "redis"),
+    ("postgres", "postgres"),
+    ("postgresql", "postgres"),
     ("sqlite", "sqlite"),
 ];
 

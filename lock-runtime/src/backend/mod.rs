@@ -178,6 +178,8 @@ mod drive;
 pub(crate) mod kind;
 pub mod memory;
 mod namespace;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 #[cfg(feature = "redis")]
 pub mod redis;
 #[cfg(feature = "sqlite")]

@@ -1,0 +1,286 @@
+//! A few tokio-postgres clients, each with the store's statements prepared.
+//! Their connection tasks run on the runtime's I/O thread, so a caller's
+//! runtime may end without breaking them; a client whose connection is gone
+//! (server restarted, backend terminated) is replaced on the next call.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio_postgres::error::SqlState;
+use tokio_postgres::{Client, Config, NoTls, Statement};
+
+use super::sql::{Names, fnv1a};
+use crate::backend::{BackendError, BackendErrorKind};
+
+/// Clients per store: enough for a process's concurrent locks to pipeline
+/// on, few enough to spare the server's connection slots.
+const SLOTS: usize = 4;
+
+/// One client and its statements.
+pub(super) struct Conn {
+    pub(super) client: Client,
+    pub(super) acquire: Statement,
+    pub(super) release: Statement,
+    pub(super) extend: Statement,
+    pub(super) holds: Statement,
+    pub(super) clean_up: Statement,
+    pub(super) holders: Statement,
+}
+
+#[derive(Default)]
+struct Slot {
+    conn: Mutex<Option<Arc<Conn>>>,
+    /// One connect at a time per slot, so that callers arriving while it is
+    /// down wait for that connect instead of each opening one.
+    connecting: tokio::sync::Mutex<()>,
+}
+
+impl Slot {
+    fn live(&self) -> Option<Arc<Conn>> {
+        let mut conn = lock(&self.conn);
+        if conn.as_ref().is_some_and(|c| c.client.is_closed()) {
+            *conn = None;
+        }
+        conn.clone()
+    }
+}
+
+pub(super) struct Pool {
+    pub(super) config: Config,
+    pub(super) names: Arc<Names>,
+    pub(super) connect_timeout: Duration,
+    pub(super) command_timeout: Duration,
+    slots: [Slot; SLOTS],
+    next: AtomicUsize,
+}
+
+impl Pool {
+    pub(super) fn new(
+        config: Config,
+        names: Arc<Names>,
+        connect_timeout: Duration,
+        command_timeout: Duration,
+    ) -> Self {
+        Self {
+            config,
+            names,
+            connect_timeout,
+            command_timeout,
+            slots: Default::default(),
+            next: AtomicUsize::new(0),
+        }
+    }
+
+    /// Runs `op` on a client (connecting one if needed) within the command
+    /// timeout; a client that failed with a connection error or a timeout
+    /// is dropped, so that the next call connects afresh.
+    ///
+    /// Calls about one key go to one client, whose connection runs them in
+    /// the order they were sent: the release of a dropped acquisition
+    /// (sent after it) then never overtakes it.
+    pub(super) async fn with<T, F, Fut>(&self, key: Option<&str>, op: F) -> Result<T, BackendError>
+    where
+        F: FnOnce(Arc<Conn>) -> Fut,
+        Fut: Future<Output = Result<T, tokio_postgres::Error>>,
+    {
+        let n = match key {
+            Some(k) => usize::try_from(fnv1a(k.as_bytes()) % SLOTS as u64).unwrap_or(0),
+            None => self.next.fetch_add(1, Ordering::Relaxed),
+        };
+        let slot = &self.slots[n % SLOTS];
+        let conn = match slot.live() {
+            Some(c) => c,
+            None => {
+                let _one = slot.connecting.lock().await;
+                match slot.live() {
+                    Some(c) => c,
+                    None => {
+                        let c = self.connect().await?;
+                        *lock(&slot.conn) = Some(Arc::clone(&c));
+                        c
+                    }
+                }
+            }
+        };
+        let outcome = within(self.command_timeout, op(Arc::clone(&conn))).await;
+        let result = match outcome {
+            Some(Ok(v)) => Ok(v),
+            Some(Err(e)) => Err(error(&e)),
+            None => Err(BackendError::new(
+                BackendErrorKind::Timeout,
+                format!(
+                    "Postgres did not answer within {} ms",
+                    self.command_timeout.as_millis()
+                ),
+            )),
+        };
+        if let Err(e) = &result
+            && (e.is_connection() || e.is_timeout())
+        {
+            let mut held = lock(&slot.conn);
+            if held.as_ref().is_some_and(|c| Arc::ptr_eq(c, &conn)) {
+                *held = None;
+            }
+        }
+        result
+    }
+
+    /// A new client, its connection task on the I/O thread, the table
+    /// created if missing and the statements prepared.
+    async fn connect(&self) -> Result<Arc<Conn>, BackendError> {
+        let (config, names, timeout) = (
+            self.config.clone(),
+            Arc::clone(&self.names),
+            self.connect_timeout,
+        );
+        crate::rt::run(async move {
+            let setup = async {
+                let (client, connection) = config.connect(NoTls).await?;
+                tokio::spawn(async move {
+                    if let Err(e) = connection.await {
+                        tracing::debug!(error = %e, "a Postgres lock connection ended");
+                    }
+                });
+                ensure_schema(&client, &names).await?;
+                // Prepared together, so that they share one round trip:
+                // the first lock of a fresh alias waits for all this.
+                let sql = [
+                    names.acquire(),
+                    names.release(),
+                    names.extend(),
+                    names.holds(),
+                    names.clean_up(),
+                    names.holders(),
+                ];
+                let (acquire, release, extend, holds, clean_up, holders) = tokio::try_join!(
+                    client.prepare(&sql[0]),
+                    client.prepare(&sql[1]),
+                    client.prepare(&sql[2]),
+                    client.prepare(&sql[3]),
+                    client.prepare(&sql[4]),
+                    client.prepare(&sql[5]),
+                )?;
+                let conn = Conn {
+                    acquire,
+                    release,
+                    extend,
+                    holds,
+                    clean_up,
+                    holders,
+                    client,
+                };
+                Ok::<_, tokio_postgres::Error>(Arc::new(conn))
+            };
+            match tokio::time::timeout(timeout, setup).await {
+                Ok(Ok(conn)) => Ok(conn),
+                Ok(Err(e)) => {
+                    let e = error(&e);
+                    // Any failure to set up is the store being unreachable
+                    // or unusable, not an answer about a lock.
+                    Err(match e.kind() {
+                        BackendErrorKind::Protocol => e,
+                        _ => BackendError::new(
+                            BackendErrorKind::Connection,
+                            format!("cannot connect to Postgres: {e}"),
+                        ),
+                    })
+                }
+                Err(_) => Err(BackendError::new(
+                    BackendErrorKind::Connection,
+                    format!(
+                        "cannot connect to Postgres within {} ms",
+                        timeout.as_millis()
+                    ),
+                )),
+            }
+        })
+        .await
+    }
+}
+
+/// Creates the sequence and the table unless both exist. Several processes
+/// may do it at once: `IF NOT EXISTS` still races on the catalog (a unique
+/// violation, or "already exists"), and a second look then finds them.
+async fn ensure_schema(client: &Client, names: &Names) -> Result<(), tokio_postgres::Error> {
+    let mut tries = 0;
+    loop {
+        let row = client.query_one(&names.exists(), &[]).await?;
+        let (table, sequence): (Option<String>, Option<String>) =
+            (row.try_get(0)?, row.try_get(1)?);
+        if table.is_some() && sequence.is_some() {
+            return Ok(());
+        }
+        let mut raced = None;
+        for statement in names.schema() {
+            if let Err(e) = client.batch_execute(&statement).await {
+                let lost_race = e.code().is_some_and(|c| {
+                    *c == SqlState::UNIQUE_VIOLATION
+                        || *c == SqlState::DUPLICATE_TABLE
+                        || *c == SqlState::DUPLICATE_OBJECT
+                });
+                if !lost_race || tries >= 3 {
+                    return Err(e);
+                }
+                raced = Some(e);
+                break;
+            }
+        }
+        if raced.is_none() {
+            return Ok(());
+        }
+        tries += 1;
+    }
+}
+
+/// `fut`'s output, or `None` once `limit` has passed. A timer that needs
+/// no Tokio context: owner checks and clean-ups run wherever they are
+/// called.
+pub(super) async fn within<T>(limit: Duration, fut: impl Future<Output = T>) -> Option<T> {
+    futures_lite::future::or(async { Some(fut.await) }, async {
+        futures_timer::Delay::new(limit).await;
+        None
+    })
+    .await
+}
+
+/// A tokio-postgres error as the runtime's kind: unreachable or dropped
+/// connections and server shutdowns are `Connection` (retry after the
+/// server is back), a server-side statement timeout is `Timeout`, the rest
+/// (missing privileges, a wrong table) `Protocol`.
+pub(super) fn error(e: &tokio_postgres::Error) -> BackendError {
+    let kind = match e.code() {
+        Some(c) if *c == SqlState::QUERY_CANCELED => BackendErrorKind::Timeout,
+        Some(c) if c.code().starts_with("08") || c.code().starts_with("57P") => {
+            BackendErrorKind::Connection
+        }
+        Some(c) if *c == SqlState::TOO_MANY_CONNECTIONS => BackendErrorKind::Connection,
+        Some(_) => BackendErrorKind::Protocol,
+        // A reply that does not decode as expected (a table made by hand
+        // with other column types).
+        None if is_decoding(e) => BackendErrorKind::Protocol,
+        // No SQLSTATE: the socket, the connection being closed, or a
+        // timeout of the client's.
+        None => BackendErrorKind::Connection,
+    };
+    // tokio-postgres says only "db error" or "error communicating with
+    // the server" and keeps what happened in the source.
+    let detail = match (e.as_db_error(), std::error::Error::source(e)) {
+        (Some(db), _) => format!("{} ({})", db.message(), db.code().code()),
+        (None, Some(source)) => format!("{e}: {source}"),
+        (None, None) => e.to_string(),
+    };
+    BackendError::new(kind, format!("Postgres: {detail}"))
+}
+
+/// Whether `e` is about reading a reply's columns, not about the
+/// connection (tokio-postgres does not expose its error kinds).
+fn is_decoding(e: &tokio_postgres::Error) -> bool {
+    let text = e.to_string();
+    text.starts_with("error deserializing") || text.starts_with("invalid column")
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}

@@ -1,0 +1,218 @@
+//! The store's SQL: names derived from the `table` setting, the schema, and
+//! the five statements, each one atomic on the server and timed by the
+//! database's own clock (`clock_timestamp()`), never the client's.
+
+/// The longest `table` accepted: the fencing sequence `<table>_fence` must
+/// stay within Postgres's 63-byte identifiers.
+const MAX_TABLE: usize = 57;
+
+/// The names one alias uses, checked, and its SQL built from them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Names {
+    pub(super) table: String,
+    pub(super) sequence: String,
+    /// The LISTEN/NOTIFY channel of the alias: one per table and prefix.
+    pub(super) channel: String,
+}
+
+impl Names {
+    /// The names for `table` (a plain identifier) and an alias's `prefix`.
+    pub(super) fn new(table: &str, prefix: &str) -> Result<Self, String> {
+        check_identifier(table)?;
+        // The hash keeps channels of long table names apart after the cut.
+        let hash = fnv1a(format!("{table}\0{prefix}").as_bytes());
+        let head = &table[..table.len().min(63 - 17)];
+        Ok(Self {
+            table: table.to_owned(),
+            sequence: format!("{table}_fence"),
+            channel: format!("{head}_{hash:016x}"),
+        })
+    }
+
+    pub(super) fn schema(&self) -> [String; 2] {
+        let (t, s) = (&self.table, &self.sequence);
+        [
+            format!("CREATE SEQUENCE IF NOT EXISTS \"{s}\""),
+            format!(
+                "CREATE TABLE IF NOT EXISTS \"{t}\" (\n    \
+                 key         bytea PRIMARY KEY,\n    \
+                 owner       text NOT NULL,\n    \
+                 fence       bigint NOT NULL,\n    \
+                 acquired_at timestamptz NOT NULL,\n    \
+                 lease_end   timestamptz NOT NULL\n)"
+            ),
+        ]
+    }
+
+    /// Whether the table and the sequence exist: `(table, sequence)` as
+    /// `regclass` or NULL.
+    pub(super) fn exists(&self) -> String {
+        format!(
+            "SELECT to_regclass('\"{}\"')::text, to_regclass('\"{}\"')::text",
+            self.table, self.sequence
+        )
+    }
+
+    /// `$1` key, `$2` owner, `$3` lease ms, `$4` steal ms or NULL. Answers
+    /// the fence when it won; else how long until the holder's lease ends
+    /// (or its steal age comes), as the statement's snapshot shows it: NULL
+    /// when the holder committed after the snapshot began.
+    pub(super) fn acquire(&self) -> String {
+        let (t, s) = (&self.table, &self.sequence);
+        format!(
+            "WITH now AS MATERIALIZED (SELECT clock_timestamp() AS t), \
+             won AS ( \
+               INSERT INTO \"{t}\" AS l (key, owner, fence, acquired_at, lease_end) \
+               SELECT $1::bytea, $2::text, nextval('\"{s}\"'), now.t, \
+                      now.t + $3::bigint * interval '1 millisecond' FROM now \
+               ON CONFLICT (key) DO UPDATE \
+                 SET owner = excluded.owner, fence = excluded.fence, \
+                     acquired_at = excluded.acquired_at, lease_end = excluded.lease_end \
+                 WHERE l.lease_end <= excluded.acquired_at \
+                    OR l.acquired_at + $4::bigint * interval '1 millisecond' <= excluded.acquired_at \
+               RETURNING l.fence) \
+             SELECT (SELECT fence FROM won), \
+                    (SELECT GREATEST(ceil(extract(epoch FROM LEAST(h.lease_end, \
+                              h.acquired_at + $4::bigint * interval '1 millisecond') - now.t) * 1000), 0)::bigint \
+                       FROM \"{t}\" h, now WHERE h.key = $1::bytea)"
+        )
+    }
+
+    /// `$1` key, `$2` owner, `$3` channel. Deletes the row if the owner
+    /// has it (even with its lease ended: nobody else can have it then)
+    /// and wakes the key's waiters in the same statement; answers a row,
+    /// `held`, only if it deleted one. The payload is the key in hex (a
+    /// payload is text without NUL, and keys may hold any character); a
+    /// key too long for a payload wakes every waiter of the channel
+    /// (empty payload).
+    pub(super) fn release(&self) -> String {
+        format!(
+            "WITH gone AS ( \
+               DELETE FROM \"{}\" WHERE key = $1::bytea AND owner = $2::text \
+               RETURNING lease_end > clock_timestamp() AS held) \
+             SELECT held, pg_notify($3::text, CASE WHEN octet_length($1::bytea) < 3900 \
+                                              THEN encode($1::bytea, 'hex') ELSE '' END)::text \
+             FROM gone",
+            self.table
+        )
+    }
+
+    /// `$1` key, `$2` owner, `$3` lease ms; one row changed if still held.
+    pub(super) fn extend(&self) -> String {
+        format!(
+            "UPDATE \"{}\" SET lease_end = clock_timestamp() + $3::bigint * interval '1 millisecond' \
+             WHERE key = $1::bytea AND owner = $2::text AND lease_end > clock_timestamp()",
+            self.table
+        )
+    }
+
+    /// `$1` key, `$2` owner; a row if still held.
+    pub(super) fn holds(&self) -> String {
+        format!(
+            "SELECT 1 FROM \"{}\" \
+             WHERE key = $1::bytea AND owner = $2::text AND lease_end > clock_timestamp()",
+            self.table
+        )
+    }
+
+    /// `$1` a stored-key prefix (bytes), `$2` its length: the locks held
+    /// now under it, as (key, fence, held for ms, lease left ms).
+    pub(super) fn holders(&self) -> String {
+        format!(
+            "SELECT key, fence, \
+                    GREATEST(floor(extract(epoch FROM clock_timestamp() - acquired_at) * 1000), 0)::bigint, \
+                    GREATEST(ceil(extract(epoch FROM lease_end - clock_timestamp()) * 1000), 0)::bigint \
+             FROM \"{}\" \
+             WHERE lease_end > clock_timestamp() AND substring(key FROM 1 FOR $2::int) = $1::bytea",
+            self.table
+        )
+    }
+
+    /// `$1` grace ms. A row renewed or taken over meanwhile is re-checked
+    /// by the DELETE (read committed) and kept.
+    pub(super) fn clean_up(&self) -> String {
+        format!(
+            "DELETE FROM \"{}\" \
+             WHERE lease_end + $1::bigint * interval '1 millisecond' < clock_timestamp()",
+            self.table
+        )
+    }
+}
+
+/// A plain identifier: lower-case ASCII letters, digits and `_`, not
+/// starting with a digit, so that it means the same quoted or not.
+fn check_identifier(name: &str) -> Result<(), String> {
+    let ok_start = name
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c == '_');
+    let ok_rest = name
+        .chars()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if !ok_start || !ok_rest || name.len() > MAX_TABLE {
+        return Err(format!(
+            "`table={name}`: expected a plain identifier (a-z, 0-9, _, not starting \
+             with a digit, at most {MAX_TABLE} bytes)"
+        ));
+    }
+    Ok(())
+}
+
+/// The NOTIFY payload that names `key`: its bytes in hex, or empty (every
+/// waiter) for a key too long for a payload.
+pub(super) fn payload(key: &str) -> String {
+    if key.len() >= 3900 {
+        return String::new();
+    }
+    key.bytes().map(|b| format!("{b:02x}")).collect()
+}
+
+/// FNV-1a: a hash that is the same in every process and every build,
+/// unlike std's, so that all processes derive the same channel.
+pub(super) fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payloads_name_keys_in_hex() {
+        assert_eq!(payload("a\0:"), "61003a");
+        assert_eq!(payload(&"k".repeat(5000)), "");
+    }
+
+    #[test]
+    fn tables_must_be_plain_identifiers() {
+        assert!(Names::new("lock_leases", "lock:").is_ok());
+        assert!(Names::new("_t9", "").is_ok());
+        for bad in ["", "9t", "Leases", "a-b", "a\"b", "s.t", &"t".repeat(58)] {
+            assert!(Names::new(bad, "").is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn channels_are_identifiers_per_table_and_prefix() {
+        let a = Names::new("lock_leases", "lock:").unwrap();
+        assert_eq!(a.sequence, "lock_leases_fence");
+        assert_ne!(
+            a.channel,
+            Names::new("lock_leases", "app:").unwrap().channel
+        );
+        assert_ne!(a.channel, Names::new("other", "lock:").unwrap().channel);
+        assert_eq!(
+            a.channel,
+            Names::new("lock_leases", "lock:").unwrap().channel
+        );
+        let long = Names::new(&"t".repeat(57), "p").unwrap();
+        assert!(long.channel.len() <= 63);
+        assert!(
+            long.channel
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        );
+    }
+}
