@@ -9,8 +9,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use super::{
-    Acquired, AsyncStore, Attempt, Backend, BackendError, BoxFuture, Held, Namespace, Request,
-    Store, Token, Wait, wait,
+    Abilities, Acquired, AsyncStore, Attempt, Backend, BackendError, BoxFuture, Held, Namespace,
+    Request, Store, Token, Wait, wait,
 };
 
 /// The full [`Backend`] of a blocking [`Store`]: sync callers call it
@@ -197,33 +197,15 @@ impl<S: Store> Backend for Blocking<S> {
     }
 
     fn check(&self, key: &str, token: Token) -> Option<Result<bool, BackendError>> {
-        let abilities = self.0.abilities();
-        if let Some(c) = abilities.owner_check {
-            return Some(c.holds(key, token));
-        }
-        abilities
-            .async_owner_check
-            .map(|c| futures_lite::future::block_on(c.holds(key, token)))
+        check(&self.0, <S as Store>::abilities, key, token)
     }
 
     fn holders(&self, ns: &Namespace) -> Option<Result<Vec<Held>, BackendError>> {
-        let abilities = self.0.abilities();
-        if let Some(l) = abilities.listing {
-            return Some(l.holders(ns));
-        }
-        abilities
-            .async_listing
-            .map(|l| futures_lite::future::block_on(l.holders(ns)))
+        holders(&self.0, <S as Store>::abilities, ns)
     }
 
     fn clean_up(&self, grace: Duration) -> Option<Result<u64, BackendError>> {
-        let abilities = self.0.abilities();
-        if let Some(c) = abilities.clean_up {
-            return Some(c.clean_up(grace));
-        }
-        abilities
-            .async_clean_up
-            .map(|c| futures_lite::future::block_on(c.clean_up(grace)))
+        clean_up(&self.0, <S as Store>::abilities, grace)
     }
 
     fn supports_unleased(&self) -> bool {
@@ -376,51 +358,88 @@ impl<S: AsyncStore> Backend for NonBlocking<S> {
     }
 
     fn check(&self, key: &str, token: Token) -> Option<Result<bool, BackendError>> {
-        let abilities = self.0.abilities();
-        if abilities.async_owner_check.is_some() {
-            let (store, key) = (Arc::clone(&self.0), key.to_owned());
-            let holds = finish(async move {
-                match store.abilities().async_owner_check {
-                    Some(c) => c.holds(&key, token).await.map(Some),
-                    None => Ok(None),
-                }
-            });
-            return holds.transpose();
-        }
-        abilities.owner_check.map(|c| c.holds(key, token))
+        check(&self.0, <S as AsyncStore>::abilities, key, token)
     }
 
     fn holders(&self, ns: &Namespace) -> Option<Result<Vec<Held>, BackendError>> {
-        let abilities = self.0.abilities();
-        if abilities.async_listing.is_some() {
-            let (store, ns) = (Arc::clone(&self.0), ns.clone());
-            let listed = finish(async move {
-                match store.abilities().async_listing {
-                    Some(l) => l.holders(&ns).await.map(Some),
-                    None => Ok(None),
-                }
-            });
-            return listed.transpose();
-        }
-        abilities.listing.map(|l| l.holders(ns))
+        holders(&self.0, <S as AsyncStore>::abilities, ns)
     }
 
     fn clean_up(&self, grace: Duration) -> Option<Result<u64, BackendError>> {
-        let abilities = self.0.abilities();
-        if abilities.async_clean_up.is_some() {
-            let store = Arc::clone(&self.0);
-            let cleaned = finish(async move {
-                match store.abilities().async_clean_up {
-                    Some(c) => c.clean_up(grace).await.map(Some),
-                    None => Ok(None),
-                }
-            });
-            return cleaned.transpose();
-        }
-        abilities.clean_up.map(|c| c.clean_up(grace))
+        clean_up(&self.0, <S as AsyncStore>::abilities, grace)
     }
 
     fn supports_unleased(&self) -> bool {
         self.0.abilities().unleased
     }
+}
+
+/// How an adapter reads its store's abilities (`Store::abilities` or
+/// `AsyncStore::abilities`), so that one function per ability serves both.
+type AbilitiesOf<S> = for<'a> fn(&'a S) -> Abilities<'a>;
+
+/// The owner check, in whichever form the store named: the blocking one in
+/// place, the async one driven to its end like the store's own futures.
+fn check<S: Send + Sync + 'static>(
+    store: &Arc<S>,
+    of: AbilitiesOf<S>,
+    key: &str,
+    token: Token,
+) -> Option<Result<bool, BackendError>> {
+    let abilities = of(store);
+    if let Some(c) = abilities.owner_check {
+        return Some(c.holds(key, token));
+    }
+    abilities.async_owner_check?;
+    let (store, key) = (Arc::clone(store), key.to_owned());
+    finish(async move {
+        match of(&store).async_owner_check {
+            Some(c) => c.holds(&key, token).await.map(Some),
+            None => Ok(None),
+        }
+    })
+    .transpose()
+}
+
+/// The listing, in whichever form the store named (see [`check`]).
+fn holders<S: Send + Sync + 'static>(
+    store: &Arc<S>,
+    of: AbilitiesOf<S>,
+    ns: &Namespace,
+) -> Option<Result<Vec<Held>, BackendError>> {
+    let abilities = of(store);
+    if let Some(l) = abilities.listing {
+        return Some(l.holders(ns));
+    }
+    abilities.async_listing?;
+    let (store, ns) = (Arc::clone(store), ns.clone());
+    finish(async move {
+        match of(&store).async_listing {
+            Some(l) => l.holders(&ns).await.map(Some),
+            None => Ok(None),
+        }
+    })
+    .transpose()
+}
+
+/// The stale-lock clean-up, in whichever form the store named (see
+/// [`check`]).
+fn clean_up<S: Send + Sync + 'static>(
+    store: &Arc<S>,
+    of: AbilitiesOf<S>,
+    grace: Duration,
+) -> Option<Result<u64, BackendError>> {
+    let abilities = of(store);
+    if let Some(c) = abilities.clean_up {
+        return Some(c.clean_up(grace));
+    }
+    abilities.async_clean_up?;
+    let store = Arc::clone(store);
+    finish(async move {
+        match of(&store).async_clean_up {
+            Some(c) => c.clean_up(grace).await.map(Some),
+            None => Ok(None),
+        }
+    })
+    .transpose()
 }
