@@ -90,7 +90,7 @@ impl Names {
             "WITH gone AS ( \
                DELETE FROM \"{}\" WHERE key = $1::bytea AND owner = $2::text \
                RETURNING lease_end > clock_timestamp() AS held) \
-             SELECT held, pg_notify($3::text, CASE WHEN octet_length($1::bytea) < 3900 \
+             SELECT held, pg_notify($3::text, CASE WHEN octet_length($1::bytea) < {MAX_NAMED_KEY} \
                                               THEN encode($1::bytea, 'hex') ELSE '' END)::text \
              FROM gone",
             self.table
@@ -161,11 +161,22 @@ fn check_identifier(name: &str) -> Result<(), String> {
 /// The NOTIFY payload that names `key`: its bytes in hex, or empty (every
 /// waiter) for a key too long for a payload.
 pub(super) fn payload(key: &str) -> String {
-    if key.len() >= 3900 {
+    use std::fmt::Write;
+    if key.len() >= MAX_NAMED_KEY {
         return String::new();
     }
-    key.bytes().map(|b| format!("{b:02x}")).collect()
+    let mut hex = String::with_capacity(key.len() * 2);
+    for b in key.bytes() {
+        let _ = write!(hex, "{b:02x}");
+    }
+    hex
 }
+
+/// The longest key (in bytes, exclusive) a NOTIFY payload names: its hex
+/// stays under Postgres's 8000-byte payload limit. The release statement
+/// and the listener's [`payload`] both use it, so they agree on which keys
+/// wake every waiter instead.
+const MAX_NAMED_KEY: usize = 3900;
 
 /// FNV-1a: a hash that is the same in every process and every build,
 /// unlike std's, so that all processes derive the same channel.
