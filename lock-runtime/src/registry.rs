@@ -27,7 +27,7 @@ use once_cell::sync::Lazy;
 
 use crate::backend::kind::{self, Fresh, Opening, StoreKind};
 use crate::backend::memory::VirtualClock;
-use crate::backend::{Backend, Held, Namespace};
+use crate::backend::{Backend, BackendError, Held, Namespace};
 use crate::config::{self, Invalid, Setting, redact};
 use crate::error::LockError;
 use crate::lease;
@@ -771,23 +771,16 @@ impl Alias {
     /// [`LockError::Backend`] when the store failed.
     pub fn holders(&self) -> Result<Option<Vec<Held>>, LockError> {
         let ns = &self.0.namespace;
-        match self.0.backend.holders(ns) {
-            None => Ok(None),
-            Some(Ok(held)) => Ok(Some(
-                held.into_iter()
-                    .filter_map(|mut h| {
-                        h.key = ns.key_of(&h.key)?;
-                        Some(h)
-                    })
-                    .collect(),
-            )),
-            Some(Err(source)) => Err(LockError::Backend {
-                alias: self.0.name.clone(),
-                key: String::new(),
-                op: crate::Operation::List,
-                source,
-            }),
-        }
+        let held = self.0.backend.holders(ns).transpose();
+        let held = held.map_err(|e| self.store_failed(crate::Operation::List, e))?;
+        Ok(held.map(|held| {
+            held.into_iter()
+                .filter_map(|mut h| {
+                    h.key = ns.key_of(&h.key)?;
+                    Some(h)
+                })
+                .collect()
+        }))
     }
 
     /// Deletes the records of this alias's stale locks: those whose lease
@@ -809,15 +802,18 @@ impl Alias {
     /// [`LockError::Backend`] (with [`Operation::CleanUp`](crate::Operation::CleanUp))
     /// when the store failed.
     pub fn clean_up(&self, grace: Duration) -> Result<Option<u64>, LockError> {
-        match self.0.backend.clean_up(grace) {
-            None => Ok(None),
-            Some(Ok(n)) => Ok(Some(n)),
-            Some(Err(source)) => Err(LockError::Backend {
-                alias: self.0.name.clone(),
-                key: String::new(),
-                op: crate::Operation::CleanUp,
-                source,
-            }),
+        let cleaned = self.0.backend.clean_up(grace).transpose();
+        cleaned.map_err(|e| self.store_failed(crate::Operation::CleanUp, e))
+    }
+
+    /// The error of an operation on the whole alias (no one key) whose store
+    /// failed.
+    fn store_failed(&self, op: crate::Operation, source: BackendError) -> LockError {
+        LockError::Backend {
+            alias: self.0.name.clone(),
+            key: String::new(),
+            op,
+            source,
         }
     }
 
