@@ -44,6 +44,7 @@ pub(crate) struct Args {
     pub(crate) fair: Option<Setting<bool>>,
     pub(crate) fencing: Option<Setting<Ident>>,
     pub(crate) on_lost: Option<Setting<OnLost>>,
+    pub(crate) label: Option<Setting<LitStr>>,
     pub(crate) krate: Option<Setting<Path>>,
 }
 
@@ -107,6 +108,10 @@ const OPTIONS: &[OptionSpec] = &[
     OptionSpec {
         name: "on_lost",
         set: |a, e| e.setting(Entry::on_lost).map(|v| a.on_lost = Some(v)),
+    },
+    OptionSpec {
+        name: "label",
+        set: |a, e| e.setting(Entry::label).map(|v| a.label = Some(v)),
     },
     OptionSpec {
         name: "crate",
@@ -440,6 +445,18 @@ impl Entry {
                 describe(&self.value)
             ))),
         }
+    }
+
+    /// A label for the holder: a string literal with something in it.
+    fn label(&self) -> syn::Result<LitStr> {
+        let label = self.string()?;
+        if label.value().trim().is_empty() {
+            return Err(self.error(format!(
+                "`{}` is empty: name who takes the lock, like `{} = \"nightly-report\"`, or leave the option out",
+                self.name, self.name
+            )));
+        }
+        Ok(label)
     }
 
     /// A bare argument name, like `fencing = token`.

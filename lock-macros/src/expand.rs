@@ -66,7 +66,7 @@ pub(crate) fn expand(
     if raise && !is_async {
         reject_future_return(flavor, &func.sig)?;
     }
-    let lock = lock_expr(&args, flavor, &krate, key);
+    let lock = lock_expr(&args, flavor, &krate, key, &func.sig.ident);
     let plan = Plan {
         krate,
         lock,
@@ -302,11 +302,20 @@ fn default_key(sig: &Signature) -> TokenStream {
     }
 }
 
-// Input:  key = format!(..), options wait = false, expire = "10s"
-// Output: ::lock_runtime::__private::Lock::new(format!(..))
-//             .wait(false)
-//             .expire(::core::time::Duration::from_millis(10000u64))
-fn lock_expr(args: &Args, flavor: Flavor, krate: &Path, key: TokenStream) -> TokenStream {
+// Input:  fn build_report, key = format!(..), options wait = false, expire = "10s"
+// Output: ::lock_runtime::__private::locked_function(
+//             ::lock_runtime::__private::Lock::new(format!(..))
+//                 .wait(false)
+//                 .expire(::core::time::Duration::from_millis(10000u64)),
+//             ::core::concat!(::core::module_path!(), "::", "build_report"),
+//         )
+fn lock_expr(
+    args: &Args,
+    flavor: Flavor,
+    krate: &Path,
+    key: TokenStream,
+    name: &Ident,
+) -> TokenStream {
     // Call-site spans: a literal spanned on the user's `0.04` would make
     // lints read that text as the source of our `40`.
     let millis = |ms: u64| {
@@ -348,7 +357,17 @@ fn lock_expr(args: &Args, flavor: Flavor, krate: &Path, key: TokenStream) -> Tok
         let v = f.value;
         calls.extend(quote!(.fair(#v)));
     }
-    quote!(#krate::__private::Lock::new(#key) #calls)
+    if let Some(l) = &args.label {
+        let v = &l.value;
+        calls.extend(quote!(.label(#v)));
+    }
+    let name = name.unraw().to_string();
+    quote! {
+        #krate::__private::locked_function(
+            #krate::__private::Lock::new(#key) #calls,
+            ::core::concat!(::core::module_path!(), "::", #name),
+        )
+    }
 }
 
 /// Names only the expansion can see: user code can neither read nor shadow
@@ -486,6 +505,7 @@ pub(crate) fn respan(tokens: TokenStream, span: Span) -> TokenStream {
 // Output: fn f(..) -> Result<T, E> {
 //             let lock = Lock::new(key)..;
 //             let guard = match acquire(lock) { Ok(g) => g, Err(e) => return raise(e) };
+//             let entered = enter(&guard); // the body runs inside `lock.held`
 //             body
 //         }
 fn sync_raise(plan: &Plan, output: &ReturnType, block: Block) -> TokenStream {
@@ -495,6 +515,7 @@ fn sync_raise(plan: &Plan, output: &ReturnType, block: Block) -> TokenStream {
     let fence = fence_binding(plan, output, &guard);
     let stmts = block.stmts;
     let bound = hidden("__lock");
+    let entered = hidden("__lock_entered");
     quote! {
         let #bound = #lock;
         let #guard = match #krate::__private::acquire(#bound) {
@@ -502,6 +523,7 @@ fn sync_raise(plan: &Plan, output: &ReturnType, block: Block) -> TokenStream {
             ::core::result::Result::Err(#error) => #raise,
         };
         #fence
+        let #entered = #krate::__private::enter(&#guard);
         #(#stmts)*
     }
 }
@@ -510,6 +532,7 @@ fn sync_raise(plan: &Plan, output: &ReturnType, block: Block) -> TokenStream {
 // Output: fn f(..) -> Option<T> {
 //             let lock = Lock::new(key)..;
 //             let guard = match acquire_or_skip(lock) { Some(g) => g, None => return None };
+//             let entered = enter(&guard);
 //             Some((move || -> T { body })())
 //         }
 fn sync_skip(plan: &Plan, output: &ReturnType, block: Block) -> TokenStream {
@@ -523,6 +546,7 @@ fn sync_skip(plan: &Plan, output: &ReturnType, block: Block) -> TokenStream {
         _ => TokenStream::new(),
     };
     let bound = hidden("__lock");
+    let entered = hidden("__lock_entered");
     quote! {
         let #bound = #lock;
         let #guard = match #krate::__private::acquire_or_skip(#bound) {
@@ -530,6 +554,7 @@ fn sync_skip(plan: &Plan, output: &ReturnType, block: Block) -> TokenStream {
             ::core::option::Option::None => return ::core::option::Option::None,
         };
         #fence
+        let #entered = #krate::__private::enter(&#guard);
         ::core::option::Option::Some((move || #annotation #block)())
     }
 }
@@ -602,7 +627,7 @@ fn async_skip(plan: &Plan, output: &ReturnType, block: Block) -> TokenStream {
 }
 
 // Input:  { body } of an async fn returning T
-// Output: async move { if false { return <value of type T>; } { body } }.await
+// Output: in_held(&guard, async move { if false { return <value of type T>; } { body } }).await
 //         with `on_lost = "cancel"`:
 //         match run_until_lost(&guard, async move { .. }).await {
 //             Ok(out) => out,
@@ -642,13 +667,15 @@ fn async_body(
         }
         _ => TokenStream::new(),
     };
-    if !plan.cancel {
-        return quote!(async move { #fake #block }.await);
-    }
     let krate = &plan.krate;
+    // The body's events nest under the guard's `lock.held` span.
+    let body = quote!(#krate::__private::in_held(&#guard, async move { #fake #block }));
+    if !plan.cancel {
+        return quote!(#body.await);
+    }
     let (done, error) = (hidden("__lock_done"), hidden("__lock_error"));
     quote! {
-        match #krate::__private::run_until_lost(&#guard, async move { #fake #block }).await {
+        match #krate::__private::run_until_lost(&#guard, #body).await {
             ::core::result::Result::Ok(#done) => #done,
             ::core::result::Result::Err(#error) => {
                 #krate::__private::dispose_lost(#guard).await;

@@ -195,6 +195,7 @@ use crate::args::Flavor;
 /// | [`fair`](#fair) | `true` / `false` | `false` | serve waiters in arrival order |
 /// | [`fencing`](#fencing) | an argument's name | none | that argument receives the lock's fencing token instead of being passed by callers |
 /// | [`on_lost`](#on_lost) | `"cancel"` / `"ignore"` | `"ignore"` | `async fn` only: stop the body when the lock is lost |
+/// | [`label`](#label) | non-empty string | none | who takes the lock, on the guard and in the `lock.held` span |
 /// | [`crate`](#crate) | path or string | `::lock_runtime` | where the runtime crate is |
 ///
 /// Values are checked at compile time: the type of each value, durations
@@ -426,6 +427,28 @@ use crate::args::Flavor;
 ///
 /// let err = futures::executor::block_on(slow_sync()).unwrap_err();
 /// assert!(err.is_not_held());
+/// ```
+///
+/// ## `label`
+///
+/// A name for whoever takes the lock (`label = "nightly-report"`), as
+/// [`Lock::label`](../lock_runtime/struct.Lock.html#method.label) sets it: it
+/// is the `label` field of the lock's `lock.held` span, beside `function`,
+/// the locked function's path (`module::name`), which every `#[lock]`
+/// records. It does not change the lock: the key does.
+///
+/// ```
+/// use lock_runtime::{lock, LockError};
+///
+/// #[lock("nightly", label = "nightly-report", wait = false)]
+/// fn nightly() -> Result<(), LockError> {
+///     // Inside the body, the current span is the lock's `lock.held` span
+///     // (when a subscriber records spans).
+///     tracing::info!("building the report");
+///     Ok(())
+/// }
+///
+/// nightly().unwrap();
 /// ```
 ///
 /// ## `crate`

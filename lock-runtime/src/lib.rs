@@ -68,6 +68,7 @@ mod error;
 pub mod guide;
 mod lease;
 mod lock;
+pub mod observe;
 pub mod registry;
 #[cfg(feature = "tokio")]
 mod rt;

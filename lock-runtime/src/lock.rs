@@ -7,9 +7,12 @@ use std::future::Future;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
+use tracing::Instrument;
+
 use crate::backend::{Acquired, Attempt, Request, Token, Wait};
 use crate::error::{LockError, Operation};
 use crate::lease;
+use crate::observe::{Acquiring, Closing, Held, Holder, Mode, Outcome};
 use crate::registry::{self, Alias, DEFAULT_ALIAS};
 use crate::watchdog::{self, Lost, Status, drift};
 
@@ -26,6 +29,7 @@ use crate::watchdog::{self, Lost, Status, drift};
 /// | [`steal_after`](Self::steal_after) | never | take over a lock held at least this long |
 /// | [`delete_on_exit`](Self::delete_on_exit) | `true` | release when the guard drops; `false` keeps the key until `expire` |
 /// | [`fair`](Self::fair) | `false` | serve waiters in arrival order |
+/// | [`label`](Self::label) | none | who takes the lock, for people reading traces |
 ///
 /// ```
 /// use std::time::Duration;
@@ -49,6 +53,9 @@ pub struct Lock {
     steal_after: Option<Duration>,
     delete_on_exit: bool,
     fair: bool,
+    label: Option<Cow<'static, str>>,
+    /// The locked function, for `#[lock]`.
+    function: Option<&'static str>,
 }
 
 impl Lock {
@@ -75,6 +82,8 @@ impl Lock {
             steal_after: None,
             delete_on_exit: true,
             fair: false,
+            label: None,
+            function: None,
         }
     }
 
@@ -246,6 +255,30 @@ impl Lock {
         self
     }
 
+    /// A name for whoever takes the lock (`"nightly-report"`, a job's or a
+    /// host's name), kept on the guard ([`LockGuard::label`]) and recorded
+    /// as the `label` field of its `lock.held` span. It says nothing to the
+    /// store: two locks with one key exclude each other whatever their labels.
+    ///
+    /// ```
+    /// use lock_runtime::Lock;
+    ///
+    /// let guard = Lock::new("doc-lock-label").label("nightly-report").acquire().unwrap();
+    /// assert_eq!(guard.label(), Some("nightly-report"));
+    /// let other = Lock::new("doc-lock-label").label("someone-else");
+    /// assert!(other.try_acquire().unwrap().is_none(), "labels do not change the lock");
+    /// ```
+    pub fn label(mut self, label: impl Into<Cow<'static, str>>) -> Self {
+        self.label = Some(label.into());
+        self
+    }
+
+    /// The path of the function `#[lock]` locks.
+    pub(crate) fn function(mut self, path: &'static str) -> Self {
+        self.function = Some(path);
+        self
+    }
+
     /// The key, without the alias prefix.
     ///
     /// ```
@@ -355,6 +388,12 @@ impl Lock {
     /// assert_eq!(waiter.join().unwrap().unwrap(), "doc-lock-acquire");
     /// ```
     pub fn acquire(&self) -> Result<LockGuard, LockError> {
+        let obs = Acquiring::start(&self.alias, &self.key, self.mode(self.wait));
+        let result = obs.span().in_scope(|| self.acquire_unobserved());
+        self.observed(obs, result)
+    }
+
+    fn acquire_unobserved(&self) -> Result<LockGuard, LockError> {
         let p = self.prepare()?;
         let req = self.request(&p);
         let sent = self.started(&p);
@@ -399,6 +438,16 @@ impl Lock {
     /// Acquires asynchronously, consuming the request (no copy): what the
     /// macros call. `wait == false` makes a single attempt.
     pub(crate) async fn into_acquire_async(self, wait: bool) -> Result<LockGuard, LockError> {
+        let obs = Acquiring::start(&self.alias, &self.key, self.mode(wait));
+        // Entered on each poll, never held across an await.
+        let result = self
+            .acquire_async_unobserved(wait)
+            .instrument(obs.span().clone())
+            .await;
+        self.observed(obs, result)
+    }
+
+    async fn acquire_async_unobserved(&self, wait: bool) -> Result<LockGuard, LockError> {
         let p = self.prepare()?;
         let req = self.request(&p);
         let sent = self.started(&p);
@@ -432,13 +481,60 @@ impl Lock {
     /// assert!(lock.try_acquire().unwrap().is_some());
     /// ```
     pub fn try_acquire(&self) -> Result<Option<LockGuard>, LockError> {
-        let p = self.prepare()?;
-        let req = self.request(&p);
-        let sent = self.started(&p);
-        let outcome = p.alias.backend().try_acquire(&req).map(granted);
-        self.finish(p, outcome, sent, false, false)
-            .map(Some)
-            .or_else(busy_is_none)
+        let obs = Acquiring::start(&self.alias, &self.key, Mode::Try);
+        let result = obs.span().in_scope(|| {
+            let p = self.prepare()?;
+            let req = self.request(&p);
+            let sent = self.started(&p);
+            let outcome = p.alias.backend().try_acquire(&req).map(granted);
+            self.finish(p, outcome, sent, false, false)
+        });
+        self.observed(obs, result).map(Some).or_else(busy_is_none)
+    }
+
+    fn mode(&self, wait: bool) -> Mode {
+        match (wait, self.wait_for) {
+            (false, _) => Mode::Try,
+            (true, None) => Mode::Wait,
+            (true, Some(_)) => Mode::WaitFor,
+        }
+    }
+
+    /// Ends the acquisition's span and metrics; a guard opens its held span.
+    fn observed(
+        &self,
+        obs: Acquiring,
+        result: Result<LockGuard, LockError>,
+    ) -> Result<LockGuard, LockError> {
+        match result {
+            Ok(mut guard) => {
+                let ended = obs.end(Outcome::Acquired, Some(guard.start), None);
+                let held = Held::start(
+                    ended,
+                    Holder {
+                        alias: guard.alias.name(),
+                        key: guard.key(),
+                        label: guard.label(),
+                        function: guard.function,
+                        fencing: guard.fencing,
+                    },
+                );
+                guard.held = held;
+                Ok(guard)
+            }
+            Err(e) => {
+                let outcome = if e.is_busy() {
+                    Outcome::Busy
+                } else if e.is_timeout() {
+                    Outcome::Timeout
+                } else {
+                    Outcome::Error
+                };
+                let error = (outcome == Outcome::Error).then_some(&e as &dyn fmt::Display);
+                drop(obs.end(outcome, None, error));
+                Err(e)
+            }
+        }
     }
 
     /// The async form of [`try_acquire`](Self::try_acquire).
@@ -498,6 +594,12 @@ impl Lock {
         // than asked; it is topped up below.
         let granted = acquired.lease.filter(|g| p.lease.is_some_and(|l| *g < l));
         let current = granted.or(p.lease);
+        let shown = match p.alias.0.namespace.head_len() {
+            Some(len) => Shown::After(len),
+            // Escaping only ever lengthens a key.
+            None if p.key.len() == self.key.len() => Shown::After(0),
+            None => Shown::Own(self.key.as_ref().into()),
+        };
         let status = OnceLock::new();
         match (self.expire, p.lease, current) {
             (None, Some(lease), Some(current)) => {
@@ -505,6 +607,7 @@ impl Lock {
                     Arc::clone(p.alias.backend()),
                     p.alias.name(),
                     &p.key,
+                    shown_key(&p.key, &shown),
                     p.token,
                     lease,
                     current,
@@ -517,6 +620,7 @@ impl Lock {
                     Arc::clone(p.alias.backend()),
                     p.alias.name(),
                     &p.key,
+                    shown_key(&p.key, &shown),
                     p.token,
                     start + expire,
                     Arc::clone(&s),
@@ -527,12 +631,7 @@ impl Lock {
             _ => {}
         }
         Ok(LockGuard {
-            shown: match p.alias.0.namespace.head_len() {
-                Some(len) => Shown::After(len),
-                // Escaping only ever lengthens a key.
-                None if p.key.len() == self.key.len() => Shown::After(0),
-                None => Shown::Own(self.key.as_ref().into()),
-            },
+            shown,
             start,
             valid_until: current.map(|l| start + l.saturating_sub(drift(l))),
             alias: p.alias,
@@ -543,6 +642,10 @@ impl Lock {
             detached,
             status,
             released: false,
+            label: self.label.clone(),
+            function: self.function,
+            extensions: 0,
+            held: Held::none(),
         })
     }
 }
@@ -594,6 +697,14 @@ enum Shown {
     Own(Box<str>),
 }
 
+/// The key as the user gave it, from the stored name.
+fn shown_key<'a>(stored: &'a str, shown: &'a Shown) -> &'a str {
+    match shown {
+        Shown::After(len) => stored.get(*len..).unwrap_or_default(),
+        Shown::Own(key) => key,
+    }
+}
+
 /// Proof that a lock is held; dropping it releases the lock (unless
 /// `delete_on_exit(false)`).
 ///
@@ -633,6 +744,12 @@ pub struct LockGuard {
     /// set at acquisition for renewed locks, or by the first `lost()`.
     status: OnceLock<Arc<Status>>,
     released: bool,
+    label: Option<Cow<'static, str>>,
+    function: Option<&'static str>,
+    /// Extensions made while no watchdog status was shared (it counts its own).
+    extensions: u64,
+    /// The `lock.held` span and the hold's metrics.
+    held: Held,
 }
 
 impl fmt::Debug for LockGuard {
@@ -642,6 +759,7 @@ impl fmt::Debug for LockGuard {
             .field("key", &self.key())
             .field("token", &self.token)
             .field("fencing_token", &self.fencing)
+            .field("label", &self.label)
             .finish_non_exhaustive()
     }
 }
@@ -658,10 +776,58 @@ impl LockGuard {
     /// assert_eq!(guard.key(), "weekly", "the store sees `reports:weekly`");
     /// ```
     pub fn key(&self) -> &str {
-        match &self.shown {
-            Shown::After(len) => self.key.get(*len..).unwrap_or_default(),
-            Shown::Own(key) => key,
-        }
+        shown_key(&self.key, &self.shown)
+    }
+
+    /// The [label](Lock::label) the lock was taken with, if any.
+    ///
+    /// ```
+    /// use lock_runtime::Lock;
+    ///
+    /// let guard = Lock::new("doc-guard-label").label("reindex").acquire().unwrap();
+    /// assert_eq!(guard.label(), Some("reindex"));
+    /// assert_eq!(Lock::new("doc-guard-unlabelled").acquire().unwrap().label(), None);
+    /// ```
+    pub fn label(&self) -> Option<&str> {
+        self.label.as_deref()
+    }
+
+    /// The path of the function whose `#[lock]` took the lock
+    /// (`my_crate::jobs::reindex`); `None` for a lock taken by hand.
+    ///
+    /// ```
+    /// use lock_runtime::{lock, Lock, LockError};
+    ///
+    /// assert_eq!(Lock::new("doc-guard-function").acquire().unwrap().function(), None);
+    ///
+    /// // Inside a locked function the guard is the macro's, but the path is
+    /// // also the `function` field of the `lock.held` span.
+    /// #[lock("doc-guard-function-macro")]
+    /// fn reindex() -> Result<(), LockError> {
+    ///     Ok(())
+    /// }
+    /// reindex().unwrap();
+    /// ```
+    pub fn function(&self) -> Option<&'static str> {
+        self.function
+    }
+
+    /// The guard's `lock.held` span: open while the lock is held, a child
+    /// of the span that was current when the acquisition started. The
+    /// guard does not enter it; enter it where your own events should nest
+    /// inside the hold (`#[lock]` runs the function's body inside it). A
+    /// disabled span when no subscriber wants it.
+    ///
+    /// ```
+    /// use lock_runtime::Lock;
+    ///
+    /// let guard = Lock::new("doc-guard-span").acquire().unwrap();
+    /// guard.span().in_scope(|| {
+    ///     tracing::info!("writing the report"); // a child of `lock.held`
+    /// });
+    /// ```
+    pub fn span(&self) -> &tracing::Span {
+        self.held.span()
     }
 
     /// The alias the lock was taken from.
@@ -804,6 +970,7 @@ impl LockGuard {
                 Arc::clone(self.alias.backend()),
                 self.alias.name(),
                 &self.key,
+                shown_key(&self.key, &self.shown),
                 self.token,
                 Arc::clone(status),
             );
@@ -886,9 +1053,33 @@ impl LockGuard {
 
     fn extended(&mut self, sent: Instant, lease: Duration) {
         self.valid_until = Some(sent + lease.saturating_sub(drift(lease)));
-        if let Some(s) = self.status.get() {
-            s.renewed(sent, lease);
+        match self.status.get() {
+            Some(s) => s.renewed(sent, lease),
+            None => self.extensions += 1,
         }
+    }
+
+    /// Ends the hold's span and metrics. `answer`: what the store said to
+    /// the release (`Some(false)`: not ours any more), `None` when it was
+    /// not asked or failed.
+    fn close_observed(&mut self, answer: Option<bool>) {
+        let lost = match answer {
+            Some(held) => !held,
+            None => self.is_lost(),
+        };
+        let status = self.status.get();
+        // Counted once, whether the watchdog or the release found it.
+        let first_report = lost && status.is_none_or(|s| s.mark_lost());
+        let renewed = self.extensions + status.map_or(0, |s| s.renewals());
+        self.held.close(Closing {
+            alias: self.alias.name(),
+            key: shown_key(&self.key, &self.shown),
+            held_since: self.start,
+            renewed,
+            lost,
+            first_report,
+            not_held_at_release: answer == Some(false),
+        });
     }
 
     /// Gives the lock back now and says whether it was still ours.
@@ -913,6 +1104,7 @@ impl LockGuard {
     pub fn release(mut self) -> Result<(), LockError> {
         self.stop_watching();
         let outcome = self.alias.backend().release(&self.key, self.token);
+        self.close_observed(outcome.as_ref().ok().copied());
         self.settle(Operation::Release, outcome)
     }
 
@@ -935,6 +1127,7 @@ impl LockGuard {
             .backend()
             .release_async(&self.key, self.token)
             .await;
+        self.close_observed(outcome.as_ref().ok().copied());
         self.settle(Operation::Release, outcome)
     }
 
@@ -969,20 +1162,19 @@ impl Drop for LockGuard {
         }
         self.stop_watching();
         if !self.delete_on_exit {
+            self.close_observed(None);
             return;
         }
-        let backend = self.alias.backend();
         if self.detached {
-            backend.release_detached(&self.key, self.token);
+            self.alias.backend().release_detached(&self.key, self.token);
+            self.close_observed(None);
             return;
         }
-        match backend.release(&self.key, self.token) {
-            Ok(true) => {}
-            Ok(false) => tracing::warn!(
-                alias = self.alias.name(),
-                key = self.key(),
-                "lock was no longer held when its guard was dropped"
-            ),
+        let outcome = self.alias.backend().release(&self.key, self.token);
+        // Not held: reported inside the held span by `close_observed`.
+        self.close_observed(outcome.as_ref().ok().copied());
+        match outcome {
+            Ok(_) => {}
             Err(e) => tracing::error!(
                 alias = self.alias.name(),
                 key = self.key(),

@@ -8,8 +8,31 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::Poll;
 
+use tracing::Instrument;
+use tracing::instrument::Instrumented;
+use tracing::span::Entered;
+
 use crate::error::LockError;
 pub use crate::lock::{Lock, LockGuard};
+
+/// The lock of a function: `path` is `module::function`, recorded as the
+/// `function` of its `lock.held` span.
+pub fn locked_function(lock: Lock, path: &'static str) -> Lock {
+    lock.function(path)
+}
+
+/// A sync body runs inside the guard's `lock.held` span, so that its own
+/// events and spans nest under the hold. Declared after the guard, it is
+/// left before the guard releases.
+pub fn enter(guard: &LockGuard) -> Entered<'_> {
+    guard.span().enter()
+}
+
+/// An async body runs inside the guard's `lock.held` span, entered on each
+/// poll (never across an await).
+pub fn in_held<F: Future>(guard: &LockGuard, body: F) -> Instrumented<F> {
+    body.instrument(guard.span().clone())
+}
 
 /// `raise = true`: take the lock or return the error.
 pub fn acquire(lock: Lock) -> Result<LockGuard, LockError> {
@@ -60,13 +83,12 @@ pub async fn exit_async(guard: LockGuard) {
         drop(guard);
         return;
     }
-    let (alias, key) = (guard.alias().to_owned(), guard.key().to_owned());
     match guard.release_async().await {
         Ok(()) => {}
-        Err(e) if e.is_not_held() => {
-            tracing::warn!(%alias, %key, "the lock was lost before the locked function returned")
-        }
-        Err(e) => tracing::error!(%alias, %key, error = %e, "releasing the lock failed"),
+        // Reported inside the `lock.held` span by the release itself.
+        Err(e) if e.is_not_held() => {}
+        // The error names the alias and the key.
+        Err(e) => tracing::error!(key = e.key(), error = %e, "releasing the lock failed"),
     }
 }
 

@@ -59,6 +59,8 @@ pub(crate) struct Status {
     released: AtomicBool,
     /// A check job looks for the lock's loss (someone awaits it).
     checking: AtomicBool,
+    /// Renewals and extensions that got through, for the `lock.held` span.
+    renewals: AtomicU64,
     wakers: Mutex<Vec<Waker>>,
 }
 
@@ -83,6 +85,7 @@ impl Status {
             lost: AtomicBool::new(false),
             released: AtomicBool::new(false),
             checking: AtomicBool::new(false),
+            renewals: AtomicU64::new(0),
             wakers: Mutex::new(Vec::new()),
         }
     }
@@ -94,6 +97,7 @@ impl Status {
 
     /// A renewal (or extension) sent at `sent` succeeded.
     pub(crate) fn renewed(&self, sent: Instant, lease: Duration) {
+        self.renewals.fetch_add(1, Ordering::Relaxed);
         let until =
             (sent + lease.saturating_sub(drift(lease))).saturating_duration_since(self.base);
         self.valid_until.store(
@@ -114,12 +118,21 @@ impl Status {
         self.lost.load(Ordering::Acquire) || self.valid_until().is_some_and(|u| Instant::now() >= u)
     }
 
-    pub(crate) fn mark_lost(&self) {
-        if !self.lost.swap(true, Ordering::AcqRel) {
-            for w in lock(&self.wakers).drain(..) {
-                w.wake();
-            }
+    /// Marks the lock lost; true the first time only, so that a loss is
+    /// counted once whoever finds it.
+    pub(crate) fn mark_lost(&self) -> bool {
+        if self.lost.swap(true, Ordering::AcqRel) {
+            return false;
         }
+        for w in lock(&self.wakers).drain(..) {
+            w.wake();
+        }
+        true
+    }
+
+    /// Renewals and extensions that got through.
+    pub(crate) fn renewals(&self) -> u64 {
+        self.renewals.load(Ordering::Relaxed)
     }
 
     pub(crate) fn mark_released(&self) {
@@ -298,6 +311,8 @@ struct Job {
     backend: Arc<dyn Backend>,
     alias: String,
     key: String,
+    /// The key as the user gave it (without the alias prefix), for events.
+    shown: String,
     token: Token,
     kind: Kind,
     status: Arc<Status>,
@@ -308,6 +323,13 @@ struct Job {
 }
 
 impl Job {
+    /// Marks the lock lost and counts the loss, once.
+    fn lose(&self) {
+        if self.status.mark_lost() {
+            crate::observe::lost(&self.alias, &self.shown);
+        }
+    }
+
     /// Which store the job calls: jobs of aliases sharing one custom store
     /// share its [`PER_STORE`] calls.
     fn store(&self) -> usize {
@@ -328,10 +350,12 @@ enum Kind {
 /// Starts renewing (to `lease`) a lock acquired by a request sent at `sent`,
 /// whose lease in force is `current` (shorter than `lease` for a lock handed
 /// over by a release).
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn renew(
     backend: Arc<dyn Backend>,
     alias: &str,
     key: &str,
+    shown: &str,
     token: Token,
     lease: Duration,
     current: Duration,
@@ -342,6 +366,7 @@ pub(crate) fn renew(
         backend,
         alias,
         key,
+        shown,
         token,
         Kind::Renew(lease),
         Arc::clone(&status),
@@ -352,16 +377,27 @@ pub(crate) fn renew(
 
 /// Extends, once, a fixed-lease lock that was handed over with a shorter
 /// lease than it asked for, so that it lasts until `until` as asked.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn top_up(
     backend: Arc<dyn Backend>,
     alias: &str,
     key: &str,
+    shown: &str,
     token: Token,
     until: Instant,
     status: Arc<Status>,
     at: Instant,
 ) {
-    add(backend, alias, key, token, Kind::TopUp(until), status, at);
+    add(
+        backend,
+        alias,
+        key,
+        shown,
+        token,
+        Kind::TopUp(until),
+        status,
+        at,
+    );
 }
 
 /// Starts looking every [`CHECK_EVERY`] whether the lock behind `status` is
@@ -370,6 +406,7 @@ pub(crate) fn check(
     backend: Arc<dyn Backend>,
     alias: &str,
     key: &str,
+    shown: &str,
     token: Token,
     status: Arc<Status>,
 ) {
@@ -377,6 +414,7 @@ pub(crate) fn check(
         backend,
         alias,
         key,
+        shown,
         token,
         Kind::Check,
         status,
@@ -384,10 +422,12 @@ pub(crate) fn check(
     );
 }
 
+#[allow(clippy::too_many_arguments)]
 fn add(
     backend: Arc<dyn Backend>,
     alias: &str,
     key: &str,
+    shown: &str,
     token: Token,
     kind: Kind,
     status: Arc<Status>,
@@ -397,6 +437,7 @@ fn add(
         backend,
         alias: alias.to_owned(),
         key: key.to_owned(),
+        shown: shown.to_owned(),
         token,
         kind,
         status,
@@ -530,17 +571,17 @@ impl Overdue {
         let job = &self.job;
         match job.kind {
             _ if self.unanswered => {
-                tracing::error!(alias = %job.alias, key = %job.key, "lock lost: the store did not answer before its lease ran out");
+                tracing::error!(alias = %job.alias, key = %job.shown, "lock lost: the store did not answer before its lease ran out");
             }
             // A fixed lease ending is no failure.
             Kind::Check => {
-                tracing::warn!(alias = %job.alias, key = %job.key, "lock lost: its lease ran out")
+                tracing::warn!(alias = %job.alias, key = %job.shown, "lock lost: its lease ran out")
             }
             Kind::Renew(_) | Kind::TopUp(_) => {
-                tracing::error!(alias = %job.alias, key = %job.key, "lock lost: its lease ran out before a renewal got through");
+                tracing::error!(alias = %job.alias, key = %job.shown, "lock lost: its lease ran out before a renewal got through");
             }
         }
-        job.status.mark_lost();
+        job.lose();
     }
 }
 
@@ -637,7 +678,7 @@ fn answer(call: &Call) -> Option<Instant> {
         .compare_exchange(call.attempt, 0, Ordering::AcqRel, Ordering::Acquire)
         .is_err()
     {
-        tracing::debug!(alias = %job.alias, key = %job.key, "an answer that came after the lock's validity ended was ignored");
+        tracing::debug!(alias = %job.alias, key = %job.shown, "an answer that came after the lock's validity ended was ignored");
         return None;
     }
     let outcome = match outcome {
@@ -681,8 +722,8 @@ fn settle(
             // The store renewed the lock, but only after a moment when we
             // could no longer count on it: someone else may have held it
             // meanwhile.
-            tracing::error!(alias = %job.alias, key = %job.key, "lock lost: the store answered only after its lease ran out");
-            job.status.mark_lost();
+            tracing::error!(alias = %job.alias, key = %job.shown, "lock lost: the store answered only after its lease ran out");
+            job.lose();
             None
         }
         Ok(true) => match job.kind {
@@ -698,17 +739,23 @@ fn settle(
             Kind::Check => Some(sent + CHECK_EVERY),
         },
         Ok(false) => {
-            tracing::warn!(alias = %job.alias, key = %job.key, "lock lost: it has another owner or none");
-            job.status.mark_lost();
+            tracing::warn!(alias = %job.alias, key = %job.shown, "lock lost: it has another owner or none");
+            job.lose();
             None
         }
         Err(e) if late => {
-            tracing::error!(alias = %job.alias, key = %job.key, error = %e, "lock lost: its lease ran out while the store was unreachable");
-            job.status.mark_lost();
+            if !matches!(job.kind, Kind::Check) {
+                crate::observe::renew_failed(&job.alias, &job.shown);
+            }
+            tracing::error!(alias = %job.alias, key = %job.shown, error = %e, "lock lost: its lease ran out while the store was unreachable");
+            job.lose();
             None
         }
         Err(e) => {
-            tracing::warn!(alias = %job.alias, key = %job.key, error = %e, "could not reach the store to renew or check a lock; retrying");
+            if !matches!(job.kind, Kind::Check) {
+                crate::observe::renew_failed(&job.alias, &job.shown);
+            }
+            tracing::warn!(alias = %job.alias, key = %job.shown, error = %e, "could not reach the store to renew or check a lock; retrying");
             let retry = match job.kind {
                 Kind::Renew(lease) => {
                     (lease / 10).clamp(Duration::from_millis(10), Duration::from_secs(1))
@@ -742,7 +789,7 @@ mod tests {
             store.try_acquire(&req).unwrap(),
             Attempt::Acquired(_)
         ));
-        let status = renew(store.clone(), "a", "k", req.token, lease, lease, sent);
+        let status = renew(store.clone(), "a", "k", "k", req.token, lease, lease, sent);
         std::thread::sleep(lease * 4);
         assert!(!status.is_lost(), "the watchdog let the lease run out");
         assert!(matches!(
@@ -764,7 +811,7 @@ mod tests {
         let req = Request::new("k").lease(Some(lease));
         let sent = Instant::now();
         store.try_acquire(&req).unwrap();
-        let status = renew(store.clone(), "a", "k", req.token, lease, lease, sent);
+        let status = renew(store.clone(), "a", "k", "k", req.token, lease, lease, sent);
         // Deleted behind the holder's back, and taken by another.
         store.release("k", req.token).unwrap();
         store.try_acquire(&Request::new("k")).unwrap();
@@ -808,7 +855,7 @@ mod tests {
                 self.try_acquire(&req).unwrap(),
                 Attempt::Acquired(_)
             ));
-            let status = renew(self.clone(), alias, key, req.token, lease, lease, sent);
+            let status = renew(self.clone(), alias, key, key, req.token, lease, lease, sent);
             Watched {
                 key: key.to_owned(),
                 token: req.token,
