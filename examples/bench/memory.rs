@@ -1,7 +1,9 @@
 //! Section 3: the in-process store (alias `default`). Uncontended, it is set
 //! against a `Mutex<HashMap<String, u64>>` insert and remove of the same key:
 //! the least any in-process lock table does. Contended, eight threads take
-//! one key with a critical section of a few nanoseconds.
+//! one key with a critical section of a few nanoseconds. Also what the
+//! lock's `tracing` spans (and metrics, when the `metrics` feature is on)
+//! cost with nobody listening, measured alone in the same rounds.
 
 use std::collections::HashMap;
 use std::hint::black_box;
@@ -39,23 +41,30 @@ fn uncontended(report: &mut Report, rounds: usize, cycles: usize) -> BenchResult
     let stored_key = format!("{}{KEY}", registry::alias(DEFAULT_ALIAS)?.prefix());
     let floor_map = Mutex::new(HashMap::new());
     let (mut acquire, mut try_acquire, mut floor) = (Vec::new(), Vec::new(), Vec::new());
+    let mut observing = Vec::new();
+    let at = Instant::now();
     // The first round warms caches and the store's shard, and is dropped.
     for round in 0..=rounds {
         // Rotate the order so no variant always runs first.
-        let mut order = [0, 1, 2];
-        order.rotate_left(round % 3);
-        let mut ns = [0.0; 3];
+        let mut order = [0, 1, 2, 3];
+        order.rotate_left(round % 4);
+        let mut ns = [0.0; 4];
         for which in order {
             ns[which] = match which {
                 0 => ns_per_cycle(cycles, acquire_drop)?,
                 1 => ns_per_cycle(cycles, try_acquire_drop)?,
-                _ => ns_per_cycle(cycles, |i| floor_cycle(&floor_map, &stored_key, i))?,
+                2 => ns_per_cycle(cycles, |i| floor_cycle(&floor_map, &stored_key, i))?,
+                _ => ns_per_cycle(cycles, |_| {
+                    lock_runtime::__private::observe_cycle(DEFAULT_ALIAS, black_box(KEY), at);
+                    Ok(())
+                })?,
             };
         }
         if round > 0 {
             acquire.push(ns[0]);
             try_acquire.push(ns[1]);
             floor.push(ns[2]);
+            observing.push(ns[3]);
         }
     }
     let floor = median(&floor);
@@ -89,6 +98,62 @@ fn uncontended(report: &mut Report, rounds: usize, cycles: usize) -> BenchResult
             .put(&format!("memory.uncontended.{json}_ratio"), ratio);
     }
     report.json.put("memory.uncontended.floor_ns", floor);
+    observability(report, rounds, cycles, median(&acquire), median(&observing))
+}
+
+/// The spans' (and metrics') share of the uncontended memory path with no
+/// subscriber or recorder, then the path with a subscriber that records
+/// every lock span. Measured last: once any subscriber has existed,
+/// `tracing` checks each callsite's interest on every call, so nothing
+/// measured with "no subscriber" may run after it.
+fn observability(
+    report: &mut Report,
+    rounds: usize,
+    cycles: usize,
+    acquire_ns: f64,
+    observing_ns: f64,
+) -> BenchResult<()> {
+    let share = observing_ns / acquire_ns;
+    let what = if cfg!(feature = "metrics") {
+        "spans + metrics"
+    } else {
+        "spans"
+    };
+    report.judged(
+        &format!("  of which {what}, nobody listening"),
+        &format!("{observing_ns:.1} ns"),
+        &format!("{:.1}% of acquire() + drop", share * 100.0),
+        Target::at_most(
+            format!("in-memory acquire + drop: cost of {what} with no subscriber"),
+            share,
+            0.05,
+            "<= 5%",
+        ),
+    );
+    let mut listened = Vec::new();
+    let subscriber = tracing_subscriber::registry();
+    tracing::subscriber::with_default(subscriber, || -> BenchResult<()> {
+        for round in 0..=rounds {
+            let ns = ns_per_cycle(cycles, acquire_drop)?;
+            if round > 0 {
+                listened.push(ns);
+            }
+        }
+        Ok(())
+    })?;
+    let listened = median(&listened);
+    report.row(
+        "ours: acquire() + drop, spans recorded",
+        &format!("{listened:.0} ns"),
+        &format!(
+            "a tracing-subscriber registry; {} x no subscriber",
+            short(listened / acquire_ns)
+        ),
+    );
+    let j = &mut report.json;
+    j.put("memory.uncontended.observing_ns", observing_ns);
+    j.put("memory.uncontended.observing_share", share);
+    j.put("memory.uncontended.acquire_with_subscriber_ns", listened);
     Ok(())
 }
 

@@ -295,6 +295,34 @@ impl Held {
     }
 }
 
+/// For the bench: the observing an uncontended acquire + release does,
+/// alone (no store, no guard), with `at` standing for the clock reading
+/// the acquisition makes anyway.
+pub(crate) fn cycle(alias: &str, key: &str, at: Instant) {
+    let obs = Acquiring::start(alias, key, Mode::Wait);
+    obs.span().in_scope(|| ());
+    let ended = obs.end(Outcome::Acquired, Some(at), None);
+    let mut held = Held::start(
+        ended,
+        Holder {
+            alias,
+            key,
+            label: None,
+            function: None,
+            fencing: None,
+        },
+    );
+    held.close(Closing {
+        alias,
+        key,
+        held_since: at,
+        renewed: 0,
+        lost: false,
+        first_report: false,
+        not_held_at_release: false,
+    });
+}
+
 /// A loss found by the lease watchdog (it logs its own event): counts it.
 pub(crate) fn lost(alias: &str, key: &str) {
     #[cfg(feature = "metrics")]

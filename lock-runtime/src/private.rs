@@ -92,6 +92,12 @@ pub async fn exit_async(guard: LockGuard) {
     }
 }
 
+/// For the bench: what observing one uncontended acquire + release costs
+/// on its own (spans, and metrics when compiled in), without the store.
+pub fn observe_cycle(alias: &str, key: &str, at: std::time::Instant) {
+    crate::observe::cycle(alias, key, at);
+}
+
 /// The return type of a `raise = true` function: a `Result` whose error
 /// type the [`LockError`] is converted into (see [`FromLockError`]).
 ///

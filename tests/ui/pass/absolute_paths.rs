@@ -37,7 +37,7 @@ macro_rules! module_path {
 
 use ::lock_runtime::{LockError, lock, once};
 
-#[lock("paths-<n>", wait = true, wait_for_ms = 0_1, expire = "1m")]
+#[lock("paths-<n>", wait = true, wait_for_ms = 0_1, expire = "1m", label = "paths")]
 fn with_key(n: u32) -> ::core::result::Result<u32, LockError> {
     ::core::result::Result::Ok(n)
 }
