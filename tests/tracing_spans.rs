@@ -411,9 +411,9 @@ fn a_cancelled_async_acquisition_says_so() {
     install();
     let held = Lock::new("spans-cancel").acquire().unwrap();
     futures::executor::block_on(async {
-        let waiting = Lock::new("spans-cancel").acquire_async();
-        let deadline = futures_timeout(Duration::from_millis(30));
-        futures::pin_mut!(waiting, deadline);
+        // Boxed, so that dropping it ends the acquisition here.
+        let waiting = Box::pin(Lock::new("spans-cancel").acquire_async());
+        let deadline = Box::pin(futures_timeout(Duration::from_millis(30)));
         match futures::future::select(waiting, deadline).await {
             futures::future::Either::Left(_) => panic!("acquired a held lock"),
             futures::future::Either::Right(((), waiting)) => drop(waiting),
