@@ -12,7 +12,7 @@ use tracing::Instrument;
 use crate::backend::{Acquired, Attempt, Request, Token, Wait};
 use crate::error::{LockError, Operation};
 use crate::lease;
-use crate::observe::{Acquiring, Closing, Held, Holder, Mode, Outcome};
+use crate::observe::{self, Acquiring, Closing, Held, Holder, Mode, Outcome};
 use crate::registry::{self, Alias, DEFAULT_ALIAS};
 use crate::watchdog::{self, Lost, Status, drift};
 
@@ -388,6 +388,9 @@ impl Lock {
     /// assert_eq!(waiter.join().unwrap().unwrap(), "doc-lock-acquire");
     /// ```
     pub fn acquire(&self) -> Result<LockGuard, LockError> {
+        if !observe::wanted() {
+            return self.acquire_unobserved();
+        }
         let obs = Acquiring::start(&self.alias, &self.key, self.mode(self.wait));
         let result = obs.span().in_scope(|| self.acquire_unobserved());
         self.observed(obs, result)
@@ -438,6 +441,9 @@ impl Lock {
     /// Acquires asynchronously, consuming the request (no copy): what the
     /// macros call. `wait == false` makes a single attempt.
     pub(crate) async fn into_acquire_async(self, wait: bool) -> Result<LockGuard, LockError> {
+        if !observe::wanted() {
+            return self.acquire_async_unobserved(wait).await;
+        }
         let obs = Acquiring::start(&self.alias, &self.key, self.mode(wait));
         // Entered on each poll, never held across an await.
         let result = self
@@ -481,15 +487,21 @@ impl Lock {
     /// assert!(lock.try_acquire().unwrap().is_some());
     /// ```
     pub fn try_acquire(&self) -> Result<Option<LockGuard>, LockError> {
-        let obs = Acquiring::start(&self.alias, &self.key, Mode::Try);
-        let result = obs.span().in_scope(|| {
+        let attempt = || {
             let p = self.prepare()?;
             let req = self.request(&p);
             let sent = self.started(&p);
             let outcome = p.alias.backend().try_acquire(&req).map(granted);
             self.finish(p, outcome, sent, false, false)
-        });
-        self.observed(obs, result).map(Some).or_else(busy_is_none)
+        };
+        let result = if observe::wanted() {
+            let obs = Acquiring::start(&self.alias, &self.key, Mode::Try);
+            let result = obs.span().in_scope(attempt);
+            self.observed(obs, result)
+        } else {
+            attempt()
+        };
+        result.map(Some).or_else(busy_is_none)
     }
 
     fn mode(&self, wait: bool) -> Mode {
@@ -1064,6 +1076,16 @@ impl LockGuard {
     /// the release (`Some(false)`: not ours any more), `None` when it was
     /// not asked or failed.
     fn close_observed(&mut self, answer: Option<bool>) {
+        if answer == Some(false) {
+            observe::not_held(
+                &self.held,
+                self.alias.name(),
+                shown_key(&self.key, &self.shown),
+            );
+        }
+        if !self.held.is_open() {
+            return;
+        }
         let lost = match answer {
             Some(held) => !held,
             None => self.is_lost(),
@@ -1073,13 +1095,10 @@ impl LockGuard {
         let first_report = lost && status.is_none_or(|s| s.mark_lost());
         let renewed = self.extensions + status.map_or(0, |s| s.renewals());
         self.held.close(Closing {
-            alias: self.alias.name(),
-            key: shown_key(&self.key, &self.shown),
             held_since: self.start,
             renewed,
             lost,
             first_report,
-            not_held_at_release: answer == Some(false),
         });
     }
 
