@@ -31,6 +31,9 @@
 //! - [`Lock`] / [`LockGuard`]: the builder and RAII guard the attributes use,
 //!   for locking a block of code by hand.
 //! - [`LockError`]: the one error type; every variant says what to do.
+//! - [`observe`]: what every lock reports: the `lock.acquire` and
+//!   `lock.held` `tracing` spans, its events, and (feature `metrics`) its
+//!   counters, histograms and gauges.
 //! - [`registry`]: named backend aliases, configured at start-up (or from
 //!   environment variables); `default` is the embedded memory store.
 //! - [`backend`]: stores. A store of your own is written once, as a
@@ -57,6 +60,8 @@
 //! - `sqlite`: `sqlite://` aliases, a lock table in a SQLite file shared by
 //!   the processes of one host (SQLite bundled through `rusqlite`).
 //! - `tls`: `rediss://` aliases (TLS through rustls).
+//! - `metrics`: every lock's counters, histograms and gauges through the
+//!   `metrics` facade, for the recorder (exporter) the program installs.
 //! - `testing`: the conformance suite for stores (module `testing`), on a
 //!   multi-threaded `tokio` runtime of its own.
 

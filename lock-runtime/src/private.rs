@@ -63,11 +63,11 @@ fn skip_on_error(result: Result<LockGuard, LockError>) -> Option<LockGuard> {
     match result {
         Ok(guard) => Some(guard),
         Err(e) if e.is_contention() => {
-            tracing::debug!(error = %e, "lock busy; skipping the locked function");
+            tracing::debug!(key = e.key(), error = %e, "lock busy; skipping the locked function");
             None
         }
         Err(e) => {
-            tracing::error!(error = %e, "could not take the lock; skipping the locked function");
+            tracing::error!(key = e.key(), error = %e, "could not take the lock; skipping the locked function");
             None
         }
     }
