@@ -6,9 +6,11 @@
 #![cfg(feature = "metrics")]
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use lock_runtime::backend::memory::MemoryBackend;
+use lock_runtime::backend::{Attempt, Backend, BackendError, BackendErrorKind, Request, Token};
 use lock_runtime::registry::{self, AliasConfig};
 use lock_runtime::{Lock, observe};
 use metrics_util::debugging::{DebugValue, DebuggingRecorder};
@@ -246,4 +248,63 @@ fn keys_become_labels_only_when_asked() {
         ],
     };
     assert_eq!(seen.get(&acquired), Some(&DebugValue::Counter(1)));
+}
+
+/// A memory store whose renewals fail: the store cannot be reached to
+/// extend a lease.
+#[derive(Default)]
+struct Unrenewable {
+    inner: MemoryBackend,
+}
+
+impl Backend for Unrenewable {
+    fn try_acquire(&self, req: &Request<'_>) -> Result<Attempt, BackendError> {
+        self.inner.try_acquire(req)
+    }
+    fn release(&self, key: &str, token: Token) -> Result<bool, BackendError> {
+        self.inner.release(key, token)
+    }
+    fn extend(&self, _: &str, _: Token, _: Duration) -> Result<bool, BackendError> {
+        Err(BackendError::new(
+            BackendErrorKind::Connection,
+            "the store is unreachable",
+        ))
+    }
+}
+
+/// The lease watchdog counts on its own threads, which see the global
+/// recorder: installed here, for this test only (the others' local
+/// recorders take precedence on their threads).
+#[test]
+fn failed_renewals_and_the_loss_they_cause_are_counted_once() {
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    recorder.install().expect("the only global recorder");
+    let a = "metrics-unrenewable";
+    registry::add(
+        a,
+        AliasConfig::custom(Arc::new(Unrenewable::default()))
+            .default_lease(Duration::from_millis(150)),
+    )
+    .unwrap();
+    let guard = Lock::new("k").alias(a).acquire().unwrap();
+    futures::executor::block_on(guard.lost());
+    // Past the drift allowance the store's lease has run out too.
+    std::thread::sleep(Duration::from_millis(30));
+    assert!(guard.release().unwrap_err().is_not_held());
+    let seen: BTreeMap<Id, DebugValue> = snapshotter
+        .snapshot()
+        .into_vec()
+        .into_iter()
+        .map(|(k, _, _, v)| (id(&k), v))
+        .collect();
+    assert!(
+        counter(&seen, "lock_renew_failures_total", a) >= 2,
+        "retried until the lease ran out: {seen:?}"
+    );
+    assert_eq!(
+        counter(&seen, "lock_lost_total", a),
+        1,
+        "found by the watchdog, then by the release: one loss"
+    );
 }

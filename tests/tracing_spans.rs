@@ -525,3 +525,26 @@ fn lock_stacked_with_instrument_nests_under_the_callers_span_in_both_orders() {
     let labelled = seen.one("lock.held", "spans-lock-first-1");
     assert_eq!(seen.field(labelled, "label"), "stacked");
 }
+
+#[test]
+fn a_renewed_hold_counts_its_renewals_and_extensions() {
+    install();
+    registry::add(
+        "spans-renewed",
+        AliasConfig::memory_named("spans-renewed").default_lease(Duration::from_millis(90)),
+    )
+    .unwrap();
+    let mut guard = Lock::new("spans-renewed")
+        .alias("spans-renewed")
+        .acquire()
+        .unwrap();
+    // Renewed every third of the lease: at least three times in 200 ms.
+    std::thread::sleep(Duration::from_millis(200));
+    guard.extend(Duration::from_secs(1)).unwrap();
+    guard.release().unwrap();
+    let seen = Seen::now();
+    let held = seen.one("lock.held", "spans-renewed");
+    let renewed: u64 = seen.field(held, "renewed").parse().unwrap();
+    assert!(renewed >= 4, "renewed {renewed} times");
+    assert_eq!(seen.field(held, "lost"), "false");
+}

@@ -1086,11 +1086,14 @@ impl LockGuard {
         if !self.held.is_open() {
             return;
         }
+        let status = self.status.get();
         let lost = match answer {
-            Some(held) => !held,
+            Some(false) => true,
+            // Reported lost by the watchdog, though the store still had it
+            // (inside the drift allowance): lost, as the guard said.
+            Some(true) => status.is_some_and(|s| s.was_marked_lost()),
             None => self.is_lost(),
         };
-        let status = self.status.get();
         // Counted once, whether the watchdog or the release found it.
         let first_report = lost && status.is_none_or(|s| s.mark_lost());
         let renewed = self.extensions + status.map_or(0, |s| s.renewals());

@@ -130,6 +130,12 @@ impl Status {
         true
     }
 
+    /// Marked lost (by the watchdog, or by a release that found it gone),
+    /// as opposed to merely past its validity.
+    pub(crate) fn was_marked_lost(&self) -> bool {
+        self.lost.load(Ordering::Acquire)
+    }
+
     /// Renewals and extensions that got through.
     pub(crate) fn renewals(&self) -> u64 {
         self.renewals.load(Ordering::Relaxed)
