@@ -187,7 +187,7 @@ pub mod sqlite;
 mod store;
 mod wait;
 
-pub use drive::{blocking, non_blocking};
+pub use drive::{blocking, dual, non_blocking};
 pub use namespace::Namespace;
 pub use store::{
     Abilities, AsyncCleanUp, AsyncListing, AsyncOwnerCheck, AsyncStore, CleanUp, Held, Listing,

@@ -348,8 +348,11 @@ impl SqliteStore {
 }
 
 /// Fencing numbers made durable at once: the counter row is synced to disk
-/// when it passes the reserved bound, once per this many acquisitions.
-const FENCE_BLOCK: i64 = 1_000;
+/// when it passes the reserved bound, once per this many acquisitions. A
+/// power loss skips at most this many numbers (of 2^63), and a sync, which
+/// takes milliseconds on a slow disk, stays out of all but one acquisition
+/// in a million.
+const FENCE_BLOCK: i64 = 1_000_000;
 
 impl SqliteStore {
     /// The next fencing number, and whether its block must be synced to disk
