@@ -83,8 +83,9 @@
 //! that another process has open and is about to lock cannot happen. The
 //! clean-up deletes files whose lease ended more than `grace` ago (and
 //! those of earlier boots, and files with no record left by a crash
-//! between creating and writing them, once older than `grace`); a file
-//! whose lease still runs is never deleted, whether its holder lives or not.
+//! between creating and writing them, once older than `grace` and a
+//! minute); a file whose lease still runs is never deleted, whether its
+//! holder lives or not.
 //!
 //! # Waiting
 //! Waiters need not poll: the store has the [`WakeUps`] ability. For each
@@ -813,9 +814,16 @@ impl Listing for FileStore {
     }
 }
 
+/// How old a key file with no record must be before the clean-up deletes
+/// it, whatever its grace: a locker creates the file empty and writes its
+/// record microseconds later, and deleting it in between (safe, the locker
+/// starts again) would count a file that was never stale.
+const NO_RECORD_AGE: Duration = Duration::from_secs(60);
+
 impl CleanUp for FileStore {
     /// Deletes the files whose lease ended more than `grace` ago, those of
-    /// earlier boots, and those with no record older than `grace`; each
+    /// earlier boots, and those with no record (a crash between creating
+    /// and writing one) older than `grace` and a minute; each
     /// under its lock, after checking the name is still the locked file's,
     /// so a lock renewed or taken meanwhile stays. A file whose lease runs is
     /// never deleted, even if its holder died (that lock is free anyway).
@@ -851,7 +859,7 @@ impl CleanUp for FileStore {
                         .map_err(io_failed("cannot read the time of", &path))?;
                     SystemTime::now()
                         .duration_since(changed)
-                        .is_ok_and(|age| age >= grace)
+                        .is_ok_and(|age| age >= grace.max(NO_RECORD_AGE))
                 }
             };
             if stale {
