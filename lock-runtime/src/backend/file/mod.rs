@@ -903,3 +903,149 @@ impl WakeUps for FileStore {
         watch::watch(&self.watchers, &self.inner.files, key, signal)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_store(name: &str) -> (FileStore, PathBuf) {
+        let dir =
+            std::env::temp_dir().join(format!("lock-file-unit-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        (FileStore::open(&dir).unwrap(), dir)
+    }
+
+    fn acquired(a: Attempt) -> u64 {
+        match a {
+            Attempt::Acquired(g) => g.fencing.unwrap(),
+            other => panic!("free: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn urls_name_absolute_directories() {
+        let at = locate("file:///tmp/a%20b/locks").unwrap();
+        assert_eq!(at, ["file:///tmp/a b/locks"]);
+        let at = locate("file://rel/locks").unwrap();
+        let cwd = std::env::current_dir().unwrap();
+        assert_eq!(at, [format!("file://{}/rel/locks", cwd.display())]);
+        let at = locate("file:///tmp/what%3F/100%25").unwrap();
+        assert_eq!(at, ["file:///tmp/what%3F/100%25"]);
+        for bad in ["file://", "file:///a%00b"] {
+            assert!(locate(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn records_of_another_boot_hold_nothing() {
+        let (store, dir) = temp_store("boot");
+        let req = Request::new("k");
+        acquired(store.try_acquire(&req).unwrap());
+        let path = store.inner.files.path("k");
+        let file = std::fs::OpenOptions::new().read(true).write(true).open(&path).unwrap();
+        let mut rec = record::read(&file).unwrap().unwrap();
+        rec.epoch = "an-earlier-boot".into();
+        record::write(&file, &rec).unwrap();
+        assert!(!store.holds("k", req.token).unwrap());
+        acquired(store.try_acquire(&Request::new("k")).unwrap());
+        std::fs::remove_dir_all(dir).ok();
+    }
+
+    #[test]
+    fn a_holder_whose_byte_is_free_holds_nothing() {
+        let (store, dir) = temp_store("dead");
+        let req = Request::new("k").lease(Some(Duration::from_secs(60)));
+        let first = acquired(store.try_acquire(&req).unwrap());
+        assert!(store.holds("k", req.token).unwrap());
+        assert!(matches!(store.try_acquire(&Request::new("k")).unwrap(), Attempt::Busy(_)));
+        // As when its process dies: the open file that locked the byte closes.
+        store.inner.forget(req.token);
+        assert!(!store.holds("k", req.token).unwrap());
+        let next = acquired(store.try_acquire(&Request::new("k")).unwrap());
+        assert!(next > first);
+        assert!(!store.release("k", req.token).unwrap());
+        std::fs::remove_dir_all(dir).ok();
+    }
+
+    #[test]
+    fn busy_answers_say_when_the_lease_ends() {
+        let (store, dir) = temp_store("busy");
+        let lease = Duration::from_secs(10);
+        store
+            .try_acquire(&Request::new("k").lease(Some(lease)))
+            .unwrap();
+        match store.try_acquire(&Request::new("k")).unwrap() {
+            Attempt::Busy(b) => {
+                let retry = b.retry_in.unwrap();
+                assert!(
+                    retry <= lease && retry > lease - Duration::from_secs(2),
+                    "{retry:?}"
+                );
+            }
+            other => panic!("held: {other:?}"),
+        }
+        let steal = Duration::from_secs(3);
+        match store
+            .try_acquire(&Request::new("k").steal_after(Some(steal)))
+            .unwrap()
+        {
+            Attempt::Busy(b) => assert!(b.retry_in.unwrap() <= steal),
+            other => panic!("not stale yet: {other:?}"),
+        }
+        std::fs::remove_dir_all(dir).ok();
+    }
+
+    #[test]
+    fn a_file_unlinked_before_its_lock_is_not_used() {
+        let (store, dir) = temp_store("unlinked");
+        let files = &store.inner.files;
+        let path = files.path("k");
+        std::fs::write(&path, "").unwrap();
+        let early = os::options(false).open(&path).unwrap();
+        // A release or clean-up deletes the file; a locker creates the next.
+        std::fs::remove_file(&path).unwrap();
+        assert!(!os::still_named(&early, &path).unwrap());
+        let now_named = files.row(&path, true, false).unwrap().unwrap();
+        assert!(os::still_named(&now_named, &path).unwrap());
+        std::fs::remove_dir_all(dir).ok();
+    }
+
+    #[test]
+    fn a_file_recording_another_key_is_an_error_not_a_shared_lock() {
+        let (store, dir) = temp_store("collision");
+        acquired(store.try_acquire(&Request::new("a")).unwrap());
+        let files = &store.inner.files;
+        std::fs::copy(files.path("a"), files.path("b")).unwrap();
+        let err = store.try_acquire(&Request::new("b")).unwrap_err();
+        assert!(err.to_string().contains("records another key"), "{err}");
+        std::fs::remove_dir_all(dir).ok();
+    }
+
+    #[test]
+    fn a_file_locked_too_long_is_a_timeout_error() {
+        let (store, dir) = temp_store("locked");
+        let store = store.timeout(Duration::from_millis(50));
+        let path = store.inner.files.path("k");
+        let other = os::options(true).open(&path).unwrap();
+        other.lock().unwrap();
+        let err = store.try_acquire(&Request::new("k")).unwrap_err();
+        assert!(err.is_timeout(), "{err}");
+        assert!(err.to_string().contains("timeout_ms"), "{err}");
+        let io = std::error::Error::source(err.inner())
+            .and_then(|s| s.downcast_ref::<io::Error>())
+            .expect("the io::Error is the source");
+        assert_eq!(io.kind(), io::ErrorKind::TimedOut);
+        other.unlock().unwrap();
+        acquired(store.try_acquire(&Request::new("k")).unwrap());
+        std::fs::remove_dir_all(dir).ok();
+    }
+
+    #[test]
+    fn a_missing_directory_is_a_connection_error() {
+        let (store, dir) = temp_store("gone");
+        std::fs::remove_dir_all(&dir).unwrap();
+        let err = store.try_acquire(&Request::new("k")).unwrap_err();
+        assert!(err.is_connection(), "{err}");
+        assert!(err.to_string().contains(&*dir.to_string_lossy()), "{err}");
+    }
+}
