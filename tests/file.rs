@@ -160,8 +160,12 @@ fn a_killed_holder_frees_the_lock_at_once() {
         .poll_interval(Duration::from_secs(10));
     registry::add("sigkill", cfg).unwrap();
     let lock = Lock::new("victim").alias("sigkill");
-    let mut children =
-        support::spawn_children(&support::test_name!(), "holder", 1, &[(URL_ENV, url.as_str())]);
+    let mut children = support::spawn_children(
+        &support::test_name!(),
+        "holder",
+        1,
+        &[(URL_ENV, url.as_str())],
+    );
     until_held_elsewhere(&lock);
 
     let waiter = std::thread::spawn({
@@ -208,8 +212,12 @@ fn a_waiter_is_woken_by_another_process_release() {
         .poll_interval(Duration::from_secs(10));
     registry::add("wake", cfg).unwrap();
     let lock = Lock::new("baton").alias("wake");
-    let children =
-        support::spawn_children(&support::test_name!(), "holder", 1, &[(URL_ENV, url.as_str())]);
+    let children = support::spawn_children(
+        &support::test_name!(),
+        "holder",
+        1,
+        &[(URL_ENV, url.as_str())],
+    );
     until_held_elsewhere(&lock);
     let guard = lock
         .clone()
@@ -342,7 +350,10 @@ fn hostile_keys_stay_in_the_directory_and_apart() {
     let guards: Vec<_> = keys
         .iter()
         .map(|k| {
-            let g = Lock::new(k.to_string()).alias("hostile").try_acquire().unwrap();
+            let g = Lock::new(k.to_string())
+                .alias("hostile")
+                .try_acquire()
+                .unwrap();
             let g = g.unwrap_or_else(|| panic!("{k:?} is free: no other key is it"));
             fences.push(g.fencing_token().unwrap());
             g
@@ -352,14 +363,24 @@ fn hostile_keys_stay_in_the_directory_and_apart() {
     for k in keys {
         assert!(support::held_on("hostile", k), "{k:?} is held");
     }
-    assert_eq!(names(&root), ["locks"], "nothing escaped the lock directory");
+    assert_eq!(
+        names(&root),
+        ["locks"],
+        "nothing escaped the lock directory"
+    );
     let inside = names(&locks);
-    assert_eq!(inside.len(), keys.len() + 1, "one file per key, and `fence`: {inside:?}");
+    assert_eq!(
+        inside.len(),
+        keys.len() + 1,
+        "one file per key, and `fence`: {inside:?}"
+    );
     for name in &inside {
         assert!(name == "fence" || name.starts_with("k_"), "{name:?}");
         assert!(name.len() <= 115, "{name:?}");
         assert!(
-            std::fs::symlink_metadata(locks.join(name)).unwrap().is_file(),
+            std::fs::symlink_metadata(locks.join(name))
+                .unwrap()
+                .is_file(),
             "{name:?}"
         );
     }
@@ -388,12 +409,27 @@ fn bad_urls_and_directories_are_refused_clearly() {
     let cases = [
         ("file://".to_owned(), "names no directory"),
         ("file:///tmp/x?tables=t".to_owned(), "unknown setting"),
-        ("file:///tmp/x?pol_ms=5".to_owned(), "did you mean `poll_ms`"),
-        ("file:///tmp/x?timeout_ms=0".to_owned(), "positive number of milliseconds"),
+        (
+            "file:///tmp/x?pol_ms=5".to_owned(),
+            "did you mean `poll_ms`",
+        ),
+        (
+            "file:///tmp/x?timeout_ms=0".to_owned(),
+            "positive number of milliseconds",
+        ),
         ("file:///tmp/x%00y".to_owned(), "NUL"),
-        (format!("file://{}", plain.display()), "cannot create the lock directory"),
-        (format!("file://{}/sub", plain.display()), "cannot create the lock directory"),
-        ("file:///proc/no-locks-here".to_owned(), "cannot create the lock directory"),
+        (
+            format!("file://{}", plain.display()),
+            "cannot create the lock directory",
+        ),
+        (
+            format!("file://{}/sub", plain.display()),
+            "cannot create the lock directory",
+        ),
+        (
+            "file:///proc/no-locks-here".to_owned(),
+            "cannot create the lock directory",
+        ),
     ];
     for (url, says) in cases {
         let msg = refused(&url);

@@ -262,8 +262,9 @@ impl FileStore {
     /// not a directory, it is on a network file system (NFS, SMB, CIFS,
     /// Coda, AFS, Ceph, 9p), or the system is not Linux.
     pub fn open(dir: impl AsRef<Path>) -> Result<Self, LockError> {
-        let dir = std::path::absolute(dir.as_ref())
-            .map_err(|e| LockError::config("", "url", format!("`{}`: {e}", dir.as_ref().display())))?;
+        let dir = std::path::absolute(dir.as_ref()).map_err(|e| {
+            LockError::config("", "url", format!("`{}`: {e}", dir.as_ref().display()))
+        })?;
         Self::prepare(dir).map_err(|r| LockError::config("", "url", r))
     }
 
@@ -339,7 +340,13 @@ struct FileError {
 
 impl fmt::Display for FileError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} `{}`: {}", self.doing, self.path.display(), self.source)
+        write!(
+            f,
+            "{} `{}`: {}",
+            self.doing,
+            self.path.display(),
+            self.source
+        )
     }
 }
 
@@ -460,7 +467,13 @@ impl Files {
     }
 
     /// Whether `rec` is held now: same boot, lease running, holder alive.
-    fn live(&self, file: &File, path: &Path, rec: &Record, now: &clock::Now) -> Result<bool, BackendError> {
+    fn live(
+        &self,
+        file: &File,
+        path: &Path,
+        rec: &Record,
+        now: &clock::Now,
+    ) -> Result<bool, BackendError> {
         if rec.epoch != now.epoch || rec.until <= now.micros {
             return Ok(false);
         }
@@ -866,7 +879,9 @@ impl CleanUp for FileStore {
                 match std::fs::remove_file(&path) {
                     Ok(()) => gone += 1,
                     Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(failed(BackendErrorKind::Other, "cannot delete", &path, e)),
+                    Err(e) => {
+                        return Err(failed(BackendErrorKind::Other, "cannot delete", &path, e));
+                    }
                 }
             }
         }
@@ -942,7 +957,11 @@ mod tests {
         let req = Request::new("k");
         acquired(store.try_acquire(&req).unwrap());
         let path = store.inner.files.path("k");
-        let file = std::fs::OpenOptions::new().read(true).write(true).open(&path).unwrap();
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .unwrap();
         let mut rec = record::read(&file).unwrap().unwrap();
         rec.epoch = "an-earlier-boot".into();
         record::write(&file, &rec).unwrap();
@@ -957,7 +976,10 @@ mod tests {
         let req = Request::new("k").lease(Some(Duration::from_secs(60)));
         let first = acquired(store.try_acquire(&req).unwrap());
         assert!(store.holds("k", req.token).unwrap());
-        assert!(matches!(store.try_acquire(&Request::new("k")).unwrap(), Attempt::Busy(_)));
+        assert!(matches!(
+            store.try_acquire(&Request::new("k")).unwrap(),
+            Attempt::Busy(_)
+        ));
         // As when its process dies: the open file that locked the byte closes.
         store.inner.forget(req.token);
         assert!(!store.holds("k", req.token).unwrap());

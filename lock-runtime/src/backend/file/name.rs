@@ -53,8 +53,23 @@ mod tests {
     fn names_are_safe_short_and_distinct() {
         let long = "x/".repeat(32 * 1024);
         let keys = [
-            "", "a", "A", "a/b", "a_b", "a.b", "..", "../../etc/passwd", "/", "nul\0", "nul",
-            "line\nbreak", "fence", "k_fence", "ключ", "%%:fence", &long,
+            "",
+            "a",
+            "A",
+            "a/b",
+            "a_b",
+            "a.b",
+            "..",
+            "../../etc/passwd",
+            "/",
+            "nul\0",
+            "nul",
+            "line\nbreak",
+            "fence",
+            "k_fence",
+            "ключ",
+            "%%:fence",
+            &long,
         ];
         let mut seen = std::collections::HashSet::new();
         for k in keys {
@@ -62,7 +77,8 @@ mod tests {
             assert!(n.len() <= 115, "{k:?}: {} bytes", n.len());
             assert!(n.starts_with(KEY_FILE));
             assert!(
-                n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.'),
+                n.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.'),
                 "{n}"
             );
             assert_eq!(n.matches('.').count(), 1, "{n}");

@@ -59,8 +59,9 @@ mod imp {
     use std::os::fd::AsRawFd;
 
     fn range(kind: libc::c_int, byte: u64) -> io::Result<libc::flock> {
-        let start = libc::off_t::try_from(byte)
-            .map_err(|_| io::Error::other(format!("byte {byte} is past the largest lock offset")))?;
+        let start = libc::off_t::try_from(byte).map_err(|_| {
+            io::Error::other(format!("byte {byte} is past the largest lock offset"))
+        })?;
         // SAFETY: `flock` is plain data; all-zero is a valid value (and
         // `l_pid` must be 0 for OFD locks).
         let mut lock: libc::flock = unsafe { std::mem::zeroed() };

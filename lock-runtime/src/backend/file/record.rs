@@ -121,7 +121,13 @@ mod tests {
         for cut in 0..whole.len() {
             assert_eq!(Record::decode(&whole[..cut]), None, "torn at {cut}");
         }
-        for bad in [&b""[..], b"\n", b"lock2 a b 1 2 3 0\n", b"lock1 a b x 2 3 0\n", b"lock1 a b 1 2 3 0 9\n"] {
+        for bad in [
+            &b""[..],
+            b"\n",
+            b"lock2 a b 1 2 3 0\n",
+            b"lock1 a b x 2 3 0\n",
+            b"lock1 a b 1 2 3 0 9\n",
+        ] {
             assert_eq!(Record::decode(bad), None, "{bad:?}");
         }
     }
