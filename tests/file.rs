@@ -235,9 +235,9 @@ fn a_waiter_is_woken_by_another_process_release() {
     assert!(got >= released, "granted before the release");
     let late = Duration::from_micros((got - released) as u64);
     // Polling (10 s) or the runtime's one-second second look would be
-    // far slower.
+    // slower.
     assert!(
-        late < Duration::from_millis(300),
+        late < Duration::from_millis(500),
         "woken {late:?} after another process released"
     );
     std::fs::remove_dir_all(root).ok();

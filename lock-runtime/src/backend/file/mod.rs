@@ -1063,6 +1063,15 @@ mod tests {
     }
 
     #[test]
+    fn local_file_systems_are_not_remote() {
+        let (store, dir) = temp_store("local");
+        assert_eq!(os::remote(store.dir()).unwrap(), None);
+        assert_eq!(os::remote(Path::new("/proc")).unwrap(), None);
+        assert!(os::remote(&dir.join("missing")).is_err());
+        std::fs::remove_dir_all(dir).ok();
+    }
+
+    #[test]
     fn a_missing_directory_is_a_connection_error() {
         let (store, dir) = temp_store("gone");
         std::fs::remove_dir_all(&dir).unwrap();
