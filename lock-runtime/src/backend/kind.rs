@@ -58,6 +58,8 @@ static KINDS: &[&StoreKind] = &[
     &super::postgres::KIND,
     #[cfg(feature = "sqlite")]
     &super::sqlite::KIND,
+    #[cfg(feature = "file")]
+    &super::file::KIND,
 ];
 
 pub(crate) fn kinds() -> &'static [&'static StoreKind] {
@@ -74,6 +76,7 @@ const NEEDS_FEATURE: &[(&str, &str)] = &[
     ("postgres", "postgres"),
     ("postgresql", "postgres"),
     ("sqlite", "sqlite"),
+    ("file", "file"),
 ];
 
 /// The kind of store `scheme` names, or why there is none.

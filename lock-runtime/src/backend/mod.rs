@@ -174,7 +174,11 @@ use std::time::{Duration, Instant};
 
 pub use crate::error::{BackendError, BackendErrorKind};
 
+#[cfg(any(feature = "sqlite", feature = "file"))]
+mod clock;
 mod drive;
+#[cfg(feature = "file")]
+pub mod file;
 pub(crate) mod kind;
 pub mod memory;
 mod namespace;

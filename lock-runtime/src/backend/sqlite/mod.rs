@@ -110,7 +110,6 @@
 //! rows of the whole table whose lease ended more than `grace` ago (and
 //! those of earlier boots), and never a live one.
 
-mod clock;
 mod pool;
 mod schema;
 
@@ -121,6 +120,7 @@ use std::time::{Duration, Instant};
 
 use rusqlite::{OptionalExtension, TransactionBehavior, params};
 
+use super::clock;
 use super::kind::{Opening, StoreKind};
 use super::{
     Abilities, Acquired, Attempt, Backend, BackendError, BackendErrorKind, Busy, CleanUp, Held,
