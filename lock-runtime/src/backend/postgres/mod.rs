@@ -36,7 +36,7 @@
 //! CREATE SEQUENCE IF NOT EXISTS "lock_leases_fence";
 //! CREATE TABLE IF NOT EXISTS "lock_leases" (
 //!     key         bytea PRIMARY KEY,      -- the alias prefix + the lock's key (UTF-8)
-//!     owner       text NOT NULL,          -- the holder's token
+//!     owner       text NOT NULL,          -- the holder's token ('' once released)
 //!     fence       bigint NOT NULL,        -- from the sequence: only goes up
 //!     acquired_at timestamptz NOT NULL,   -- database clock
 //!     lease_end   timestamptz NOT NULL    -- database clock
@@ -51,16 +51,20 @@
 //! the holder is older than `steal_after`) `RETURNING` the new fencing
 //! number from the sequence, and the same statement reads the busy holder's
 //! remaining lease, so a waiter looks again right when it ends. Release and
-//! extend compare the owner token. Rows whose lease ended stay until taken
-//! over, released by their owner, or cleaned up
-//! ([`Alias::clean_up`](crate::registry::Alias::clean_up)).
+//! extend compare the owner token. A release leaves the row, ownerless and
+//! ended, so that every grant but a key's first takes a row over and draws
+//! its fencing number under the row's lock, in holding order even when
+//! statements race on separate connections. Rows whose lease ended stay
+//! until taken over or cleaned up
+//! ([`Alias::clean_up`](crate::registry::Alias::clean_up): run it on a
+//! schedule, with a grace of a few seconds or more).
 //! [`Alias::holders`](crate::registry::Alias::holders) lists the locks held
 //! under the alias's prefix, with their age, lease left and fencing number.
 //!
 //! # Wake-ups
 //!
 //! A release sends `NOTIFY` on the alias's channel (derived from the table
-//! and the prefix) in the same statement as its `DELETE`; each store keeps
+//! and the prefix) in the same statement that frees the row; each store keeps
 //! one `LISTEN` connection on the runtime's I/O thread and wakes the
 //! waiters of the released key. A waiter in another process so takes over
 //! a lock a few milliseconds after its release on a local server (5 to 10
