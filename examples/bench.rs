@@ -3,7 +3,7 @@
 //! ```text
 //! cargo run --release --example bench              # full run, a few minutes
 //! cargo run --release --example bench -- --quick   # under a minute
-//! cargo run --release --example bench --features sqlite,postgres -- --quick --only sql
+//! cargo run --release --example bench --all-features -- --quick --only sql
 //! ```
 //!
 //! It starts its own `redis-server` on a free port (set `REDIS_SERVER_BIN`
@@ -17,7 +17,8 @@
 //!    eight threads on one key;
 //! 4. 100,000 keys held at once: bytes per lock, and acquire throughput;
 //! 5. with `--features sqlite,postgres`, the SQL stores next to their two
-//!    bare statements, and the Postgres hand-off in round trips.
+//!    bare statements, and the Postgres hand-off in round trips;
+//! 6. with `--features file`, the file store next to a bare `try_lock`.
 //!
 //! Each figure is printed with its target and PASS or MISS; the last line of
 //! stdout is every figure as one JSON object. A MISS is a finding, not a
@@ -31,6 +32,8 @@
 mod contended;
 #[path = "bench/counters.rs"]
 mod counters;
+#[path = "bench/file.rs"]
+mod file;
 #[path = "bench/measure.rs"]
 mod measure;
 #[path = "bench/memory.rs"]
@@ -82,7 +85,7 @@ fn main() -> ExitCode {
 
 /// The sections `--only` can pick, in the order a full run goes through
 /// them.
-const SECTIONS: &[&str] = &["redis", "memory", "scale", "sql"];
+const SECTIONS: &[&str] = &["redis", "memory", "scale", "sql", "file"];
 
 /// `[--quick] [--only SECTION]`, in any order: whether quick, and the one
 /// section to run (all when `None`).
@@ -123,6 +126,9 @@ fn run(quick: bool, only: Option<&str>) -> BenchResult<()> {
     }
     if runs("sql") {
         sql::run(&mut report, quick)?;
+    }
+    if runs("file") {
+        file::run(&mut report, quick)?;
     }
 
     report.finish(started.elapsed().as_secs_f64());

@@ -8,16 +8,6 @@
 //! `acquire` returning) against one round trip (`SELECT 1`), since a
 //! release wakes the waiters with `NOTIFY`.
 
-#[cfg(any(feature = "sqlite", feature = "postgres"))]
-use std::time::Instant;
-
-#[cfg(any(feature = "sqlite", feature = "postgres"))]
-use lock_runtime::Lock;
-
-#[cfg(any(feature = "sqlite", feature = "postgres"))]
-use crate::measure::median;
-#[cfg(any(feature = "sqlite", feature = "postgres"))]
-use crate::report::{Target, rate, short};
 use crate::{BenchResult, report::Report};
 
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
@@ -42,87 +32,10 @@ pub fn run(report: &mut Report, quick: bool) -> BenchResult<()> {
     Ok(())
 }
 
-/// Alternating rounds of two sides: each pair runs back to back, so the
-/// median of the per-round ratios cancels a slow spell of the machine.
-#[cfg(any(feature = "sqlite", feature = "postgres"))]
-#[derive(Default)]
-struct Rounds {
-    bare: Vec<f64>,
-    ours: Vec<f64>,
-}
-
-#[cfg(any(feature = "sqlite", feature = "postgres"))]
-impl Rounds {
-    fn run(
-        rounds: usize,
-        mut bare: impl FnMut() -> BenchResult<f64>,
-        mut ours: impl FnMut() -> BenchResult<f64>,
-    ) -> BenchResult<Self> {
-        // Warm-up, not measured: connections, prepared statements, the
-        // lease watchdog.
-        bare()?;
-        ours()?;
-        let mut r = Rounds::default();
-        for round in 0..rounds {
-            if round % 2 == 0 {
-                r.bare.push(bare()?);
-                r.ours.push(ours()?);
-            } else {
-                r.ours.push(ours()?);
-                r.bare.push(bare()?);
-            }
-        }
-        Ok(r)
-    }
-
-    fn ratio(&self) -> f64 {
-        let ratios: Vec<f64> = self
-            .ours
-            .iter()
-            .zip(&self.bare)
-            .map(|(o, b)| o / b)
-            .collect();
-        median(&ratios)
-    }
-
-    fn judge(&self, report: &mut Report, label: &str, json: &str, bare: &str) {
-        report.row(
-            &format!("{label}: bare statements"),
-            &format!("{} /s", rate(median(&self.bare))),
-            bare,
-        );
-        let ratio = self.ratio();
-        report.judged(
-            &format!("{label}: ours"),
-            &format!("{} /s", rate(median(&self.ours))),
-            &format!(
-                "acquire + release, default options; {} x bare",
-                short(ratio)
-            ),
-            Target::at_least(format!("{label}: ours / bare"), ratio, 0.9, ">= 0.9 x bare"),
-        );
-        report
-            .json
-            .put(&format!("{json}.bare_cycles_per_s"), median(&self.bare));
-        report
-            .json
-            .put(&format!("{json}.ours_cycles_per_s"), median(&self.ours));
-        report.json.put(&format!("{json}.ratio"), ratio);
-    }
-}
-
-/// Cycles per second of our sync API on `alias`, as a user writes it: one
-/// fresh `Lock` per cycle.
+/// Cycles per second of our sync API on `alias`.
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 fn ours_sync(alias: &str, cycles: usize) -> BenchResult<f64> {
-    let t = Instant::now();
-    for _ in 0..cycles {
-        Lock::new(KEY)
-            .alias(alias.to_owned())
-            .acquire()?
-            .release()?;
-    }
-    Ok(cycles as f64 / t.elapsed().as_secs_f64())
+    crate::measure::ours_sync(alias, KEY, cycles)
 }
 
 #[cfg(feature = "sqlite")]
@@ -132,8 +45,9 @@ mod sqlite {
     use lock_runtime::registry::{self, AliasConfig};
     use rusqlite::{Connection, params};
 
-    use super::{KEY, LEASE_MS, Rounds, ours_sync};
+    use super::{KEY, LEASE_MS, ours_sync};
     use crate::BenchResult;
+    use crate::measure::Rounds;
     use crate::report::Report;
 
     const ALIAS: &str = "bench-sqlite";
@@ -164,6 +78,7 @@ mod sqlite {
             "sqlite sync",
             "sql.sqlite.sync",
             "upsert of a free or ended row + delete by owner, prepared",
+            Some(0.9),
         );
         Ok(())
     }
@@ -214,9 +129,9 @@ mod postgres {
     use tokio::runtime::{Builder, Runtime};
     use tokio_postgres::{Client, NoTls, Statement};
 
-    use super::{KEY, LEASE_MS, Rounds, ours_sync};
+    use super::{KEY, LEASE_MS, ours_sync};
     use crate::BenchResult;
-    use crate::measure::{Event, analyse, median, mono_ns, spin_until};
+    use crate::measure::{Event, Rounds, analyse, median, mono_ns, spin_until};
     use crate::report::{Report, Target, short, us};
     use crate::support::postgres::PostgresServer;
 
@@ -258,6 +173,7 @@ mod postgres {
             "postgres sync",
             "sql.postgres.sync",
             "upsert of a free or ended row + delete by owner, prepared, one connection",
+            Some(0.9),
         );
         let async_current = rt.block_on(async {
             let mut r = Rounds::default();
@@ -281,6 +197,7 @@ mod postgres {
             "postgres async current-thread",
             "sql.postgres.async_current_thread",
             "the same statements on a tokio-postgres client in the same runtime",
+            Some(0.9),
         );
         handoff(report, quick, rtt_us)
     }
