@@ -1,9 +1,10 @@
 //! Section 5: the SQL stores (built with `--features sqlite,postgres`).
 //!
 //! Uncontended, each is set against the least a client could do for a lease
-//! lock on the same database: a conditional upsert that takes a free or
-//! ended row, then a delete by owner, both prepared, on one reused
-//! connection, in alternating rounds in this process. On Postgres a
+//! lock with the same guarantees on the same database: a conditional upsert
+//! that takes a free or ended row and draws a fencing number, then a free by
+//! owner (on Postgres with the `NOTIFY` that wakes waiters), both prepared,
+//! on one reused connection, in alternating rounds in this process. On Postgres a
 //! contended run also times the hand-off (release to the next holder's
 //! `acquire` returning) against one round trip (`SELECT 1`), since a
 //! release wakes the waiters with `NOTIFY`.
@@ -172,7 +173,7 @@ mod postgres {
             report,
             "postgres sync",
             "sql.postgres.sync",
-            "upsert of a free or ended row + delete by owner, prepared, one connection",
+            "the same guarantees bare: upsert drawing the fence under the row lock, free by owner + NOTIFY; prepared, one connection",
             Some(0.9),
         );
         let async_current = rt.block_on(async {
@@ -218,14 +219,19 @@ mod postgres {
                 "INSERT INTO bare AS l (key, owner, fence, acquired_at, lease_end) \
                  VALUES ($1, $2, nextval('bare_fence'), clock_timestamp(), \
                          clock_timestamp() + $3::bigint * interval '1 millisecond') \
-                 ON CONFLICT (key) DO UPDATE SET owner = excluded.owner, fence = excluded.fence, \
+                 ON CONFLICT (key) DO UPDATE SET owner = excluded.owner, \
+                   fence = nextval('bare_fence'), \
                    acquired_at = excluded.acquired_at, lease_end = excluded.lease_end \
                  WHERE l.lease_end <= excluded.acquired_at \
                  RETURNING l.fence",
             )
             .await?;
         let give = client
-            .prepare("DELETE FROM bare WHERE key = $1 AND owner = $2")
+            .prepare(
+                "UPDATE bare SET owner = '', lease_end = clock_timestamp() \
+                 WHERE key = $1 AND owner = $2 \
+                 RETURNING pg_notify('bare_released', encode(key, 'hex'))",
+            )
             .await?;
         Ok(Bare { client, take, give })
     }
@@ -250,8 +256,9 @@ mod postgres {
                 .await?;
             let gave = bare
                 .client
-                .execute(&bare.give, &[&key, &"bare-token-0123456789"])
-                .await?;
+                .query(&bare.give, &[&key, &"bare-token-0123456789"])
+                .await?
+                .len();
             if won.is_none() || gave != 1 {
                 return Err("the bare Postgres lock was not free".into());
             }

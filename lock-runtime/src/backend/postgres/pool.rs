@@ -21,6 +21,10 @@ use crate::backend::{BackendError, BackendErrorKind};
 /// on, few enough to spare the server's connection slots.
 const SLOTS: usize = 4;
 
+/// Idle connections kept for sync callers: one per thread that locks at
+/// once, up to this many; more threads open (and close) their own.
+const SYNC_KEPT: usize = 8;
+
 /// One client and its statements.
 pub(super) struct Conn {
     pub(super) client: Client,
@@ -75,8 +79,8 @@ impl Drop for Own {
 }
 
 pub(super) struct Pool {
-    /// The sync callers' connections, one per slot (see [`Pool::blocking`]).
-    own: [Mutex<Option<Own>>; SLOTS],
+    /// The sync callers' idle connections (see [`Pool::blocking`]).
+    own: Mutex<Vec<Own>>,
     pub(super) config: Config,
     pub(super) names: Arc<Names>,
     pub(super) connect_timeout: Duration,
@@ -172,11 +176,11 @@ impl Pool {
             let (pool, key) = (Arc::clone(self), key.map(str::to_owned));
             return crate::rt::block_on(async move { pool.with(key.as_deref(), op).await });
         }
-        // Calls about one key take turns on one connection, as async
-        // callers' do (see `with`): one key's statements never race each
-        // other from this process.
-        let mut slot = lock(&self.own[slot_of(key, &self.next)]);
-        let mut own = match slot.take() {
+        // Any idle connection: a thread's calls follow each other anyway,
+        // and calls of several threads about one key may race, since each
+        // statement is atomic and draws its fence under the row's lock.
+        let idle = lock(&self.own).pop();
+        let mut own = match idle {
             Some(own) => own,
             None => self.connect_own()?,
         };
@@ -187,15 +191,22 @@ impl Pool {
         if own.conn.client.is_closed() {
             own = self.connect_own()?;
         }
+        // Tokio's timer, on the connection's own runtime (made inside it:
+        // a timer needs its runtime's context), where `within`'s timer
+        // would wake a thread of its own for every call.
+        let (limit, call) = (self.command_timeout, op(Arc::clone(&own.conn)));
         let outcome = own
-            .block_on(within(self.command_timeout, op(Arc::clone(&own.conn))))
-            .flatten();
+            .block_on(async move { tokio::time::timeout(limit, call).await })
+            .and_then(Result::ok);
         let result = self.answer(outcome);
         if !result
             .as_ref()
             .is_err_and(|e| e.is_connection() || e.is_timeout())
         {
-            *slot = Some(own);
+            let mut idle = lock(&self.own);
+            if idle.len() < SYNC_KEPT {
+                idle.push(own);
+            }
         }
         result
     }
