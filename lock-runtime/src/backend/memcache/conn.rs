@@ -173,13 +173,10 @@ impl Conn {
         let mut replies = Vec::with_capacity(req.replies);
         let mut chunk = [0u8; 4096];
         while replies.len() < req.replies {
-            match proto::parse(&self.buf).map_err(Failure::Bad)? {
-                Some((reply, used)) => {
-                    self.buf.drain(..used);
-                    replies.push(reply);
-                    continue;
-                }
-                None => {}
+            if let Some((reply, used)) = proto::parse(&self.buf).map_err(Failure::Bad)? {
+                self.buf.drain(..used);
+                replies.push(reply);
+                continue;
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
