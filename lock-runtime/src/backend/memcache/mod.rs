@@ -110,7 +110,7 @@
 //! [`Alias::holders`](crate::registry::Alias::holders) answers `None`.
 //!
 //! # Errors
-//! [`LockError::Backend`](crate::LockError::Backend) of kind
+//! [`LockError::Backend`] of kind
 //! [`Connection`](BackendErrorKind::Connection) when a server cannot be
 //! reached, [`Timeout`](BackendErrorKind::Timeout) when it does not answer
 //! within `timeout_ms`, [`Protocol`](BackendErrorKind::Protocol) when it
