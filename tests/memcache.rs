@@ -187,6 +187,93 @@ fn a_restart_under_a_holder_marks_it_lost_and_lockers_recover() {
     drop(again);
 }
 
+/// The item of a lock: `\0l` + the stored key, in memcached's base64 key
+/// form (the store's documented layout, for keys up to 184 bytes).
+fn item_b64(stored: &str) -> String {
+    const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let bytes = [b"\0l", stored.as_bytes()].concat();
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, &b)| n | (u32::from(b) << (16 - 8 * i)));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(B64[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// An item memcached dropped (as an eviction would): the holder's guard
+/// notices at its next renewal, and another locker takes the key at once.
+#[test]
+fn an_evicted_lock_is_noticed_by_its_holder() {
+    let server = MemcachedServer::start();
+    let a = alias("mc-evicted", &format!("{}?lease_ms=900", server.url()));
+    let holder = lock(&a, "k").acquire().unwrap();
+    let reply = server.raw(format!("md {} b\r\n", item_b64("lock:k")).as_bytes(), |r| {
+        r.ends_with(b"\r\n")
+    });
+    assert_eq!(reply, b"HD\r\n", "the item is where the docs say");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let lost = rt.block_on(async {
+        tokio::time::timeout(Duration::from_secs(2), holder.lost())
+            .await
+            .is_ok()
+    });
+    assert!(lost, "the holder did not notice its item was gone");
+    let other = lock(&a, "k").try_acquire().unwrap();
+    assert!(other.is_some(), "the dropped lock is free");
+}
+
+/// Memcached reads a TTL over 30 days as a timestamp: such a lease gets no
+/// TTL (the item stays, its end is in the record), a shorter one its
+/// length rounded up plus a second.
+#[test]
+fn leases_past_30_days_get_no_ttl() {
+    let server = MemcachedServer::start();
+    let a = alias("mc-long", &server.url());
+    let day = Duration::from_secs(24 * 60 * 60);
+    let ttl_of = |key: &str| -> i64 {
+        let reply = server.raw(
+            format!("mg {} b t\r\n", item_b64(&format!("lock:{key}"))).as_bytes(),
+            |r| r.ends_with(b"\r\n"),
+        );
+        let text = String::from_utf8(reply).unwrap();
+        let t = text
+            .trim_end()
+            .strip_prefix("HD t")
+            .unwrap_or_else(|| panic!("{text:?}"));
+        t.parse().unwrap()
+    };
+    let long = lock(&a, "long").expire(31 * day).acquire().unwrap();
+    assert_eq!(ttl_of("long"), -1, "no TTL past 30 days");
+    assert!(lock(&a, "long").try_acquire().unwrap().is_none());
+    let month = lock(&a, "month").expire(29 * day).acquire().unwrap();
+    let ttl = ttl_of("month");
+    let expected = (29 * day).as_secs() as i64 + 1;
+    assert!((expected - 2..=expected).contains(&ttl), "TTL {ttl}");
+    let short = lock(&a, "short")
+        .expire(Duration::from_millis(300))
+        .acquire()
+        .unwrap();
+    assert!(
+        (1..=2).contains(&ttl_of("short")),
+        "a 300 ms lease: 2 s TTL"
+    );
+    long.release().unwrap();
+    month.release().unwrap();
+    drop(short);
+}
+
 /// A hung server (SIGSTOP): calls fail with a backend timeout error within
 /// the command timeout, and work again once it resumes.
 #[test]
