@@ -9,7 +9,7 @@ use std::net::{TcpStream, ToSocketAddrs};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use super::proto::{self, BadReply, Reply, Request};
+use super::proto::{self, BadReply, Batch, Reply};
 use crate::backend::{BackendError, BackendErrorKind};
 
 /// Idle connections kept per server; more callers at once open more, and
@@ -56,7 +56,7 @@ impl Server {
     }
 
     /// Sends `req` and reads its replies, in order.
-    pub(super) fn exchange(&self, req: &Request, t: Timeouts) -> Result<Vec<Reply>, BackendError> {
+    pub(super) fn exchange(&self, req: &Batch, t: Timeouts) -> Result<Vec<Reply>, BackendError> {
         if let Some(mut conn) = self.take_idle() {
             match conn.exchange(req, t.command) {
                 Ok(replies) => {
@@ -162,7 +162,7 @@ struct Conn {
 }
 
 impl Conn {
-    fn exchange(&mut self, req: &Request, timeout: Duration) -> Result<Vec<Reply>, Failure> {
+    fn exchange(&mut self, req: &Batch, timeout: Duration) -> Result<Vec<Reply>, Failure> {
         let deadline = Instant::now() + timeout;
         self.stream
             .set_write_timeout(Some(timeout))

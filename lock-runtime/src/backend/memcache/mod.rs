@@ -126,7 +126,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use self::conn::{Server, Timeouts};
-use self::proto::{FENCE_KEY, ItemKey, Record, Reply, Request as Commands, SetMode};
+use self::proto::{Batch, FENCE_KEY, ItemKey, Record, Reply, SetMode};
 use super::kind::{Opening, StoreKind};
 use super::{
     Abilities, Acquired, Attempt, Backend, BackendError, BackendErrorKind, Busy, OwnerCheck,
@@ -366,27 +366,33 @@ impl MemcacheStore {
     /// }
     /// ```
     pub fn server_of(&self, stored_key: &str) -> &str {
-        self.server(&ItemKey::of(stored_key).binary).name.as_str()
+        self.server(&ItemKey::of(stored_key).binary)
+            .map_or("", |s| s.name.as_str())
     }
 
-    /// Rendezvous hashing: the heaviest server for this item. The list is
-    /// never empty (constructors refuse that), so the fallback to the first
-    /// is only there to need no `unwrap`.
-    fn server(&self, item: &[u8]) -> &Server {
-        if self.servers.len() > 1 {
-            let h = proto::hash64(item);
-            if let Some(s) = self
-                .servers
-                .iter()
-                .max_by_key(|s| (proto::mix(h ^ s.seed), s.name.as_str()))
-            {
-                return s;
-            }
+    /// Rendezvous hashing: the heaviest server for this item. `None` only
+    /// for an empty list, which the constructors refuse.
+    fn server(&self, item: &[u8]) -> Option<&Server> {
+        if let [only] = &self.servers[..] {
+            return Some(only);
         }
-        &self.servers[0]
+        let h = proto::hash64(item);
+        self.servers
+            .iter()
+            .max_by_key(|s| (proto::mix(h ^ s.seed), s.name.as_str()))
     }
 
-    fn exchange(&self, server: &Server, req: &Commands) -> Result<Vec<Reply>, BackendError> {
+    /// The server of a lock item, and the part of its key its record names.
+    fn place<'k>(&self, key: &'k str) -> Result<(ItemKey, &Server, &'k [u8]), BackendError> {
+        let item = ItemKey::of(key);
+        let server = self.server(&item.binary).ok_or_else(|| {
+            BackendError::new(BackendErrorKind::Other, "a memcached store with no server")
+        })?;
+        let full_key = item.record_key(key);
+        Ok((item, server, full_key))
+    }
+
+    fn exchange(&self, server: &Server, req: &Batch) -> Result<Vec<Reply>, BackendError> {
         let replies = server.exchange(req, self.timeouts)?;
         if replies.len() == req.replies {
             Ok(replies)
@@ -396,7 +402,7 @@ impl MemcacheStore {
     }
 
     /// One command, one reply.
-    fn one(&self, server: &Server, req: &Commands) -> Result<Reply, BackendError> {
+    fn one(&self, server: &Server, req: &Batch) -> Result<Reply, BackendError> {
         let mut replies = self.exchange(server, req)?;
         replies
             .pop()
@@ -476,9 +482,7 @@ fn owned<'d>(data: &'d [u8], token: Token, full_key: &[u8]) -> Option<Record<'d>
 
 impl Store for MemcacheStore {
     fn try_acquire(&self, req: &Request<'_>) -> Result<Attempt, BackendError> {
-        let item = ItemKey::of(req.key);
-        let server = self.server(&item.binary);
-        let full_key = item.record_key(req.key);
+        let (item, server, full_key) = self.place(req.key)?;
         let lease = micros(req.lease.unwrap_or(DEFAULT_LEASE));
         let ttl = proto::ttl_for(lease);
         let steal = req.steal_after.map(micros);
@@ -493,7 +497,7 @@ impl Store for MemcacheStore {
                 key: full_key,
             };
             let value = claim.encode();
-            let mut first = Commands::default();
+            let mut first = Batch::default();
             first
                 .set(&item.binary, &value, ttl, SetMode::Add)
                 .count(FENCE_KEY, now)
@@ -517,7 +521,7 @@ impl Store for MemcacheStore {
                         Verdict::Free => {
                             // The count must follow the claim, so it is sent
                             // again behind the take-over.
-                            let mut take = Commands::default();
+                            let mut take = Batch::default();
                             take.set(&item.binary, &value, ttl, SetMode::Cas(*held))
                                 .count(FENCE_KEY, now);
                             let replies = self.exchange(server, &take)?;
@@ -536,7 +540,7 @@ impl Store for MemcacheStore {
                 other => return Err(unexpected(server, "an add", other)),
             };
             let confirmed = Record { fence, ..claim };
-            let mut confirm = Commands::default();
+            let mut confirm = Batch::default();
             confirm.set(
                 &item.binary,
                 &confirmed.encode(),
@@ -557,11 +561,9 @@ impl Store for MemcacheStore {
     }
 
     fn release(&self, key: &str, token: Token) -> Result<bool, BackendError> {
-        let item = ItemKey::of(key);
-        let server = self.server(&item.binary);
-        let full_key = item.record_key(key);
+        let (item, server, full_key) = self.place(key)?;
         for _ in 0..ROUNDS {
-            let (data, cas) = match self.one(server, Commands::default().get(&item.binary))? {
+            let (data, cas) = match self.one(server, Batch::default().get(&item.binary))? {
                 Reply::Miss => return Ok(false),
                 Reply::Value {
                     data,
@@ -575,7 +577,7 @@ impl Store for MemcacheStore {
             // The owner's own item goes even when its lease has ended (it is
             // garbage), but only a live one counts as released.
             let live = wall_micros()? < rec.end;
-            match self.one(server, Commands::default().delete(&item.binary, cas))? {
+            match self.one(server, Batch::default().delete(&item.binary, cas))? {
                 Reply::Done { .. } => return Ok(live),
                 Reply::NotFound => return Ok(false),
                 // Changed since the read (renewed, or taken over): look again.
@@ -587,12 +589,10 @@ impl Store for MemcacheStore {
     }
 
     fn extend(&self, key: &str, token: Token, lease: Duration) -> Result<bool, BackendError> {
-        let item = ItemKey::of(key);
-        let server = self.server(&item.binary);
-        let full_key = item.record_key(key);
+        let (item, server, full_key) = self.place(key)?;
         let lease = micros(lease);
         for _ in 0..ROUNDS {
-            let (data, cas) = match self.one(server, Commands::default().get(&item.binary))? {
+            let (data, cas) = match self.one(server, Batch::default().get(&item.binary))? {
                 Reply::Miss => return Ok(false),
                 Reply::Value {
                     data,
@@ -611,7 +611,7 @@ impl Store for MemcacheStore {
                 end: now.saturating_add(lease),
                 ..rec
             };
-            let mut set = Commands::default();
+            let mut set = Batch::default();
             set.set(
                 &item.binary,
                 &renewed.encode(),
@@ -649,11 +649,10 @@ impl OwnerCheck for MemcacheStore {
     /// assert!(!store.holds("lock:k", req.token).unwrap());
     /// ```
     fn holds(&self, key: &str, token: Token) -> Result<bool, BackendError> {
-        let item = ItemKey::of(key);
-        let server = self.server(&item.binary);
-        match self.one(server, Commands::default().get(&item.binary))? {
+        let (item, server, full_key) = self.place(key)?;
+        match self.one(server, Batch::default().get(&item.binary))? {
             Reply::Miss => Ok(false),
-            Reply::Value { data, .. } => match owned(&data, token, item.record_key(key)) {
+            Reply::Value { data, .. } => match owned(&data, token, full_key) {
                 Some(rec) => Ok(wall_micros()? < rec.end),
                 None => Ok(false),
             },

@@ -169,14 +169,15 @@ pub(super) enum SetMode {
     Cas(u64),
 }
 
-/// Appends commands to one pipelined request.
+/// Commands sent together, in one write (pipelined), and how many replies
+/// they get.
 #[derive(Debug, Default)]
-pub(super) struct Request {
+pub(super) struct Batch {
     pub(super) bytes: Vec<u8>,
     pub(super) replies: usize,
 }
 
-impl Request {
+impl Batch {
     fn command(&mut self, verb: &str, key: &[u8]) {
         self.bytes.extend_from_slice(verb.as_bytes());
         self.bytes.push(b' ');
@@ -420,7 +421,7 @@ mod tests {
 
     #[test]
     fn requests_are_the_meta_commands() {
-        let mut req = Request::default();
+        let mut req = Batch::default();
         req.set(b"\0lk", b"v", 2, SetMode::Add)
             .count(FENCE_KEY, 7)
             .get(b"\0lk")
