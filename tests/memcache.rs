@@ -90,8 +90,8 @@ fn exclusion_across_four_processes() {
 }
 
 /// A holder killed with SIGKILL stops renewing; its lock is free when the
-/// last lease it set runs out: not before the lease less one renewal
-/// period, not much after the lease.
+/// last lease it set runs out (memcached's TTL outlives it; the record's
+/// end frees it): not at the kill, not much after a lease.
 #[test]
 fn a_killed_holder_frees_the_lock_when_its_lease_ends() {
     let lease = Duration::from_millis(1500);
@@ -131,9 +131,11 @@ fn a_killed_holder_frees_the_lock_when_its_lease_ends() {
         );
         std::thread::sleep(Duration::from_millis(5));
     };
-    // Renewed every third of the lease while the child lived.
+    // Renewed every third of the lease while the child lived, so its last
+    // lease ran at least two thirds of it past the kill (less a late
+    // renewal on a loaded machine): the lock did not die with the process.
     assert!(
-        freed + lease / 3 + Duration::from_millis(50) >= lease,
+        freed >= lease / 2,
         "freed {freed:?} after the kill, before the lease could end"
     );
     assert!(
