@@ -8,6 +8,7 @@ mod support;
 
 use std::collections::HashSet;
 use std::fs;
+use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -454,4 +455,56 @@ fn bad_urls_are_refused() {
         assert!(text.contains(says), "{url}: {text}");
         assert!(!text.contains("secret"), "{url}: {text}");
     }
+}
+
+/// Whether process `pid` is gone (or a zombie, dead but not yet reaped).
+fn gone(pid: u32) -> bool {
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+    }
+}
+
+/// A server the harness started dies with the test process, even one
+/// never dropped and running as another user (memcached will not run as
+/// root), so a test binary killed by a timeout leaves none behind.
+#[test]
+fn servers_die_with_the_test_process() {
+    if support::child_role().is_some() {
+        let server = MemcachedServer::start();
+        support::report(format!(
+            "{} {}",
+            server.pid().unwrap(),
+            server.dir().display()
+        ));
+        // Never dropped: only the death of this process can end it.
+        std::mem::forget(server);
+        std::thread::sleep(CHILDREN_TIMEOUT);
+        return;
+    }
+    let mut children = support::spawn_children(&support::test_name!(), "orphan", 1, &[]);
+    let child = &mut children[0].child;
+    let stdout = BufReader::new(child.stdout.take().unwrap());
+    let report = stdout
+        .lines()
+        .map_while(Result::ok)
+        .find_map(|line| {
+            line.split_once("lock-test-report: ")
+                .map(|(_, r)| r.to_owned())
+        })
+        .expect("the child never reported its server");
+    let (pid, dir) = report.split_once(' ').unwrap();
+    let pid: u32 = pid.parse().unwrap();
+    assert!(!gone(pid), "memcached {pid} is not running");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !gone(pid) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Nothing else removes the dir of a server that was never dropped.
+    fs::remove_dir_all(dir).ok();
+    assert!(gone(pid), "memcached {pid} outlived the test process");
 }

@@ -52,7 +52,8 @@ pub struct MemcachedServer {
     bin: PathBuf,
     dir: PathBuf,
     port: u16,
-    user: Option<String>,
+    /// `(uid, gid)` to run as, when root.
+    ids: Option<(u32, u32)>,
     state: Mutex<State>,
 }
 
@@ -69,18 +70,18 @@ impl MemcachedServer {
     /// if it does not come up (the message holds its output).
     pub fn start() -> MemcachedServer {
         let bin = memcached_bin().unwrap_or_else(|msg| panic!("{msg}"));
-        let user = run_as();
+        let ids = run_as();
         let dir = private_dir("memcached");
         let mut taken = Vec::new();
         for _ in 0..START_ATTEMPTS {
             let port = free_port();
-            match launch(&bin, &dir, port, user.as_deref()) {
+            match launch(&bin, &dir, port, ids) {
                 Ok(child) => {
                     return MemcachedServer {
                         bin,
                         dir,
                         port,
-                        user,
+                        ids,
                         state: Mutex::new(State {
                             child: Some(child),
                             paused: false,
@@ -124,6 +125,11 @@ impl MemcachedServer {
         format!("memcache://{}", self.host_port())
     }
 
+    /// Its private temp dir (its output file is there), removed on drop.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// The server process's id, `None` once stopped.
     pub fn pid(&self) -> Option<u32> {
         self.state().child.as_ref().map(Child::id)
@@ -150,7 +156,7 @@ impl MemcachedServer {
         let mut state = self.state();
         let deadline = Instant::now() + MEMCACHED_READY_TIMEOUT;
         loop {
-            match launch(&self.bin, &self.dir, self.port, self.user.as_deref()) {
+            match launch(&self.bin, &self.dir, self.port, self.ids) {
                 Ok(child) => {
                     state.child = Some(child);
                     return;
@@ -272,7 +278,7 @@ enum Launch {
     Failed(String),
 }
 
-fn launch(bin: &Path, dir: &Path, port: u16, user: Option<&str>) -> Result<Child, Launch> {
+fn launch(bin: &Path, dir: &Path, port: u16, ids: Option<(u32, u32)>) -> Result<Child, Launch> {
     let out_path = dir.join(OUTPUT_FILE);
     let out_start = fs::metadata(&out_path).map_or(0, |m| m.len());
     let output = File::options()
@@ -292,12 +298,17 @@ fn launch(bin: &Path, dir: &Path, port: u16, user: Option<&str>) -> Result<Child
         .arg(port.to_string())
         // No UDP port: it would be one more port to find free.
         .args(["-U", "0", "-m", "64", "-c", "256", "-v"])
-        .current_dir(dir)
+        // It writes no files; its user may not enter the (0700) temp dir.
+        .current_dir("/")
         .stdin(Stdio::null())
         .stdout(output.0)
         .stderr(output.1);
-    if let Some(user) = user {
-        command.args(["-u", user]);
+    // The user is switched before exec, not by memcached's `-u`: a process
+    // that changes its own user loses its parent-death signal, and would
+    // outlive a test process that was killed.
+    if let Some((uid, gid)) = ids {
+        use std::os::unix::process::CommandExt;
+        command.uid(uid).gid(gid);
     }
     let mut child = spawn(command).map_err(|e| {
         Launch::Failed(format!(
@@ -381,22 +392,26 @@ fn parse_stats(text: &str) -> HashMap<String, String> {
         .collect()
 }
 
-/// The user to run as: memcached refuses root without `-u`.
-fn run_as() -> Option<String> {
+/// The user to run as when root, which memcached refuses to run as:
+/// `memcache` (Debian's package makes it), else `nobody`.
+fn run_as() -> Option<(u32, u32)> {
     // SAFETY: geteuid(2) has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         return None;
     }
     let passwd = fs::read_to_string("/etc/passwd").unwrap_or_default();
-    let has = |name: &str| passwd.lines().any(|l| l.split(':').next() == Some(name));
-    Some(
-        if has("memcache") {
-            "memcache"
-        } else {
-            "nobody"
-        }
-        .to_owned(),
-    )
+    let ids = |name: &str| {
+        passwd.lines().find_map(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            if f.first() != Some(&name) || f.len() < 4 {
+                return None;
+            }
+            Some((f[2].parse().ok()?, f[3].parse().ok()?))
+        })
+    };
+    Some(ids("memcache").or_else(|| ids("nobody")).unwrap_or_else(|| {
+        panic!("running as root, and there is no `memcache` or `nobody` user to run memcached as")
+    }))
 }
 
 /// `$MEMCACHED_BIN` if set, else the first `memcached` on `PATH`.
