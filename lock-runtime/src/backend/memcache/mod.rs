@@ -116,7 +116,10 @@
 //! within `timeout_ms`, [`Protocol`](BackendErrorKind::Protocol) when it
 //! answers with an error (`SERVER_ERROR out of memory`, say). Messages name
 //! the server. A connection that failed is closed; the next call connects
-//! again, so calls work again as soon as the server is back.
+//! again, so calls work again as soon as the server is back. A call that
+//! timed out may still be applied when a hung server resumes: an
+//! acquisition that timed out can leave its key taken until the lease it
+//! asked for ends.
 
 mod conn;
 mod proto;
