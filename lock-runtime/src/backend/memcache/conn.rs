@@ -163,7 +163,8 @@ struct Conn {
 
 impl Conn {
     fn exchange(&mut self, req: &Batch, timeout: Duration) -> Result<Vec<Reply>, Failure> {
-        let deadline = Instant::now() + timeout;
+        // `None` for a timeout too long to add to the clock: no deadline.
+        let deadline = Instant::now().checked_add(timeout);
         self.stream
             .set_write_timeout(Some(timeout))
             .map_err(Failure::Io)?;
@@ -178,7 +179,7 @@ impl Conn {
                 replies.push(reply);
                 continue;
             }
-            let left = deadline.saturating_duration_since(Instant::now());
+            let left = deadline.map_or(timeout, |d| d.saturating_duration_since(Instant::now()));
             if left.is_zero() {
                 return Err(Failure::Io(io::ErrorKind::TimedOut.into()));
             }

@@ -805,6 +805,26 @@ mod tests {
     }
 
     #[test]
+    fn any_timeout_is_taken_without_panicking() {
+        // A server that hangs up on every connection at once.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                drop(conn);
+            }
+        });
+        for t in [Duration::ZERO, Duration::from_millis(1), Duration::MAX] {
+            let store = MemcacheStore::new([addr.as_str()])
+                .unwrap()
+                .connect_timeout(t)
+                .command_timeout(t);
+            let err = store.holds("k", Token::new()).unwrap_err();
+            assert!(err.is_connection() || err.is_timeout(), "{t:?}: {err}");
+        }
+    }
+
+    #[test]
     fn a_silent_server_is_a_timeout_error() {
         // Accepts (the kernel does), never answers.
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
