@@ -60,6 +60,8 @@ static KINDS: &[&StoreKind] = &[
     &super::sqlite::KIND,
     #[cfg(feature = "file")]
     &super::file::KIND,
+    #[cfg(feature = "memcache")]
+    &super::memcache::KIND,
 ];
 
 pub(crate) fn kinds() -> &'static [&'static StoreKind] {
@@ -77,6 +79,7 @@ const NEEDS_FEATURE: &[(&str, &str)] = &[
     ("postgresql", "postgres"),
     ("sqlite", "sqlite"),
     ("file", "file"),
+    ("memcache", "memcache"),
 ];
 
 /// The kind of store `scheme` names, or why there is none.

@@ -180,6 +180,8 @@ mod drive;
 #[cfg(feature = "file")]
 pub mod file;
 pub(crate) mod kind;
+#[cfg(feature = "memcache")]
+pub mod memcache;
 pub mod memory;
 mod namespace;
 #[cfg(feature = "postgres")]
