@@ -18,7 +18,8 @@
 //! 4. 100,000 keys held at once: bytes per lock, and acquire throughput;
 //! 5. with `--features sqlite,postgres`, the SQL stores next to their two
 //!    bare statements, and the Postgres hand-off in round trips;
-//! 6. with `--features file`, the file store next to a bare `try_lock`.
+//! 6. with `--features file`, the file store next to a bare `try_lock`;
+//! 7. with `--features memcache`, memcached next to a bare `ms` + `md`.
 //!
 //! Each figure is printed with its target and PASS or MISS; the last line of
 //! stdout is every figure as one JSON object. A MISS is a finding, not a
@@ -36,6 +37,8 @@ mod counters;
 mod file;
 #[path = "bench/measure.rs"]
 mod measure;
+#[path = "bench/memcache.rs"]
+mod memcache;
 #[path = "bench/memory.rs"]
 mod memory;
 #[path = "bench/report.rs"]
@@ -85,7 +88,7 @@ fn main() -> ExitCode {
 
 /// The sections `--only` can pick, in the order a full run goes through
 /// them.
-const SECTIONS: &[&str] = &["redis", "memory", "scale", "sql", "file"];
+const SECTIONS: &[&str] = &["redis", "memory", "scale", "sql", "file", "memcache"];
 
 /// `[--quick] [--only SECTION]`, in any order: whether quick, and the one
 /// section to run (all when `None`).
@@ -129,6 +132,9 @@ fn run(quick: bool, only: Option<&str>) -> BenchResult<()> {
     }
     if runs("file") {
         file::run(&mut report, quick)?;
+    }
+    if runs("memcache") {
+        memcache::run(&mut report, quick)?;
     }
 
     report.finish(started.elapsed().as_secs_f64());

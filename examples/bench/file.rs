@@ -33,7 +33,8 @@ fn measure(report: &mut Report, quick: bool) -> BenchResult<()> {
 
     const ALIAS: &str = "bench-file";
     let (rounds, cycles) = if quick { (6, 2_000) } else { (10, 10_000) };
-    let dir = crate::support::private_dir("bench-file");
+    let scratch = crate::measure::Scratch::new("bench-file");
+    let dir = &scratch.0;
     registry::add(
         ALIAS,
         AliasConfig::from_url(&format!("file://{}", dir.join("locks").display()))?,

@@ -260,6 +260,25 @@ pub fn ours_sync(alias: &str, key: &str, cycles: usize) -> BenchResult<f64> {
     Ok(cycles as f64 / t.elapsed().as_secs_f64())
 }
 
+/// A private temp dir for a section's files, removed when the section is
+/// done with it (however it ends).
+#[cfg(any(feature = "sqlite", feature = "file"))]
+pub struct Scratch(pub std::path::PathBuf);
+
+#[cfg(any(feature = "sqlite", feature = "file"))]
+impl Scratch {
+    pub fn new(name: &str) -> Self {
+        Self(crate::support::private_dir(name))
+    }
+}
+
+#[cfg(any(feature = "sqlite", feature = "file"))]
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

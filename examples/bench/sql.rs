@@ -55,7 +55,8 @@ mod sqlite {
 
     pub fn run(report: &mut Report, quick: bool) -> BenchResult<()> {
         let (rounds, cycles) = if quick { (6, 1_000) } else { (10, 4_000) };
-        let dir = crate::support::private_dir("bench-sqlite");
+        let scratch = crate::measure::Scratch::new("bench-sqlite");
+        let dir = &scratch.0;
         let path = dir.join("locks.db");
         registry::add(
             ALIAS,
