@@ -84,6 +84,33 @@ ensure_postgres() {
     echo "==> postgres: $bin: $("$bin/postgres" --version)"
 }
 
+# The memcached tests (feature `memcache`) start their own `memcached`
+# (from PATH, or MEMCACHED_BIN) on a free loopback port (see
+# tests/support/memcached.rs); they fail, never skip, without it. Installs
+# the `memcached` package when it is missing and we are root. Debian may
+# start a system memcached on port 11211 on install: the tests never use it.
+ensure_memcached() {
+    if [[ -n "${MEMCACHED_BIN:-}" ]]; then
+        [[ -x "$MEMCACHED_BIN" ]] ||
+            die "MEMCACHED_BIN=$MEMCACHED_BIN is not an executable file; point it at memcached or unset it"
+        echo "==> memcached: $MEMCACHED_BIN (from MEMCACHED_BIN): $("$MEMCACHED_BIN" -V)"
+        return
+    fi
+    if command -v memcached >/dev/null 2>&1; then
+        echo "==> memcached: $(command -v memcached): $(memcached -V)"
+        return
+    fi
+    echo "==> memcached is missing; the memcached tests need it"
+    [[ $(id -u) -eq 0 ]] ||
+        die "not root, so cannot install it: run \`sudo apt-get install memcached\` (or set MEMCACHED_BIN to a memcached binary) and try again"
+    command -v apt-get >/dev/null 2>&1 ||
+        die "no apt-get here: install memcached with this system's package manager (or set MEMCACHED_BIN) and try again"
+    step 15m env DEBIAN_FRONTEND=noninteractive apt-get update
+    step 15m env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends memcached
+    command -v memcached >/dev/null 2>&1 || die "apt-get installed memcached, yet it is not on PATH ($PATH)"
+    echo "==> memcached: $(command -v memcached): $(memcached -V)"
+}
+
 # The newest /usr/lib/postgresql/<version>/bin with a server in it, or
 # nothing.
 find_postgres_bin() {

@@ -3,6 +3,7 @@
 //! ```text
 //! cargo run --release --example bench              # full run, a few minutes
 //! cargo run --release --example bench -- --quick   # under a minute
+//! cargo run --release --example bench --all-features -- --quick --only sql
 //! ```
 //!
 //! It starts its own `redis-server` on a free port (set `REDIS_SERVER_BIN`
@@ -14,7 +15,11 @@
 //!    in default and fair mode, with and without a pause between turns;
 //! 3. the in-memory store, uncontended (next to a `Mutex<HashMap>`) and with
 //!    eight threads on one key;
-//! 4. 100,000 keys held at once: bytes per lock, and acquire throughput.
+//! 4. 100,000 keys held at once: bytes per lock, and acquire throughput;
+//! 5. with `--features sqlite,postgres`, the SQL stores next to their two
+//!    bare statements, and the Postgres hand-off in round trips;
+//! 6. with `--features file`, the file store next to a bare `try_lock`;
+//! 7. with `--features memcache`, memcached next to a bare `ms` + `md`.
 //!
 //! Each figure is printed with its target and PASS or MISS; the last line of
 //! stdout is every figure as one JSON object. A MISS is a finding, not a
@@ -28,14 +33,20 @@
 mod contended;
 #[path = "bench/counters.rs"]
 mod counters;
+#[path = "bench/file.rs"]
+mod file;
 #[path = "bench/measure.rs"]
 mod measure;
+#[path = "bench/memcache.rs"]
+mod memcache;
 #[path = "bench/memory.rs"]
 mod memory;
 #[path = "bench/report.rs"]
 mod report;
 #[path = "bench/scale.rs"]
 mod scale;
+#[path = "bench/sql.rs"]
+mod sql;
 #[path = "../tests/support/mod.rs"]
 mod support;
 #[path = "bench/uncontended.rs"]
@@ -58,12 +69,13 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let outcome = match args.first().map(String::as_str) {
         Some("--worker") => contended::worker(&args[1..]),
-        Some("--quick") if args.len() == 1 => run(true),
-        None => run(false),
-        Some(_) => {
-            eprintln!("usage: bench [--quick]");
-            return ExitCode::from(2);
-        }
+        _ => match parse(&args) {
+            Some((quick, only)) => run(quick, only),
+            None => {
+                eprintln!("usage: bench [--quick] [--only {}]", SECTIONS.join("|"));
+                return ExitCode::from(2);
+            }
+        },
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
@@ -74,18 +86,56 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(quick: bool) -> BenchResult<()> {
+/// The sections `--only` can pick, in the order a full run goes through
+/// them.
+const SECTIONS: &[&str] = &["redis", "memory", "scale", "sql", "file", "memcache"];
+
+/// `[--quick] [--only SECTION]`, in any order: whether quick, and the one
+/// section to run (all when `None`).
+fn parse(args: &[String]) -> Option<(bool, Option<&'static str>)> {
+    let (mut quick, mut only) = (false, None);
+    let mut args = args.iter();
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--quick" if !quick => quick = true,
+            "--only" if only.is_none() => {
+                let name = args.next()?;
+                only = Some(*SECTIONS.iter().find(|s| *s == name)?);
+            }
+            _ => return None,
+        }
+    }
+    Some((quick, only))
+}
+
+fn run(quick: bool, only: Option<&str>) -> BenchResult<()> {
     let started = Instant::now();
     let mut report = Report::new();
+    let runs = |section: &str| only.is_none_or(|o| o == section);
     // Panics, saying what to install, when there is no redis-server.
     let server = RedisServer::start();
     machine(&mut report, &server, quick);
     registry::add(ALIAS, AliasConfig::from_url(&server.url())?)?;
 
-    let rtt_us = uncontended::run(&server, &mut report, quick)?;
-    contended::run(&server, &mut report, quick, rtt_us)?;
-    memory::run(&mut report, quick)?;
-    scale::run(&server, &mut report, quick)?;
+    if runs("redis") {
+        let rtt_us = uncontended::run(&server, &mut report, quick)?;
+        contended::run(&server, &mut report, quick, rtt_us)?;
+    }
+    if runs("memory") {
+        memory::run(&mut report, quick)?;
+    }
+    if runs("scale") {
+        scale::run(&server, &mut report, quick)?;
+    }
+    if runs("sql") {
+        sql::run(&mut report, quick)?;
+    }
+    if runs("file") {
+        file::run(&mut report, quick)?;
+    }
+    if runs("memcache") {
+        memcache::run(&mut report, quick)?;
+    }
 
     report.finish(started.elapsed().as_secs_f64());
     Ok(())

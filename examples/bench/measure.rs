@@ -2,7 +2,12 @@
 //! comparable across processes, medians and percentiles, and the analysis of
 //! a contended run from its (attempt, acquired, released) events.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use lock_runtime::Lock;
+
+use crate::BenchResult;
+use crate::report::{Report, Target, rate, short};
 
 /// Nanoseconds on `CLOCK_MONOTONIC`. Unlike `Instant`, whose origin is
 /// private to a process, this clock reads the same in every process of the
@@ -150,6 +155,127 @@ pub fn analyse(mut events: Vec<Event>, workers: usize, start: u64, end: u64) -> 
         fairness: jain(&per_worker),
         per_worker,
         overlaps,
+    }
+}
+
+/// Alternating rounds of ours and a bare reference: each pair runs back to back, so the
+/// median of the per-round ratios cancels a slow spell of the machine.
+#[derive(Default)]
+pub struct Rounds {
+    pub bare: Vec<f64>,
+    pub ours: Vec<f64>,
+}
+
+impl Rounds {
+    pub fn run(
+        rounds: usize,
+        mut bare: impl FnMut() -> BenchResult<f64>,
+        mut ours: impl FnMut() -> BenchResult<f64>,
+    ) -> BenchResult<Self> {
+        // Warm-up, not measured: connections, prepared statements, the
+        // lease watchdog.
+        bare()?;
+        ours()?;
+        let mut r = Rounds::default();
+        for round in 0..rounds {
+            if round % 2 == 0 {
+                r.bare.push(bare()?);
+                r.ours.push(ours()?);
+            } else {
+                r.ours.push(ours()?);
+                r.bare.push(bare()?);
+            }
+        }
+        Ok(r)
+    }
+
+    pub fn ratio(&self) -> f64 {
+        let ratios: Vec<f64> = self
+            .ours
+            .iter()
+            .zip(&self.bare)
+            .map(|(o, b)| o / b)
+            .collect();
+        median(&ratios)
+    }
+
+    /// Prints both sides and their ratio, judged against `target` (ours
+    /// at least that many times the bare side) when there is one.
+    pub fn judge(
+        &self,
+        report: &mut Report,
+        label: &str,
+        json: &str,
+        bare: &str,
+        target: Option<f64>,
+    ) {
+        report.row(
+            &format!("{label}: bare"),
+            &format!("{} /s", rate(median(&self.bare))),
+            bare,
+        );
+        let ratio = self.ratio();
+        let (metric, value) = (
+            format!("{label}: ours"),
+            format!("{} /s", rate(median(&self.ours))),
+        );
+        let note = format!(
+            "acquire + release, default options; {} x bare",
+            short(ratio)
+        );
+        match target {
+            Some(min) => report.judged(
+                &metric,
+                &value,
+                &note,
+                Target::at_least(
+                    format!("{label}: ours / bare"),
+                    ratio,
+                    min,
+                    format!(">= {min} x bare"),
+                ),
+            ),
+            None => report.row(&metric, &value, &note),
+        }
+        report
+            .json
+            .put(&format!("{json}.bare_cycles_per_s"), median(&self.bare));
+        report
+            .json
+            .put(&format!("{json}.ours_cycles_per_s"), median(&self.ours));
+        report.json.put(&format!("{json}.ratio"), ratio);
+    }
+}
+
+/// Cycles per second of our sync API on `alias`, as a user writes it: one
+/// fresh `Lock` per cycle, default options.
+pub fn ours_sync(alias: &str, key: &str, cycles: usize) -> BenchResult<f64> {
+    let t = Instant::now();
+    for _ in 0..cycles {
+        Lock::new(key.to_owned())
+            .alias(alias.to_owned())
+            .acquire()?
+            .release()?;
+    }
+    Ok(cycles as f64 / t.elapsed().as_secs_f64())
+}
+
+/// A private temp dir for a section's files, removed when the section is
+/// done with it (however it ends).
+#[cfg(any(feature = "sqlite", feature = "file"))]
+pub struct Scratch(pub std::path::PathBuf);
+
+#[cfg(any(feature = "sqlite", feature = "file"))]
+impl Scratch {
+    pub fn new(name: &str) -> Self {
+        Self(crate::support::private_dir(name))
+    }
+}
+
+#[cfg(any(feature = "sqlite", feature = "file"))]
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 

@@ -10,8 +10,8 @@ use lock_runtime::Lock;
 use redis::aio::MultiplexedConnection;
 use tokio::runtime::{Builder, Runtime};
 
-use crate::measure::median;
-use crate::report::{Report, Target, rate, short};
+use crate::measure::{Rounds, median};
+use crate::report::{Report, short};
 use crate::support::RedisServer;
 use crate::{ALIAS, BenchResult, counters};
 
@@ -28,35 +28,6 @@ struct Plan {
     rounds: usize,
     cycles: usize,
     pings: usize,
-}
-
-/// Per-round rates of both sides.
-#[derive(Default)]
-struct Rounds {
-    ideal: Vec<f64>,
-    ours: Vec<f64>,
-}
-
-impl Rounds {
-    fn ideal(&self) -> f64 {
-        median(&self.ideal)
-    }
-
-    fn ours(&self) -> f64 {
-        median(&self.ours)
-    }
-
-    /// The median of the per-round ratios: each pair ran back to back, so
-    /// a slow spell of the machine cancels out of its ratio.
-    fn ratio(&self) -> f64 {
-        let ratios: Vec<f64> = self
-            .ours
-            .iter()
-            .zip(&self.ideal)
-            .map(|(o, i)| o / i)
-            .collect();
-        median(&ratios)
-    }
 }
 
 /// Runs the section; returns 1 RTT in microseconds, the unit the contended
@@ -128,31 +99,13 @@ pub fn run(server: &RedisServer, report: &mut Report, quick: bool) -> BenchResul
 }
 
 fn judge(report: &mut Report, label: &str, json: &str, r: &Rounds) {
-    report.row(
-        &format!("{label}: ideal"),
-        &format!("{} /s", rate(r.ideal())),
+    r.judge(
+        report,
+        &format!("uncontended {label}"),
+        &format!("uncontended.{json}"),
         "SET NX PX + EVALSHA compare-and-delete",
+        Some(0.95),
     );
-    let ratio = r.ratio();
-    report.judged(
-        &format!("{label}: ours"),
-        &format!("{} /s", rate(r.ours())),
-        &format!("acquire + release; {} x ideal", short(ratio)),
-        Target::at_least(
-            format!("uncontended {label}: ours / ideal"),
-            ratio,
-            0.95,
-            ">= 0.95 x ideal",
-        ),
-    );
-    let key = format!("uncontended.{json}");
-    report
-        .json
-        .put(&format!("{key}.ideal_cycles_per_s"), r.ideal());
-    report
-        .json
-        .put(&format!("{key}.ours_cycles_per_s"), r.ours());
-    report.json.put(&format!("{key}.ratio"), ratio);
 }
 
 /// What one cycle of each side costs Redis: explains the gap between them.
@@ -194,23 +147,13 @@ fn ping_rtt_us(conn: &mut redis::Connection, pings: usize) -> BenchResult<f64> {
 
 fn sync_rounds(conn: &mut redis::Connection, plan: &Plan) -> BenchResult<Rounds> {
     let sha = load_script(conn)?;
-    // Warm-up, not measured: connects the pool, loads our scripts, starts
-    // the lease watchdog.
-    ideal_sync(conn, &sha, plan.cycles / 4)?;
-    ours_sync(plan.cycles / 4)?;
-    let mut r = Rounds::default();
-    for round in 0..plan.rounds {
-        // Alternate which side goes first, so neither always runs on a
-        // warmer (or more disturbed) machine.
-        if round % 2 == 0 {
-            r.ideal.push(ideal_sync(conn, &sha, plan.cycles)?);
-            r.ours.push(ours_sync(plan.cycles)?);
-        } else {
-            r.ours.push(ours_sync(plan.cycles)?);
-            r.ideal.push(ideal_sync(conn, &sha, plan.cycles)?);
-        }
-    }
-    Ok(r)
+    // The first pair is a warm-up, not measured: it connects the pool,
+    // loads our scripts, starts the lease watchdog.
+    Rounds::run(
+        plan.rounds,
+        || ideal_sync(conn, &sha, plan.cycles),
+        || ours_sync(plan.cycles),
+    )
 }
 
 /// Cycles per second of the raw two-command lock.
@@ -239,12 +182,7 @@ fn ideal_sync(conn: &mut redis::Connection, sha: &str, cycles: usize) -> BenchRe
 
 /// Cycles per second of our sync API, as a user writes it.
 fn ours_sync(cycles: usize) -> BenchResult<f64> {
-    let t = Instant::now();
-    for _ in 0..cycles {
-        let guard = Lock::new(KEY).alias(ALIAS).acquire()?;
-        guard.release()?;
-    }
-    Ok(cycles as f64 / t.elapsed().as_secs_f64())
+    crate::measure::ours_sync(ALIAS, KEY, cycles)
 }
 
 /// Runs `fut` as a task on a worker thread of `rt`, where async user code
@@ -270,11 +208,11 @@ async fn async_rounds(client: redis::Client, rounds: usize, cycles: usize) -> Be
     let mut r = Rounds::default();
     for round in 0..rounds {
         if round % 2 == 0 {
-            r.ideal.push(ideal_async(&mut conn, &sha, cycles).await?);
+            r.bare.push(ideal_async(&mut conn, &sha, cycles).await?);
             r.ours.push(ours_async(cycles).await?);
         } else {
             r.ours.push(ours_async(cycles).await?);
-            r.ideal.push(ideal_async(&mut conn, &sha, cycles).await?);
+            r.bare.push(ideal_async(&mut conn, &sha, cycles).await?);
         }
     }
     Ok(r)

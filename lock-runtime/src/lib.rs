@@ -59,6 +59,12 @@
 //!   Tokio reactor serves sync callers and callers on other executors.
 //! - `sqlite`: `sqlite://` aliases, a lock table in a SQLite file shared by
 //!   the processes of one host (SQLite bundled through `rusqlite`).
+//! - `postgres`: `postgres://` aliases, a lease table in a Postgres database
+//!   with `LISTEN`/`NOTIFY` wake-ups (`tokio-postgres`; turns on `tokio`).
+//! - `file`: `file://` aliases, one lock file per key in a directory of a
+//!   local file system, freed by the kernel when its holder dies (Linux).
+//! - `memcache`: `memcache://` aliases on one or more memcached servers
+//!   (meta protocol, a client of the crate's own): djangae's weak kind.
 //! - `tls`: `rediss://` aliases (TLS through rustls).
 //! - `metrics`: every lock's counters, histograms and gauges through the
 //!   `metrics` facade, for the recorder (exporter) the program installs.

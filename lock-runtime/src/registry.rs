@@ -104,6 +104,9 @@ pub const ENV_PREFIX: &str = "LOCK_ALIAS_";
 /// | `redis+unix:///path/to/socket[?db=N]` | Redis over a Unix socket |
 /// | `redis+quorum://[user:password@]host1[:port],host2,host3[/db]` | a quorum (Redlock) of independent servers |
 /// | `sqlite:///abs/path.db` or `sqlite://relative/path.db` | a lock table in a SQLite file, for the processes of one host (feature `sqlite`) |
+/// | `postgres://[user[:password]@]host[:port]/db` (or `postgresql://`) | a lease table in a Postgres database (feature `postgres`) |
+/// | `file:///abs/dir` or `file://relative/dir` | one lock file per key in a local directory (feature `file`) |
+/// | `memcache://host:port[,host:port...]` | one or more memcached servers (feature `memcache`) |
 ///
 /// ```
 /// use std::time::Duration;

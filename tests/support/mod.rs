@@ -21,6 +21,7 @@
 pub mod children;
 pub mod files;
 pub mod locks;
+pub mod memcached;
 pub mod ports;
 pub mod postgres;
 pub mod process;

@@ -68,6 +68,52 @@ pub fn non_blocking<S: AsyncStore>(store: Arc<S>) -> Arc<dyn Backend> {
     Arc::new(NonBlocking(store))
 }
 
+/// The full [`Backend`] of a store written in both forms, whose operations
+/// share one body (the same statements, say) but which has a cheaper way to
+/// serve a sync caller than driving its futures elsewhere (a connection the
+/// calling thread drives itself): sync callers get its [`Store`] form, async
+/// callers its [`AsyncStore`] form, and the abilities come from its
+/// [`Store::abilities`].
+///
+/// ```
+/// use std::sync::Arc;
+/// use std::time::Duration;
+/// use lock_runtime::backend::{self, AsyncStore, Attempt, Backend, BackendError, BoxFuture, Busy, Request, Store, Token};
+///
+/// struct Closed;
+/// impl Closed {
+///     // The one body of each operation.
+///     fn attempt(&self) -> Result<Attempt, BackendError> { Ok(Attempt::Busy(Busy::new(None))) }
+/// }
+/// impl Store for Closed {
+///     fn try_acquire(&self, _: &Request<'_>) -> Result<Attempt, BackendError> { self.attempt() }
+///     fn release(&self, _: &str, _: Token) -> Result<bool, BackendError> { Ok(false) }
+///     fn extend(&self, _: &str, _: Token, _: Duration) -> Result<bool, BackendError> { Ok(false) }
+/// }
+/// impl AsyncStore for Closed {
+///     fn try_acquire<'a>(&'a self, _: &'a Request<'a>) -> BoxFuture<'a, Result<Attempt, BackendError>> {
+///         Box::pin(async { self.attempt() })
+///     }
+///     fn release<'a>(&'a self, _: &'a str, _: Token) -> BoxFuture<'a, Result<bool, BackendError>> {
+///         Box::pin(async { Ok(false) })
+///     }
+///     fn extend<'a>(&'a self, _: &'a str, _: Token, _: Duration) -> BoxFuture<'a, Result<bool, BackendError>> {
+///         Box::pin(async { Ok(false) })
+///     }
+/// }
+///
+/// let driven: Arc<dyn Backend> = backend::dual(Arc::new(Closed));
+/// assert!(matches!(driven.try_acquire(&Request::new("k")), Ok(Attempt::Busy(_))));
+/// let attempt = futures::executor::block_on(driven.try_acquire_async(&Request::new("k")));
+/// assert!(matches!(attempt, Ok(Attempt::Busy(_))));
+/// ```
+pub fn dual<S: Store + AsyncStore>(store: Arc<S>) -> Arc<dyn Backend> {
+    Arc::new(Dual {
+        sync: Blocking(Arc::clone(&store)),
+        not: NonBlocking(store),
+    })
+}
+
 /// An owned copy of a request, to cross into a pool thread.
 struct Owned {
     key: String,
@@ -371,6 +417,82 @@ impl<S: AsyncStore> Backend for NonBlocking<S> {
 
     fn supports_unleased(&self) -> bool {
         self.0.abilities().unleased
+    }
+}
+
+/// A store in both forms: each caller gets the form that serves it best.
+struct Dual<S> {
+    sync: Blocking<S>,
+    not: NonBlocking<S>,
+}
+
+impl<S: Store + AsyncStore> Backend for Dual<S> {
+    fn try_acquire(&self, req: &Request<'_>) -> Result<Attempt, BackendError> {
+        self.sync.try_acquire(req)
+    }
+
+    fn release(&self, key: &str, token: Token) -> Result<bool, BackendError> {
+        self.sync.release(key, token)
+    }
+
+    fn extend(&self, key: &str, token: Token, lease: Duration) -> Result<bool, BackendError> {
+        self.sync.extend(key, token, lease)
+    }
+
+    fn acquire(&self, req: &Request<'_>, wait: Wait) -> Result<Option<Acquired>, BackendError> {
+        self.sync.acquire(req, wait)
+    }
+
+    fn try_acquire_async<'a>(
+        &'a self,
+        req: &'a Request<'a>,
+    ) -> BoxFuture<'a, Result<Attempt, BackendError>> {
+        self.not.try_acquire_async(req)
+    }
+
+    fn acquire_async<'a>(
+        &'a self,
+        req: &'a Request<'a>,
+        wait: Wait,
+    ) -> BoxFuture<'a, Result<Option<Acquired>, BackendError>> {
+        self.not.acquire_async(req, wait)
+    }
+
+    fn release_async<'a>(
+        &'a self,
+        key: &'a str,
+        token: Token,
+    ) -> BoxFuture<'a, Result<bool, BackendError>> {
+        self.not.release_async(key, token)
+    }
+
+    fn extend_async<'a>(
+        &'a self,
+        key: &'a str,
+        token: Token,
+        lease: Duration,
+    ) -> BoxFuture<'a, Result<bool, BackendError>> {
+        self.not.extend_async(key, token, lease)
+    }
+
+    fn release_detached(&self, key: &str, token: Token) {
+        self.not.release_detached(key, token)
+    }
+
+    fn check(&self, key: &str, token: Token) -> Option<Result<bool, BackendError>> {
+        self.sync.check(key, token)
+    }
+
+    fn holders(&self, ns: &Namespace) -> Option<Result<Vec<Held>, BackendError>> {
+        self.sync.holders(ns)
+    }
+
+    fn clean_up(&self, grace: Duration) -> Option<Result<u64, BackendError>> {
+        self.sync.clean_up(grace)
+    }
+
+    fn supports_unleased(&self) -> bool {
+        self.sync.supports_unleased()
     }
 }
 

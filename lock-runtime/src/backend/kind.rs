@@ -58,6 +58,10 @@ static KINDS: &[&StoreKind] = &[
     &super::postgres::KIND,
     #[cfg(feature = "sqlite")]
     &super::sqlite::KIND,
+    #[cfg(feature = "file")]
+    &super::file::KIND,
+    #[cfg(feature = "memcache")]
+    &super::memcache::KIND,
 ];
 
 pub(crate) fn kinds() -> &'static [&'static StoreKind] {
@@ -74,6 +78,8 @@ const NEEDS_FEATURE: &[(&str, &str)] = &[
     ("postgres", "postgres"),
     ("postgresql", "postgres"),
     ("sqlite", "sqlite"),
+    ("file", "file"),
+    ("memcache", "memcache"),
 ];
 
 /// The kind of store `scheme` names, or why there is none.

@@ -174,8 +174,14 @@ use std::time::{Duration, Instant};
 
 pub use crate::error::{BackendError, BackendErrorKind};
 
+#[cfg(any(feature = "sqlite", feature = "file"))]
+mod clock;
 mod drive;
+#[cfg(feature = "file")]
+pub mod file;
 pub(crate) mod kind;
+#[cfg(feature = "memcache")]
+pub mod memcache;
 pub mod memory;
 mod namespace;
 #[cfg(feature = "postgres")]
@@ -187,7 +193,7 @@ pub mod sqlite;
 mod store;
 mod wait;
 
-pub use drive::{blocking, non_blocking};
+pub use drive::{blocking, dual, non_blocking};
 pub use namespace::Namespace;
 pub use store::{
     Abilities, AsyncCleanUp, AsyncListing, AsyncOwnerCheck, AsyncStore, CleanUp, Held, Listing,

@@ -1,5 +1,6 @@
 //! Which store to put behind an alias: the embedded memory store, one Redis
-//! server, a quorum of Redis servers (Redlock), or a store of your own;
+//! server, a quorum of Redis servers (Redlock), a SQL database (Postgres or
+//! SQLite), a directory of lock files, memcached, or a store of your own;
 //! what each one guarantees, and how to configure it.
 //!
 //! # In one line each
@@ -13,12 +14,26 @@
 //! - **Quorum** (`redis+quorum://h1,h2,h3`): a lock is held once a
 //!   **majority of independent Redis servers** granted it, so a minority
 //!   of them may be down.
+//! - **Postgres** (`postgres://`, feature `postgres`): a lease table in a
+//!   database the service already has: djangae's `STRONG` kind. Fencing
+//!   numbers from a sequence, releases wake waiters by `NOTIFY`.
+//! - **SQLite** (`sqlite://`, feature `sqlite`): a lock table in a file, for
+//!   the **processes of one host** with no server.
+//! - **File** (`file://`, feature `file`, Linux): one lock file per key in
+//!   a local directory, for the processes of one host; the kernel frees a
+//!   dead holder's lock at once and wakes waiters.
+//! - **Memcached** (`memcache://h1,h2`, feature `memcache`): djangae's
+//!   `WEAK` kind: atomic with the meta protocol, but an eviction or a
+//!   restart forgets held locks. For efficiency, never for correctness.
 //! - **Custom** ([`AliasConfig::store`], [`AliasConfig::async_store`]): any
 //!   store you write as a [`Store`](crate::backend::Store) or an
 //!   [`AsyncStore`](crate::backend::AsyncStore); run the conformance suite
 //!   on it (see [`testing`](super::testing)).
 //!
 //! # What each guarantees
+//!
+//! The README's table "What each backend guarantees" has a column for
+//! every store; the ones built in by default, and a custom store:
 //!
 //! | | memory | Redis (one server) | quorum of N servers | custom |
 //! |---|---|---|---|---|
@@ -221,9 +236,15 @@
 //! assert_eq!(names, ["guide_reports"]);
 //! ```
 //!
-//! Stores this crate does not have yet: files, databases (PostgreSQL,
-//! SQLite) and memcached. Until they come, such a store can be plugged in
-//! as a custom backend.
+//! ## Postgres, SQLite, files, memcached
+//!
+//! Each is a cargo feature and a URL, and each module's documentation
+//! (`backend::postgres`, `backend::sqlite`, `backend::file`,
+//! `backend::memcache`) gives its settings, its schema or layout and what
+//! it guarantees: `postgres://app@db/app?table=job_locks`,
+//! `sqlite:///var/lib/app/locks.db`, `file:///run/app/locks`,
+//! `memcache://cache1:11211,cache2:11211`. A store of another kind can be
+//! plugged in as a custom backend.
 //!
 //! [`AliasConfig`]: crate::registry::AliasConfig
 //! [`AliasConfig::custom`]: crate::registry::AliasConfig::custom

@@ -10,7 +10,8 @@ impl Conformance {
     /// Every acquisition of one key gets a fencing token strictly greater
     /// than all earlier ones: across holders that release (sync and async),
     /// across a lease that ran out, across a takeover by `steal_after`, and
-    /// in the order contending threads actually held the lock. A store that
+    /// in the order contending threads actually held the lock, through one
+    /// alias or two opened separately on the same store. A store that
     /// gives no token for the first acquisition must give none for any.
     ///
     /// ```
@@ -71,12 +72,20 @@ impl Conformance {
         drop(after);
         drop(thief);
 
-        // Under contention the tokens come in the order the lock was held.
+        // Under contention the tokens come in the order the lock was held,
+        // also between holders that reach the store through separately
+        // opened aliases (other connections, as from other processes),
+        // whose requests may race at the store.
+        let twin = s.twin();
         let contended = Arc::new(Mutex::new(Vec::new()));
         let threads: Vec<_> = (0..4)
-            .map(|_| {
+            .map(|i| {
                 let (s, contended) = (Arc::clone(&s), Arc::clone(&contended));
-                let lock = lock.clone().wait_for(PATIENCE);
+                let lock = match i % 2 {
+                    0 => lock.clone(),
+                    _ => lock.clone().alias(twin.clone()),
+                }
+                .wait_for(PATIENCE);
                 thread::spawn(move || {
                     for _ in 0..10 {
                         let guard = s.held("a contending thread", lock.acquire());

@@ -392,13 +392,14 @@ impl Conformance {
         let alias = format!("conformance:{}:{behaviour}:{n}", self.name);
         let what = format!("{}::{behaviour}", self.name);
         let config = adjust((self.factory)());
-        if let Err(e) = registry::add(alias.clone(), config) {
+        if let Err(e) = registry::add(alias.clone(), config.clone()) {
             panic!("{what}: the store's alias configuration was refused: {e}");
         }
         let handle = registry::alias(&alias).unwrap_or_else(|e| panic!("{what}: {e}"));
         Scope {
             what,
             alias,
+            config,
             handle,
             // Unique per process and per scope, so that a store shared across
             // test runs never sees a key of an earlier run.
@@ -413,6 +414,8 @@ struct Scope {
     /// `suite::behaviour`, the start of every failure message.
     what: String,
     alias: String,
+    /// The alias's configuration, for [`Scope::twin`].
+    config: AliasConfig,
     handle: Alias,
     run: String,
     opts: Options,
@@ -428,6 +431,17 @@ impl Scope {
     /// A key of this behaviour that no other behaviour or run uses.
     fn key(&self, what: &str) -> String {
         format!("conformance-{what}-{}", self.run)
+    }
+
+    /// A second alias on the same store, opened separately (its own
+    /// connections, for a store that has some), as another process would
+    /// open it: its name.
+    fn twin(&self) -> String {
+        let twin = format!("{}:twin", self.alias);
+        if let Err(e) = registry::add(twin.clone(), self.config.clone()) {
+            panic!("{self}: a second alias on the store was refused: {e}");
+        }
+        twin
     }
 
     /// A lock on `key` of this behaviour's alias.

@@ -36,7 +36,7 @@
 //! CREATE SEQUENCE IF NOT EXISTS "lock_leases_fence";
 //! CREATE TABLE IF NOT EXISTS "lock_leases" (
 //!     key         bytea PRIMARY KEY,      -- the alias prefix + the lock's key (UTF-8)
-//!     owner       text NOT NULL,          -- the holder's token
+//!     owner       text NOT NULL,          -- the holder's token ('' once released)
 //!     fence       bigint NOT NULL,        -- from the sequence: only goes up
 //!     acquired_at timestamptz NOT NULL,   -- database clock
 //!     lease_end   timestamptz NOT NULL    -- database clock
@@ -51,16 +51,20 @@
 //! the holder is older than `steal_after`) `RETURNING` the new fencing
 //! number from the sequence, and the same statement reads the busy holder's
 //! remaining lease, so a waiter looks again right when it ends. Release and
-//! extend compare the owner token. Rows whose lease ended stay until taken
-//! over, released by their owner, or cleaned up
-//! ([`Alias::clean_up`](crate::registry::Alias::clean_up)).
+//! extend compare the owner token. A release leaves the row, ownerless and
+//! ended, so that every grant but a key's first takes a row over and draws
+//! its fencing number under the row's lock, in holding order even when
+//! statements race on separate connections. Rows whose lease ended stay
+//! until taken over or cleaned up
+//! ([`Alias::clean_up`](crate::registry::Alias::clean_up): run it on a
+//! schedule, with a grace of a few seconds or more).
 //! [`Alias::holders`](crate::registry::Alias::holders) lists the locks held
 //! under the alias's prefix, with their age, lease left and fencing number.
 //!
 //! # Wake-ups
 //!
 //! A release sends `NOTIFY` on the alias's channel (derived from the table
-//! and the prefix) in the same statement as its `DELETE`; each store keeps
+//! and the prefix) in the same statement that frees the row; each store keeps
 //! one `LISTEN` connection on the runtime's I/O thread and wakes the
 //! waiters of the released key. A waiter in another process so takes over
 //! a lock a few milliseconds after its release on a local server (5 to 10
@@ -104,7 +108,8 @@ use tokio_postgres::Config;
 use super::kind::{Opening, StoreKind};
 use super::{
     Abilities, Acquired, AsyncCleanUp, AsyncListing, AsyncOwnerCheck, AsyncStore, Attempt,
-    BackendError, BoxFuture, Busy, Held, Namespace, Request, Signal, Token, WakeUps, Watch,
+    BackendError, BoxFuture, Busy, EncodedToken, Held, Namespace, OwnerCheck, Request, Signal,
+    Store, Token, WakeUps, Watch,
 };
 use crate::config::{self, redact};
 use crate::lease::DEFAULT_LEASE;
@@ -136,7 +141,7 @@ pub(crate) static KIND: StoreKind = StoreKind {
     locate: |url| Ok(vec![url.to_owned()]),
     open: |at, o| {
         let url = at.first().map_or("", String::as_str);
-        PostgresStore::open(url, o).map(|s| super::non_blocking(Arc::new(s)))
+        PostgresStore::open(url, o).map(|s| super::dual(Arc::new(s)))
     },
     fresh: None,
 };
@@ -162,7 +167,9 @@ pub fn schema_sql(table: &str) -> Result<String, String> {
 struct PostgresStore {
     url: String,
     names: Arc<Names>,
-    pool: Pool,
+    /// The release statement's NOTIFY channel, shared by the calls.
+    channel: Arc<str>,
+    pool: Arc<Pool>,
     listener: Listener,
 }
 
@@ -207,15 +214,22 @@ impl PostgresStore {
         );
         Ok(Self {
             url: base.to_owned(),
-            pool: Pool::new(
+            pool: Arc::new(Pool::new(
                 cfg,
                 Arc::clone(&names),
                 o.connect_timeout,
                 o.command_timeout,
-            ),
+            )),
+            channel: names.channel.as_str().into(),
             names,
             listener,
         })
+    }
+}
+
+impl PostgresStore {
+    fn channel(&self) -> Arc<str> {
+        Arc::clone(&self.channel)
     }
 }
 
@@ -225,35 +239,108 @@ fn millis(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
+/// The store's operations, each one statement on a client, written once for
+/// both forms: the async one awaits them on the I/O thread's clients, the
+/// sync one on a connection the calling thread drives (see
+/// [`Pool::blocking`]).
+mod ops {
+    use std::sync::Arc;
+
+    use tokio_postgres::Error;
+
+    use super::pool::Conn;
+    use crate::backend::EncodedToken;
+
+    /// The fence if it won, else how long until the holder's lease ends.
+    pub(super) async fn acquire(
+        c: Arc<Conn>,
+        key: Vec<u8>,
+        owner: EncodedToken,
+        lease: i64,
+        steal: Option<i64>,
+    ) -> Result<(Option<i64>, Option<i64>), Error> {
+        let row = c
+            .client
+            .query_one(&c.acquire, &[&key, &owner.as_str(), &lease, &steal])
+            .await?;
+        Ok((row.try_get(0)?, row.try_get(1)?))
+    }
+
+    /// Whether the owner's row went while its lease ran.
+    pub(super) async fn release(
+        c: Arc<Conn>,
+        key: Vec<u8>,
+        owner: EncodedToken,
+        channel: Arc<str>,
+    ) -> Result<bool, Error> {
+        let rows = c
+            .client
+            .query(&c.release, &[&key, &owner.as_str(), &&*channel])
+            .await?;
+        match rows.first() {
+            Some(r) => r.try_get(0),
+            None => Ok(false),
+        }
+    }
+
+    pub(super) async fn extend(
+        c: Arc<Conn>,
+        key: Vec<u8>,
+        owner: EncodedToken,
+        lease: i64,
+    ) -> Result<bool, Error> {
+        Ok(c.client
+            .execute(&c.extend, &[&key, &owner.as_str(), &lease])
+            .await?
+            == 1)
+    }
+
+    pub(super) async fn holds(
+        c: Arc<Conn>,
+        key: Vec<u8>,
+        owner: EncodedToken,
+    ) -> Result<bool, Error> {
+        Ok(!c
+            .client
+            .query(&c.holds, &[&key, &owner.as_str()])
+            .await?
+            .is_empty())
+    }
+}
+
+/// An acquire statement's answer as an attempt.
+fn attempt((fence, retry): (Option<i64>, Option<i64>), sent: Instant) -> Attempt {
+    match fence {
+        Some(f) => Attempt::Acquired(Acquired::new(u64::try_from(f).ok()).sent_at(sent)),
+        None => Attempt::Busy(Busy::new(
+            retry.map(|ms| Duration::from_millis(u64::try_from(ms).unwrap_or(0))),
+        )),
+    }
+}
+
+/// The acquire statement's parameters for `req`: key, owner, lease, steal.
+fn acquire_args(req: &Request<'_>) -> (Vec<u8>, EncodedToken, i64, Option<i64>) {
+    (
+        req.key.as_bytes().to_vec(),
+        req.token.encode(),
+        millis(req.lease.unwrap_or(DEFAULT_LEASE)),
+        req.steal_after.map(millis),
+    )
+}
+
 impl AsyncStore for PostgresStore {
     fn try_acquire<'a>(
         &'a self,
         req: &'a Request<'a>,
     ) -> BoxFuture<'a, Result<Attempt, BackendError>> {
         Box::pin(async move {
-            let owner = req.token.encode();
-            let lease = millis(req.lease.unwrap_or(DEFAULT_LEASE));
-            let steal = req.steal_after.map(millis);
             let sent = Instant::now();
-            let key = req.key.as_bytes();
-            let row = self
+            let (key, owner, lease, steal) = acquire_args(req);
+            let answer = self
                 .pool
-                .with(Some(req.key), |c| async move {
-                    c.client
-                        .query_one(&c.acquire, &[&key, &owner.as_str(), &lease, &steal])
-                        .await
-                })
+                .with(Some(req.key), |c| ops::acquire(c, key, owner, lease, steal))
                 .await?;
-            let (fence, retry): (Option<i64>, Option<i64>) = (
-                row.try_get(0).map_err(|e| pool::error(&e))?,
-                row.try_get(1).map_err(|e| pool::error(&e))?,
-            );
-            Ok(match fence {
-                Some(f) => Attempt::Acquired(Acquired::new(u64::try_from(f).ok()).sent_at(sent)),
-                None => Attempt::Busy(Busy::new(
-                    retry.map(|ms| Duration::from_millis(u64::try_from(ms).unwrap_or(0))),
-                )),
-            })
+            Ok(attempt(answer, sent))
         })
     }
 
@@ -262,22 +349,11 @@ impl AsyncStore for PostgresStore {
         key: &'a str,
         token: Token,
     ) -> BoxFuture<'a, Result<bool, BackendError>> {
-        Box::pin(async move {
-            let owner = token.encode();
-            let channel = self.names.channel.as_str();
-            let rows = self
-                .pool
-                .with(Some(key), |c| async move {
-                    c.client
-                        .query(&c.release, &[&key.as_bytes(), &owner.as_str(), &channel])
-                        .await
-                })
-                .await?;
-            match rows.first() {
-                Some(r) => r.try_get::<_, bool>(0).map_err(|e| pool::error(&e)),
-                None => Ok(false),
-            }
-        })
+        let (bytes, owner, channel) = (key.as_bytes().to_vec(), token.encode(), self.channel());
+        Box::pin(
+            self.pool
+                .with(Some(key), move |c| ops::release(c, bytes, owner, channel)),
+        )
     }
 
     fn extend<'a>(
@@ -286,18 +362,11 @@ impl AsyncStore for PostgresStore {
         token: Token,
         lease: Duration,
     ) -> BoxFuture<'a, Result<bool, BackendError>> {
-        Box::pin(async move {
-            let (owner, lease) = (token.encode(), millis(lease));
-            let changed = self
-                .pool
-                .with(Some(key), |c| async move {
-                    c.client
-                        .execute(&c.extend, &[&key.as_bytes(), &owner.as_str(), &lease])
-                        .await
-                })
-                .await?;
-            Ok(changed == 1)
-        })
+        let (bytes, owner, lease) = (key.as_bytes().to_vec(), token.encode(), millis(lease));
+        Box::pin(
+            self.pool
+                .with(Some(key), move |c| ops::extend(c, bytes, owner, lease)),
+        )
     }
 
     fn abilities(&self) -> Abilities<'_> {
@@ -309,24 +378,54 @@ impl AsyncStore for PostgresStore {
     }
 }
 
+/// The sync form: the same statements, on a connection the calling thread
+/// drives itself, so a sync caller's call costs no hop to the I/O thread.
+impl Store for PostgresStore {
+    fn try_acquire(&self, req: &Request<'_>) -> Result<Attempt, BackendError> {
+        let sent = Instant::now();
+        let (key, owner, lease, steal) = acquire_args(req);
+        let answer = self.pool.blocking(Some(req.key), move |c| {
+            ops::acquire(c, key, owner, lease, steal)
+        })?;
+        Ok(attempt(answer, sent))
+    }
+
+    fn release(&self, key: &str, token: Token) -> Result<bool, BackendError> {
+        let (bytes, owner, channel) = (key.as_bytes().to_vec(), token.encode(), self.channel());
+        self.pool
+            .blocking(Some(key), move |c| ops::release(c, bytes, owner, channel))
+    }
+
+    fn extend(&self, key: &str, token: Token, lease: Duration) -> Result<bool, BackendError> {
+        let (bytes, owner, lease) = (key.as_bytes().to_vec(), token.encode(), millis(lease));
+        self.pool
+            .blocking(Some(key), move |c| ops::extend(c, bytes, owner, lease))
+    }
+
+    fn abilities(&self) -> Abilities<'_> {
+        AsyncStore::abilities(self).owner_check(self)
+    }
+}
+
+impl OwnerCheck for PostgresStore {
+    fn holds(&self, key: &str, token: Token) -> Result<bool, BackendError> {
+        let (bytes, owner) = (key.as_bytes().to_vec(), token.encode());
+        self.pool
+            .blocking(Some(key), move |c| ops::holds(c, bytes, owner))
+    }
+}
+
 impl AsyncOwnerCheck for PostgresStore {
     fn holds<'a>(
         &'a self,
         key: &'a str,
         token: Token,
     ) -> BoxFuture<'a, Result<bool, BackendError>> {
-        Box::pin(async move {
-            let owner = token.encode();
-            let rows = self
-                .pool
-                .with(Some(key), |c| async move {
-                    c.client
-                        .query(&c.holds, &[&key.as_bytes(), &owner.as_str()])
-                        .await
-                })
-                .await?;
-            Ok(!rows.is_empty())
-        })
+        let (bytes, owner) = (key.as_bytes().to_vec(), token.encode());
+        Box::pin(
+            self.pool
+                .with(Some(key), move |c| ops::holds(c, bytes, owner)),
+        )
     }
 }
 

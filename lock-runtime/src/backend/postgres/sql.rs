@@ -57,6 +57,13 @@ impl Names {
     /// the fence when it won; else how long until the holder's lease ends
     /// (or its steal age comes), as the statement's snapshot shows it: NULL
     /// when the holder committed after the snapshot began.
+    ///
+    /// A key's row outlives its releases (see [`Names::release`]), so every
+    /// grant but a key's first takes over the row, and draws its fence in
+    /// the `DO UPDATE`, under the row's lock: grants of one key so take
+    /// their fences in the order they hold it. (A fence drawn for the
+    /// `INSERT` is drawn before the row exists; two first grants racing for
+    /// a key cannot both insert, and the loser's number goes unused.)
     pub(super) fn acquire(&self) -> String {
         let (t, s) = (&self.table, &self.sequence);
         format!(
@@ -66,7 +73,7 @@ impl Names {
                SELECT $1::bytea, $2::text, nextval('\"{s}\"'), now.t, \
                       now.t + $3::bigint * interval '1 millisecond' FROM now \
                ON CONFLICT (key) DO UPDATE \
-                 SET owner = excluded.owner, fence = excluded.fence, \
+                 SET owner = excluded.owner, fence = nextval('\"{s}\"'), \
                      acquired_at = excluded.acquired_at, lease_end = excluded.lease_end \
                  WHERE l.lease_end <= excluded.acquired_at \
                     OR l.acquired_at + $4::bigint * interval '1 millisecond' <= excluded.acquired_at \
@@ -78,22 +85,28 @@ impl Names {
         )
     }
 
-    /// `$1` key, `$2` owner, `$3` channel. Deletes the row if the owner
-    /// has it (even with its lease ended: nobody else can have it then)
-    /// and wakes the key's waiters in the same statement; answers a row,
-    /// `held`, only if it deleted one. The payload is the key in hex (a
-    /// payload is text without NUL, and keys may hold any character); a
-    /// key too long for a payload wakes every waiter of the channel
-    /// (empty payload).
+    /// `$1` key, `$2` owner, `$3` channel. Frees the row if the owner has
+    /// it (even with its lease ended: nobody else can have it then) and
+    /// wakes the key's waiters in the same statement; answers a row, `held`
+    /// (whether its lease still ran), only if it freed one.
+    ///
+    /// The row stays, ownerless and ended, rather than being deleted, so
+    /// that the next grant draws its fence under the row's lock (see
+    /// [`Names::acquire`]); clean-up deletes it. The payload is the key in
+    /// hex (a payload is text without NUL, and keys may hold any
+    /// character); a key too long for a payload wakes every waiter of the
+    /// channel (empty payload).
     pub(super) fn release(&self) -> String {
+        let t = &self.table;
         format!(
             "WITH gone AS ( \
-               DELETE FROM \"{}\" WHERE key = $1::bytea AND owner = $2::text \
-               RETURNING lease_end > clock_timestamp() AS held) \
+               UPDATE \"{t}\" AS l SET owner = '', lease_end = LEAST(o.lease_end, clock_timestamp()) \
+               FROM (SELECT key, lease_end FROM \"{t}\" WHERE key = $1::bytea AND owner = $2::text FOR UPDATE) o \
+               WHERE l.key = o.key \
+               RETURNING o.lease_end > clock_timestamp() AS held) \
              SELECT held, pg_notify($3::text, CASE WHEN octet_length($1::bytea) < {MAX_NAMED_KEY} \
                                               THEN encode($1::bytea, 'hex') ELSE '' END)::text \
-             FROM gone",
-            self.table
+             FROM gone"
         )
     }
 

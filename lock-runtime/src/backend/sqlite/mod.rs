@@ -110,7 +110,6 @@
 //! rows of the whole table whose lease ended more than `grace` ago (and
 //! those of earlier boots), and never a live one.
 
-mod clock;
 mod pool;
 mod schema;
 
@@ -121,6 +120,7 @@ use std::time::{Duration, Instant};
 
 use rusqlite::{OptionalExtension, TransactionBehavior, params};
 
+use super::clock;
 use super::kind::{Opening, StoreKind};
 use super::{
     Abilities, Acquired, Attempt, Backend, BackendError, BackendErrorKind, Busy, CleanUp, Held,
@@ -348,8 +348,11 @@ impl SqliteStore {
 }
 
 /// Fencing numbers made durable at once: the counter row is synced to disk
-/// when it passes the reserved bound, once per this many acquisitions.
-const FENCE_BLOCK: i64 = 1_000;
+/// when it passes the reserved bound, once per this many acquisitions. A
+/// power loss skips at most this many numbers (of 2^63), and a sync, which
+/// takes milliseconds on a slow disk, stays out of all but one acquisition
+/// in a million.
+const FENCE_BLOCK: i64 = 1_000_000;
 
 impl SqliteStore {
     /// The next fencing number, and whether its block must be synced to disk

@@ -1,24 +1,24 @@
-//! The clock every process locking through one SQLite file reads its lease
-//! ends from. It must be the same clock in all of them and must not jump:
-//! on Linux that is `CLOCK_MONOTONIC` (the clock behind `Instant`), which is
-//! system-wide and never goes back, but restarts at boot; so each row also
-//! carries the boot it was written in, and a row of another boot counts as
-//! ended. Elsewhere it is the wall clock, with the risk that brings (see the
-//! module docs).
+//! The clock every process locking through one host's stores (a SQLite file,
+//! a lock directory) reads its lease ends from. It must be the same clock in
+//! all of them and must not jump: on Linux that is `CLOCK_MONOTONIC` (the
+//! clock behind `Instant`), which is system-wide and never goes back, but
+//! restarts at boot; so each record also carries the boot it was written
+//! in, and a record of another boot counts as ended. Elsewhere it is the
+//! wall clock, with the risk that brings (see the SQLite store's docs).
 
 use std::io;
 
 /// A reading of the shared clock: which clock (its epoch) and where on it.
 #[derive(Debug, Clone)]
-pub(super) struct Now {
+pub(crate) struct Now {
     /// Names the clock's epoch: the boot id on Linux, `wall` elsewhere.
-    pub(super) epoch: &'static str,
+    pub(crate) epoch: &'static str,
     /// Microseconds since the epoch.
-    pub(super) micros: i64,
+    pub(crate) micros: i64,
 }
 
 /// The shared clock, read now.
-pub(super) fn now() -> io::Result<Now> {
+pub(crate) fn now() -> io::Result<Now> {
     Ok(Now {
         epoch: epoch()?,
         micros: micros()?,
