@@ -43,7 +43,7 @@
 //!
 //! Every metric has the label `alias`. The lock's key becomes a label `key`
 //! only for the aliases named in
-//! [`set_metrics_key_labels(alias, true)`](set_metrics_key_labels): keys
+//! `set_metrics_key_labels(alias, true)` (feature `metrics`): keys
 //! built from user ids or dates make a series per key, which most metric
 //! stores charge for, so it is a choice per alias (one whose keys are a
 //! few fixed job names can have them; one keyed by user cannot).
