@@ -260,6 +260,16 @@ pub fn ours_sync(alias: &str, key: &str, cycles: usize) -> BenchResult<f64> {
     Ok(cycles as f64 / t.elapsed().as_secs_f64())
 }
 
+/// Cycles per second of our async API on `alias`, as a user writes it.
+pub async fn ours_async(alias: &'static str, key: &'static str, cycles: usize) -> BenchResult<f64> {
+    let t = Instant::now();
+    for _ in 0..cycles {
+        let guard = Lock::new(key).alias(alias).acquire_async().await?;
+        guard.release_async().await?;
+    }
+    Ok(cycles as f64 / t.elapsed().as_secs_f64())
+}
+
 /// A private temp dir for a section's files, removed when the section is
 /// done with it (however it ends).
 #[cfg(any(feature = "sqlite", feature = "file"))]

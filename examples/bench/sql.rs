@@ -268,12 +268,7 @@ mod postgres {
     }
 
     async fn ours_async(cycles: usize) -> BenchResult<f64> {
-        let t = Instant::now();
-        for _ in 0..cycles {
-            let guard = Lock::new(KEY).alias(ALIAS).acquire_async().await?;
-            guard.release_async().await?;
-        }
-        Ok(cycles as f64 / t.elapsed().as_secs_f64())
+        crate::measure::ours_async(ALIAS, KEY, cycles).await
     }
 
     /// `WAITERS` threads take one key in turn, holding it 1 ms: how long

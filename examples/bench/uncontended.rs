@@ -6,7 +6,6 @@
 
 use std::time::Instant;
 
-use lock_runtime::Lock;
 use redis::aio::MultiplexedConnection;
 use tokio::runtime::{Builder, Runtime};
 
@@ -248,10 +247,5 @@ async fn ideal_async(
 }
 
 async fn ours_async(cycles: usize) -> BenchResult<f64> {
-    let t = Instant::now();
-    for _ in 0..cycles {
-        let guard = Lock::new(KEY).alias(ALIAS).acquire_async().await?;
-        guard.release_async().await?;
-    }
-    Ok(cycles as f64 / t.elapsed().as_secs_f64())
+    crate::measure::ours_async(ALIAS, KEY, cycles).await
 }
