@@ -25,20 +25,18 @@ use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use super::files::{private_dir, read_from, tail};
-use super::ports::{free_port, release_port};
-use super::process::{signal, spawn, wait_for_proc_state};
+use super::process::spawn;
+use super::server::{Launch, Supervised};
 
 pub const MEMCACHED_BIN_ENV: &str = "MEMCACHED_BIN";
 /// How long a fresh server gets to answer.
 pub const MEMCACHED_READY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Connect, read and write timeout of the harness's own commands.
 const CMD_TIMEOUT: Duration = Duration::from_secs(5);
-const START_ATTEMPTS: usize = 5;
 const LOG_TAIL_LINES: usize = 40;
 /// Its stdout and stderr (`-v`: errors and warnings).
 const OUTPUT_FILE: &str = "memcached.out";
@@ -49,17 +47,7 @@ const INSTALL_HINT: &str = "install it (Debian/Ubuntu: `apt-get install memcache
 /// server in an `Arc` or a static can be restarted or paused while the code
 /// under test runs.
 pub struct MemcachedServer {
-    bin: PathBuf,
-    dir: PathBuf,
-    port: u16,
-    /// `(uid, gid)` to run as, when root.
-    ids: Option<(u32, u32)>,
-    state: Mutex<State>,
-}
-
-struct State {
-    child: Option<Child>,
-    paused: bool,
+    server: Supervised,
 }
 
 impl MemcachedServer {
@@ -71,53 +59,30 @@ impl MemcachedServer {
     pub fn start() -> MemcachedServer {
         let bin = memcached_bin().unwrap_or_else(|msg| panic!("{msg}"));
         let ids = run_as();
-        let dir = private_dir("memcached");
-        let mut taken = Vec::new();
-        for _ in 0..START_ATTEMPTS {
-            let port = free_port();
-            match launch(&bin, &dir, port, ids) {
-                Ok(child) => {
-                    return MemcachedServer {
-                        bin,
-                        dir,
-                        port,
-                        ids,
-                        state: Mutex::new(State {
-                            child: Some(child),
-                            paused: false,
-                        }),
-                    };
-                }
-                Err(Launch::PortTaken) => {
-                    release_port(port);
-                    taken.push(port);
-                }
-                Err(Launch::Failed(msg)) => {
-                    release_port(port);
-                    let _ = fs::remove_dir_all(&dir);
-                    panic!("{msg}");
-                }
-            }
+        let launcher = Box::new(move |dir: &Path, port| launch(&bin, dir, port, ids));
+        MemcachedServer {
+            server: Supervised::start(
+                "memcached",
+                private_dir("memcached"),
+                MEMCACHED_READY_TIMEOUT,
+                launcher,
+            ),
         }
-        let _ = fs::remove_dir_all(&dir);
-        panic!(
-            "could not start memcached: another process took each port chosen for it ({taken:?})"
-        );
     }
 
     /// The port it listens on, the same across restarts.
     pub fn port(&self) -> u16 {
-        self.port
+        self.server.port()
     }
 
     /// `127.0.0.1:<port>`.
     pub fn addr(&self) -> SocketAddr {
-        SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, self.port))
+        SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, self.port()))
     }
 
     /// `127.0.0.1:<port>`, as a server of a `memcache://` URL.
     pub fn host_port(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        format!("127.0.0.1:{}", self.port())
     }
 
     /// `memcache://127.0.0.1:<port>`, to give to the code under test.
@@ -127,23 +92,18 @@ impl MemcachedServer {
 
     /// Its private temp dir (its output file is there), removed on drop.
     pub fn dir(&self) -> &Path {
-        &self.dir
+        self.server.dir()
     }
 
     /// The server process's id, `None` once stopped.
     pub fn pid(&self) -> Option<u32> {
-        self.state().child.as_ref().map(Child::id)
+        self.server.pid()
     }
 
     /// Kills it (`SIGKILL`: a crash) and waits until it is gone; the port
     /// stays reserved for [`restart`](Self::restart).
     pub fn stop(&self) {
-        let mut state = self.state();
-        if let Some(mut child) = state.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        state.paused = false;
+        self.server.stop()
     }
 
     /// Starts a fresh, empty server on the same port (killing the running
@@ -152,25 +112,7 @@ impl MemcachedServer {
     /// # Panics
     /// If it does not come up within [`MEMCACHED_READY_TIMEOUT`].
     pub fn restart(&self) {
-        self.stop();
-        let mut state = self.state();
-        let deadline = Instant::now() + MEMCACHED_READY_TIMEOUT;
-        loop {
-            match launch(&self.bin, &self.dir, self.port, self.ids) {
-                Ok(child) => {
-                    state.child = Some(child);
-                    return;
-                }
-                Err(Launch::PortTaken) if Instant::now() < deadline => {
-                    thread::sleep(Duration::from_millis(100))
-                }
-                Err(Launch::PortTaken) => panic!(
-                    "could not restart memcached: port {} stayed taken for {MEMCACHED_READY_TIMEOUT:?}",
-                    self.port
-                ),
-                Err(Launch::Failed(msg)) => panic!("{msg}"),
-            }
-        }
+        self.server.restart()
     }
 
     /// Freezes it (`SIGSTOP`): the kernel still accepts connections, nothing
@@ -179,13 +121,7 @@ impl MemcachedServer {
     /// # Panics
     /// If it is not running.
     pub fn pause(&self) {
-        let mut state = self.state();
-        let pid = live_pid(&mut state, self.port);
-        if !state.paused {
-            signal(pid, libc::SIGSTOP);
-            wait_for_proc_state(pid, true);
-            state.paused = true;
-        }
+        self.server.pause()
     }
 
     /// Undoes [`pause`](Self::pause).
@@ -193,13 +129,7 @@ impl MemcachedServer {
     /// # Panics
     /// If it is not running.
     pub fn resume(&self) {
-        let mut state = self.state();
-        let pid = live_pid(&mut state, self.port);
-        if state.paused {
-            signal(pid, libc::SIGCONT);
-            wait_for_proc_state(pid, false);
-            state.paused = false;
-        }
+        self.server.resume()
     }
 
     /// Sends raw protocol text on a fresh connection and returns what came
@@ -212,7 +142,7 @@ impl MemcachedServer {
             panic!(
                 "`{}` to memcached on port {} failed: {e}",
                 String::from_utf8_lossy(request).trim_end(),
-                self.port
+                self.port()
             )
         })
     }
@@ -230,16 +160,12 @@ impl MemcachedServer {
             .and_then(|n| n.parse().ok())
             .expect("stats has curr_items")
     }
-
-    fn state(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
-    }
 }
 
 impl std::fmt::Debug for MemcachedServer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MemcachedServer")
-            .field("port", &self.port)
+            .field("port", &self.port())
             .field("pid", &self.pid())
             .finish()
     }
@@ -247,35 +173,17 @@ impl std::fmt::Debug for MemcachedServer {
 
 impl Drop for MemcachedServer {
     fn drop(&mut self) {
-        let state = self.state.get_mut().unwrap_or_else(PoisonError::into_inner);
-        if let Some(mut child) = state.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        // Killed first, so that its output is complete; `server` then
+        // removes the dir and gives the port back.
+        self.server.kill();
         if thread::panicking() {
             eprintln!(
                 "--- memcached (port {}) output ---\n{}--- end of memcached output ---",
-                self.port,
-                tail(&self.dir.join(OUTPUT_FILE), LOG_TAIL_LINES)
+                self.port(),
+                tail(&self.dir().join(OUTPUT_FILE), LOG_TAIL_LINES)
             );
         }
-        let _ = fs::remove_dir_all(&self.dir);
-        release_port(self.port);
     }
-}
-
-fn live_pid(state: &mut State, port: u16) -> u32 {
-    if let Some(child) = state.child.as_mut()
-        && matches!(child.try_wait(), Ok(None))
-    {
-        return child.id();
-    }
-    panic!("memcached on port {port} is not running")
-}
-
-enum Launch {
-    PortTaken,
-    Failed(String),
 }
 
 fn launch(bin: &Path, dir: &Path, port: u16, ids: Option<(u32, u32)>) -> Result<Child, Launch> {

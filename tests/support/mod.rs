@@ -26,6 +26,7 @@ pub mod ports;
 pub mod postgres;
 pub mod process;
 pub mod redis;
+pub mod server;
 
 pub use self::redis::{
     CMD_TIMEOUT, READY_TIMEOUT, REDIS_SERVER_BIN_ENV, RedisServer, RespValue, resp_command,

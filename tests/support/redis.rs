@@ -31,22 +31,18 @@ use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use super::files::{private_dir, read_from, tail};
-use super::ports::{free_port, release_port};
-use super::process::{signal, spawn, wait_for_proc_state};
+use super::process::spawn;
+use super::server::{Launch, Supervised};
 
 pub const REDIS_SERVER_BIN_ENV: &str = "REDIS_SERVER_BIN";
 /// How long a fresh server gets to answer `PING`.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Connect, read and write timeout of [`RedisServer::cmd`].
 pub const CMD_TIMEOUT: Duration = Duration::from_secs(5);
-/// Fresh ports tried by [`RedisServer::start`] when another process takes
-/// the chosen port before `redis-server` binds it.
-const START_ATTEMPTS: usize = 5;
 /// Lines of the server's log shown when a test fails.
 const LOG_TAIL_LINES: usize = 50;
 /// The server's log, inside its temp dir.
@@ -66,18 +62,7 @@ const INSTALL_HINT: &str = "install it (Debian/Ubuntu: `apt-get install redis-se
 /// Every method takes `&self`, so a server in an `Arc` can be stopped or
 /// paused from another thread while the code under test runs.
 pub struct RedisServer {
-    bin: PathBuf,
-    dir: PathBuf,
-    port: u16,
-    /// Arguments given to `start_with`, kept for restarts.
-    extra: Vec<String>,
-    state: Mutex<State>,
-}
-
-struct State {
-    /// `None` once stopped.
-    child: Option<Child>,
-    paused: bool,
+    server: Supervised,
 }
 
 impl RedisServer {
@@ -96,85 +81,55 @@ impl RedisServer {
     /// commands. The arguments are given again on every restart.
     pub fn start_with(extra: &[String]) -> RedisServer {
         let bin = redis_server_bin().unwrap_or_else(|msg| panic!("{msg}"));
-        let dir = private_dir("redis");
-        let mut taken = Vec::new();
-        for _ in 0..START_ATTEMPTS {
-            let port = free_port();
-            match launch(&bin, &dir, port, extra, Instant::now() + READY_TIMEOUT) {
-                Ok(child) => {
-                    return RedisServer {
-                        bin,
-                        dir,
-                        port,
-                        extra: extra.to_vec(),
-                        state: Mutex::new(State {
-                            child: Some(child),
-                            paused: false,
-                        }),
-                    };
-                }
-                Err(Launch::PortTaken) => {
-                    release_port(port);
-                    taken.push(port);
-                }
-                Err(Launch::Failed(msg)) => {
-                    release_port(port);
-                    let _ = fs::remove_dir_all(&dir);
-                    panic!("{msg}");
-                }
-            }
+        let extra = extra.to_vec();
+        let launcher = Box::new(move |dir: &Path, port| {
+            launch(&bin, dir, port, &extra, Instant::now() + READY_TIMEOUT)
+        });
+        RedisServer {
+            server: Supervised::start(
+                "redis-server",
+                private_dir("redis"),
+                READY_TIMEOUT,
+                launcher,
+            ),
         }
-        let _ = fs::remove_dir_all(&dir);
-        panic!(
-            "could not start redis-server: another process took each port chosen for it ({taken:?})"
-        );
     }
 
     /// The port it listens on, the same across [`restart`](Self::restart)s.
     pub fn port(&self) -> u16 {
-        self.port
+        self.server.port()
     }
 
     /// `127.0.0.1:<port>`.
     pub fn addr(&self) -> SocketAddr {
-        SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, self.port))
+        SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, self.port()))
     }
 
     /// `redis://127.0.0.1:<port>`, to give to the code under test.
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        format!("redis://127.0.0.1:{}", self.port())
     }
 
     /// The server process's id, `None` once stopped.
     pub fn pid(&self) -> Option<u32> {
-        self.state().child.as_ref().map(Child::id)
+        self.server.pid()
     }
 
     /// Whether the process is alive (a paused one is).
     pub fn is_running(&self) -> bool {
-        let mut state = self.state();
-        match state.child.as_mut() {
-            Some(child) => matches!(child.try_wait(), Ok(None)),
-            None => false,
-        }
+        self.server.is_running()
     }
 
     /// Whether [`pause`](Self::pause) is in effect.
     pub fn is_paused(&self) -> bool {
-        self.state().paused
+        self.server.is_paused()
     }
 
     /// Kills the server (`SIGKILL`: a crash, not a shutdown) and waits for it
     /// to be gone, so that its port refuses connections. The port stays
     /// reserved for [`restart`](Self::restart). Does nothing if stopped.
     pub fn stop(&self) {
-        let mut state = self.state();
-        if let Some(mut child) = state.child.take() {
-            // SIGKILL also ends a stopped (paused) process.
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        state.paused = false;
+        self.server.stop()
     }
 
     /// Starts a fresh, empty server on the same port (killing the running
@@ -184,34 +139,7 @@ impl RedisServer {
     /// If it does not come up within [`READY_TIMEOUT`], for instance because
     /// another process took the port while it was stopped.
     pub fn restart(&self) {
-        self.stop();
-        let mut state = self.state();
-        let deadline = Instant::now() + READY_TIMEOUT;
-        loop {
-            match launch(
-                &self.bin,
-                &self.dir,
-                self.port,
-                &self.extra,
-                Instant::now() + READY_TIMEOUT,
-            ) {
-                Ok(child) => {
-                    state.child = Some(child);
-                    return;
-                }
-                // A client socket may hold the port for a moment; the port
-                // is part of the URL the test handed out, so wait rather
-                // than move.
-                Err(Launch::PortTaken) if Instant::now() < deadline => {
-                    thread::sleep(Duration::from_millis(100))
-                }
-                Err(Launch::PortTaken) => panic!(
-                    "could not restart redis-server: another process has held port {} for {READY_TIMEOUT:?}",
-                    self.port
-                ),
-                Err(Launch::Failed(msg)) => panic!("{msg}"),
-            }
-        }
+        self.server.restart()
     }
 
     /// Freezes the server (`SIGSTOP`): connections are still accepted by the
@@ -221,13 +149,7 @@ impl RedisServer {
     /// # Panics
     /// If the server is not running.
     pub fn pause(&self) {
-        let mut state = self.state();
-        let pid = self.live_pid(&mut state, "pause");
-        if !state.paused {
-            signal(pid, libc::SIGSTOP);
-            wait_for_proc_state(pid, true);
-            state.paused = true;
-        }
+        self.server.pause()
     }
 
     /// Undoes [`pause`](Self::pause) (`SIGCONT`).
@@ -235,13 +157,7 @@ impl RedisServer {
     /// # Panics
     /// If the server is not running.
     pub fn resume(&self) {
-        let mut state = self.state();
-        let pid = self.live_pid(&mut state, "resume");
-        if state.paused {
-            signal(pid, libc::SIGCONT);
-            wait_for_proc_state(pid, false);
-            state.paused = false;
-        }
+        self.server.resume()
     }
 
     /// Sends one command on a fresh connection and returns the reply; a
@@ -259,7 +175,7 @@ impl RedisServer {
             panic!(
                 "`{}` to redis-server on port {} failed{paused}: {e}",
                 show_args(args),
-                self.port
+                self.port()
             )
         })
     }
@@ -328,30 +244,12 @@ impl RedisServer {
 
     /// Where the server logs, across restarts.
     pub fn log_path(&self) -> PathBuf {
-        self.dir.join(LOG_FILE)
+        self.server.dir().join(LOG_FILE)
     }
 
     /// The last `n` lines of its log.
     pub fn log_tail(&self, n: usize) -> String {
         tail(&self.log_path(), n)
-    }
-
-    fn state(&self) -> MutexGuard<'_, State> {
-        // A test that panicked while holding the lock must not hide the
-        // server from Drop.
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn live_pid(&self, state: &mut State, what: &str) -> u32 {
-        if let Some(child) = state.child.as_mut()
-            && matches!(child.try_wait(), Ok(None))
-        {
-            return child.id();
-        }
-        panic!(
-            "cannot {what} redis-server on port {}: it is not running",
-            self.port
-        )
     }
 
     /// [`cmd`](Self::cmd), panicking on an error reply too.
@@ -373,42 +271,31 @@ impl RedisServer {
 impl fmt::Debug for RedisServer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisServer")
-            .field("port", &self.port)
+            .field("port", &self.port())
             .field("pid", &self.pid())
-            .field("dir", &self.dir)
+            .field("dir", &self.server.dir())
             .finish()
     }
 }
 
 impl Drop for RedisServer {
     fn drop(&mut self) {
-        let state = self.state.get_mut().unwrap_or_else(PoisonError::into_inner);
-        if let Some(mut child) = state.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        // Killed first, so that its log is complete; `server` then removes
+        // the dir and gives the port back.
+        self.server.kill();
         if thread::panicking() {
             let mut msg = format!(
                 "--- last {LOG_TAIL_LINES} lines of redis-server log (port {}) ---\n{}",
-                self.port,
+                self.port(),
                 self.log_tail(LOG_TAIL_LINES)
             );
-            let output = tail(&self.dir.join(OUTPUT_FILE), LOG_TAIL_LINES);
+            let output = tail(&self.server.dir().join(OUTPUT_FILE), LOG_TAIL_LINES);
             if !output.trim().is_empty() {
                 msg.push_str(&format!("--- redis-server stdout/stderr ---\n{output}"));
             }
             eprintln!("{msg}--- end of redis-server log ---");
         }
-        let _ = fs::remove_dir_all(&self.dir);
-        release_port(self.port);
     }
-}
-
-enum Launch {
-    /// `redis-server` could not bind the port: try another.
-    PortTaken,
-    /// Anything else: give up with this message.
-    Failed(String),
 }
 
 /// Starts `redis-server` on `port` and waits until that very process
