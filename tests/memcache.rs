@@ -9,7 +9,6 @@ mod support;
 use std::collections::HashSet;
 use std::fs;
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use lock_runtime::backend::memcache::MemcacheStore;
@@ -42,52 +41,18 @@ fn is_backend_error(e: &LockError) -> bool {
 #[test]
 fn exclusion_across_four_processes() {
     if support::child_role().is_some() {
-        let url = std::env::var("MEMCACHED_URL").expect("the parent passes MEMCACHED_URL");
-        let file = PathBuf::from(std::env::var("COUNTER_FILE").expect("and COUNTER_FILE"));
-        let a = alias("mc", &format!("{url}?poll_ms=1"));
-        for _ in 0..SECTIONS {
-            let guard = lock(&a, "counter").acquire().unwrap();
-            let n: u64 = fs::read_to_string(&file).unwrap().trim().parse().unwrap();
-            fs::write(&file, (n + 1).to_string()).unwrap();
-            guard.release().unwrap();
-        }
-        support::report(format!("done {SECTIONS}"));
-        return;
+        return support::count_in_child(SECTIONS);
     }
     let server = MemcachedServer::start();
-    let dir = support::private_dir("memcache-counter");
-    let file = dir.join("counter");
-    fs::write(&file, "0").unwrap();
-    let url = server.url();
-    let started = Instant::now();
-    let children = support::wait_children(
-        support::spawn_children(
-            &support::test_name!(),
-            "worker",
-            PROCESSES,
-            &[
-                ("MEMCACHED_URL", url.as_str()),
-                ("COUNTER_FILE", file.to_str().unwrap()),
-            ],
-        ),
+    support::count_in_processes(
+        &support::test_name!(),
+        &server.url(),
+        PROCESSES,
+        SECTIONS,
         CHILDREN_TIMEOUT,
-    );
-    for c in &children {
-        assert_eq!(c.reports(), [format!("done {SECTIONS}")]);
-    }
-    let total: u64 = fs::read_to_string(&file).unwrap().parse().unwrap();
-    assert_eq!(
-        total,
-        (PROCESSES * SECTIONS) as u64,
-        "updates were lost: the lock let two processes in at once"
     );
     // What is left is the fencing counter: every lock was released.
     assert_eq!(server.curr_items(), 1, "a lock was left behind");
-    println!(
-        "{PROCESSES} processes x {SECTIONS} sections in {:?}",
-        started.elapsed()
-    );
-    fs::remove_dir_all(dir).ok();
 }
 
 /// A holder killed with SIGKILL stops renewing; its lock is free when the

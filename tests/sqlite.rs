@@ -45,54 +45,19 @@ fn rows(db: &Path) -> i64 {
 
 const SECTIONS: usize = 1_000;
 
-/// Reads the counter file and writes it back plus one, with a yield in
-/// between, so that a second writer would interleave if it could.
-fn unsafe_increment(counter: &Path) {
-    let n: u64 = std::fs::read_to_string(counter)
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(0);
-    std::thread::yield_now();
-    std::fs::write(counter, (n + 1).to_string()).unwrap();
-}
-
 #[test]
 fn four_processes_count_exactly() {
     if support::child_role().is_some() {
-        shared_from_parent();
-        let counter = PathBuf::from(std::env::var(DIR_ENV).unwrap()).join("counter");
-        for _ in 0..SECTIONS {
-            let guard = Lock::new("counter")
-                .alias("shared")
-                .acquire()
-                .expect("acquire");
-            unsafe_increment(&counter);
-            guard.release().expect("still held");
-        }
-        support::report(format!("done {SECTIONS}"));
-        return;
+        return support::count_in_child(SECTIONS);
     }
     let dir = support::private_dir("sqlite-exclusion");
     let db = dir.join("locks.db");
-    let url = url_of(&db, "");
-    let dir_s = dir.display().to_string();
-    let children = support::wait_children(
-        support::spawn_children(
-            &support::test_name!(),
-            "worker",
-            PROCESSES,
-            &[(URL_ENV, url.as_str()), (DIR_ENV, dir_s.as_str())],
-        ),
+    support::count_in_processes(
+        &support::test_name!(),
+        &url_of(&db, ""),
+        PROCESSES,
+        SECTIONS,
         CHILDREN_TIMEOUT,
-    );
-    for c in &children {
-        assert_eq!(c.reports(), vec![format!("done {SECTIONS}")]);
-    }
-    let count = std::fs::read_to_string(dir.join("counter")).unwrap();
-    assert_eq!(
-        count,
-        (PROCESSES * SECTIONS).to_string(),
-        "updates were lost: the lock let two processes in at once"
     );
     assert_eq!(rows(&db), 0, "a lock was left behind");
     std::fs::remove_dir_all(dir).ok();

@@ -19,6 +19,7 @@
 #![allow(dead_code, unused_macros, unused_imports)]
 
 pub mod children;
+pub mod counting;
 pub mod files;
 pub mod locks;
 pub mod memcached;
@@ -36,6 +37,7 @@ pub use children::{
     CHILD_TIMEOUT, ChildOutput, INDEX_ENV, ROLE_ENV, TestChild, child_index, child_role,
     collect_children, report, run_children, spawn_children, test_name_from_path, wait_children,
 };
+pub use counting::{count_in_child, count_in_processes};
 pub use files::private_dir;
 pub use locks::{
     AppError, add_alias, held, held_on, is_busy, is_free, lock_error, redis_alias, redis_config,
