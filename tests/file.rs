@@ -208,74 +208,19 @@ fn a_waiter_is_woken_by_another_process_release() {
     std::fs::remove_dir_all(root).ok();
 }
 
-const STALE: usize = 40;
-
 #[test]
 fn clean_up_removes_only_expired_files_while_processes_lock() {
     if support::child_role().is_some() {
-        shared_from_parent();
-        let me = support::child_index().unwrap();
-        let mut sections = 0;
-        let until = Instant::now() + Duration::from_millis(1_500);
-        while Instant::now() < until {
-            let guard = Lock::new(format!("busy-{}", sections % 3))
-                .alias("shared")
-                .expire(Duration::from_secs(60))
-                .acquire()
-                .expect("acquire");
-            std::thread::sleep(Duration::from_micros(200));
-            assert!(
-                !guard.is_lost(),
-                "child {me}: the clean-up took a live lock"
-            );
-            // Fails if the clean-up deleted the file while it was held.
-            guard.release().expect("still held after clean-ups");
-            sections += 1;
-        }
-        support::report(format!("clean {}", sections > 0));
-        return;
+        return support::lock_beside_clean_ups();
     }
     let (root, locks, url) = lock_dir("file-clean-up");
-    registry::add("clean-parent", AliasConfig::from_url(&url).unwrap()).unwrap();
-    let alias = registry::alias("clean-parent").unwrap();
-    for i in 0..STALE {
-        drop(
-            Lock::new(format!("stale-{i}"))
-                .alias("clean-parent")
-                .expire(Duration::from_millis(20))
-                .delete_on_exit(false)
-                .acquire()
-                .unwrap(),
-        );
-    }
-    let live = Lock::new("live")
-        .alias("clean-parent")
-        .expire(Duration::from_secs(60))
-        .acquire()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(50));
-    assert_eq!(key_files(&locks), STALE + 1);
-
-    let children = support::spawn_children(
+    support::clean_up_beside_processes(
         &support::test_name!(),
-        "locker",
+        &url,
         PROCESSES,
-        &[(URL_ENV, url.as_str())],
+        CHILDREN_TIMEOUT,
+        |held| assert_eq!(key_files(&locks), held),
     );
-    let mut removed = 0;
-    let until = Instant::now() + Duration::from_millis(1_200);
-    while Instant::now() < until {
-        removed += alias.clean_up(Duration::ZERO).unwrap().unwrap();
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    let children = support::wait_children(children, CHILDREN_TIMEOUT);
-    for c in &children {
-        assert_eq!(c.reports(), vec!["clean true".to_owned()]);
-    }
-    assert_eq!(removed, STALE as u64, "exactly the expired files");
-    assert!(!live.is_lost());
-    live.release()
-        .expect("the parent's live lock survived every clean-up");
     assert_eq!(names(&locks), ["fence"], "only the fencing counter is left");
     std::fs::remove_dir_all(root).ok();
 }

@@ -14,26 +14,12 @@ use lock_runtime::registry::{self, AliasConfig};
 use lock_runtime::{Lock, LockError};
 
 const PROCESSES: usize = 4;
-const URL_ENV: &str = "SQLITE_LOCK_URL";
 const DIR_ENV: &str = "SQLITE_LOCK_DIR";
 /// Children of the whole file share the machine with the other tests.
 const CHILDREN_TIMEOUT: Duration = Duration::from_secs(60);
 
 fn url_of(db: &Path, settings: &str) -> String {
     format!("sqlite://{}{settings}", db.display())
-}
-
-/// Registers the alias `shared` on the parent's URL (in a child).
-fn shared_from_parent() -> String {
-    let url = std::env::var(URL_ENV).expect("the parent passes the URL");
-    registry::add(
-        "shared",
-        AliasConfig::from_url(&url)
-            .unwrap()
-            .poll_interval(Duration::from_millis(1)),
-    )
-    .unwrap();
-    url
 }
 
 /// Rows in the lock table, read with a connection of the test's own.
@@ -63,76 +49,20 @@ fn four_processes_count_exactly() {
     std::fs::remove_dir_all(dir).ok();
 }
 
-const STALE: usize = 40;
-
 #[test]
 fn clean_up_removes_only_expired_rows_while_processes_lock() {
     if support::child_role().is_some() {
-        shared_from_parent();
-        let me = support::child_index().unwrap();
-        let mut sections = 0;
-        let until = std::time::Instant::now() + Duration::from_millis(1_500);
-        while std::time::Instant::now() < until {
-            let guard = Lock::new(format!("busy-{}", sections % 3))
-                .alias("shared")
-                .expire(Duration::from_secs(60))
-                .acquire()
-                .expect("acquire");
-            std::thread::sleep(Duration::from_micros(200));
-            assert!(
-                !guard.is_lost(),
-                "child {me}: the clean-up took a live lock"
-            );
-            // Fails if the clean-up deleted the row while it was held.
-            guard.release().expect("still held after clean-ups");
-            sections += 1;
-        }
-        support::report(format!("clean {}", sections > 0));
-        return;
+        return support::lock_beside_clean_ups();
     }
     let dir = support::private_dir("sqlite-clean-up");
     let db = dir.join("locks.db");
-    let url = url_of(&db, "");
-    registry::add("clean-parent", AliasConfig::from_url(&url).unwrap()).unwrap();
-    let alias = registry::alias("clean-parent").unwrap();
-    for i in 0..STALE {
-        drop(
-            Lock::new(format!("stale-{i}"))
-                .alias("clean-parent")
-                .expire(Duration::from_millis(20))
-                .delete_on_exit(false)
-                .acquire()
-                .unwrap(),
-        );
-    }
-    let live = Lock::new("live")
-        .alias("clean-parent")
-        .expire(Duration::from_secs(60))
-        .acquire()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(50));
-
-    let dir_s = dir.display().to_string();
-    let children = support::spawn_children(
+    support::clean_up_beside_processes(
         &support::test_name!(),
-        "locker",
+        &url_of(&db, ""),
         PROCESSES,
-        &[(URL_ENV, url.as_str()), (DIR_ENV, dir_s.as_str())],
+        CHILDREN_TIMEOUT,
+        |held| assert_eq!(rows(&db), held as i64),
     );
-    let mut removed = 0;
-    let until = std::time::Instant::now() + Duration::from_millis(1_200);
-    while std::time::Instant::now() < until {
-        removed += alias.clean_up(Duration::ZERO).unwrap().unwrap();
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    let children = support::wait_children(children, CHILDREN_TIMEOUT);
-    for c in &children {
-        assert_eq!(c.reports(), vec!["clean true".to_owned()]);
-    }
-    assert_eq!(removed, STALE as u64, "exactly the expired rows");
-    assert!(!live.is_lost());
-    live.release()
-        .expect("the parent's live lock survived every clean-up");
     assert_eq!(rows(&db), 0);
     std::fs::remove_dir_all(dir).ok();
 }

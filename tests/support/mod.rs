@@ -37,7 +37,9 @@ pub use children::{
     CHILD_TIMEOUT, ChildOutput, INDEX_ENV, ROLE_ENV, TestChild, child_index, child_role,
     collect_children, report, run_children, spawn_children, test_name_from_path, wait_children,
 };
-pub use counting::{count_in_child, count_in_processes};
+pub use counting::{
+    clean_up_beside_processes, count_in_child, count_in_processes, lock_beside_clean_ups,
+};
 pub use files::private_dir;
 pub use locks::{
     AppError, add_alias, held, held_on, is_busy, is_free, lock_error, redis_alias, redis_config,
