@@ -91,6 +91,7 @@
 //! what went wrong, like `assert!` does: it is meant to be called from tests.
 
 mod cancel;
+mod clean_up;
 mod exclusion;
 mod fencing;
 mod isolation;
@@ -374,6 +375,10 @@ impl Conformance {
             Self::hostile_keys_are_distinct_locks,
         ),
         ("holders_are_listed", Self::holders_are_listed),
+        (
+            "clean_up_spares_live_locks",
+            Self::clean_up_spares_live_locks,
+        ),
     ];
 
     /// A fresh alias for one behaviour.
@@ -583,6 +588,7 @@ macro_rules! conformance_tests {
             $crate::__conformance_test!(lost_signal_keeps_its_promises; [$($($ignored : $why),*)?]);
             $crate::__conformance_test!(hostile_keys_are_distinct_locks; [$($($ignored : $why),*)?]);
             $crate::__conformance_test!(holders_are_listed; [$($($ignored : $why),*)?]);
+            $crate::__conformance_test!(clean_up_spares_live_locks; [$($($ignored : $why),*)?]);
         }
     };
 }
@@ -643,6 +649,9 @@ macro_rules! __conformance_test {
     };
     (holders_are_listed; [holders_are_listed : $why:literal $(, $($rest:tt)*)?]) => {
         $crate::__conformance_test!(@emit holders_are_listed #[ignore = $why]);
+    };
+    (clean_up_spares_live_locks; [clean_up_spares_live_locks : $why:literal $(, $($rest:tt)*)?]) => {
+        $crate::__conformance_test!(@emit clean_up_spares_live_locks #[ignore = $why]);
     };
     ($name:ident; [$other:ident : $why:literal $(, $($rest:tt)*)?]) => {
         $crate::__conformance_test!($name; [$($($rest)*)?]);
