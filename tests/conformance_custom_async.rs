@@ -39,7 +39,9 @@ impl AsyncStore for AsyncMapStore {
             if let Some(&(_, since, until)) = map.get(req.key) {
                 let stale = req.steal_after.is_some_and(|s| now >= since + s);
                 if now < until && !stale {
-                    return Ok(Attempt::Busy(Busy::new(Some(until - now))));
+                    // Look again when the lease ends, or sooner if a thief may steal.
+                    let free_at = req.steal_after.map_or(until, |s| until.min(since + s));
+                    return Ok(Attempt::Busy(Busy::new(Some(free_at - now))));
                 }
             }
             let lease = req.lease.unwrap_or(Duration::from_secs(30));

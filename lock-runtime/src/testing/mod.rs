@@ -31,7 +31,9 @@
 //!         if let Some(&(_, since, until)) = map.get(req.key) {
 //!             let stale = req.steal_after.is_some_and(|s| now >= since + s);
 //!             if now < until && !stale {
-//!                 return Ok(Attempt::Busy(Busy::new(Some(until - now))));
+//!                 // Look again when the lease ends, or sooner if a thief may steal.
+//!                 let free_at = req.steal_after.map_or(until, |s| until.min(since + s));
+//!                 return Ok(Attempt::Busy(Busy::new(Some(free_at - now))));
 //!             }
 //!         }
 //!         let lease = req.lease.unwrap_or(Duration::from_secs(30));
@@ -99,6 +101,7 @@ mod keys;
 mod listing;
 mod lost;
 mod ownership;
+mod retry;
 #[cfg(test)]
 mod tests;
 mod timing;
@@ -379,6 +382,10 @@ impl Conformance {
             "clean_up_spares_live_locks",
             Self::clean_up_spares_live_locks,
         ),
+        (
+            "busy_answers_say_when_to_look_again",
+            Self::busy_answers_say_when_to_look_again,
+        ),
     ];
 
     /// A fresh alias for one behaviour.
@@ -589,6 +596,7 @@ macro_rules! conformance_tests {
             $crate::__conformance_test!(hostile_keys_are_distinct_locks; [$($($ignored : $why),*)?]);
             $crate::__conformance_test!(holders_are_listed; [$($($ignored : $why),*)?]);
             $crate::__conformance_test!(clean_up_spares_live_locks; [$($($ignored : $why),*)?]);
+            $crate::__conformance_test!(busy_answers_say_when_to_look_again; [$($($ignored : $why),*)?]);
         }
     };
 }
@@ -652,6 +660,9 @@ macro_rules! __conformance_test {
     };
     (clean_up_spares_live_locks; [clean_up_spares_live_locks : $why:literal $(, $($rest:tt)*)?]) => {
         $crate::__conformance_test!(@emit clean_up_spares_live_locks #[ignore = $why]);
+    };
+    (busy_answers_say_when_to_look_again; [busy_answers_say_when_to_look_again : $why:literal $(, $($rest:tt)*)?]) => {
+        $crate::__conformance_test!(@emit busy_answers_say_when_to_look_again #[ignore = $why]);
     };
     ($name:ident; [$other:ident : $why:literal $(, $($rest:tt)*)?]) => {
         $crate::__conformance_test!($name; [$($($rest)*)?]);

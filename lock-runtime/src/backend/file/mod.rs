@@ -990,34 +990,6 @@ mod tests {
     }
 
     #[test]
-    fn busy_answers_say_when_the_lease_ends() {
-        let (store, dir) = temp_store("busy");
-        let lease = Duration::from_secs(10);
-        store
-            .try_acquire(&Request::new("k").lease(Some(lease)))
-            .unwrap();
-        match store.try_acquire(&Request::new("k")).unwrap() {
-            Attempt::Busy(b) => {
-                let retry = b.retry_in.unwrap();
-                assert!(
-                    retry <= lease && retry > lease - Duration::from_secs(2),
-                    "{retry:?}"
-                );
-            }
-            other => panic!("held: {other:?}"),
-        }
-        let steal = Duration::from_secs(3);
-        match store
-            .try_acquire(&Request::new("k").steal_after(Some(steal)))
-            .unwrap()
-        {
-            Attempt::Busy(b) => assert!(b.retry_in.unwrap() <= steal),
-            other => panic!("not stale yet: {other:?}"),
-        }
-        std::fs::remove_dir_all(dir).ok();
-    }
-
-    #[test]
     fn a_file_unlinked_before_its_lock_is_not_used() {
         let (store, dir) = temp_store("unlinked");
         let files = &store.inner.files;

@@ -458,17 +458,24 @@ impl QuorumBackend {
         // No majority: `verdict` goes unsent, and every node's task gives
         // back whatever its request took, also one answering late.
         drop(verdict);
-        let busy: Vec<Duration> = results
+        let busy = results
+            .iter()
+            .filter(|r| matches!(r, Some(Ok(Attempt::Busy(_)))))
+            .count();
+        // The soonest a busy node said its holder's lease ends: a node that
+        // said nothing does not mean "now" (that had waiters look again
+        // every millisecond); when none said, waiters poll.
+        let retry_in = results
             .iter()
             .filter_map(|r| match r {
-                Some(Ok(Attempt::Busy(b))) => Some(b.retry_in.unwrap_or_default()),
+                Some(Ok(Attempt::Busy(b))) => b.retry_in,
                 _ => None,
             })
-            .collect();
+            .min();
         let failed = results.iter().filter(|r| !matches!(r, Some(Ok(_)))).count();
-        if !busy.is_empty() || failed == 0 {
+        if busy > 0 || failed == 0 {
             // Contention (or a split vote): another owner holds it somewhere.
-            return Ok(Attempt::Busy(Busy::new(busy.into_iter().min())));
+            return Ok(Attempt::Busy(Busy::new(retry_in)));
         }
         let lease_ran_out = (cut_short && window < self.node_timeout).then_some(lease);
         Err(BackendError::new(
