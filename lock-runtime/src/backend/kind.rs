@@ -102,6 +102,43 @@ pub(crate) fn by_scheme(scheme: &str) -> Result<&'static StoreKind, String> {
     ))
 }
 
+/// For stores that live at a local path (`sqlite://`, `file://`): the path
+/// a URL `scheme://path` names, percent-decoded and checked (not empty, no
+/// NUL byte), made absolute so that a later change of working directory
+/// does not move the store, and written back as a URL for [`path_of`]. `names`
+/// says what the path names, for messages ("no file: expected `...`").
+#[cfg(any(feature = "sqlite", feature = "file"))]
+pub(crate) fn locate_path(
+    url: &str,
+    scheme: &str,
+    names: &str,
+) -> Result<(String, String), String> {
+    let shown = crate::config::redact(url);
+    let raw = url.split_once("://").map_or("", |(_, p)| p);
+    let path = crate::config::percent_decode(raw).map_err(|e| format!("`{shown}`: {e}"))?;
+    if path.is_empty() {
+        return Err(format!("`{shown}` names {names}"));
+    }
+    if path.contains('\0') {
+        return Err(format!("`{shown}`: a path cannot hold a NUL byte"));
+    }
+    let abs = std::path::absolute(&path).map_err(|e| format!("`{shown}`: {e}"))?;
+    let abs = abs
+        .to_str()
+        .ok_or_else(|| format!("`{shown}`: the path is not valid UTF-8"))?;
+    // `?` and `%` would read as a query or an escape when `path_of` parses it.
+    let escaped = abs.replace('%', "%25").replace('?', "%3F");
+    Ok((path, format!("{scheme}://{escaped}")))
+}
+
+/// The path and the query of a URL [`locate_path`] made.
+#[cfg(any(feature = "sqlite", feature = "file"))]
+pub(crate) fn path_of(url: &str) -> Result<(String, &str), String> {
+    let (base, query) = url.split_once('?').unwrap_or((url, ""));
+    let raw = base.split_once("://").map_or(base, |(_, p)| p);
+    Ok((crate::config::percent_decode(raw)?, query))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -156,34 +156,18 @@ pub(crate) static KIND: StoreKind = StoreKind {
     fresh: None,
 };
 
-/// The directory a `file://` URL names, made absolute (so that a later
-/// change of working directory does not move the store), as a URL again.
+/// The directory a `file://` URL names, made absolute.
 fn locate(url: &str) -> Result<Vec<String>, String> {
-    let shown = crate::config::redact(url);
-    let raw = url.split_once("://").map_or("", |(_, p)| p);
-    let path = crate::config::percent_decode(raw).map_err(|e| format!("`{shown}`: {e}"))?;
-    if path.is_empty() {
-        return Err(format!(
-            "`{shown}` names no directory: expected `file:///abs/dir` or `file://relative/dir`"
-        ));
-    }
-    if path.contains('\0') {
-        return Err(format!("`{shown}`: a path cannot hold a NUL byte"));
-    }
-    let abs = std::path::absolute(&path).map_err(|e| format!("`{shown}`: {e}"))?;
-    let abs = abs
-        .to_str()
-        .ok_or_else(|| format!("`{shown}`: the path is not valid UTF-8"))?;
-    // `?` and `%` would read as a query or an escape when `open` parses it.
-    let escaped = abs.replace('%', "%25").replace('?', "%3F");
-    Ok(vec![format!("file://{escaped}")])
+    let (_, url) = super::kind::locate_path(
+        url,
+        "file",
+        "no directory: expected `file:///abs/dir` or `file://relative/dir`",
+    )?;
+    Ok(vec![url])
 }
 
 fn open(at: &[String], o: &Opening<'_>) -> Result<Arc<dyn Backend>, String> {
-    let url = at.first().map_or("", String::as_str);
-    let (base, _) = url.split_once('?').unwrap_or((url, ""));
-    let raw = base.split_once("://").map_or(base, |(_, p)| p);
-    let dir = crate::config::percent_decode(raw)?;
+    let (dir, _) = super::kind::path_of(at.first().map_or("", String::as_str))?;
     let store = FileStore::prepare(PathBuf::from(dir))?.timeout(o.command_timeout);
     Ok(super::blocking(Arc::new(store)))
 }

@@ -141,36 +141,24 @@ pub(crate) static KIND: StoreKind = StoreKind {
     fresh: None,
 };
 
-/// The file a `sqlite://` URL names, made absolute (so that a later change
-/// of working directory does not move the store), as a URL again.
+/// The file a `sqlite://` URL names, made absolute.
 fn locate(url: &str) -> Result<Vec<String>, String> {
-    let shown = crate::config::redact(url);
-    let raw = url.split_once("://").map_or("", |(_, p)| p);
-    let path = crate::config::percent_decode(raw).map_err(|e| format!("`{shown}`: {e}"))?;
-    if path.is_empty() {
-        return Err(format!(
-            "`{shown}` names no file: expected `sqlite:///abs/path/locks.db` or `sqlite://relative/path.db`"
-        ));
-    }
+    let (path, located) = super::kind::locate_path(
+        url,
+        "sqlite",
+        "no file: expected `sqlite:///abs/path/locks.db` or `sqlite://relative/path.db`",
+    )?;
     if path.starts_with(":memory:") || path.starts_with("file:") {
         return Err(format!(
-            "`{shown}`: a lock store must be a file that processes share, not `{path}`"
+            "`{}`: a lock store must be a file that processes share, not `{path}`",
+            crate::config::redact(url)
         ));
     }
-    let abs = std::path::absolute(&path).map_err(|e| format!("`{shown}`: {e}"))?;
-    let abs = abs
-        .to_str()
-        .ok_or_else(|| format!("`{shown}`: the path is not valid UTF-8"))?;
-    // `?` and `%` would read as a query or an escape when `open` parses it.
-    let escaped = abs.replace('%', "%25").replace('?', "%3F");
-    Ok(vec![format!("sqlite://{escaped}")])
+    Ok(vec![located])
 }
 
 fn open(at: &[String], o: &Opening<'_>) -> Result<Arc<dyn Backend>, String> {
-    let url = at.first().map_or("", String::as_str);
-    let (base, query) = url.split_once('?').unwrap_or((url, ""));
-    let raw = base.split_once("://").map_or(base, |(_, p)| p);
-    let path = crate::config::percent_decode(raw)?;
+    let (path, query) = super::kind::path_of(at.first().map_or("", String::as_str))?;
     let mut store = SqliteStore::new(path).busy_timeout(o.command_timeout);
     for setting in
         crate::config::settings(query, KIND.name, KIND.passed_on).map_err(|e| e.reason)?
