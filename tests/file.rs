@@ -10,8 +10,8 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use lock_runtime::Lock;
 use lock_runtime::registry::{self, AliasConfig};
-use lock_runtime::{Lock, LockError};
 
 const PROCESSES: usize = 4;
 const URL_ENV: &str = "FILE_LOCK_URL";
@@ -303,14 +303,6 @@ fn hostile_keys_stay_in_the_directory_and_apart() {
     std::fs::remove_dir_all(root).ok();
 }
 
-fn refused(url: &str) -> String {
-    match AliasConfig::from_url(url).and_then(|cfg| registry::add("refused", cfg)) {
-        Err(e @ LockError::Config { .. }) => e.to_string(),
-        Err(other) => panic!("{url}: not a config error: {other:?}"),
-        Ok(()) => panic!("{url} was accepted"),
-    }
-}
-
 #[test]
 fn bad_urls_and_directories_are_refused_clearly() {
     let root = support::private_dir("file-refused");
@@ -342,7 +334,7 @@ fn bad_urls_and_directories_are_refused_clearly() {
         ),
     ];
     for (url, says) in cases {
-        let msg = refused(&url);
+        let msg = support::config_refused(&url);
         assert!(msg.contains(says), "{url}: {msg}");
     }
     std::fs::remove_dir_all(root).ok();

@@ -188,14 +188,6 @@ fn hostile_keys_are_only_keys() {
     std::fs::remove_dir_all(dir).ok();
 }
 
-fn refused(url: &str) -> String {
-    match AliasConfig::from_url(url).and_then(|cfg| registry::add("refused", cfg)) {
-        Err(e @ LockError::Config { .. }) => e.to_string(),
-        Err(other) => panic!("{url}: not a config error: {other:?}"),
-        Ok(()) => panic!("{url} was accepted"),
-    }
-}
-
 #[test]
 fn bad_urls_and_settings_are_refused_clearly() {
     let cases = [
@@ -215,7 +207,7 @@ fn bad_urls_and_settings_are_refused_clearly() {
         ("sqlite:///tmp/x.db?connect_timeout_ms=5", "unknown setting"),
     ];
     for (url, says) in cases {
-        let msg = refused(url);
+        let msg = support::config_refused(url);
         assert!(msg.contains(says), "{url}: {msg}");
     }
     // A file that cannot be created is the store's error, at first use.

@@ -84,3 +84,16 @@ pub fn redis_config(server: &RedisServer) -> AliasConfig {
 pub fn redis_alias(server: &RedisServer, name: &'static str) -> &'static str {
     add_alias(name, redis_config(server))
 }
+
+/// The message of the configuration error an alias URL is refused with,
+/// whether parsing or registering refuses it.
+///
+/// # Panics
+/// If the URL is accepted, or refused with another kind of error.
+pub fn config_refused(url: &str) -> String {
+    match AliasConfig::from_url(url).and_then(|cfg| registry::add("refused", cfg)) {
+        Err(e @ LockError::Config { .. }) => e.to_string(),
+        Err(other) => panic!("{url}: not a config error: {other:?}"),
+        Ok(()) => panic!("{url} was accepted"),
+    }
+}

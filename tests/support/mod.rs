@@ -42,6 +42,7 @@ pub use counting::{
 };
 pub use files::private_dir;
 pub use locks::{
-    AppError, add_alias, held, held_on, is_busy, is_free, lock_error, redis_alias, redis_config,
+    AppError, add_alias, config_refused, held, held_on, is_busy, is_free, lock_error, redis_alias,
+    redis_config,
 };
 pub use ports::free_port;
