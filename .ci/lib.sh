@@ -41,14 +41,9 @@ ensure_redis_server() {
         return
     fi
     echo "==> redis-server is missing; the Redis tests need it"
-    [[ $(id -u) -eq 0 ]] ||
-        die "not root, so cannot install it: run \`sudo apt-get install redis-server\` (or set REDIS_SERVER_BIN to a redis-server binary) and try again"
-    command -v apt-get >/dev/null 2>&1 ||
-        die "no apt-get here: install redis-server with this system's package manager (or set REDIS_SERVER_BIN) and try again"
     # The package may also start a system service on port 6379; the tests
     # never use it.
-    step 15m env DEBIAN_FRONTEND=noninteractive apt-get update
-    step 15m env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends redis-server
+    apt_install redis-server REDIS_SERVER_BIN
     command -v redis-server >/dev/null 2>&1 || die "apt-get installed redis-server, yet it is not on PATH ($PATH)"
     echo "==> redis-server: $(command -v redis-server): $(redis-server --version)"
 }
@@ -73,12 +68,7 @@ ensure_postgres() {
         return
     fi
     echo "==> the Postgres server binaries are missing; the Postgres tests need them"
-    [[ $(id -u) -eq 0 ]] ||
-        die "not root, so cannot install them: run \`sudo apt-get install postgresql\` (or set PG_BIN_DIR) and try again"
-    command -v apt-get >/dev/null 2>&1 ||
-        die "no apt-get here: install the Postgres server with this system's package manager (or set PG_BIN_DIR) and try again"
-    step 15m env DEBIAN_FRONTEND=noninteractive apt-get update
-    step 15m env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends postgresql
+    apt_install postgresql PG_BIN_DIR
     bin=$(find_postgres_bin)
     [[ -n "$bin" ]] || die "apt-get installed postgresql, yet no /usr/lib/postgresql/*/bin/postgres is there"
     echo "==> postgres: $bin: $("$bin/postgres" --version)"
@@ -101,14 +91,25 @@ ensure_memcached() {
         return
     fi
     echo "==> memcached is missing; the memcached tests need it"
-    [[ $(id -u) -eq 0 ]] ||
-        die "not root, so cannot install it: run \`sudo apt-get install memcached\` (or set MEMCACHED_BIN to a memcached binary) and try again"
-    command -v apt-get >/dev/null 2>&1 ||
-        die "no apt-get here: install memcached with this system's package manager (or set MEMCACHED_BIN) and try again"
-    step 15m env DEBIAN_FRONTEND=noninteractive apt-get update
-    step 15m env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends memcached
+    apt_install memcached MEMCACHED_BIN
     command -v memcached >/dev/null 2>&1 || die "apt-get installed memcached, yet it is not on PATH ($PATH)"
     echo "==> memcached: $(command -v memcached): $(memcached -V)"
+}
+
+# apt_install PACKAGE [VARIABLE]: installs PACKAGE with apt-get when we are
+# root and have it, or dies saying how to install it (or that VARIABLE can
+# point at the binary instead). The package lists are fetched once a run.
+apt_install() {
+    local package=$1 or=${2:+ (or set $2)}
+    [[ $(id -u) -eq 0 ]] ||
+        die "not root, so cannot install $package: run \`sudo apt-get install $package\`$or and try again"
+    command -v apt-get >/dev/null 2>&1 ||
+        die "no apt-get here: install $package with this system's package manager$or and try again"
+    if [[ -z "${APT_LISTS_FETCHED:-}" ]]; then
+        step 15m env DEBIAN_FRONTEND=noninteractive apt-get update
+        APT_LISTS_FETCHED=1
+    fi
+    step 15m env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "$package"
 }
 
 # The newest /usr/lib/postgresql/<version>/bin with a server in it, or
@@ -128,12 +129,7 @@ ensure_openssl() {
         return
     fi
     echo "==> openssl is missing; the TLS tests need it to make certificates"
-    [[ $(id -u) -eq 0 ]] ||
-        die "not root, so cannot install it: run \`sudo apt-get install openssl\` and try again"
-    command -v apt-get >/dev/null 2>&1 ||
-        die "no apt-get here: install openssl with this system's package manager and try again"
-    step 15m env DEBIAN_FRONTEND=noninteractive apt-get update
-    step 15m env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends openssl
+    apt_install openssl
     command -v openssl >/dev/null 2>&1 || die "apt-get installed openssl, yet it is not on PATH ($PATH)"
 }
 
