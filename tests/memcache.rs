@@ -422,16 +422,6 @@ fn bad_urls_are_refused() {
     }
 }
 
-/// Whether process `pid` is gone (or a zombie, dead but not yet reaped).
-fn gone(pid: u32) -> bool {
-    match fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Err(_) => true,
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
-    }
-}
-
 /// A server the harness started dies with the test process, even one
 /// never dropped and running as another user (memcached will not run as
 /// root), so a test binary killed by a timeout leaves none behind.
@@ -462,14 +452,11 @@ fn servers_die_with_the_test_process() {
         .expect("the child never reported its server");
     let (pid, dir) = report.split_once(' ').unwrap();
     let pid: u32 = pid.parse().unwrap();
-    assert!(!gone(pid), "memcached {pid} is not running");
+    assert!(support::alive(pid), "memcached {pid} is not running");
     child.kill().unwrap();
     child.wait().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !gone(pid) && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let gone = support::gone_within(pid, Duration::from_secs(5));
     // Nothing else removes the dir of a server that was never dropped.
     fs::remove_dir_all(dir).ok();
-    assert!(gone(pid), "memcached {pid} outlived the test process");
+    assert!(gone, "memcached {pid} outlived the test process");
 }

@@ -13,34 +13,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use support::{RedisServer, RespValue};
+use support::{RedisServer, RespValue, alive, gone_within};
 
 fn pong() -> RespValue {
     RespValue::Simple("PONG".into())
-}
-
-/// Whether `pid` is a live process (a zombie is not).
-fn alive(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => {
-            stat.rsplit_once(')')
-                .and_then(|(_, rest)| rest.trim_start().chars().next())
-                != Some('Z')
-        }
-        Err(_) => false,
-    }
-}
-
-/// Waits up to `limit` for `pid` to be gone.
-fn gone_within(pid: u32, limit: Duration) -> bool {
-    let deadline = Instant::now() + limit;
-    while alive(pid) {
-        if Instant::now() >= deadline {
-            return false;
-        }
-        thread::sleep(Duration::from_millis(20));
-    }
-    true
 }
 
 fn refused(server: &RedisServer) -> bool {

@@ -46,3 +46,4 @@ pub use locks::{
     redis_config,
 };
 pub use ports::free_port;
+pub use process::{alive, gone_within, proc_state};

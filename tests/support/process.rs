@@ -90,15 +90,10 @@ pub(super) fn wait_for_proc_state(pid: u32, stopped: bool) {
     }
     let deadline = Instant::now() + Duration::from_secs(2);
     while Instant::now() < deadline {
-        let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        let Some(state) = proc_state(pid) else {
             return;
         };
-        // The state follows the command name, which is in parentheses and
-        // may itself hold spaces or parentheses.
-        let state = stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.trim_start().chars().next());
-        if matches!(state, Some('T' | 't')) == stopped {
+        if matches!(state, 'T' | 't') == stopped {
             return;
         }
         thread::sleep(Duration::from_millis(5));
@@ -107,4 +102,32 @@ pub(super) fn wait_for_proc_state(pid: u32, stopped: bool) {
         "process {pid} did not become {}",
         if stopped { "stopped" } else { "running" }
     );
+}
+
+/// The state letter of process `pid` in `/proc/<pid>/stat` (`R`, `S`, `T`,
+/// `Z`...), or `None` when there is no such process (or no `/proc`).
+pub fn proc_state(pid: u32) -> Option<char> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The state follows the command name, which is in parentheses and may
+    // itself hold spaces or parentheses.
+    stat.rsplit_once(')')
+        .and_then(|(_, rest)| rest.trim_start().chars().next())
+}
+
+/// Whether `pid` is a live process (a zombie, dead but not yet reaped, is
+/// not).
+pub fn alive(pid: u32) -> bool {
+    proc_state(pid).is_some_and(|state| state != 'Z')
+}
+
+/// Waits up to `limit` for `pid` to be gone; whether it went.
+pub fn gone_within(pid: u32, limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    while alive(pid) {
+        if Instant::now() >= deadline {
+            return false;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    true
 }
