@@ -116,9 +116,13 @@ impl lock_runtime::backend::Listing for SweptMapStore {
     }
 }
 
-lock_runtime::conformance_tests!(conformance_custom_swept, || AliasConfig::store(Arc::new(
-    SweptMapStore::default()
-)));
+// It lists its locks (so `Alias::list` and `show` page through them, cut
+// by the runtime) but records no owners, which the behaviour requires.
+lock_runtime::conformance_tests!(
+    conformance_custom_swept,
+    || AliasConfig::store(Arc::new(SweptMapStore::default())),
+    ignore = { listing_names_the_holder: "the example store records no owners" },
+);
 
 #[test]
 fn clean_up_deletes_only_what_ended_before_the_grace_period() {

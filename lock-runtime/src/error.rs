@@ -151,9 +151,59 @@ pub enum LockError {
         /// the error below it, and an error report prints each cause once.
         source: BackendError,
     },
+
+    /// The alias's store cannot do what was asked of it: an admin operation
+    /// ([`Alias::list`](crate::registry::Alias::list),
+    /// [`show`](crate::registry::Alias::show),
+    /// [`force_release`](crate::registry::Alias::force_release),
+    /// [`audit_log`](crate::registry::Alias::audit_log)) on a store without
+    /// the ability, or one the store refuses by its nature (a file store
+    /// cannot free a lock the kernel holds for another process). Nothing
+    /// was changed.
+    ///
+    /// What to do: `what` says what cannot be done, and when the store
+    /// knows, what to do instead (stop the holding process, say).
+    ///
+    /// ```
+    /// use lock_runtime::LockError;
+    ///
+    /// let e = LockError::Unsupported { alias: "files".into(), what: "keep an audit log".into() };
+    /// assert_eq!(e.to_string(), "the store of lock alias `files` cannot keep an audit log");
+    /// ```
+    Unsupported {
+        /// The alias whose store cannot do it.
+        alias: String,
+        /// What it cannot do, as a phrase after "cannot" (and why, or what
+        /// to do instead, when the store says).
+        what: String,
+    },
 }
 
 impl LockError {
+    /// True for [`LockError::Unsupported`].
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use std::time::Duration;
+    /// use lock_runtime::backend::{Attempt, BackendError, Busy, Request, Store, Token};
+    /// use lock_runtime::registry::{self, AliasConfig};
+    ///
+    /// // A store with none of the admin abilities.
+    /// struct Plain;
+    /// impl Store for Plain {
+    ///     fn try_acquire(&self, _: &Request<'_>) -> Result<Attempt, BackendError> { Ok(Attempt::Busy(Busy::new(None))) }
+    ///     fn release(&self, _: &str, _: Token) -> Result<bool, BackendError> { Ok(false) }
+    ///     fn extend(&self, _: &str, _: Token, _: Duration) -> Result<bool, BackendError> { Ok(false) }
+    /// }
+    ///
+    /// registry::add("doc-error-unsupported", AliasConfig::store(Arc::new(Plain))).unwrap();
+    /// let alias = registry::alias("doc-error-unsupported").unwrap();
+    /// assert!(alias.force_release("k", "stuck").unwrap_err().is_unsupported());
+    /// ```
+    pub fn is_unsupported(&self) -> bool {
+        matches!(self, Self::Unsupported { .. })
+    }
+
     /// True for [`LockError::Busy`].
     ///
     /// ```
@@ -282,7 +332,10 @@ impl LockError {
                 Some(key)
             }
             Self::Backend { key, op, .. }
-                if !matches!(op, Operation::CleanUp | Operation::List) =>
+                if !matches!(
+                    op,
+                    Operation::CleanUp | Operation::List | Operation::AuditLog
+                ) =>
             {
                 Some(key)
             }
@@ -348,6 +401,18 @@ impl fmt::Display for LockError {
             ),
             Self::Backend {
                 alias,
+                op: Operation::AuditLog,
+                source,
+                ..
+            } => write!(
+                f,
+                "lock backend `{alias}` failed to read its audit log: {source}"
+            ),
+            Self::Unsupported { alias, what } => {
+                write!(f, "the store of lock alias `{alias}` cannot {what}")
+            }
+            Self::Backend {
+                alias,
                 key,
                 op,
                 source,
@@ -405,6 +470,15 @@ pub enum Operation {
     /// ([`Alias::holders`](crate::registry::Alias::holders)); the error's
     /// key is empty.
     List,
+    /// Showing one lock ([`Alias::show`](crate::registry::Alias::show)).
+    Show,
+    /// Releasing a lock whoever holds it
+    /// ([`Alias::force_release`](crate::registry::Alias::force_release)).
+    ForceRelease,
+    /// Reading the audit log of forced releases
+    /// ([`Alias::audit_log`](crate::registry::Alias::audit_log)); the
+    /// error's key is empty.
+    AuditLog,
 }
 
 impl fmt::Display for Operation {
@@ -415,6 +489,9 @@ impl fmt::Display for Operation {
             Self::Extend => "extend",
             Self::CleanUp => "clean up",
             Self::List => "list",
+            Self::Show => "show",
+            Self::ForceRelease => "force-release",
+            Self::AuditLog => "read the audit log of",
         })
     }
 }
@@ -450,6 +527,10 @@ pub enum BackendErrorKind {
     /// out (then raise `lease_ms` or lower `timeout_ms`). The message lists
     /// each node's outcome; the source is a `QuorumError` saying which.
     Quorum,
+    /// The store cannot do this at all (an admin operation it has no way
+    /// to do, or refuses by its nature); retrying never helps. The runtime
+    /// reports it as [`LockError::Unsupported`].
+    Unsupported,
     /// Anything else a custom backend reports.
     Other,
 }
@@ -563,6 +644,7 @@ impl fmt::Display for BackendError {
             BackendErrorKind::Timeout => "timeout",
             BackendErrorKind::Protocol => "unexpected reply",
             BackendErrorKind::Quorum => "no quorum",
+            BackendErrorKind::Unsupported => "unsupported",
             BackendErrorKind::Other => "error",
         };
         write!(f, "{kind}: {}", self.source)

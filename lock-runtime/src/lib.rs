@@ -34,6 +34,9 @@
 //! - [`observe`]: what every lock reports: the `lock.acquire` and
 //!   `lock.held` `tracing` spans, its events, and (feature `metrics`) its
 //!   counters, histograms and gauges.
+//! - [`admin`]: operating locks: who holds what ([`Owner`](admin::Owner)),
+//!   pages of held locks, forced releases and their audit log, offered on
+//!   an alias ([`Alias::list`](registry::Alias::list) and the rest).
 //! - [`registry`]: named backend aliases, configured at start-up (or from
 //!   environment variables); `default` is the embedded memory store.
 //! - [`backend`]: stores. A store of your own is written once, as a
@@ -73,6 +76,7 @@
 
 #![warn(missing_docs)]
 
+pub mod admin;
 pub mod backend;
 mod config;
 mod error;

@@ -256,9 +256,11 @@ impl Lock {
     }
 
     /// A name for whoever takes the lock (`"nightly-report"`, a job's or a
-    /// host's name), kept on the guard ([`LockGuard::label`]) and recorded
-    /// as the `label` field of its `lock.held` span. It says nothing to the
-    /// store: two locks with one key exclude each other whatever their labels.
+    /// host's name), kept on the guard ([`LockGuard::label`]), recorded
+    /// as the `label` field of its `lock.held` span, and given to the store,
+    /// which keeps it with the holder where it can ([`Alias::show`](crate::registry::Alias::show)).
+    /// It changes nothing about exclusion: two locks with one key exclude
+    /// each other whatever their labels.
     ///
     /// ```
     /// use lock_runtime::Lock;
@@ -345,12 +347,14 @@ impl Lock {
         })
     }
 
-    fn request<'a>(&self, p: &'a Prepared) -> Request<'a> {
+    fn request<'a>(&'a self, p: &'a Prepared) -> Request<'a> {
         Request::new(&p.key)
             .token(p.token)
             .lease(p.lease)
             .steal_after(self.steal_after)
             .fair(self.fair)
+            .label(self.label.as_deref())
+            .function(self.function)
     }
 
     /// When the acquisition starts, read only if something needs it: a

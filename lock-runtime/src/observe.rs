@@ -25,6 +25,10 @@
 //! or check a lock" (a failed renewal, retried), `WARN`/`ERROR` "lock lost"
 //! (from the lease watchdog), `WARN` "the lock was no longer held when it
 //! was released" (inside `lock.held`), `ERROR` for a release that failed.
+//! `WARN` `lock.forced_release` (target `lock_runtime::admin`) when an
+//! administrator releases a lock by force, with `reason`, who forced it
+//! (`by_host`, `by_pid`, `by_user`) and whom it removed (`removed_host`,
+//! `removed_pid`, `removed_label`, `removed_fencing_token`).
 //!
 //! # Metrics (feature `metrics`)
 //!
@@ -35,7 +39,7 @@
 //! | `lock_timeout_total` | counter | a wait ended at its `wait_for` limit |
 //! | `lock_lost_total` | counter | a held lock was lost (lease ran out, taken over, or deleted) |
 //! | `lock_renew_failures_total` | counter | a renewal of a lease did not reach the store |
-//! | `lock_forced_releases_total` | counter | reserved for forced releases by an administrator (nothing emits it yet) |
+//! | `lock_forced_releases_total` | counter | a lock was released by force ([`Alias::force_release`](crate::registry::Alias::force_release)) |
 //! | `lock_wait_seconds` | histogram | time from the start of an acquisition until the lock was held |
 //! | `lock_hold_seconds` | histogram | time from acquisition until release or drop |
 //! | `lock_held` | gauge | locks held now by this process |
@@ -369,6 +373,32 @@ pub(crate) fn cycle(alias: &str, key: &str, at: Instant) {
     });
 }
 
+/// A lock released by force ([`Alias::force_release`](crate::registry::Alias::force_release)):
+/// the `WARN` event `lock.forced_release`, and its counter. Not only for
+/// observed locks: an administrator's act is always worth a line.
+pub(crate) fn forced_release(alias: &str, forced: &crate::admin::Forced) {
+    let removed = forced.removed.as_ref();
+    let owner = removed.and_then(|h| h.owner.as_ref());
+    tracing::warn!(
+        name: "lock.forced_release",
+        target: "lock_runtime::admin",
+        alias,
+        key = %forced.key,
+        reason = %forced.reason,
+        by_host = forced.by.host.as_deref(),
+        by_pid = forced.by.pid,
+        by_user = forced.by.label.as_deref(),
+        removed = removed.is_some(),
+        removed_host = owner.and_then(|o| o.host.as_deref()),
+        removed_pid = owner.and_then(|o| o.pid),
+        removed_label = owner.and_then(|o| o.label.as_deref()),
+        removed_fencing_token = removed.and_then(|h| h.fencing),
+        "a lock was released by force"
+    );
+    #[cfg(feature = "metrics")]
+    metered::forced_release(alias, &forced.key);
+}
+
 /// A loss found by the lease watchdog (it logs its own event): counts it.
 pub(crate) fn lost(alias: &str, key: &str) {
     #[cfg(feature = "metrics")]
@@ -477,6 +507,7 @@ mod metered {
         timeout: Key,
         lost: Key,
         renew_failures: Key,
+        forced_releases: Key,
         wait: Key,
         hold: Key,
         held: Key,
@@ -501,6 +532,7 @@ mod metered {
                 timeout: k(TIMEOUT),
                 lost: k(LOST),
                 renew_failures: k(RENEW_FAILURES),
+                forced_releases: k(FORCED_RELEASES),
                 wait: k(WAIT),
                 hold: k(HOLD),
                 held: k(HELD),
@@ -660,6 +692,10 @@ mod metered {
         counter(&keys(alias, key).renew_failures);
     }
 
+    pub(super) fn forced_release(alias: &str, key: &str) {
+        counter(&keys(alias, key).forced_releases);
+    }
+
     pub(super) fn describe() {
         let counters = [
             (ACQUIRED, "Locks acquired."),
@@ -681,7 +717,7 @@ mod metered {
             ),
             (
                 FORCED_RELEASES,
-                "Locks released by an administrator (reserved).",
+                "Locks released by force by an administrator.",
             ),
         ];
         metrics::with_recorder(|r| {

@@ -25,6 +25,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use once_cell::sync::Lazy;
 
+use crate::admin::{Forced, Page};
 use crate::backend::kind::{self, Fresh, Opening, StoreKind};
 use crate::backend::memory::VirtualClock;
 use crate::backend::{Backend, BackendError, Held, Namespace};
@@ -807,6 +808,231 @@ impl Alias {
     pub fn clean_up(&self, grace: Duration) -> Result<Option<u64>, LockError> {
         let cleaned = self.0.backend.clean_up(grace).transpose();
         cleaned.map_err(|e| self.store_failed(crate::Operation::CleanUp, e))
+    }
+
+    /// One page of this alias's held locks whose own keys start with
+    /// `prefix` (`""`: all), in the order of their keys, each with what the
+    /// store knows of it ([`Held`]: its owner, when it was acquired, lease
+    /// left, fencing token, waiters). Give `next` of a page back as `cursor`
+    /// for the page after it (`None`: the first page); a page holds at most
+    /// `limit` locks (at least 1), and may hold fewer with more to come.
+    /// `Ok(None)` when the store cannot list its locks (memcached, a quorum).
+    ///
+    /// A store that pages by itself (memory, Redis with `SCAN`, never
+    /// `KEYS`) reads one bounded step per page; a store that can only list
+    /// everything ([`Listing`](crate::backend::Listing)) is listed whole and
+    /// cut into pages here.
+    ///
+    /// ```
+    /// use lock_runtime::registry::{self, AliasConfig};
+    /// use lock_runtime::Lock;
+    ///
+    /// registry::add("doc-list", AliasConfig::memory_named("doc-list").prefix("jobs:")).unwrap();
+    /// let alias = registry::alias("doc-list").unwrap();
+    /// let _guards: Vec<_> = ["import-1", "import-2", "import-3", "export"]
+    ///     .into_iter()
+    ///     .map(|k| Lock::new(k).alias("doc-list").acquire().unwrap())
+    ///     .collect();
+    /// let first = alias.list("import-", None, 2).unwrap().unwrap();
+    /// assert_eq!(first.held.iter().map(|h| h.key.as_str()).collect::<Vec<_>>(), ["import-1", "import-2"]);
+    /// let second = alias.list("import-", first.next.as_deref(), 2).unwrap().unwrap();
+    /// assert_eq!(second.held[0].key, "import-3");
+    /// assert_eq!(second.next, None, "the last page");
+    /// ```
+    ///
+    /// # Errors
+    /// [`LockError::Backend`] (with [`Operation::List`](crate::Operation::List))
+    /// when the store failed.
+    pub fn list(
+        &self,
+        prefix: &str,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<Option<Page>, LockError> {
+        let ns = &self.0.namespace;
+        let limit = limit.max(1);
+        let stored = ns.key(prefix.into());
+        match self.0.backend.list(ns, &stored, cursor, limit) {
+            Some(page) => {
+                let page = page.map_err(|e| self.failed(crate::Operation::List, "", e))?;
+                let held = page
+                    .held
+                    .into_iter()
+                    .filter_map(|mut h| {
+                        h.key = ns.key_of(&h.key)?;
+                        h.key.starts_with(prefix).then_some(h)
+                    })
+                    .collect();
+                Ok(Some(Page::new(held, page.next)))
+            }
+            None => {
+                // Listed whole, cut here: the cursor is the last key given.
+                let Some(mut all) = self.holders()? else {
+                    return Ok(None);
+                };
+                all.retain(|h| h.key.starts_with(prefix) && cursor.is_none_or(|c| *h.key > *c));
+                all.sort_by(|a, b| a.key.cmp(&b.key));
+                let more = all.len() > limit;
+                all.truncate(limit);
+                let next = if more {
+                    all.last().map(|h| h.key.clone())
+                } else {
+                    None
+                };
+                Ok(Some(Page::new(all, next)))
+            }
+        }
+    }
+
+    /// The lock `key` (its own key, the alias prefix off) with what the
+    /// store knows of it, if it is held now; `Ok(None)` when it is free.
+    ///
+    /// ```
+    /// use lock_runtime::registry::{self, AliasConfig};
+    /// use lock_runtime::Lock;
+    ///
+    /// registry::add("doc-show", AliasConfig::memory_named("doc-show")).unwrap();
+    /// let alias = registry::alias("doc-show").unwrap();
+    /// let guard = Lock::new("report").alias("doc-show").label("cron").acquire().unwrap();
+    /// let held = alias.show("report").unwrap().unwrap();
+    /// assert_eq!(held.fencing, guard.fencing_token());
+    /// assert_eq!(held.owner.unwrap().label.as_deref(), Some("cron"));
+    /// drop(guard);
+    /// assert!(alias.show("report").unwrap().is_none());
+    /// ```
+    ///
+    /// # Errors
+    /// [`LockError::Unsupported`] when the store can neither show nor list
+    /// its locks (memcached, a quorum); [`LockError::Backend`] (with
+    /// [`Operation::Show`](crate::Operation::Show)) when it failed.
+    pub fn show(&self, key: &str) -> Result<Option<Held>, LockError> {
+        let ns = &self.0.namespace;
+        let stored = ns.key(key.into());
+        match self.0.backend.show(&stored) {
+            Some(held) => {
+                let held = held.map_err(|e| self.failed(crate::Operation::Show, key, e))?;
+                Ok(held.map(|mut h| {
+                    h.key = key.to_owned();
+                    h
+                }))
+            }
+            None => match self.holders() {
+                Ok(Some(all)) => Ok(all.into_iter().find(|h| h.key == key)),
+                Ok(None) => Err(self.unsupported("show a lock's holder: it cannot list its locks")),
+                Err(LockError::Backend { source, .. }) => {
+                    Err(self.failed(crate::Operation::Show, key, source))
+                }
+                Err(e) => Err(e),
+            },
+        }
+    }
+
+    /// Releases the lock `key` whoever holds it, for a holder that is stuck
+    /// or gone: an administrator's tool. The forced-out holder finds its
+    /// lock lost on its next renewal or check ([`LockGuard::lost`](crate::LockGuard::lost)
+    /// resolves, its release answers [`LockError::NotHeld`]); a waiter gets
+    /// the lock with a higher fencing token. The store records who forced
+    /// it (this process, with `$USER`), when, why and which holder it
+    /// removed in its bounded audit log ([`audit_log`](Self::audit_log)),
+    /// and the runtime emits a `WARN` event `lock.forced_release` (and,
+    /// with feature `metrics`, counts `lock_forced_releases_total`). A free
+    /// lock is recorded too, with `removed: None`.
+    ///
+    /// ```
+    /// use lock_runtime::registry::{self, AliasConfig};
+    /// use lock_runtime::Lock;
+    ///
+    /// registry::add("doc-force", AliasConfig::memory_named("doc-force")).unwrap();
+    /// let alias = registry::alias("doc-force").unwrap();
+    /// let stuck = Lock::new("report").alias("doc-force").acquire().unwrap();
+    /// let forced = alias.force_release("report", "worker hung").unwrap();
+    /// assert_eq!(forced.removed.unwrap().fencing, stuck.fencing_token());
+    /// let next = Lock::new("report").alias("doc-force").try_acquire().unwrap().unwrap();
+    /// assert!(next.fencing_token() > stuck.fencing_token());
+    /// assert!(stuck.release().unwrap_err().is_not_held());
+    /// ```
+    ///
+    /// # Errors
+    /// [`LockError::Unsupported`] when the store cannot release a lock it
+    /// does not hold (the file store: the kernel holds it for its process;
+    /// the message names that process); [`LockError::Backend`] (with
+    /// [`Operation::ForceRelease`](crate::Operation::ForceRelease)) when it
+    /// failed.
+    pub fn force_release(&self, key: &str, reason: &str) -> Result<Forced, LockError> {
+        let ns = &self.0.namespace;
+        let entry = Forced::by_this_process(ns.key(key.into()).into_owned(), reason);
+        let Some(forced) = self.0.backend.force_release(ns, entry) else {
+            return Err(self.unsupported("release a lock it does not hold"));
+        };
+        let mut forced = forced.map_err(|e| self.failed(crate::Operation::ForceRelease, key, e))?;
+        forced.key = key.to_owned();
+        if let Some(removed) = &mut forced.removed {
+            removed.key = key.to_owned();
+        }
+        crate::observe::forced_release(&self.0.name, &forced);
+        Ok(forced)
+    }
+
+    /// The newest `limit` forced releases of this alias's locks, newest
+    /// first, from the store's bounded audit log (its last
+    /// [`AUDIT_LOG_LEN`](crate::admin::AUDIT_LOG_LEN) entries).
+    ///
+    /// ```
+    /// use lock_runtime::registry::{self, AliasConfig};
+    ///
+    /// registry::add("doc-audit", AliasConfig::memory_named("doc-audit")).unwrap();
+    /// let alias = registry::alias("doc-audit").unwrap();
+    /// alias.force_release("a", "first").unwrap();
+    /// alias.force_release("b", "second").unwrap();
+    /// let log = alias.audit_log(10).unwrap();
+    /// assert_eq!(log.iter().map(|f| f.reason.as_str()).collect::<Vec<_>>(), ["second", "first"]);
+    /// ```
+    ///
+    /// # Errors
+    /// [`LockError::Unsupported`] when the store keeps no audit log;
+    /// [`LockError::Backend`] (with [`Operation::AuditLog`](crate::Operation::AuditLog))
+    /// when it failed.
+    pub fn audit_log(&self, limit: usize) -> Result<Vec<Forced>, LockError> {
+        let ns = &self.0.namespace;
+        let Some(log) = self.0.backend.audit_log(ns, limit) else {
+            return Err(self.unsupported("keep an audit log of forced releases"));
+        };
+        let log = log.map_err(|e| self.failed(crate::Operation::AuditLog, "", e))?;
+        Ok(log
+            .into_iter()
+            .filter_map(|mut f| {
+                f.key = ns.key_of(&f.key)?;
+                if let Some(removed) = &mut f.removed {
+                    removed.key = f.key.clone();
+                }
+                Some(f)
+            })
+            .take(limit)
+            .collect())
+    }
+
+    fn unsupported(&self, what: &str) -> LockError {
+        LockError::Unsupported {
+            alias: self.0.name.clone(),
+            what: what.to_owned(),
+        }
+    }
+
+    /// The error of an admin operation whose store failed, or said it
+    /// cannot do it.
+    fn failed(&self, op: crate::Operation, key: &str, source: BackendError) -> LockError {
+        if source.kind() == crate::backend::BackendErrorKind::Unsupported {
+            return LockError::Unsupported {
+                alias: self.0.name.clone(),
+                what: source.inner().to_string(),
+            };
+        }
+        LockError::Backend {
+            alias: self.0.name.clone(),
+            key: key.to_owned(),
+            op,
+            source,
+        }
     }
 
     /// The error of an operation on the whole alias (no one key) whose store

@@ -12,6 +12,7 @@ use super::{
     Abilities, Acquired, AsyncStore, Attempt, Backend, BackendError, BoxFuture, Held, Namespace,
     Request, Store, Token, Wait, wait,
 };
+use crate::admin::{Forced, Page};
 
 /// The full [`Backend`] of a blocking [`Store`]: sync callers call it
 /// directly; async callers reach it through a pool of threads, so it never
@@ -121,6 +122,8 @@ struct Owned {
     lease: Option<Duration>,
     steal_after: Option<Duration>,
     fair: bool,
+    label: Option<String>,
+    function: Option<String>,
 }
 
 impl Owned {
@@ -131,6 +134,8 @@ impl Owned {
             lease: req.lease,
             steal_after: req.steal_after,
             fair: req.fair,
+            label: req.label.map(str::to_owned),
+            function: req.function.map(str::to_owned),
         }
     }
 
@@ -140,6 +145,8 @@ impl Owned {
             .lease(self.lease)
             .steal_after(self.steal_after)
             .fair(self.fair)
+            .label(self.label.as_deref())
+            .function(self.function.as_deref())
     }
 }
 
@@ -252,6 +259,28 @@ impl<S: Store> Backend for Blocking<S> {
 
     fn clean_up(&self, grace: Duration) -> Option<Result<u64, BackendError>> {
         clean_up(&self.0, <S as Store>::abilities, grace)
+    }
+
+    fn list(
+        &self,
+        ns: &Namespace,
+        prefix: &str,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Option<Result<Page, BackendError>> {
+        list(&self.0, <S as Store>::abilities, ns, prefix, cursor, limit)
+    }
+
+    fn show(&self, key: &str) -> Option<Result<Option<Held>, BackendError>> {
+        show(&self.0, <S as Store>::abilities, key)
+    }
+
+    fn force_release(&self, ns: &Namespace, entry: Forced) -> Option<Result<Forced, BackendError>> {
+        force_release(&self.0, <S as Store>::abilities, ns, entry)
+    }
+
+    fn audit_log(&self, ns: &Namespace, limit: usize) -> Option<Result<Vec<Forced>, BackendError>> {
+        audit_log(&self.0, <S as Store>::abilities, ns, limit)
     }
 
     fn supports_unleased(&self) -> bool {
@@ -415,6 +444,35 @@ impl<S: AsyncStore> Backend for NonBlocking<S> {
         clean_up(&self.0, <S as AsyncStore>::abilities, grace)
     }
 
+    fn list(
+        &self,
+        ns: &Namespace,
+        prefix: &str,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Option<Result<Page, BackendError>> {
+        list(
+            &self.0,
+            <S as AsyncStore>::abilities,
+            ns,
+            prefix,
+            cursor,
+            limit,
+        )
+    }
+
+    fn show(&self, key: &str) -> Option<Result<Option<Held>, BackendError>> {
+        show(&self.0, <S as AsyncStore>::abilities, key)
+    }
+
+    fn force_release(&self, ns: &Namespace, entry: Forced) -> Option<Result<Forced, BackendError>> {
+        force_release(&self.0, <S as AsyncStore>::abilities, ns, entry)
+    }
+
+    fn audit_log(&self, ns: &Namespace, limit: usize) -> Option<Result<Vec<Forced>, BackendError>> {
+        audit_log(&self.0, <S as AsyncStore>::abilities, ns, limit)
+    }
+
     fn supports_unleased(&self) -> bool {
         self.0.abilities().unleased
     }
@@ -491,6 +549,28 @@ impl<S: Store + AsyncStore> Backend for Dual<S> {
         self.sync.clean_up(grace)
     }
 
+    fn list(
+        &self,
+        ns: &Namespace,
+        prefix: &str,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Option<Result<Page, BackendError>> {
+        self.sync.list(ns, prefix, cursor, limit)
+    }
+
+    fn show(&self, key: &str) -> Option<Result<Option<Held>, BackendError>> {
+        self.sync.show(key)
+    }
+
+    fn force_release(&self, ns: &Namespace, entry: Forced) -> Option<Result<Forced, BackendError>> {
+        self.sync.force_release(ns, entry)
+    }
+
+    fn audit_log(&self, ns: &Namespace, limit: usize) -> Option<Result<Vec<Forced>, BackendError>> {
+        self.sync.audit_log(ns, limit)
+    }
+
     fn supports_unleased(&self) -> bool {
         self.sync.supports_unleased()
     }
@@ -560,6 +640,99 @@ fn clean_up<S: Send + Sync + 'static>(
     finish(async move {
         match of(&store).async_clean_up {
             Some(c) => c.clean_up(grace).await.map(Some),
+            None => Ok(None),
+        }
+    })
+    .transpose()
+}
+
+/// A page of held locks, in whichever form the store named (see [`check`]).
+fn list<S: Send + Sync + 'static>(
+    store: &Arc<S>,
+    of: AbilitiesOf<S>,
+    ns: &Namespace,
+    prefix: &str,
+    cursor: Option<&str>,
+    limit: usize,
+) -> Option<Result<Page, BackendError>> {
+    let abilities = of(store);
+    if let Some(i) = abilities.inspect {
+        return Some(i.list(ns, prefix, cursor, limit));
+    }
+    abilities.async_inspect?;
+    let (store, ns, prefix) = (Arc::clone(store), ns.clone(), prefix.to_owned());
+    let cursor = cursor.map(str::to_owned);
+    finish(async move {
+        match of(&store).async_inspect {
+            Some(i) => i
+                .list(&ns, &prefix, cursor.as_deref(), limit)
+                .await
+                .map(Some),
+            None => Ok(None),
+        }
+    })
+    .transpose()
+}
+
+/// One held lock, in whichever form the store named (see [`check`]).
+fn show<S: Send + Sync + 'static>(
+    store: &Arc<S>,
+    of: AbilitiesOf<S>,
+    key: &str,
+) -> Option<Result<Option<Held>, BackendError>> {
+    let abilities = of(store);
+    if let Some(i) = abilities.inspect {
+        return Some(i.show(key));
+    }
+    abilities.async_inspect?;
+    let (store, key) = (Arc::clone(store), key.to_owned());
+    finish(async move {
+        match of(&store).async_inspect {
+            Some(i) => i.show(&key).await.map(Some),
+            None => Ok(None),
+        }
+    })
+    .transpose()
+}
+
+/// A forced release, in whichever form the store named (see [`check`]).
+fn force_release<S: Send + Sync + 'static>(
+    store: &Arc<S>,
+    of: AbilitiesOf<S>,
+    ns: &Namespace,
+    entry: Forced,
+) -> Option<Result<Forced, BackendError>> {
+    let abilities = of(store);
+    if let Some(f) = abilities.force_release {
+        return Some(f.force_release(ns, entry));
+    }
+    abilities.async_force_release?;
+    let (store, ns) = (Arc::clone(store), ns.clone());
+    finish(async move {
+        match of(&store).async_force_release {
+            Some(f) => f.force_release(&ns, entry).await.map(Some),
+            None => Ok(None),
+        }
+    })
+    .transpose()
+}
+
+/// The audit log, in whichever form the store named (see [`check`]).
+fn audit_log<S: Send + Sync + 'static>(
+    store: &Arc<S>,
+    of: AbilitiesOf<S>,
+    ns: &Namespace,
+    limit: usize,
+) -> Option<Result<Vec<Forced>, BackendError>> {
+    let abilities = of(store);
+    if let Some(f) = abilities.force_release {
+        return Some(f.audit_log(ns, limit));
+    }
+    abilities.async_force_release?;
+    let (store, ns) = (Arc::clone(store), ns.clone());
+    finish(async move {
+        match of(&store).async_force_release {
+            Some(f) => f.audit_log(&ns, limit).await.map(Some),
             None => Ok(None),
         }
     })

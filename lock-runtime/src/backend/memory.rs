@@ -31,7 +31,7 @@ use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::task::{Context, Poll, Waker};
 use std::thread::Thread;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use hashbrown::{DefaultHashBuilder, HashTable};
 use once_cell::sync::Lazy;
@@ -40,6 +40,7 @@ use super::{
     Acquired, Attempt, Backend, BackendError, BoxFuture, Busy, Held, Namespace, Request, Token,
     Wait,
 };
+use crate::admin::{AUDIT_LOG_LEN, Forced, Owner, Page};
 
 /// `memory://NAME` (`memory://` is the store called `default`).
 pub(crate) static KIND: super::kind::StoreKind = super::kind::StoreKind {
@@ -121,6 +122,8 @@ pub struct MemoryBackend {
     /// `None`: the real clock. A test's virtual clock otherwise, read in
     /// its place by every operation (one branch, no lock).
     clock: Option<Arc<VirtualClock>>,
+    /// The last forced releases, newest at the back: the audit log.
+    audit: Mutex<VecDeque<Forced>>,
 }
 
 #[repr(align(64))]
@@ -146,6 +149,28 @@ struct Slot {
     // that someone waits for pay for a queue.
     #[allow(clippy::box_collection)]
     waiters: Option<Box<VecDeque<Arc<Waiter>>>>,
+    /// The holder's label and function, boxed so that a lock taken with
+    /// neither pays 8 bytes, not 32.
+    meta: Option<Box<Meta>>,
+}
+
+/// What a holder said about itself, for the admin API.
+#[derive(Clone)]
+struct Meta {
+    label: Option<Box<str>>,
+    function: Option<Box<str>>,
+}
+
+impl Meta {
+    fn of(req: &Request<'_>) -> Option<Box<Self>> {
+        if req.label.is_none() && req.function.is_none() {
+            return None;
+        }
+        Some(Box::new(Self {
+            label: req.label.map(Into::into),
+            function: req.function.map(Into::into),
+        }))
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -156,15 +181,18 @@ struct Holder {
     /// Nanoseconds on [`now`]'s clock.
     since: u64,
     until: u64,
+    /// The fencing token it was granted, for the admin API.
+    fence: u64,
 }
 
 impl Holder {
-    fn new(token: Token, now: u64, lease: Option<Duration>) -> Self {
+    fn new(token: Token, now: u64, lease: Option<Duration>, fence: u64) -> Self {
         let t = token.as_u128();
         Self {
             token: [(t >> 64) as u64, t as u64],
             since: now,
             until: lease.map_or(NO_LEASE, |l| now.saturating_add(nanos(l))),
+            fence,
         }
     }
 
@@ -314,6 +342,7 @@ impl MemoryBackend {
                 .collect(),
             hasher: DefaultHashBuilder::default(),
             clock: None,
+            audit: Mutex::new(VecDeque::new()),
         }
     }
 
@@ -483,6 +512,7 @@ impl MemoryBackend {
             Err(_) if past(wait.deadline) => Err(None),
             Err(retry_at) => {
                 let waiter = Arc::new(Waiter {
+                    meta: Meta::of(req),
                     token: req.token,
                     lease: req.lease,
                     fair: req.fair,
@@ -588,6 +618,7 @@ impl ShardState {
                 key: key.into(),
                 holder: None,
                 waiters: None,
+                meta: None,
             })
             .into_mut()
     }
@@ -603,7 +634,7 @@ impl ShardState {
         now: u64,
         queued: bool,
     ) -> Result<u64, Option<u64>> {
-        let holder = Holder::new(req.token, now, req.lease);
+        let holder = Holder::new(req.token, now, req.lease, self.fence + 1);
         // One probe of the table, whether the key is there or not.
         match self
             .table
@@ -614,6 +645,7 @@ impl ShardState {
                     key: req.key.into(),
                     holder: Some(holder),
                     waiters: None,
+                    meta: Meta::of(req),
                 });
                 self.inserts += 1;
                 if self.inserts.is_multiple_of(SWEEP_EVERY) {
@@ -636,6 +668,7 @@ impl ShardState {
                     return Err(slot.holder.map(|h| h.until).filter(|&u| u != NO_LEASE));
                 }
                 slot.holder = Some(holder);
+                slot.meta = Meta::of(req);
             }
         }
         self.fence += 1;
@@ -652,6 +685,7 @@ impl ShardState {
             return false;
         };
         slot.holder = None;
+        slot.meta = None;
         // Only a leased lock can have run out; only waiters need the time.
         let live = !h.leased() || h.live(clock.now());
         if slot.has_waiters() {
@@ -676,13 +710,15 @@ impl ShardState {
         };
         if slot.holder.is_some_and(|h| !h.live(now)) {
             slot.holder = None;
+            slot.meta = None;
         }
         if slot.holder.is_none()
             && let Some(w) = slot.waiters.as_mut().and_then(|q| q.pop_front())
         {
             if w.fair || now.saturating_sub(w.queued_at) >= nanos(STARVATION) {
                 self.fence += 1;
-                slot.holder = Some(Holder::new(w.token, now, w.lease));
+                slot.holder = Some(Holder::new(w.token, now, w.lease, self.fence));
+                slot.meta = w.meta.clone();
                 w.fence.store(self.fence, Ordering::Release);
                 w.granted_at.store(now, Ordering::Release);
                 w.signal(GRANTED);
@@ -733,6 +769,7 @@ const NUDGED: u8 = 3;
 
 /// One queued acquisition. Its state changes only under its shard's lock.
 struct Waiter {
+    meta: Option<Box<Meta>>,
     token: Token,
     lease: Option<Duration>,
     fair: bool,
@@ -943,20 +980,123 @@ impl Backend for MemoryBackend {
                 if ns.key_of(&slot.key).is_none() {
                     continue;
                 }
-                let waiting = slot.waiters.as_ref().map_or(0, |w| w.len());
-                held.push(
-                    Held::new(&*slot.key)
-                        .held_for(Some(Duration::from_nanos(now.saturating_sub(h.since))))
-                        .lease_left(h.leased().then(|| Duration::from_nanos(h.until - now)))
-                        .waiting(Some(waiting)),
-                );
+                held.push(slot.held(&h, now));
             }
         }
         Some(Ok(held))
     }
 
+    fn list(
+        &self,
+        ns: &Namespace,
+        prefix: &str,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Option<Result<Page, BackendError>> {
+        Some(Ok(self.page(ns, prefix, cursor, limit)))
+    }
+
+    fn show(&self, key: &str) -> Option<Result<Option<Held>, BackendError>> {
+        let now = self.now();
+        let hash = self.hasher.hash_one(key);
+        let mut st = self.shard(hash);
+        let slot = st.find(hash, key);
+        Some(Ok(slot.and_then(|s| {
+            let h = s.holder.filter(|h| h.live(now))?;
+            Some(s.held(&h, now))
+        })))
+    }
+
+    fn force_release(
+        &self,
+        ns: &Namespace,
+        mut entry: Forced,
+    ) -> Option<Result<Forced, BackendError>> {
+        let _ = ns;
+        let now = self.now();
+        let hash = self.hasher.hash_one(entry.key.as_str());
+        {
+            let mut st = self.shard(hash);
+            if let Some(slot) = st.find(hash, &entry.key) {
+                if let Some(h) = slot.holder.filter(|h| h.live(now)) {
+                    entry.removed = Some(slot.held(&h, now));
+                }
+                slot.holder = None;
+                slot.meta = None;
+                // Wakes (or grants to) the first waiter, as a release does;
+                // the shard's counter goes on, so the next token is higher.
+                st.hand_off(hash, &entry.key, now);
+            }
+        }
+        let mut audit = lock(&self.audit);
+        if audit.len() >= AUDIT_LOG_LEN {
+            audit.pop_front();
+        }
+        audit.push_back(entry.clone());
+        Some(Ok(entry))
+    }
+
+    fn audit_log(&self, ns: &Namespace, limit: usize) -> Option<Result<Vec<Forced>, BackendError>> {
+        let audit = lock(&self.audit);
+        let log = audit.iter().rev().filter(|f| ns.key_of(&f.key).is_some());
+        Some(Ok(log.take(limit).cloned().collect()))
+    }
+
     fn supports_unleased(&self) -> bool {
         true
+    }
+}
+
+impl Slot {
+    /// What the admin API shows of this slot, held by `h`.
+    fn held(&self, h: &Holder, now: u64) -> Held {
+        let held_for = Duration::from_nanos(now.saturating_sub(h.since));
+        let meta = self.meta.as_deref();
+        let owner = Owner::of_this_process()
+            .label(meta.and_then(|m| m.label.as_deref()).map(str::to_owned))
+            .function(meta.and_then(|m| m.function.as_deref()).map(str::to_owned));
+        Held::new(&*self.key)
+            .held_for(Some(held_for))
+            .lease_left(h.leased().then(|| Duration::from_nanos(h.until - now)))
+            .fencing(Some(h.fence))
+            .waiting(Some(self.waiters.as_ref().map_or(0, |w| w.len())))
+            .owner(Some(owner))
+            .acquired_at(SystemTime::now().checked_sub(held_for))
+    }
+}
+
+impl MemoryBackend {
+    /// One page of held locks: those after `cursor` (the last key of the
+    /// page before), the `limit` smallest keys of them. An in-process store
+    /// reads every slot for it, one shard at a time.
+    fn page(&self, ns: &Namespace, prefix: &str, cursor: Option<&str>, limit: usize) -> Page {
+        let now = self.now();
+        let mut held = Vec::new();
+        for shard in &self.shards {
+            let st = lock(&shard.state);
+            for slot in st.table.iter() {
+                let Some(h) = slot.holder.filter(|h| h.live(now)) else {
+                    continue;
+                };
+                let after = cursor.is_none_or(|c| *slot.key > *c);
+                if after && slot.key.starts_with(prefix) && ns.key_of(&slot.key).is_some() {
+                    held.push(slot.held(&h, now));
+                }
+            }
+        }
+        let limit = limit.max(1);
+        let more = held.len() > limit;
+        if more {
+            held.select_nth_unstable_by(limit, |a, b| a.key.cmp(&b.key));
+            held.truncate(limit);
+        }
+        held.sort_unstable_by(|a, b| a.key.cmp(&b.key));
+        let next = if more {
+            held.last().map(|h| h.key.clone())
+        } else {
+            None
+        };
+        Page::new(held, next)
     }
 }
 

@@ -176,6 +176,8 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+pub use crate::admin::Owner;
+use crate::admin::{Forced, Page};
 pub use crate::error::{BackendError, BackendErrorKind};
 
 #[cfg(any(feature = "sqlite", feature = "file"))]
@@ -200,8 +202,9 @@ mod wait;
 pub use drive::{blocking, dual, non_blocking};
 pub use namespace::Namespace;
 pub use store::{
-    Abilities, AsyncCleanUp, AsyncListing, AsyncOwnerCheck, AsyncStore, CleanUp, Held, Listing,
-    OwnerCheck, Signal, Store, Unleased, WakeUps, Watch,
+    Abilities, AsyncCleanUp, AsyncForceRelease, AsyncInspect, AsyncListing, AsyncOwnerCheck,
+    AsyncStore, CleanUp, ForceRelease, Held, Inspect, Listing, OwnerCheck, Signal, Store, Unleased,
+    WakeUps, Watch,
 };
 
 /// A boxed, `Send` future: the return type of a backend's async methods.
@@ -421,6 +424,11 @@ pub struct Request<'a> {
     pub steal_after: Option<Duration>,
     /// Serve waiters in arrival order rather than letting a newcomer barge in.
     pub fair: bool,
+    /// The [label](crate::Lock::label) of the lock, for a store that records
+    /// who holds what ([`Held::owner`]). Says nothing about exclusion.
+    pub label: Option<&'a str>,
+    /// The path of the function `#[lock]` locks, recorded like `label`.
+    pub function: Option<&'a str>,
 }
 
 impl<'a> Request<'a> {
@@ -442,6 +450,8 @@ impl<'a> Request<'a> {
             lease: None,
             steal_after: None,
             fair: false,
+            label: None,
+            function: None,
         }
     }
 
@@ -510,6 +520,30 @@ impl<'a> Request<'a> {
     /// ```
     pub fn token(mut self, token: Token) -> Self {
         self.token = token;
+        self
+    }
+
+    /// Sets the label recorded with the holder.
+    ///
+    /// ```
+    /// use lock_runtime::backend::Request;
+    ///
+    /// assert_eq!(Request::new("k").label(Some("cron")).label, Some("cron"));
+    /// ```
+    pub fn label(mut self, label: Option<&'a str>) -> Self {
+        self.label = label;
+        self
+    }
+
+    /// Sets the function path recorded with the holder.
+    ///
+    /// ```
+    /// use lock_runtime::backend::Request;
+    ///
+    /// assert_eq!(Request::new("k").function(Some("app::job")).function, Some("app::job"));
+    /// ```
+    pub fn function(mut self, function: Option<&'a str>) -> Self {
+        self.function = function;
         self
     }
 }
@@ -1005,6 +1039,88 @@ pub trait Backend: Send + Sync + 'static {
     /// ```
     fn clean_up(&self, grace: Duration) -> Option<Result<u64, BackendError>> {
         let _ = grace;
+        None
+    }
+
+    /// One page of the locks held under `ns` whose stored keys start with
+    /// `prefix`, from `cursor` on; `None` when the store cannot page through
+    /// its locks (the default). See [`Inspect`].
+    ///
+    /// ```
+    /// use lock_runtime::backend::memory::MemoryBackend;
+    /// use lock_runtime::backend::{Backend, Namespace, Request};
+    ///
+    /// let store = MemoryBackend::new();
+    /// let ns = Namespace::new("jobs:");
+    /// store.try_acquire(&Request::new(&ns.key("import".into()))).unwrap();
+    /// let page = store.list(&ns, "jobs:im", None, 10).unwrap().unwrap();
+    /// assert_eq!(page.held[0].key, "jobs:import");
+    /// assert_eq!(page.next, None);
+    /// ```
+    fn list(
+        &self,
+        ns: &Namespace,
+        prefix: &str,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Option<Result<Page, BackendError>> {
+        let _ = (ns, prefix, cursor, limit);
+        None
+    }
+
+    /// The lock `key` (as stored) if held now; `None` when the store cannot
+    /// tell (the default). See [`Inspect`].
+    ///
+    /// ```
+    /// use lock_runtime::backend::memory::MemoryBackend;
+    /// use lock_runtime::backend::{Backend, Request};
+    ///
+    /// let store = MemoryBackend::new();
+    /// store.try_acquire(&Request::new("k").label(Some("cron"))).unwrap();
+    /// let held = store.show("k").unwrap().unwrap().unwrap();
+    /// assert_eq!(held.owner.unwrap().label.as_deref(), Some("cron"));
+    /// assert!(store.show("free").unwrap().unwrap().is_none());
+    /// ```
+    fn show(&self, key: &str) -> Option<Result<Option<Held>, BackendError>> {
+        let _ = key;
+        None
+    }
+
+    /// Frees `entry.key` (as stored) whoever holds it and records `entry`
+    /// (with the holder removed) in the store's audit log; `None` when the
+    /// store cannot (the default). See [`ForceRelease`].
+    ///
+    /// ```
+    /// use std::time::SystemTime;
+    /// use lock_runtime::admin::{Forced, Owner};
+    /// use lock_runtime::backend::memory::MemoryBackend;
+    /// use lock_runtime::backend::{Attempt, Backend, Namespace, Request};
+    ///
+    /// let store = MemoryBackend::new();
+    /// store.try_acquire(&Request::new("k")).unwrap();
+    /// let entry = Forced::new("k", SystemTime::now(), Owner::unknown(), "stuck");
+    /// let forced = store.force_release(&Namespace::new(""), entry).unwrap().unwrap();
+    /// assert!(forced.removed.is_some());
+    /// assert!(matches!(store.try_acquire(&Request::new("k")).unwrap(), Attempt::Acquired(_)));
+    /// ```
+    fn force_release(&self, ns: &Namespace, entry: Forced) -> Option<Result<Forced, BackendError>> {
+        let _ = (ns, entry);
+        None
+    }
+
+    /// The newest `limit` forced releases under `ns`, newest first; `None`
+    /// when the store keeps no audit log (the default). See
+    /// [`ForceRelease`].
+    ///
+    /// ```
+    /// use lock_runtime::backend::memory::MemoryBackend;
+    /// use lock_runtime::backend::{Backend, Namespace};
+    ///
+    /// let log = MemoryBackend::new().audit_log(&Namespace::new(""), 10).unwrap().unwrap();
+    /// assert!(log.is_empty());
+    /// ```
+    fn audit_log(&self, ns: &Namespace, limit: usize) -> Option<Result<Vec<Forced>, BackendError>> {
+        let _ = (ns, limit);
         None
     }
 

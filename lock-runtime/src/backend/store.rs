@@ -8,9 +8,10 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use std::thread::Thread;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use super::{Attempt, BackendError, BoxFuture, Request, Token};
+use crate::admin::{Forced, Owner, Page};
 
 /// A store written in blocking form: three atomic operations.
 ///
@@ -170,6 +171,10 @@ pub struct Abilities<'a> {
     pub(crate) listing: Option<&'a dyn Listing>,
     pub(crate) async_listing: Option<&'a dyn AsyncListing>,
     pub(crate) async_clean_up: Option<&'a dyn AsyncCleanUp>,
+    pub(crate) inspect: Option<&'a dyn Inspect>,
+    pub(crate) async_inspect: Option<&'a dyn AsyncInspect>,
+    pub(crate) force_release: Option<&'a dyn ForceRelease>,
+    pub(crate) async_force_release: Option<&'a dyn AsyncForceRelease>,
     pub(crate) unleased: bool,
 }
 
@@ -185,6 +190,14 @@ impl std::fmt::Debug for Abilities<'_> {
             .field(
                 "listing",
                 &(self.listing.is_some() || self.async_listing.is_some()),
+            )
+            .field(
+                "inspect",
+                &(self.inspect.is_some() || self.async_inspect.is_some()),
+            )
+            .field(
+                "force_release",
+                &(self.force_release.is_some() || self.async_force_release.is_some()),
             )
             .field("unleased", &self.unleased)
             .finish()
@@ -245,6 +258,32 @@ impl<'a> Abilities<'a> {
     /// The listing of an async store. See [`AsyncListing`].
     pub fn async_listing(mut self, store: &'a dyn AsyncListing) -> Self {
         self.async_listing = Some(store);
+        self
+    }
+
+    /// The store can page through its held locks and show one, for the
+    /// admin API. See [`Inspect`].
+    pub fn inspect(mut self, store: &'a dyn Inspect) -> Self {
+        self.inspect = Some(store);
+        self
+    }
+
+    /// The paging and showing of an async store. See [`AsyncInspect`].
+    pub fn async_inspect(mut self, store: &'a dyn AsyncInspect) -> Self {
+        self.async_inspect = Some(store);
+        self
+    }
+
+    /// The store can release a lock whoever holds it, and keeps an audit
+    /// log of doing so. See [`ForceRelease`].
+    pub fn force_release(mut self, store: &'a dyn ForceRelease) -> Self {
+        self.force_release = Some(store);
+        self
+    }
+
+    /// The forced release of an async store. See [`AsyncForceRelease`].
+    pub fn async_force_release(mut self, store: &'a dyn AsyncForceRelease) -> Self {
+        self.async_force_release = Some(store);
         self
     }
 
@@ -385,6 +424,10 @@ pub struct Held {
     pub fencing: Option<u64>,
     /// How many acquisitions wait for it.
     pub waiting: Option<usize>,
+    /// Who holds it, as far as the store recorded.
+    pub owner: Option<Owner>,
+    /// When it was acquired (by the store's clock where it has one).
+    pub acquired_at: Option<SystemTime>,
 }
 
 impl Held {
@@ -396,6 +439,8 @@ impl Held {
             lease_left: None,
             fencing: None,
             waiting: None,
+            owner: None,
+            acquired_at: None,
         }
     }
 
@@ -422,6 +467,194 @@ impl Held {
         self.waiting = n;
         self
     }
+
+    /// Sets who holds it.
+    ///
+    /// ```
+    /// use lock_runtime::admin::Owner;
+    /// use lock_runtime::backend::Held;
+    ///
+    /// let held = Held::new("k").owner(Some(Owner::of_this_process()));
+    /// assert_eq!(held.owner.unwrap().pid, Some(std::process::id()));
+    /// ```
+    pub fn owner(mut self, owner: Option<Owner>) -> Self {
+        self.owner = owner;
+        self
+    }
+
+    /// Sets when it was acquired.
+    ///
+    /// ```
+    /// use std::time::SystemTime;
+    /// use lock_runtime::backend::Held;
+    ///
+    /// let at = SystemTime::now();
+    /// assert_eq!(Held::new("k").acquired_at(Some(at)).acquired_at, Some(at));
+    /// ```
+    pub fn acquired_at(mut self, at: Option<SystemTime>) -> Self {
+        self.acquired_at = at;
+        self
+    }
+}
+
+/// Ability: pages through the locks held under a namespace and shows one,
+/// for the admin API ([`Alias::list`](crate::registry::Alias::list),
+/// [`Alias::show`](crate::registry::Alias::show)). Never blocks the store
+/// for long: a page is a bounded read (a `SCAN` step, an indexed range).
+/// Keys in and out are as the store keeps them; the runtime maps them.
+/// Named through [`Abilities::inspect`].
+///
+/// ```
+/// use lock_runtime::admin::Page;
+/// use lock_runtime::backend::{BackendError, Held, Inspect, Namespace};
+///
+/// /// Holds one lock, "jobs:only".
+/// struct One;
+///
+/// impl Inspect for One {
+///     fn list(&self, _: &Namespace, prefix: &str, cursor: Option<&str>, _: usize) -> Result<Page, BackendError> {
+///         let held = ("jobs:only".starts_with(prefix) && cursor.is_none())
+///             .then(|| Held::new("jobs:only"));
+///         Ok(Page::new(held.into_iter().collect(), None))
+///     }
+///     fn show(&self, key: &str) -> Result<Option<Held>, BackendError> {
+///         Ok((key == "jobs:only").then(|| Held::new(key)))
+///     }
+/// }
+///
+/// let ns = Namespace::new("jobs:");
+/// assert_eq!(One.list(&ns, "jobs:o", None, 10).unwrap().held.len(), 1);
+/// assert!(One.show("jobs:other").unwrap().is_none());
+/// ```
+pub trait Inspect: Send + Sync {
+    /// Up to `limit` held locks under `ns` whose stored keys start with
+    /// `prefix` (already a stored key's start), in the order of their keys,
+    /// from `cursor` on (`None`: the first page; else a `next` this method
+    /// gave). May list fewer (even none) with a `next` to go on from.
+    fn list(
+        &self,
+        ns: &super::Namespace,
+        prefix: &str,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<Page, BackendError>;
+
+    /// The lock `key` (as stored), if it is held now.
+    fn show(&self, key: &str) -> Result<Option<Held>, BackendError>;
+}
+
+/// Ability: [`Inspect`] in async form, for an [`AsyncStore`]. Named through
+/// [`Abilities::async_inspect`].
+///
+/// ```
+/// use lock_runtime::admin::Page;
+/// use lock_runtime::backend::{AsyncInspect, BackendError, BoxFuture, Held, Namespace};
+///
+/// struct NoneHeld;
+///
+/// impl AsyncInspect for NoneHeld {
+///     fn list<'a>(&'a self, _: &'a Namespace, _: &'a str, _: Option<&'a str>, _: usize) -> BoxFuture<'a, Result<Page, BackendError>> {
+///         Box::pin(async { Ok(Page::default()) })
+///     }
+///     fn show<'a>(&'a self, _: &'a str) -> BoxFuture<'a, Result<Option<Held>, BackendError>> {
+///         Box::pin(async { Ok(None) })
+///     }
+/// }
+///
+/// assert!(futures::executor::block_on(NoneHeld.show("k")).unwrap().is_none());
+/// ```
+pub trait AsyncInspect: Send + Sync {
+    /// See [`Inspect::list`].
+    fn list<'a>(
+        &'a self,
+        ns: &'a super::Namespace,
+        prefix: &'a str,
+        cursor: Option<&'a str>,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Page, BackendError>>;
+
+    /// See [`Inspect::show`].
+    fn show<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Held>, BackendError>>;
+}
+
+/// Ability: releases a lock whoever holds it, and records that in a bounded
+/// audit log the store keeps ([`Alias::force_release`](crate::registry::Alias::force_release),
+/// [`Alias::audit_log`](crate::registry::Alias::audit_log)).
+///
+/// The forced-out holder must see its lock lost on its next renewal or
+/// check, waiters must be woken as by a release, and the fencing counter
+/// must go on from where it was, so the next holder's token is higher. A
+/// store that can do only part of it answers the rest with an error of
+/// kind [`BackendErrorKind::Unsupported`](crate::backend::BackendErrorKind::Unsupported).
+/// Named through [`Abilities::force_release`].
+///
+/// ```
+/// use lock_runtime::admin::Forced;
+/// use lock_runtime::backend::{BackendError, BackendErrorKind, ForceRelease, Namespace};
+///
+/// /// Holds nothing, keeps no log.
+/// struct Empty;
+///
+/// impl ForceRelease for Empty {
+///     fn force_release(&self, _: &Namespace, entry: Forced) -> Result<Forced, BackendError> {
+///         Ok(entry) // nothing was held: `removed` stays `None`
+///     }
+///     fn audit_log(&self, _: &Namespace, _: usize) -> Result<Vec<Forced>, BackendError> {
+///         Err(BackendError::new(BackendErrorKind::Unsupported, "keeps no audit log"))
+///     }
+/// }
+///
+/// let ns = Namespace::new("");
+/// let entry = lock_runtime::admin::Forced::new("k", std::time::SystemTime::now(),
+///     lock_runtime::admin::Owner::unknown(), "test");
+/// assert!(Empty.force_release(&ns, entry).unwrap().removed.is_none());
+/// ```
+pub trait ForceRelease: Send + Sync {
+    /// Frees `entry.key` (as stored) whoever holds it, fills in
+    /// `entry.removed` with the holder it removed, records the entry in the
+    /// namespace's audit log and answers it.
+    fn force_release(&self, ns: &super::Namespace, entry: Forced) -> Result<Forced, BackendError>;
+
+    /// The newest `limit` entries of the namespace's audit log, newest
+    /// first (keys as stored).
+    fn audit_log(&self, ns: &super::Namespace, limit: usize) -> Result<Vec<Forced>, BackendError>;
+}
+
+/// Ability: [`ForceRelease`] in async form, for an [`AsyncStore`]. Named
+/// through [`Abilities::async_force_release`].
+///
+/// ```
+/// use lock_runtime::admin::Forced;
+/// use lock_runtime::backend::{AsyncForceRelease, BackendError, BoxFuture, Namespace};
+///
+/// struct Empty;
+///
+/// impl AsyncForceRelease for Empty {
+///     fn force_release<'a>(&'a self, _: &'a Namespace, entry: Forced) -> BoxFuture<'a, Result<Forced, BackendError>> {
+///         Box::pin(async move { Ok(entry) })
+///     }
+///     fn audit_log<'a>(&'a self, _: &'a Namespace, _: usize) -> BoxFuture<'a, Result<Vec<Forced>, BackendError>> {
+///         Box::pin(async { Ok(Vec::new()) })
+///     }
+/// }
+///
+/// let log = futures::executor::block_on(Empty.audit_log(&Namespace::new(""), 10)).unwrap();
+/// assert!(log.is_empty());
+/// ```
+pub trait AsyncForceRelease: Send + Sync {
+    /// See [`ForceRelease::force_release`].
+    fn force_release<'a>(
+        &'a self,
+        ns: &'a super::Namespace,
+        entry: Forced,
+    ) -> BoxFuture<'a, Result<Forced, BackendError>>;
+
+    /// See [`ForceRelease::audit_log`].
+    fn audit_log<'a>(
+        &'a self,
+        ns: &'a super::Namespace,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<Forced>, BackendError>>;
 }
 
 /// Ability: lists the locks held now under a namespace (stored keys that

@@ -16,7 +16,7 @@ impl Scope {
     }
 
     /// Releases a guard that must still be held.
-    fn released(&self, what: &str, outcome: Result<(), crate::LockError>) {
+    pub(super) fn released(&self, what: &str, outcome: Result<(), crate::LockError>) {
         if let Err(e) = outcome {
             panic!("{self}: releasing {what} failed: {e}");
         }

@@ -10,7 +10,7 @@ use super::{Conformance, Scope, runtime};
 
 impl Scope {
     /// Waits for `guard.lost()` at most `limit`; when it resolved.
-    fn lost_within(
+    pub(super) fn lost_within(
         &self,
         rt: &tokio::runtime::Runtime,
         guard: &LockGuard,

@@ -92,6 +92,7 @@
 //! Every behaviour panics with a message naming the store, the behaviour and
 //! what went wrong, like `assert!` does: it is meant to be called from tests.
 
+mod admin;
 mod cancel;
 mod clean_up;
 mod exclusion;
@@ -386,6 +387,11 @@ impl Conformance {
             "busy_answers_say_when_to_look_again",
             Self::busy_answers_say_when_to_look_again,
         ),
+        ("listing_names_the_holder", Self::listing_names_the_holder),
+        (
+            "forced_release_is_lost_and_fenced",
+            Self::forced_release_is_lost_and_fenced,
+        ),
     ];
 
     /// A fresh alias for one behaviour.
@@ -597,6 +603,8 @@ macro_rules! conformance_tests {
             $crate::__conformance_test!(holders_are_listed; [$($($ignored : $why),*)?]);
             $crate::__conformance_test!(clean_up_spares_live_locks; [$($($ignored : $why),*)?]);
             $crate::__conformance_test!(busy_answers_say_when_to_look_again; [$($($ignored : $why),*)?]);
+            $crate::__conformance_test!(listing_names_the_holder; [$($($ignored : $why),*)?]);
+            $crate::__conformance_test!(forced_release_is_lost_and_fenced; [$($($ignored : $why),*)?]);
         }
     };
 }
@@ -663,6 +671,12 @@ macro_rules! __conformance_test {
     };
     (busy_answers_say_when_to_look_again; [busy_answers_say_when_to_look_again : $why:literal $(, $($rest:tt)*)?]) => {
         $crate::__conformance_test!(@emit busy_answers_say_when_to_look_again #[ignore = $why]);
+    };
+    (listing_names_the_holder; [listing_names_the_holder : $why:literal $(, $($rest:tt)*)?]) => {
+        $crate::__conformance_test!(@emit listing_names_the_holder #[ignore = $why]);
+    };
+    (forced_release_is_lost_and_fenced; [forced_release_is_lost_and_fenced : $why:literal $(, $($rest:tt)*)?]) => {
+        $crate::__conformance_test!(@emit forced_release_is_lost_and_fenced #[ignore = $why]);
     };
     ($name:ident; [$other:ident : $why:literal $(, $($rest:tt)*)?]) => {
         $crate::__conformance_test!($name; [$($($rest)*)?]);
