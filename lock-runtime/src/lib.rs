@@ -78,6 +78,8 @@
 
 pub mod admin;
 pub mod backend;
+#[cfg(feature = "cli")]
+pub mod cli;
 mod config;
 mod error;
 pub mod guide;
