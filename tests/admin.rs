@@ -167,9 +167,12 @@ mod event {
     use tracing_subscriber::Layer;
     use tracing_subscriber::layer::{Context, SubscriberExt};
 
+    /// One event's fields, by name, as `Debug` shows their values.
+    pub type Event = Vec<(String, String)>;
+
     /// Keeps the fields of every `lock.forced_release` event.
     #[derive(Clone, Default)]
-    pub struct Forced(pub Arc<Mutex<Vec<Vec<(String, String)>>>>);
+    pub struct Forced(pub Arc<Mutex<Vec<Event>>>);
 
     struct Fields(Vec<(String, String)>);
 

@@ -152,6 +152,19 @@ pub(crate) fn host_name() -> Option<&'static str> {
     .as_deref()
 }
 
+/// What every token of this process begins with (its first 11 characters,
+/// which hold its random seed's bits only): the name a store that records
+/// holders gives this process's record, so that a lock's row or value needs
+/// nothing more than its token to name its holder.
+#[cfg_attr(
+    not(any(feature = "redis", feature = "sqlite", feature = "postgres")),
+    allow(dead_code)
+)]
+pub(crate) fn process_tag() -> &'static str {
+    static TAG: once_cell::sync::OnceCell<String> = once_cell::sync::OnceCell::new();
+    TAG.get_or_init(|| crate::backend::Token::new().encode().as_str()[..11].to_owned())
+}
+
 /// One page of held locks ([`Alias::list`](crate::registry::Alias::list)),
 /// in the order of their keys.
 ///

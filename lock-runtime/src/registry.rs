@@ -811,7 +811,9 @@ impl Alias {
     }
 
     /// One page of this alias's held locks whose own keys start with
-    /// `prefix` (`""`: all), in the order of their keys, each with what the
+    /// `prefix` (`""`: all), in the order of their keys within the page
+    /// (and across pages, except on Redis, whose `SCAN` has no order), each
+    /// with what the
     /// store knows of it ([`Held`]: its owner, when it was acquired, lease
     /// left, fencing token, waiters). Give `next` of a page back as `cursor`
     /// for the page after it (`None`: the first page); a page holds at most

@@ -27,6 +27,7 @@
 //! let guard = lock_runtime::Lock::new("invoice-7").alias("shared").acquire().unwrap();
 //! ```
 
+mod books;
 mod drivers;
 mod io;
 mod pool;
@@ -50,6 +51,7 @@ use super::{
     Acquired, Attempt, Backend, BackendError, BackendErrorKind, BoxFuture, Busy, Held, Namespace,
     Request, Token, Wait,
 };
+use crate::admin::{AUDIT_LOG_LEN, Forced, Page};
 use crate::lease::DEFAULT_LEASE;
 use drivers::{Leftover, Release};
 use io::Place;
@@ -209,6 +211,8 @@ struct Inner {
     pool: pool::Pool,
     conn: io::AsyncConn,
     wakeups: Subscribers,
+    /// This process's record beside the locks (who holds them).
+    books: books::Books,
 }
 
 impl fmt::Debug for RedisBackend {
@@ -237,6 +241,7 @@ impl RedisBackend {
             inner: Arc::new(Inner {
                 url: shown,
                 fence_key: Namespace::new(prefix).internal(FENCE),
+                books: books::Books::new(&Namespace::new(prefix)),
                 pool: pool::Pool::new(client.clone(), connect_timeout, command_timeout),
                 wakeups: Subscribers::new(client.clone(), connect_timeout, command_timeout),
                 conn: io::AsyncConn::new(client, config),
@@ -300,16 +305,20 @@ struct AcquireArgs {
     steal_ms: u64,
     /// The caller may wait (and so may join the line).
     will_wait: bool,
+    /// `#<n>`: the number of the lock's label and function in the process
+    /// record; empty for a lock with neither.
+    meta: String,
 }
 
 impl AcquireArgs {
-    fn new(req: &Request<'_>, will_wait: bool) -> Self {
+    fn new(req: &Request<'_>, will_wait: bool, meta: String) -> Self {
         Self {
             key: req.key.to_owned(),
             token: req.token,
             lease_ms: asked_lease_ms(req),
             steal_ms: req.steal_after.map_or(0, millis),
             will_wait,
+            meta,
         }
     }
 
@@ -323,7 +332,12 @@ impl AcquireArgs {
         if self.steal_ms != 0 || in_line {
             return None;
         }
-        let value = format!("{}{}", self.token.encode().as_str(), self.lease_ms);
+        let value = format!(
+            "{}{}{}",
+            self.token.encode().as_str(),
+            self.lease_ms,
+            self.meta
+        );
         let mut pipe = redis::pipe();
         pipe.cmd("SET")
             .arg(&self.key)
@@ -350,7 +364,8 @@ impl AcquireArgs {
                 .arg(self.lease_ms)
                 .arg(self.steal_ms)
                 .arg(millis(WAITER_TTL))
-                .arg(&self.key);
+                .arg(&self.key)
+                .arg(&self.meta);
             return inv;
         }
         let mut inv = scripts::ACQUIRE.prepare_invoke();
@@ -359,7 +374,8 @@ impl AcquireArgs {
             .arg(token.as_str())
             .arg(self.lease_ms)
             .arg(self.steal_ms)
-            .arg(if self.will_wait { "1" } else { "0" });
+            .arg(if self.will_wait { "1" } else { "0" })
+            .arg(&self.meta);
         inv
     }
 }
@@ -463,6 +479,94 @@ fn is_connection_error(e: &RedisError) -> bool {
 }
 
 impl Inner {
+    /// The held locks among `keys`, read with their owners in one script.
+    fn inspect(&self, keys: Vec<String>) -> Result<Vec<Option<Held>>, BackendError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut inv = scripts::INSPECT.prepare_invoke();
+        for k in &keys {
+            inv.key(k);
+        }
+        inv.arg(self.books.procs());
+        let read: Vec<books::Inspected> = self.sync(&inv)?;
+        Ok(keys
+            .into_iter()
+            .zip(read)
+            .map(|(k, r)| books::held(k, r))
+            .collect())
+    }
+
+    /// One page: `SCAN` steps (each bounded by its `COUNT`) from the
+    /// cursor, until `limit` keys or the end. The cursor is the `SCAN`
+    /// cursor to go on from, and after a `:` the last key given of its step
+    /// when that step had more: the step is then read again and its keys up
+    /// to that one skipped. Keys come in key order within a page, not
+    /// across pages (`SCAN` has no order).
+    fn page(
+        &self,
+        ns: &Namespace,
+        prefix: &str,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<Page, BackendError> {
+        let pattern = format!("{}*", glob_escape(prefix));
+        let (mut at, mut after) = match cursor {
+            None => (0u64, None),
+            Some(c) => {
+                let (at, after) = c.split_once(':').map_or((c, None), |(a, k)| (a, Some(k)));
+                let at = at.parse().map_err(|_| {
+                    BackendError::new(BackendErrorKind::Other, format!("not a cursor: `{c}`"))
+                })?;
+                (at, after.map(str::to_owned))
+            }
+        };
+        let limit = limit.max(1);
+        let mut keys = Vec::new();
+        let mut next = None;
+        // Bounded too: a sparse keyspace gives back a cursor rather than
+        // scanning on.
+        for _ in 0..64 {
+            let (following, mut batch): (u64, Vec<String>) = self
+                .pool
+                .with(|c| {
+                    redis::cmd("SCAN")
+                        .arg(at)
+                        .arg("MATCH")
+                        .arg(&pattern)
+                        .arg("COUNT")
+                        .arg(limit.max(100))
+                        .query(c)
+                })
+                .map_err(|e| self.sync_failed(e))?;
+            batch.retain(|k| ns.key_of(k).is_some());
+            batch.sort();
+            batch.dedup();
+            if let Some(a) = after.take() {
+                batch.retain(|k| *k > a);
+            }
+            let room = limit - keys.len();
+            if batch.len() > room {
+                batch.truncate(room);
+                next = batch.last().map(|k| format!("{at}:{k}"));
+                keys.extend(batch);
+                break;
+            }
+            keys.extend(batch);
+            if following == 0 {
+                next = None;
+                break;
+            }
+            at = following;
+            next = Some(at.to_string());
+            if keys.len() == limit {
+                break;
+            }
+        }
+        let held = self.inspect(keys)?.into_iter().flatten().collect();
+        Ok(Page::new(held, next))
+    }
+
     /// A pooled sync call failed: a dead connection empties the pool, so
     /// the next call connects afresh.
     fn sync_failed(&self, e: RedisError) -> BackendError {
@@ -511,6 +615,11 @@ impl Inner {
         in_line: bool,
         first: bool,
     ) -> Result<Attempt, BackendError> {
+        if let Some(record) = self.books.due() {
+            let written = self.pool.with(|c| record.query::<()>(c));
+            self.books.written(written.is_ok());
+            written.map_err(|e| self.sync_failed(e))?;
+        }
         let sent = Instant::now();
         if first && let Some(pipe) = args.fast(&self.fence_key, in_line) {
             return self
@@ -530,6 +639,11 @@ impl Inner {
         in_line: bool,
         first: bool,
     ) -> Result<Attempt, BackendError> {
+        if let Some(record) = self.books.due() {
+            let written = record.query_async::<()>(conn).await;
+            self.books.written(written.is_ok());
+            written.map_err(|e| self.async_failed(e))?;
+        }
         let sent = Instant::now();
         if first && let Some(pipe) = args.fast(&self.fence_key, in_line) {
             return pipe
@@ -578,7 +692,7 @@ impl Inner {
 
 impl Backend for RedisBackend {
     fn try_acquire(&self, req: &Request<'_>) -> Result<Attempt, BackendError> {
-        let args = AcquireArgs::new(req, false);
+        let args = AcquireArgs::new(req, false, self.inner.books.meta_of(req));
         self.inner.sync_try(&args, false, true)
     }
 
@@ -658,16 +772,72 @@ impl Backend for RedisBackend {
     }
 
     fn acquire(&self, req: &Request<'_>, wait: Wait) -> Result<Option<Acquired>, BackendError> {
-        let args = AcquireArgs::new(req, true);
+        let args = AcquireArgs::new(req, true, self.inner.books.meta_of(req));
         let waiting = Waiting::new(req, wait, Instant::now());
         drivers::acquire_blocking(&self.inner, &args, waiting)
+    }
+
+    fn list(
+        &self,
+        ns: &Namespace,
+        prefix: &str,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Option<Result<Page, BackendError>> {
+        Some(self.inner.page(ns, prefix, cursor, limit))
+    }
+
+    fn show(&self, key: &str) -> Option<Result<Option<Held>, BackendError>> {
+        let read = self.inner.inspect(vec![key.to_owned()]);
+        Some(read.map(|mut held| held.pop().flatten()))
+    }
+
+    fn force_release(&self, ns: &Namespace, entry: Forced) -> Option<Result<Forced, BackendError>> {
+        let _ = ns;
+        let [line, alive] = line_keys(&self.inner.fence_key, &entry.key);
+        let mut inv = scripts::FORCE.prepare_invoke();
+        inv.key(&entry.key)
+            .key(line)
+            .key(alive)
+            .key(&self.inner.fence_key)
+            .key(&self.inner.books.audit)
+            .arg(&entry.key)
+            .arg(millis(WAITER_TTL))
+            .arg(books::entry_head(&entry))
+            .arg(AUDIT_LOG_LEN)
+            .arg(self.inner.books.procs());
+        let recorded = self.inner.sync::<String>(&inv);
+        Some(recorded.and_then(|r| {
+            books::entry(&r).ok_or_else(|| {
+                BackendError::new(BackendErrorKind::Protocol, "an unreadable audit entry")
+            })
+        }))
+    }
+
+    fn audit_log(&self, ns: &Namespace, limit: usize) -> Option<Result<Vec<Forced>, BackendError>> {
+        let _ = ns;
+        let stop = limit.min(AUDIT_LOG_LEN) as i64 - 1;
+        if stop < 0 {
+            return Some(Ok(Vec::new()));
+        }
+        let read = self.inner.pool.with(|c| {
+            redis::cmd("LRANGE")
+                .arg(&self.inner.books.audit)
+                .arg(0)
+                .arg(stop)
+                .query::<Vec<String>>(c)
+        });
+        Some(
+            read.map(|log| log.iter().filter_map(|e| books::entry(e)).collect())
+                .map_err(|e| self.inner.sync_failed(e)),
+        )
     }
 
     fn try_acquire_async<'a>(
         &'a self,
         req: &'a Request<'a>,
     ) -> BoxFuture<'a, Result<Attempt, BackendError>> {
-        let args = AcquireArgs::new(req, false);
+        let args = AcquireArgs::new(req, false, self.inner.books.meta_of(req));
         self.inner.run(move |inner, mut conn| async move {
             let out = inner.try_acquire_on(&mut conn, &args, false, true).await;
             if out.is_err() {
@@ -689,7 +859,7 @@ impl Backend for RedisBackend {
         req: &'a Request<'a>,
         wait: Wait,
     ) -> BoxFuture<'a, Result<Option<Acquired>, BackendError>> {
-        let args = AcquireArgs::new(req, true);
+        let args = AcquireArgs::new(req, true, self.inner.books.meta_of(req));
         let waiting = Waiting::new(req, wait, Instant::now());
         self.inner
             .run(move |inner, conn| drivers::acquire(inner, conn, args, waiting))

@@ -838,7 +838,7 @@ impl QuorumBackend {
         &self,
         req: &Request<'_>,
     ) -> impl Future<Output = Result<Attempt, BackendError>> + Send + 'static {
-        let args = Arc::new(AcquireArgs::new(req, false));
+        let args = Arc::new(AcquireArgs::new(req, false, String::new()));
         let lease = req.lease.unwrap_or(crate::lease::DEFAULT_LEASE);
         self.shallow().try_acquire_async_inner(args, lease)
     }

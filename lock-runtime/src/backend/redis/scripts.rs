@@ -2,11 +2,18 @@
 //! server. Keys and tokens travel as `KEYS`/`ARGV`, never in the script text;
 //! the scripts are called by hash and reloaded after `NOSCRIPT`.
 //!
-//! A lock's value is `<token><span><flag>`: the owner's 22-character token;
-//! the lock's age at its last (re)lease plus that lease, in ms, so that its
-//! age now is `span - PTTL` by the server's own clock, with no `TIME` call
-//! on the hot path; then `*` if someone waits (only then does a release
+//! A lock's value is `<token><span>[#<meta>]<flag>`: the owner's
+//! 22-character token; the lock's age at its last (re)lease plus that
+//! lease, in ms, so that its age now is `span - PTTL` by the server's own
+//! clock, with no `TIME` call on the hot path; for a lock taken with a label
+//! or a `#[lock]` function, `#` and the number under which its process
+//! record keeps them; then `*` if someone waits (only then does a release
 //! publish a wake-up or look at the line).
+//!
+//! Who holds a lock costs it nothing more: the token's first 11 characters
+//! are the same for every token of a process (its random seed), and name
+//! the process record (`<books>proc:<those 11>`, a hash: `host`, `pid`, and
+//! `l<n>`/`f<n>` for each label and function), written once per process.
 //!
 //! Fair waiting uses two more keys beside the lock: a list (the line, in
 //! arrival order) and a sorted set (each waiter's liveness deadline). An
@@ -29,6 +36,19 @@ const PRELUDE: &str = r#"
 local function owner(v) return string.sub(v, 1, 22) end
 local function span(v) return tonumber(string.match(v, '^%d+', 23)) end
 local function waiting(v) return string.find(v, '*', 23, true) ~= nil end
+-- The holder's process record: host, pid, and the label and function its
+-- meta suffix names (each false when not recorded).
+local function record(books, v)
+  local rec = books .. string.sub(v, 1, 11)
+  local r = redis.call('HMGET', rec, 'host', 'pid')
+  local label, fn = false, false
+  local m = string.match(v, '#(%d+)', 23)
+  if m then
+    local f = redis.call('HMGET', rec, 'l' .. m, 'f' .. m)
+    label, fn = f[1], f[2]
+  end
+  return r[1], r[2], label, fn
+end
 local function stale(v, pttl, steal)
   if steal <= 0 then return false end
   local s = span(v)
@@ -85,7 +105,8 @@ fn script(body: &str) -> Script {
 }
 
 /// Barging acquisition. `KEYS`: lock, fence counter. `ARGV`: token, lease ms,
-/// steal age ms (0: never), `1` if the caller will wait for a wake-up.
+/// steal age ms (0: never), `1` if the caller will wait for a wake-up, the
+/// meta suffix (`#<n>` or empty).
 /// Returns `{1, fence}` when taken, `{0, ms}` when busy, `ms` being when
 /// it may be taken next: its lease's end, or when it turns stale. Running it twice
 /// with one token grants twice, so a request whose reply was lost can be
@@ -94,14 +115,14 @@ pub(crate) static ACQUIRE: Lazy<Script> = Lazy::new(|| {
     script(
         r#"
 local token, lease = ARGV[1], ARGV[2]
-if redis.call('SET', KEYS[1], token .. lease, 'NX', 'PX', lease) then
+if redis.call('SET', KEYS[1], token .. lease .. ARGV[5], 'NX', 'PX', lease) then
   return {1, redis.call('INCR', KEYS[2])}
 end
 local held = redis.call('GET', KEYS[1])
 local pttl = redis.call('PTTL', KEYS[1])
 if owner(held) == token or stale(held, pttl, tonumber(ARGV[3])) then
   local flag = waiting(held) and '*' or ''
-  redis.call('SET', KEYS[1], token .. lease .. flag, 'PX', lease)
+  redis.call('SET', KEYS[1], token .. lease .. ARGV[5] .. flag, 'PX', lease)
   return {1, redis.call('INCR', KEYS[2])}
 end
 if ARGV[4] == '1' and not waiting(held) then
@@ -113,7 +134,9 @@ return {0, retry_in(held, pttl, tonumber(ARGV[3]))}
 });
 
 /// Acquisition in line. `KEYS`: lock, fence counter, line, liveness set.
-/// `ARGV`: token, lease ms, steal age ms, waiter TTL ms, wake-up channel.
+/// `ARGV`: token, lease ms, steal age ms, waiter TTL ms, wake-up channel,
+/// meta suffix. (A lock a release hands to the line's head carries no meta
+/// suffix: the line's entries name token and lease only.)
 /// Takes the lock if it is ours (granted while the message was on its way,
 /// or a retry), stale, or free with nobody ahead; else joins the line (or
 /// refreshes its place) and returns `{0, pttl}`.
@@ -138,7 +161,7 @@ if take then
   end
   -- Keep waking whoever waits: the line, or barging waiters that marked it.
   local more = (held and waiting(held)) or redis.call('LLEN', KEYS[3]) > 0
-  redis.call('SET', KEYS[1], token .. lease .. (more and '*' or ''), 'PX', lease)
+  redis.call('SET', KEYS[1], token .. lease .. ARGV[6] .. (more and '*' or ''), 'PX', lease)
   return {1, redis.call('INCR', KEYS[2])}
 end
 if not now then
@@ -207,9 +230,62 @@ local held = redis.call('GET', KEYS[1])
 if not held or owner(held) ~= ARGV[1] then return 0 end
 local pttl = redis.call('PTTL', KEYS[1])
 local age = (span(held) or 0) - math.max(pttl, 0)
-local flags = string.match(held, '%D*$', 23) or ''
-redis.call('SET', KEYS[1], ARGV[1] .. (math.max(age, 0) + tonumber(ARGV[2])) .. flags, 'PX', ARGV[2])
+local rest = string.match(held, '^%d*(.*)$', 23) or ''
+redis.call('SET', KEYS[1], ARGV[1] .. (math.max(age, 0) + tonumber(ARGV[2])) .. rest, 'PX', ARGV[2])
 return 1
+"#,
+    )
+});
+
+/// Reads, for the admin API, each lock of `KEYS` with its holder's process
+/// record. `ARGV[1]`: the records' prefix (`<books>proc:`). Returns per key
+/// `{value, pttl, host, pid, label, function}`, `value` nil for a key that
+/// is gone or not a lock.
+pub(crate) static INSPECT: Lazy<Script> = Lazy::new(|| {
+    script(
+        r#"
+local out = {}
+for i, k in ipairs(KEYS) do
+  local v = false
+  if redis.call('TYPE', k)['ok'] == 'string' then v = redis.call('GET', k) end
+  if v and string.len(v) > 22 then
+    local pttl = redis.call('PTTL', k)
+    local host, pid, label, fn = record(ARGV[1], v)
+    out[i] = {v, pttl, host, pid, label, fn}
+  else
+    out[i] = {false, -2, false, false, false, false}
+  end
+end
+return out
+"#,
+    )
+});
+
+/// Frees a lock whoever holds it, as a release does (handing it to the
+/// line, publishing the wake-up; the fencing counter goes on), and records
+/// it in the capped audit list. `KEYS`: lock, line, liveness set, fence
+/// counter, audit list. `ARGV`: wake-up channel, waiter TTL ms, the entry's
+/// head (fields joined by NUL), the audit list's length, the records'
+/// prefix. Returns the entry as recorded: its head, then `1` and the holder
+/// removed (host, pid, label, function, age ms, PTTL, token), or `0`.
+pub(crate) static FORCE: Lazy<Script> = Lazy::new(|| {
+    script(
+        r#"
+local held = false
+if redis.call('TYPE', KEYS[1])['ok'] == 'string' then held = redis.call('GET', KEYS[1]) end
+local tail = '0'
+if held and string.len(held) > 22 then
+  local pttl = redis.call('PTTL', KEYS[1])
+  local host, pid, label, fn = record(ARGV[5], held)
+  local age = (span(held) or 0) - math.max(pttl, 0)
+  tail = table.concat({'1', host or '', pid or '', label or '', fn or '',
+    tostring(math.max(age, 0)), tostring(pttl), owner(held)}, '\0')
+  pass_on(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[1], tonumber(ARGV[2]), waiting(held))
+end
+local entry = ARGV[3] .. '\0' .. tail
+redis.call('LPUSH', KEYS[5], entry)
+redis.call('LTRIM', KEYS[5], 0, tonumber(ARGV[4]) - 1)
+return entry
 "#,
     )
 });

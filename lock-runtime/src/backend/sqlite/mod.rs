@@ -40,7 +40,9 @@
 //!     epoch       TEXT    NOT NULL,             -- the boot the times below belong to
 //!     acquired_at INTEGER NOT NULL,             -- µs on the shared clock (see below)
 //!     lease_end   INTEGER NOT NULL,             -- µs on the shared clock
-//!     fencing     INTEGER NOT NULL              -- this acquisition's fencing token
+//!     fencing     INTEGER NOT NULL,             -- this acquisition's fencing token
+//!     label       TEXT,                         -- the lock's label, if any
+//!     function    TEXT                          -- the `#[lock]` function's path, if any
 //! ) WITHOUT ROWID;
 //! CREATE TABLE IF NOT EXISTS "lock_leases_fence" (
 //!     name     TEXT    NOT NULL PRIMARY KEY,    -- one row, 'fence'
@@ -48,7 +50,51 @@
 //!     reserved INTEGER NOT NULL,                -- a bound on it, synced to disk
 //!     epoch    TEXT    NOT NULL                 -- the boot that wrote `value`
 //! ) WITHOUT ROWID;
+//! CREATE TABLE IF NOT EXISTS "lock_leases_procs" (
+//!     tag     TEXT    NOT NULL PRIMARY KEY,     -- a process's tokens' first 11 characters
+//!     host    TEXT,                             -- its host name
+//!     pid     INTEGER,                          -- its process id
+//!     written INTEGER NOT NULL                  -- unix seconds, rewritten daily
+//! ) WITHOUT ROWID;
+//! CREATE TABLE IF NOT EXISTS "lock_leases_audit" (  -- forced releases, newest 1000
+//!     id         INTEGER PRIMARY KEY AUTOINCREMENT,
+//!     key        TEXT    NOT NULL,              -- the lock, as stored
+//!     at_ms      INTEGER NOT NULL,              -- unix ms
+//!     by_host    TEXT,                          -- who forced it
+//!     by_pid     INTEGER,
+//!     by_user    TEXT,
+//!     reason     TEXT    NOT NULL,
+//!     removed    INTEGER NOT NULL,              -- 1: it removed a holder, described below
+//!     r_host     TEXT,
+//!     r_pid      INTEGER,
+//!     r_label    TEXT,
+//!     r_function TEXT,
+//!     r_fencing  INTEGER,
+//!     r_held_ms  INTEGER
+//! );
 //! ```
+//!
+//! Who holds a lock costs its row only the label and function it was taken
+//! with (NULL for none): the row's owner token names the process, whose
+//! host and pid are one row of `_procs`, written once per process (and
+//! again daily while it locks). A table made before holders were recorded
+//! is brought up to date when a process first opens it (in the set-up
+//! transaction; old rows show no label):
+//!
+//! ```sql
+//! ALTER TABLE "lock_leases" ADD COLUMN label TEXT;
+//! ALTER TABLE "lock_leases" ADD COLUMN function TEXT;
+//! -- and the `_procs` and `_audit` tables above, created if missing
+//! ```
+//!
+//! # Admin
+//! [`Alias::list`](crate::registry::Alias::list) reads an indexed range of
+//! the key (`key > cursor ORDER BY key LIMIT n`), with the holder's process
+//! joined in; [`Alias::force_release`](crate::registry::Alias::force_release)
+//! deletes the row whoever owns it and appends to `_audit` in one
+//! transaction, trimming it to its newest 1000 rows. The fencing counter,
+//! in its own table, goes on, and the forced-out holder's next renewal or
+//! check finds its row gone.
 //!
 //! The fencing counter is one row in the second table, never deleted (not by
 //! a release, an expiry or a clean-up), so fencing tokens strictly increase
@@ -108,7 +154,8 @@
 //! ones on a schedule with
 //! [`Alias::clean_up`](crate::registry::Alias::clean_up), which removes the
 //! rows of the whole table whose lease ended more than `grace` ago (and
-//! those of earlier boots), and never a live one.
+//! those of earlier boots), and never a live one; and the process records
+//! that no row names and that were not written for a day.
 
 mod pool;
 mod schema;
@@ -116,17 +163,19 @@ mod schema;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rusqlite::{OptionalExtension, TransactionBehavior, params};
 
 use super::clock;
 use super::kind::{Opening, StoreKind};
 use super::{
-    Abilities, Acquired, Attempt, Backend, BackendError, BackendErrorKind, Busy, CleanUp, Held,
-    Listing, Namespace, OwnerCheck, Request, Store, Token,
+    Abilities, Acquired, Attempt, Backend, BackendError, BackendErrorKind, Busy, CleanUp,
+    ForceRelease, Held, Inspect, Listing, Namespace, OwnerCheck, Request, Store, Token,
 };
 use crate::LockError;
+use crate::admin::{AUDIT_LOG_LEN, Forced, Owner, Page};
 use crate::lease::DEFAULT_LEASE;
 
 /// `sqlite:///abs/path.db` and `sqlite://relative/path.db`.
@@ -198,6 +247,9 @@ fn open(at: &[String], o: &Opening<'_>) -> Result<Arc<dyn Backend>, String> {
 pub struct SqliteStore {
     pool: pool::Pool,
     sql: schema::Sql,
+    /// Unix seconds after which this process writes its record again (on
+    /// its next acquisition); 0: not written yet.
+    proc_due: AtomicU64,
 }
 
 impl fmt::Debug for SqliteStore {
@@ -231,6 +283,7 @@ impl SqliteStore {
         Self {
             sql: schema::Sql::new(&table),
             pool: pool::Pool::new(path, table, busy_timeout),
+            proc_due: AtomicU64::new(0),
         }
     }
 
@@ -425,9 +478,24 @@ impl Store for SqliteStore {
                 now.epoch,
                 asked.micros.min(now.micros),
                 now.micros.saturating_add(lease),
-                fence
+                fence,
+                req.label,
+                req.function
             ])?;
+            let record = self.proc_due.load(Ordering::Acquire) <= unix_now();
+            if record {
+                tx.prepare_cached(&self.sql.write_proc)?.execute(params![
+                    crate::admin::process_tag(),
+                    crate::admin::host_name(),
+                    std::process::id(),
+                    unix_now() as i64
+                ])?;
+            }
             tx.commit()?;
+            if record {
+                self.proc_due
+                    .store(unix_now() + PROC_REWRITE.as_secs(), Ordering::Release);
+            }
             if reserve {
                 self.pool.sync_files()?;
             }
@@ -474,6 +542,8 @@ impl Store for SqliteStore {
             .owner_check(self)
             .clean_up(self)
             .listing(self)
+            .inspect(self)
+            .force_release(self)
     }
 }
 
@@ -576,7 +646,216 @@ impl CleanUp for SqliteStore {
             let gone = conn
                 .prepare_cached(&self.sql.clean_up)?
                 .execute(params![now.epoch, cutoff])?;
+            // Process records no row names, not written for a while (a
+            // live process writes its own again daily).
+            let stale = unix_now().saturating_sub(2 * PROC_REWRITE.as_secs());
+            conn.prepare_cached(&self.sql.clean_procs)?
+                .execute(params![stale as i64])?;
             Ok(u64::try_from(gone).unwrap_or(u64::MAX))
+        })
+    }
+}
+
+/// How often a process writes its record again, on its next acquisition.
+const PROC_REWRITE: Duration = Duration::from_secs(12 * 3600);
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// A row as the page and show statements read it (see `schema::HELD`).
+fn held_row(row: &rusqlite::Row<'_>, now: i64) -> rusqlite::Result<Held> {
+    let (key, since, until, fence): (String, i64, i64, i64) =
+        (row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?);
+    let (label, function, host, pid): (
+        Option<String>,
+        Option<String>,
+        Option<String>,
+        Option<u32>,
+    ) = (row.get(4)?, row.get(5)?, row.get(6)?, row.get(7)?);
+    let held_for = until_from(since, now);
+    let owner = Owner::unknown()
+        .host(host)
+        .pid(pid)
+        .label(label)
+        .function(function);
+    Ok(Held::new(key)
+        .held_for(Some(held_for))
+        .lease_left(Some(until_from(now, until)))
+        .fencing(u64::try_from(fence).ok())
+        .owner((owner != Owner::unknown()).then_some(owner))
+        .acquired_at(SystemTime::now().checked_sub(held_for)))
+}
+
+fn until_from(from: i64, to: i64) -> Duration {
+    Duration::from_micros(u64::try_from(to - from).unwrap_or(0))
+}
+
+impl Inspect for SqliteStore {
+    /// Rows in key order after the cursor (the last key given): an indexed
+    /// range of the table's primary key.
+    ///
+    /// ```
+    /// use lock_runtime::backend::sqlite::SqliteStore;
+    /// use lock_runtime::backend::{Inspect, Namespace, Request, Store};
+    ///
+    /// let dir = std::env::temp_dir().join(format!("doc-sqlite-page-{}", std::process::id()));
+    /// std::fs::create_dir_all(&dir).unwrap();
+    /// let store = SqliteStore::new(dir.join("locks.db"));
+    /// let ns = Namespace::new("jobs:");
+    /// for k in ["a", "b", "c"] {
+    ///     store.try_acquire(&Request::new(&ns.key(k.into())).label(Some("cron"))).unwrap();
+    /// }
+    /// let page = store.list(&ns, "jobs:", None, 2).unwrap();
+    /// assert_eq!(page.held.len(), 2);
+    /// let rest = store.list(&ns, "jobs:", page.next.as_deref(), 2).unwrap();
+    /// assert_eq!(rest.held[0].key, "jobs:c");
+    /// assert_eq!(rest.held[0].owner.as_ref().unwrap().label.as_deref(), Some("cron"));
+    /// # std::fs::remove_dir_all(&dir).ok();
+    /// ```
+    fn list(
+        &self,
+        _ns: &Namespace,
+        prefix: &str,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<Page, BackendError> {
+        let limit = limit.max(1);
+        self.run(|conn| {
+            let now = clock::now()?;
+            let mut stmt = conn.prepare_cached(&self.sql.page)?;
+            let rows = stmt.query_map(
+                params![prefix, cursor, now.epoch, now.micros, limit as i64 + 1],
+                |row| held_row(row, now.micros),
+            )?;
+            let mut held = rows.collect::<Result<Vec<_>, _>>()?;
+            let more = held.len() > limit;
+            held.truncate(limit);
+            let next = if more {
+                held.last().map(|h| h.key.clone())
+            } else {
+                None
+            };
+            Ok(Page::new(held, next))
+        })
+    }
+
+    fn show(&self, key: &str) -> Result<Option<Held>, BackendError> {
+        self.run(|conn| {
+            let now = clock::now()?;
+            let held = conn
+                .prepare_cached(&self.sql.show)?
+                .query_row(
+                    params![key, rusqlite::types::Null, now.epoch, now.micros],
+                    |row| held_row(row, now.micros),
+                )
+                .optional()?;
+            Ok(held)
+        })
+    }
+}
+
+impl ForceRelease for SqliteStore {
+    /// Deletes the row whoever owns it and appends to the `<table>_audit`
+    /// table (trimmed to the newest [`AUDIT_LOG_LEN`] rows) in one
+    /// transaction; the fencing counter, in its own table, goes on.
+    ///
+    /// ```
+    /// use std::time::SystemTime;
+    /// use lock_runtime::admin::{Forced, Owner};
+    /// use lock_runtime::backend::sqlite::SqliteStore;
+    /// use lock_runtime::backend::{ForceRelease, Namespace, Request, Store};
+    ///
+    /// let dir = std::env::temp_dir().join(format!("doc-sqlite-force-{}", std::process::id()));
+    /// std::fs::create_dir_all(&dir).unwrap();
+    /// let store = SqliteStore::new(dir.join("locks.db"));
+    /// store.try_acquire(&Request::new("k")).unwrap();
+    /// let ns = Namespace::new("");
+    /// let entry = Forced::new("k", SystemTime::now(), Owner::of_this_process(), "stuck");
+    /// assert!(store.force_release(&ns, entry).unwrap().removed.is_some());
+    /// assert_eq!(store.audit_log(&ns, 10).unwrap()[0].reason, "stuck");
+    /// # std::fs::remove_dir_all(&dir).ok();
+    /// ```
+    fn force_release(&self, _ns: &Namespace, mut entry: Forced) -> Result<Forced, BackendError> {
+        let at_ms = entry
+            .at
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        self.run(|conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let now = clock::now()?;
+            let removed = tx
+                .prepare_cached(&self.sql.show)?
+                .query_row(
+                    params![entry.key, rusqlite::types::Null, now.epoch, now.micros],
+                    |row| held_row(row, now.micros),
+                )
+                .optional()?;
+            tx.prepare_cached(&self.sql.delete)?
+                .execute(params![entry.key])?;
+            let owner = removed.as_ref().and_then(|h| h.owner.clone());
+            let owner = owner.as_ref();
+            tx.prepare_cached(&self.sql.audit)?.execute(params![
+                entry.key,
+                at_ms,
+                entry.by.host,
+                entry.by.pid,
+                entry.by.label,
+                entry.reason,
+                removed.is_some(),
+                owner.and_then(|o| o.host.as_deref()),
+                owner.and_then(|o| o.pid),
+                owner.and_then(|o| o.label.as_deref()),
+                owner.and_then(|o| o.function.as_deref()),
+                removed.as_ref().and_then(|h| h.fencing).map(|f| f as i64),
+                removed
+                    .as_ref()
+                    .and_then(|h| h.held_for)
+                    .map(|d| d.as_millis() as i64)
+            ])?;
+            tx.prepare_cached(&self.sql.trim_audit)?
+                .execute(params![AUDIT_LOG_LEN as i64])?;
+            tx.commit()?;
+            entry.removed = removed;
+            Ok(entry.clone())
+        })
+    }
+
+    fn audit_log(&self, ns: &Namespace, limit: usize) -> Result<Vec<Forced>, BackendError> {
+        let limit = limit.min(AUDIT_LOG_LEN) as i64;
+        self.run(|conn| {
+            let mut stmt = conn.prepare_cached(&self.sql.audit_log)?;
+            let rows = stmt.query_map(params![ns.head(), limit], |r| {
+                let key: String = r.get(0)?;
+                let at = UNIX_EPOCH + Duration::from_millis(r.get::<_, i64>(1)?.max(0) as u64);
+                let by = Owner::unknown()
+                    .host(r.get(2)?)
+                    .pid(r.get(3)?)
+                    .label(r.get(4)?);
+                let removed = if r.get::<_, bool>(6)? {
+                    let owner = Owner::unknown()
+                        .host(r.get(7)?)
+                        .pid(r.get(8)?)
+                        .label(r.get(9)?)
+                        .function(r.get(10)?);
+                    let held_for = r
+                        .get::<_, Option<i64>>(12)?
+                        .map(|ms| Duration::from_millis(ms.max(0) as u64));
+                    Some(
+                        Held::new(key.clone())
+                            .owner((owner != Owner::unknown()).then_some(owner))
+                            .fencing(r.get::<_, Option<i64>>(11)?.map(|f| f as u64))
+                            .held_for(held_for)
+                            .acquired_at(held_for.and_then(|d| at.checked_sub(d))),
+                    )
+                } else {
+                    None
+                };
+                Ok(Forced::new(key, at, by, r.get::<_, String>(5)?).removed(removed))
+            })?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
         })
     }
 }

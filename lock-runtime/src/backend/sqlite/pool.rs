@@ -114,13 +114,12 @@ impl Pool {
             }
             std::thread::sleep(Duration::from_millis(5));
         }
-        conn.execute_batch(&format!(
-            "BEGIN IMMEDIATE; {} COMMIT;",
-            schema::create(&self.table)
-        ))
-        .inspect_err(|_| {
-            let _ = conn.execute_batch("ROLLBACK");
-        })
+        conn.execute_batch(&format!("BEGIN IMMEDIATE; {}", schema::create(&self.table)))
+            .and_then(|()| schema::migrate(conn, &self.table))
+            .and_then(|()| conn.execute_batch("COMMIT"))
+            .inspect_err(|_| {
+                let _ = conn.execute_batch("ROLLBACK");
+            })
     }
 
     /// Syncs the file and its log to disk: everything committed so far

@@ -1,0 +1,223 @@
+//! The admin API on Redis, against a real `redis-server` started by the
+//! test: what a held lock costs the server with its holder recorded (run
+//! with `--nocapture` to see the figures), the process record written once,
+//! the audit list capped, and a forced release seen by another process's
+//! view of the store (a second alias on its own connections).
+
+mod support;
+
+use std::time::Duration;
+
+use lock_runtime::admin::AUDIT_LOG_LEN;
+use lock_runtime::backend::Token;
+use lock_runtime::registry::{self, AliasConfig};
+use lock_runtime::{Lock, LockGuard};
+use support::RedisServer;
+
+fn memory_usage(server: &RedisServer, key: &str) -> i64 {
+    server
+        .cmd(&["MEMORY", "USAGE", key, "SAMPLES", "0"])
+        .as_int()
+        .unwrap_or_else(|| panic!("no MEMORY USAGE for {key}"))
+}
+
+fn used_memory(server: &RedisServer) -> i64 {
+    server.info("memory")["used_memory"].parse().unwrap()
+}
+
+const N: usize = 10_000;
+
+/// Holds `N` locks of `alias`, labelled or not; the server's memory growth
+/// per lock.
+fn per_lock(server: &RedisServer, alias: &str, label: bool) -> (i64, Vec<LockGuard>) {
+    let before = used_memory(server);
+    let guards: Vec<LockGuard> = (0..N)
+        .map(|i| {
+            let lock = Lock::new(format!("bytes-{i:05}")).alias(alias.to_owned());
+            let lock = if label {
+                lock.label("nightly-report")
+            } else {
+                lock
+            };
+            lock.acquire().unwrap()
+        })
+        .collect();
+    ((used_memory(server) - before) / N as i64, guards)
+}
+
+#[test]
+fn a_held_lock_costs_the_same_with_its_holder_recorded() {
+    let server = RedisServer::start();
+    let url = server.url();
+    registry::add("admin-bytes", AliasConfig::redis(url.clone()).prefix("b:")).unwrap();
+    registry::add("admin-bytes-old", AliasConfig::redis(url).prefix("o:")).unwrap();
+
+    // One key as the store wrote it before holders were recorded (token and
+    // span), beside one unlabelled and one labelled lock as it writes now.
+    let old = format!("{}30000", Token::new().encode().as_str());
+    server.cmd(&["SET", "o:one", &old, "PX", "30000"]);
+    let plain = Lock::new("one").alias("admin-bytes").acquire().unwrap();
+    let labelled = Lock::new("two")
+        .alias("admin-bytes")
+        .label("nightly-report")
+        .acquire()
+        .unwrap();
+    let (old_bytes, plain_bytes, labelled_bytes) = (
+        memory_usage(&server, "o:one"),
+        memory_usage(&server, "b:one"),
+        memory_usage(&server, "b:two"),
+    );
+    let value = server.get("b:two").unwrap();
+    assert!(
+        value.ends_with("#1"),
+        "a short number for the label: {value}"
+    );
+    println!(
+        "MEMORY USAGE of one lock key: {old_bytes} B before, {plain_bytes} B now \
+         ({labelled_bytes} B with a label)"
+    );
+    assert_eq!(
+        plain_bytes, old_bytes,
+        "an unlabelled lock costs what it did"
+    );
+    // Two bytes of value (`#1`), which may cross one allocator size class.
+    assert!(
+        labelled_bytes <= old_bytes + 16,
+        "{labelled_bytes} vs {old_bytes}"
+    );
+    // What the whole record in every lock's value would cost instead.
+    let host = lock_runtime::admin::Owner::of_this_process()
+        .host
+        .unwrap_or_default();
+    let whole = format!(
+        "{old}|{host}|{}|nightly-report|app::jobs::nightly_report",
+        std::process::id()
+    );
+    server.cmd(&["SET", "o:whole", &whole, "PX", "30000"]);
+    println!(
+        "MEMORY USAGE with the whole record in the value instead: {} B",
+        memory_usage(&server, "o:whole")
+    );
+
+    // The process record, once per process (and prefix).
+    let records = server.keys("b%:proc:*");
+    assert_eq!(records.len(), 1, "{records:?}");
+    let record = memory_usage(&server, &records[0]);
+    println!("MEMORY USAGE of the process record: {record} B, once per process");
+    drop((plain, labelled));
+
+    // Over many locks, by the server's own count.
+    server.flushall();
+    let (old_per_lock, ()) = {
+        let before = used_memory(&server);
+        for i in 0..N {
+            let v = format!("{}30000", Token::new().encode().as_str());
+            server.cmd(&["SET", &format!("o:bytes-{i:05}"), &v, "PX", "30000"]);
+        }
+        ((used_memory(&server) - before) / N as i64, ())
+    };
+    server.flushall();
+    let (plain_per_lock, guards) = per_lock(&server, "admin-bytes", false);
+    drop(guards);
+    server.flushall();
+    let (labelled_per_lock, guards) = per_lock(&server, "admin-bytes", true);
+    drop(guards);
+    println!(
+        "used_memory per held lock over {N} locks: {old_per_lock} B before, \
+         {plain_per_lock} B now ({labelled_per_lock} B labelled)"
+    );
+    // The fencing counter and the process record are single keys; allocator
+    // rounding moves the average by a few bytes.
+    assert!(
+        (plain_per_lock - old_per_lock).abs() <= 4,
+        "{plain_per_lock} vs {old_per_lock}"
+    );
+    assert!(labelled_per_lock <= old_per_lock + 20);
+}
+
+#[test]
+fn a_forced_release_is_seen_through_another_alias_and_logged() {
+    let server = RedisServer::start();
+    let url = server.url();
+    registry::add("admin-a", AliasConfig::redis(url.clone())).unwrap();
+    registry::add("admin-b", AliasConfig::redis(url)).unwrap();
+    let guard = Lock::new("stuck")
+        .alias("admin-a")
+        .label("worker")
+        .acquire()
+        .unwrap();
+    let other = registry::alias("admin-b").unwrap();
+    let shown = other.show("stuck").unwrap().unwrap();
+    let owner = shown.owner.clone().unwrap();
+    assert_eq!(owner.pid, Some(std::process::id()));
+    assert_eq!(owner.label.as_deref(), Some("worker"));
+    assert!(shown.lease_left.unwrap() <= Duration::from_secs(30));
+
+    let waiter = std::thread::spawn(|| {
+        Lock::new("stuck")
+            .alias("admin-a")
+            .wait_for(Duration::from_secs(10))
+            .acquire()
+            .map(|g| g.fencing_token())
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    let forced = other.force_release("stuck", "hung").unwrap();
+    assert_eq!(
+        forced.removed.unwrap().owner.unwrap().label.as_deref(),
+        Some("worker")
+    );
+    let next = waiter.join().unwrap().unwrap();
+    assert!(next > guard.fencing_token(), "{next:?}");
+    assert!(guard.release().unwrap_err().is_not_held());
+
+    // The list is capped.
+    for i in 0..AUDIT_LOG_LEN + 3 {
+        other.force_release(&format!("k{i}"), "bulk").unwrap();
+    }
+    let log = other.audit_log(usize::MAX).unwrap();
+    assert_eq!(log.len(), AUDIT_LOG_LEN);
+    assert_eq!(log[0].key, format!("k{}", AUDIT_LOG_LEN + 2));
+    assert!(log.iter().all(|f| f.key != "stuck"), "the oldest dropped");
+    let len = server.cmd(&["LLEN", "lock%:audit"]).as_int().unwrap();
+    assert_eq!(len as usize, AUDIT_LOG_LEN);
+}
+
+#[test]
+fn listing_pages_through_many_keys_with_scan() {
+    let server = RedisServer::start();
+    registry::add("admin-scan", AliasConfig::redis(server.url()).prefix("s:")).unwrap();
+    let alias = registry::alias("admin-scan").unwrap();
+    let guards: Vec<LockGuard> = (0..250)
+        .map(|i| {
+            Lock::new(format!("job-{i:03}"))
+                .alias("admin-scan")
+                .acquire()
+                .unwrap()
+        })
+        .collect();
+    let _other = Lock::new("other").alias("admin-scan").acquire().unwrap();
+    let mut seen = Vec::new();
+    let mut cursor = None;
+    let mut pages = 0;
+    loop {
+        let page = alias.list("job-", cursor.as_deref(), 40).unwrap().unwrap();
+        assert!(page.held.len() <= 40);
+        seen.extend(page.held.into_iter().map(|h| h.key));
+        pages += 1;
+        cursor = page.next;
+        if cursor.is_none() {
+            break;
+        }
+        assert!(pages < 100, "no end to the pages");
+    }
+    seen.sort();
+    let want: Vec<String> = (0..250).map(|i| format!("job-{i:03}")).collect();
+    assert_eq!(seen, want);
+    assert!(pages >= 7, "pages of at most 40: {pages}");
+    let stats = server.info("commandstats");
+    assert!(
+        stats.contains_key("cmdstat_scan") && !stats.contains_key("cmdstat_keys"),
+        "listed with SCAN, never KEYS: {stats:?}"
+    );
+    drop(guards);
+}
