@@ -96,16 +96,23 @@ impl Render {
             return writeln!(out, "{}", forced_json(f));
         }
         match &f.removed {
-            Some(h) => writeln!(
-                out,
-                "released {} (held by {}, fencing token {}); recorded: {:?}",
-                f.key,
-                h.owner
+            Some(h) => {
+                let mut by = h
+                    .owner
                     .as_ref()
-                    .map_or_else(|| "an unknown holder".into(), holder),
-                opt(h.fencing),
-                f.reason
-            ),
+                    .map_or_else(|| "an unknown holder".into(), holder);
+                if let Some(d) = h.held_for {
+                    let _ = write!(by, " for {}", duration(d));
+                }
+                if let Some(t) = h.fencing {
+                    let _ = write!(by, ", fencing token {t}");
+                }
+                writeln!(
+                    out,
+                    "released {} (held by {by}); recorded: {:?}",
+                    f.key, f.reason
+                )
+            }
             None => writeln!(
                 out,
                 "{} was not held: nothing released (the attempt is recorded)",
@@ -224,7 +231,8 @@ impl Table {
         } else if self.count == 0 {
             writeln!(out, "no locks held")
         } else {
-            writeln!(out, "{} locks held", self.count)
+            let s = if self.count == 1 { "" } else { "s" };
+            writeln!(out, "{} lock{s} held", self.count)
         }
     }
 }
