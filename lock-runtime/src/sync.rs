@@ -29,3 +29,23 @@ pub(crate) use shuttle::thread;
 pub(crate) use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak, atomic};
 #[cfg(not(all(test, shuttle)))]
 pub(crate) use std::thread;
+
+/// What every model test runs: its body under `ITERATIONS` random schedules
+/// and as many PCT schedules (depth 3, which finds most bugs that need up to
+/// three badly timed switches). `LOCK_MODEL_ITERATIONS` sets the number (a
+/// short CI run, or a long soak).
+#[cfg(all(test, shuttle))]
+pub(crate) fn explore<F>(model: F)
+where
+    F: Fn() + Send + Sync + 'static,
+{
+    const ITERATIONS: usize = 2000;
+    let n = std::env::var("LOCK_MODEL_ITERATIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(ITERATIONS);
+    let model = std::sync::Arc::new(model);
+    let random = std::sync::Arc::clone(&model);
+    shuttle::check_random(move || random(), n);
+    shuttle::check_pct(move || model(), n, 3);
+}

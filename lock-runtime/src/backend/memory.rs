@@ -42,6 +42,9 @@ use super::{
     Wait,
 };
 
+#[cfg(all(test, shuttle))]
+mod model;
+
 /// `memory://NAME` (`memory://` is the store called `default`).
 pub(crate) static KIND: super::kind::StoreKind = super::kind::StoreKind {
     name: "memory",
