@@ -679,6 +679,13 @@ fn answer(call: &Call) -> Option<Instant> {
     // its store's running calls, down with it.
     let outcome = catch_unwind(AssertUnwindSafe(|| call_store(job, sent)));
     let now = Instant::now();
+    if job.status.is_released() {
+        // The guard let the lock go while the call was out: an answer of
+        // "not held" is most likely that release, not a loss, and a lock no
+        // longer ours needs no next call. (Its release came before the
+        // store's answer, so it is seen here whenever it caused it.)
+        return None;
+    }
     if job
         .flight
         .compare_exchange(call.attempt, 0, Ordering::AcqRel, Ordering::Acquire)
