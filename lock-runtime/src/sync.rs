@@ -9,8 +9,10 @@
 //! exhaustive search does not scale to the memory store's sharded table,
 //! where shuttle's randomized and PCT schedules do (with `park`,
 //! `park_timeout`, `Condvar::wait_timeout` and `Waker`s supported). The cost:
-//! shuttle explores samples of the schedules, not all of them, and models no
-//! time (a timeout never fires). Run the models with
+//! shuttle explores samples of the schedules, not all of them; it models no
+//! time (a timeout never fires); and it runs every atomic as `SeqCst`, so a
+//! bug that needs a weaker ordering's reordering is out of its sight. Run the
+//! models with
 //!
 //! ```text
 //! RUSTFLAGS="--cfg shuttle" CARGO_TARGET_DIR=target/shuttle \

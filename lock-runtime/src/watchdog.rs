@@ -27,6 +27,9 @@ use crate::backend::{Backend, BackendError, BackendErrorKind, Token};
 use crate::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use crate::sync::{Arc, Condvar, Mutex, MutexGuard};
 
+#[cfg(all(test, shuttle))]
+mod model;
+
 /// A scheduler or worker thread with nothing to do for this long exits; the
 /// next job starts a new one.
 const IDLE_EXIT: Duration = Duration::from_secs(10);
