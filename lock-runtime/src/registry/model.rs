@@ -15,7 +15,10 @@ use crate::sync::thread;
 /// Two threads lock and unlock `key` through alias `name` while a third
 /// replaces the alias with `replaced(a, b)`; the alias starts on store `a`
 /// with prefix `one:`.
-fn guards_outlive_replacement(name: &'static str, replaced: fn(&Arc<MemoryBackend>, &Arc<MemoryBackend>) -> AliasConfig) {
+fn guards_outlive_replacement(
+    name: &'static str,
+    replaced: fn(&Arc<MemoryBackend>, &Arc<MemoryBackend>) -> AliasConfig,
+) {
     let a = Arc::new(MemoryBackend::new());
     let b = Arc::new(MemoryBackend::new());
     add(name, AliasConfig::custom(a.clone()).prefix("one:")).unwrap();
@@ -39,10 +42,17 @@ fn guards_outlive_replacement(name: &'static str, replaced: fn(&Arc<MemoryBacken
     }
     configurer.join().unwrap();
     assert_eq!(a.held(), 0, "a guard taken on the first store left it held");
-    assert_eq!(b.held(), 0, "a guard taken on the second store left it held");
+    assert_eq!(
+        b.held(),
+        0,
+        "a guard taken on the second store left it held"
+    );
     // And the alias now names the new store.
     let guard = Lock::new("k").alias(name).try_acquire().unwrap().unwrap();
-    let (now_on, other) = if Arc::ptr_eq(&alias(name).unwrap().0.backend, &(a.clone() as Arc<dyn Backend>)) {
+    let (now_on, other) = if Arc::ptr_eq(
+        &alias(name).unwrap().0.backend,
+        &(a.clone() as Arc<dyn Backend>),
+    ) {
         (&a, &b)
     } else {
         (&b, &a)

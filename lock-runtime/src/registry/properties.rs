@@ -28,8 +28,18 @@ fn millis() -> impl Strategy<Value = u64> {
 }
 
 const SCHEMES: &[&str] = &[
-    "memory", "redis", "rediss", "redis+unix", "redis+quorum", "sqlite", "file", "postgres",
-    "postgresql", "memcache", "ftp", "",
+    "memory",
+    "redis",
+    "rediss",
+    "redis+unix",
+    "redis+quorum",
+    "sqlite",
+    "file",
+    "postgres",
+    "postgresql",
+    "memcache",
+    "ftp",
+    "",
 ];
 
 /// URL-ish strings: a scheme of the table (or not), any text, and a query of

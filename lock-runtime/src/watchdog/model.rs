@@ -110,7 +110,10 @@ fn renewal_races_release(kind: fn() -> Kind) {
         let (status, backend) = (Arc::clone(&status), Arc::clone(&store));
         move || {
             status.mark_released();
-            assert!(backend.release(KEY, req.token).unwrap(), "held until released");
+            assert!(
+                backend.release(KEY, req.token).unwrap(),
+                "held until released"
+            );
         }
     });
     guard.join().unwrap();

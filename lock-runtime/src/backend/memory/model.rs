@@ -45,7 +45,9 @@ impl Section {
 }
 
 fn acquire(store: &MemoryBackend, req: &Request<'_>) {
-    let got = store.acquire(req, untimed()).expect("the memory store never fails");
+    let got = store
+        .acquire(req, untimed())
+        .expect("the memory store never fails");
     assert!(got.is_some(), "an untimed wait ended without the lock");
 }
 
@@ -70,7 +72,10 @@ fn contend(threads: usize, rounds: usize, fair: fn(usize) -> bool) {
                     let req = Request::new(KEY).fair(fair(i));
                     acquire(&store, &req);
                     section.run();
-                    assert!(store.release(KEY, req.token).unwrap(), "not held at release");
+                    assert!(
+                        store.release(KEY, req.token).unwrap(),
+                        "not held at release"
+                    );
                 }
             })
         })
@@ -102,7 +107,10 @@ fn model_fair_waiters_are_served_in_queue_order() {
     crate::sync::explore(|| {
         let store = Arc::new(MemoryBackend::new());
         let holder = Request::new(KEY);
-        assert!(matches!(store.try_acquire(&holder).unwrap(), Attempt::Acquired(_)));
+        assert!(matches!(
+            store.try_acquire(&holder).unwrap(),
+            Attempt::Acquired(_)
+        ));
         let served = Arc::new(Mutex::new(Vec::new()));
         let handles: Vec<_> = (0..3)
             .map(|_| {
@@ -143,7 +151,10 @@ fn next_waiter(store: Arc<MemoryBackend>, section: Arc<Section>, as_task: bool) 
     } else {
         store.acquire(&req, untimed())
     };
-    assert!(got.unwrap().is_some(), "the waiter behind a cancelled one was stranded");
+    assert!(
+        got.unwrap().is_some(),
+        "the waiter behind a cancelled one was stranded"
+    );
     section.run();
     assert!(store.release(KEY, req.token).unwrap());
 }
@@ -176,7 +187,10 @@ fn cancelled_grant(fair: bool, next_as_task: bool) {
     let store = Arc::new(MemoryBackend::new());
     let section = Arc::new(Section::default());
     let holder = Request::new(KEY);
-    assert!(matches!(store.try_acquire(&holder).unwrap(), Attempt::Acquired(_)));
+    assert!(matches!(
+        store.try_acquire(&holder).unwrap(),
+        Attempt::Acquired(_)
+    ));
     let cancelled = thread::spawn({
         let (store, section) = (Arc::clone(&store), Arc::clone(&section));
         move || cancelled_waiter(&store, &section, fair)
