@@ -824,14 +824,14 @@ mod tests {
                 format!("\"{}.{:03}s\"", ms / 1000, ms % 1000),
                 format!("{}.{:03}", ms / 1000, ms % 1000),
             ];
-            if ms % 1000 == 0 {
+            if ms.is_multiple_of(1000) {
                 out.push(format!("{}", ms / 1000));
                 out.push(format!("\"{}s\"", ms / 1000));
             }
-            if ms % 60_000 == 0 {
+            if ms.is_multiple_of(60_000) {
                 out.push(format!("\"{}m\"", ms / 60_000));
             }
-            if ms % 3_600_000 == 0 {
+            if ms.is_multiple_of(3_600_000) {
                 out.push(format!("\"{}h\"", ms / 3_600_000));
             }
             // `1_500ms`: separators anywhere between digits.
@@ -840,7 +840,7 @@ mod tests {
                 .chars()
                 .enumerate()
                 .flat_map(|(i, c)| {
-                    (i > 0 && (digits.len() - i) % 3 == 0)
+                    (i > 0 && (digits.len() - i).is_multiple_of(3))
                         .then_some('_')
                         .into_iter()
                         .chain([c])

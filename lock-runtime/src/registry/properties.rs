@@ -98,7 +98,7 @@ proptest! {
         lease in millis(),
         reversed in any::<bool>(),
     ) {
-        let mut settings = vec![
+        let mut settings = [
             format!("prefix={}", encode(&prefix)),
             format!("poll_ms={poll}"),
             format!("lease_ms={lease}"),
