@@ -224,3 +224,50 @@ fn model_a_cancelled_fair_waiter_passes_its_grant_to_a_task() {
 fn model_a_cancelled_woken_waiter_passes_the_wake_up_on() {
     crate::sync::explore(|| cancelled_grant(false, false));
 }
+
+/// The same through the `Lock` API, whose cancelled acquisition also gives
+/// back by its token whatever it may have won (`Pending`) after the store's
+/// own clean-up (`Ticket`) passed a grant on: that second release must not
+/// take the lock from the waiter it was passed to.
+fn cancelled_lock_acquisition(alias: &'static str) {
+    let store = Arc::new(MemoryBackend::new());
+    crate::registry::add(alias, crate::registry::AliasConfig::custom(store.clone())).unwrap();
+    let lock = move || crate::Lock::new(KEY).alias(alias).fair(true);
+    let held = lock().try_acquire().unwrap().expect("free at the start");
+    let section = Arc::new(Section::default());
+    let cancelled = thread::spawn({
+        let section = Arc::clone(&section);
+        move || {
+            let mut fut = Box::pin(lock().acquire_async());
+            let mut cx = Context::from_waker(Waker::noop());
+            for _ in 0..1 + thread_rng().gen_range(0..2) {
+                if let Poll::Ready(guard) = fut.as_mut().poll(&mut cx) {
+                    // Won before it could be cancelled.
+                    let _guard = guard.unwrap();
+                    section.run();
+                    return;
+                }
+                thread::yield_now();
+            }
+        }
+    });
+    let next = thread::spawn({
+        let section = Arc::clone(&section);
+        move || {
+            let guard = lock().acquire().unwrap();
+            section.run();
+            // Still ours: the cancelled acquisition's release did not take it.
+            guard.release().unwrap();
+        }
+    });
+    let releaser = thread::spawn(move || held.release().unwrap());
+    for h in [cancelled, next, releaser] {
+        h.join().unwrap();
+    }
+    assert_empty(&store);
+}
+
+#[test]
+fn model_a_cancelled_lock_acquisition_passes_its_grant_on_through_the_api() {
+    crate::sync::explore(|| cancelled_lock_acquisition("model-cancelled-lock"));
+}
