@@ -89,6 +89,7 @@ pub mod observe;
 pub mod registry;
 #[cfg(feature = "tokio")]
 mod rt;
+mod sync;
 #[cfg(feature = "testing")]
 pub mod testing;
 mod watchdog;
