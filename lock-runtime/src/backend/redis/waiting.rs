@@ -138,15 +138,28 @@ impl Waiting {
                 self.polling = true;
                 self.attempt(now)
             }
-            // A stale grant: look again (a grant still ours is taken up by
-            // the attempt, with a lease counted from it).
-            Outcome::Woke { grant: Some(fence) } if fence <= self.seen_fence => self.attempt(now),
+            // A stale grant, or one read so late that less than half its
+            // lease may be left (the waiter was paused, its runtime busy):
+            // look again. A grant still ours is taken up by the attempt,
+            // with a whole lease counted from it; one that ran out is not
+            // returned as a guard already lost.
+            Outcome::Woke { grant: Some(fence) }
+                if fence <= self.seen_fence || self.read_late(now) =>
+            {
+                self.attempt(now)
+            }
             Outcome::Woke { grant: Some(fence) } => self.done(
                 Acquired::new(Some(fence))
                     .sent_at(self.sent)
                     .lease(granted_lease(self.lease_ms)),
             ),
         }
+    }
+
+    /// Whether a grant read at `now` may have less than half its lease
+    /// left: its lease counts from the last attempt's sending at the latest.
+    fn read_late(&self, now: Instant) -> bool {
+        now.saturating_duration_since(self.sent) * 2 >= granted_lease(self.lease_ms)
     }
 
     fn attempt(&mut self, now: Instant) -> Action {
@@ -449,5 +462,37 @@ mod tests {
 
     fn refreshed_at(fence: u64) -> Outcome {
         Outcome::Attempted(Attempt::Busy(Busy::new(None)), Some(fence))
+    }
+
+    #[test]
+    fn a_grant_read_late_is_confirmed_not_taken() {
+        // Paused after its last look: the grant's message is read when half
+        // the lease may have passed, so the waiter looks again (the lock is
+        // still its own if the lease has not run out) instead of returning
+        // a guard that may be lost already.
+        let t0 = Instant::now();
+        let req = Request::new("k")
+            .fair(true)
+            .lease(Some(Duration::from_secs(1)));
+        let mut w = waiting(&req, None, t0);
+        w.next(t0, Outcome::Start);
+        sleeps_after_busy(&mut w, t0, None);
+        let late = t0 + Duration::from_millis(500);
+        assert_eq!(
+            w.next(late, Outcome::Woke { grant: Some(3) }),
+            Action::Attempt {
+                in_line: true,
+                first: false
+            }
+        );
+        // Read in time, the same grant is taken.
+        let mut w = waiting(&req, None, t0);
+        w.next(t0, Outcome::Start);
+        sleeps_after_busy(&mut w, t0, None);
+        let soon = t0 + Duration::from_millis(499);
+        assert!(matches!(
+            w.next(soon, Outcome::Woke { grant: Some(3) }),
+            Action::Done(Some(_))
+        ));
     }
 }
