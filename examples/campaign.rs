@@ -30,96 +30,20 @@ mod controller;
 mod history;
 #[path = "campaign/resource.rs"]
 mod resource;
+#[path = "campaign/settings.rs"]
+mod settings;
 #[path = "../tests/support/mod.rs"]
 mod support;
 #[path = "campaign/worker.rs"]
 mod worker;
 
 use std::process::ExitCode;
-use std::time::Duration;
-
-use lock_runtime::registry::AliasConfig;
-
-/// The alias every worker registers (the `#[lock]`s name it).
-pub const ALIAS: &str = "campaign";
-/// The keys the workers fight over: few, so that they contend.
-pub const KEYS: [&str; 3] = ["k0", "k1", "k2"];
-/// The key prefix on the store.
-pub const PREFIX: &str = "camp:";
-
-/// The lock settings of a run.
-#[derive(Clone, Copy, Debug)]
-pub struct Settings {
-    pub lease: Duration,
-    pub wait_for: Duration,
-    pub command_timeout: Duration,
-}
-
-impl Settings {
-    /// The acquisition deadline, in ms (also the `#[lock]`s' literal).
-    pub const WAIT_FOR_MS: u64 = 3000;
-}
-
-impl Default for Settings {
-    fn default() -> Self {
-        Settings {
-            lease: Duration::from_millis(800),
-            wait_for: Duration::from_millis(Self::WAIT_FOR_MS),
-            command_timeout: Duration::from_millis(300),
-        }
-    }
-}
-
-/// The alias for `store` at `urls`, with the run's settings.
-pub fn alias_config(store: &str, urls: &[String], s: &Settings) -> Result<AliasConfig, String> {
-    let cfg = match store {
-        "redis" => AliasConfig::redis(urls.first().ok_or("no url")?.clone()),
-        "quorum" => AliasConfig::quorum(urls.iter().cloned()),
-        other => return Err(format!("unknown store {other:?}")),
-    };
-    Ok(cfg
-        .prefix(PREFIX)
-        .default_lease(s.lease)
-        .command_timeout(s.command_timeout)
-        .connect_timeout(s.command_timeout))
-}
-
-/// xorshift64*: a seeded schedule that replays exactly, without a
-/// dependency.
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Rng {
-        Rng(seed.max(1))
-    }
-
-    pub fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    /// Uniform enough in `0..n` (`n > 0`).
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-
-    /// A duration in `[lo, hi)`.
-    pub fn between(&mut self, lo: Duration, hi: Duration) -> Duration {
-        let span = hi.saturating_sub(lo).as_millis().max(1) as u64;
-        lo + Duration::from_millis(self.below(span))
-    }
-}
 
 const USAGE: &str = "usage: campaign --store redis|quorum [--seconds N] [--seed N] [--workers N] [--no-persist] [--keep]";
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.first().map(String::as_str) == Some("--worker") {
-        return match parse_worker(&args[1..]).and_then(worker::run) {
+    if let Ok(args) = std::env::var(settings::WORKER_ENV) {
+        return match worker::Args::parse(&args).and_then(worker::run) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("campaign worker failed: {e}");
@@ -127,6 +51,7 @@ fn main() -> ExitCode {
             }
         };
     }
+    let args: Vec<String> = std::env::args().skip(1).collect();
     let opts = match parse(&args) {
         Ok(opts) => opts,
         Err(e) => {
@@ -135,8 +60,14 @@ fn main() -> ExitCode {
         }
     };
     match controller::run(&opts) {
-        Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => ExitCode::FAILURE,
+        Ok(summary) => {
+            println!("{summary}");
+            if summary["passed"] == true {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
         Err(e) => {
             eprintln!("campaign could not run: {e}");
             ExitCode::from(3)
@@ -152,6 +83,7 @@ fn parse(args: &[String]) -> Result<controller::Options, String> {
         workers: 4,
         persist: true,
         keep: false,
+        worker_command: Vec::new(),
     };
     let mut it = args.iter();
     while let Some(arg) = it.next() {
@@ -173,21 +105,4 @@ fn parse(args: &[String]) -> Result<controller::Options, String> {
         return Err("--workers must be at least 4".into());
     }
     Ok(opts)
-}
-
-fn parse_worker(args: &[String]) -> Result<worker::Args, String> {
-    let get = |name: &str| {
-        args.iter()
-            .position(|a| a == name)
-            .and_then(|i| args.get(i + 1))
-            .ok_or(format!("worker: {name} missing"))
-    };
-    Ok(worker::Args {
-        index: get("--index")?.parse().map_err(|e| format!("--index: {e}"))?,
-        store: get("--store")?.clone(),
-        urls: get("--urls")?.split(',').map(str::to_owned).collect(),
-        resource: get("--resource")?.parse().map_err(|e| format!("--resource: {e}"))?,
-        dir: get("--dir")?.into(),
-        seed: get("--seed")?.parse().map_err(|e| format!("--seed: {e}"))?,
-    })
 }

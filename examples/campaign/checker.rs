@@ -227,7 +227,7 @@ pub fn check(history: &History, p: &Profile) -> Summary {
             f.kind == "pause_worker"
                 && f.pid == Some(h.pid)
                 && f.start >= h.start
-                && f.end <= end
+                && f.start < end
                 && f.end - f.start > p.lease_ns
         });
         if paused_past_lease {

@@ -17,7 +17,8 @@ use super::checker::{self, Profile};
 use super::history::{self, Fault, History, mono_ns};
 use super::resource::Resource;
 use super::support::{Direction, Proxy, RedisServer, RespValue, private_dir};
-use super::{KEYS, PREFIX, Rng, Settings};
+use super::settings::{KEYS, PREFIX, Rng, Settings, WORKER_ENV};
+use super::worker;
 
 /// What the command line asked for.
 pub struct Options {
@@ -31,6 +32,9 @@ pub struct Options {
     /// Keep the run's files (histories, faults, worker logs) even if it
     /// passed.
     pub keep: bool,
+    /// How to start a worker (a program and its arguments; the worker's
+    /// own arguments go in its environment). Empty: this program again.
+    pub worker_command: Vec<String>,
 }
 
 /// The servers of the store under test.
@@ -116,8 +120,9 @@ impl Store {
 struct Workers {
     running: Vec<(u32, Child)>,
     next: u32,
-    exe: PathBuf,
-    base: Vec<String>,
+    command: Vec<String>,
+    /// The arguments every worker shares (its index is set per worker).
+    args: worker::Args,
     dir: PathBuf,
 }
 
@@ -128,11 +133,11 @@ impl Workers {
         let log = File::create(self.dir.join(format!("w{index:03}.log")))
             .map_err(|e| format!("cannot create a worker log: {e}"))?;
         let err = log.try_clone().map_err(|e| e.to_string())?;
-        let mut command = Command::new(&self.exe);
+        self.args.index = index;
+        let mut command = Command::new(&self.command[0]);
         command
-            .arg("--worker")
-            .args(["--index", &index.to_string()])
-            .args(&self.base)
+            .args(&self.command[1..])
+            .env(WORKER_ENV, self.args.to_env())
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(err);
@@ -158,7 +163,8 @@ fn signal(pid: u32, sig: libc::c_int) {
     unsafe { libc::kill(pid as libc::pid_t, sig) };
 }
 
-pub fn run(opts: &Options) -> Result<bool, String> {
+/// Runs a campaign; the summary (the JSON line to print), with `passed`.
+pub fn run(opts: &Options) -> Result<serde_json::Value, String> {
     let began = Instant::now();
     let seed = opts.seed.unwrap_or_else(|| mono_ns() ^ u64::from(std::process::id()));
     eprintln!("campaign: store {} seed {seed} for {} s", opts.store, opts.seconds);
@@ -169,19 +175,22 @@ pub fn run(opts: &Options) -> Result<bool, String> {
     let mut workers = Workers {
         running: Vec::new(),
         next: 0,
-        exe: std::env::current_exe().map_err(|e| e.to_string())?,
-        base: vec![
-            "--store".into(),
-            opts.store.clone(),
-            "--urls".into(),
-            store.urls().join(","),
-            "--resource".into(),
-            resource.addr().to_string(),
-            "--dir".into(),
-            dir.display().to_string(),
-            "--seed".into(),
-            seed.to_string(),
-        ],
+        command: if opts.worker_command.is_empty() {
+            vec![std::env::current_exe()
+                .map_err(|e| e.to_string())?
+                .display()
+                .to_string()]
+        } else {
+            opts.worker_command.clone()
+        },
+        args: worker::Args {
+            index: 0,
+            store: opts.store.clone(),
+            urls: store.urls(),
+            resource: resource.addr(),
+            dir: dir.clone(),
+            seed,
+        },
         dir: dir.clone(),
     };
     for _ in 0..opts.workers {
@@ -317,8 +326,7 @@ pub fn run(opts: &Options) -> Result<bool, String> {
             eprintln!("campaign: (kept as asked)");
         }
     }
-    println!("{summary}");
-    Ok(s.passed())
+    Ok(summary)
 }
 
 /// Injects one fault and waits for it to be over (the network faults are

@@ -17,12 +17,12 @@ use lock_runtime::{Lock, LockError, lock};
 
 use super::history::{self, FailedWait, Hold, MODES, mono_ns};
 use super::resource::Client;
-use super::{ALIAS, KEYS, Rng, Settings, alias_config};
+use super::settings::{ALIAS, KEYS, Rng, Settings, alias_config};
 
 /// The `#[lock]` deadline, which must be a literal: [`Settings::wait_for`].
 const WAIT_FOR_MS: u64 = 3000;
 
-/// What a worker is told on its command line.
+/// What a worker is told, in [`WORKER_ENV`](super::settings::WORKER_ENV).
 pub struct Args {
     pub index: u32,
     pub store: String,
@@ -30,6 +30,37 @@ pub struct Args {
     pub resource: SocketAddr,
     pub dir: PathBuf,
     pub seed: u64,
+}
+
+impl Args {
+    /// `index store url,url resource-addr dir seed`, as
+    /// [`to_env`](Self::to_env) writes it.
+    pub fn parse(text: &str) -> Result<Args, String> {
+        let parts: Vec<&str> = text.split('\t').collect();
+        let [index, store, urls, resource, dir, seed] = parts.as_slice() else {
+            return Err(format!("worker arguments {text:?}: expected 6 fields"));
+        };
+        Ok(Args {
+            index: index.parse().map_err(|e| format!("index: {e}"))?,
+            store: (*store).to_owned(),
+            urls: urls.split(',').map(str::to_owned).collect(),
+            resource: resource.parse().map_err(|e| format!("resource: {e}"))?,
+            dir: dir.into(),
+            seed: seed.parse().map_err(|e| format!("seed: {e}"))?,
+        })
+    }
+
+    pub fn to_env(&self) -> String {
+        format!(
+            "{}\t{}\t{}\t{}\t{}\t{}",
+            self.index,
+            self.store,
+            self.urls.join(","),
+            self.resource,
+            self.dir.display(),
+            self.seed
+        )
+    }
 }
 
 /// The state of one hold's body, shared with a `#[lock]` body.

@@ -1,0 +1,281 @@
+//! The fault campaign (examples/campaign.rs) as a test: a short seeded run
+//! per store, asserting the properties from its summary; and the checker fed
+//! hand-made histories, so that it is seen to fail on each kind of bad one.
+//!
+//! This test binary is also the campaign's worker: the controller re-runs it
+//! with only `worker_process` selected and the worker's arguments in its
+//! environment.
+
+#[path = "../examples/campaign/checker.rs"]
+mod checker;
+#[path = "../examples/campaign/controller.rs"]
+mod controller;
+#[path = "../examples/campaign/history.rs"]
+mod history;
+#[path = "../examples/campaign/resource.rs"]
+mod resource;
+#[path = "../examples/campaign/settings.rs"]
+mod settings;
+mod support;
+#[path = "../examples/campaign/worker.rs"]
+mod worker;
+
+use checker::{Profile, check};
+use history::{Fault, History, Hold, Write};
+use serde_json::Value;
+
+const MS: u64 = 1_000_000;
+
+// ---------------------------------------------------------------------------
+// Short campaigns
+// ---------------------------------------------------------------------------
+
+/// Not a test of its own: the worker processes the campaigns start.
+#[test]
+#[ignore = "a campaign's worker process, started by the campaign tests"]
+fn worker_process() {
+    let args = std::env::var(settings::WORKER_ENV).expect("run by a campaign, with its arguments");
+    worker::run(worker::Args::parse(&args).unwrap()).unwrap();
+}
+
+fn campaign(store: &str, seconds: u64, seed: u64) -> Value {
+    let exe = std::env::current_exe().unwrap().display().to_string();
+    let opts = controller::Options {
+        store: store.into(),
+        seconds,
+        seed: Some(seed),
+        workers: 4,
+        persist: true,
+        keep: false,
+        worker_command: vec![
+            exe,
+            "--exact".into(),
+            "worker_process".into(),
+            "--include-ignored".into(),
+            "--nocapture".into(),
+            "--test-threads=1".into(),
+        ],
+    };
+    let summary = controller::run(&opts).unwrap();
+    println!("{summary}");
+    summary
+}
+
+fn assert_properties(s: &Value) {
+    assert_eq!(s["passed"], true, "failures: {:#}", s["failures"]);
+    assert!(s["holds"].as_u64().unwrap() >= 40, "too few holds to mean much: {s}");
+    let faults: u64 = s["faults"].as_object().unwrap().values().map(|n| n.as_u64().unwrap()).sum();
+    assert!(faults >= 8, "too few faults: {s}");
+    assert_eq!(s["stale_writes_accepted"], 0);
+    assert_eq!(s["stale_writes_rejected"], s["stale_attempts"]);
+    assert_eq!(s["unexplained_overlaps"], 0);
+    assert_eq!(s["lost_signals_missed"], 0);
+    assert_eq!(s["stranded"], 0);
+    assert_eq!(s["waits_over_bound"], 0);
+    for mode in history::MODES {
+        assert!(s["holds_by_mode"][mode].as_u64().unwrap_or(0) > 0, "no {mode} holds: {s}");
+    }
+}
+
+#[test]
+fn campaign_on_redis() {
+    assert_properties(&campaign("redis", 25, 20_261_202));
+}
+
+#[test]
+fn campaign_on_quorum() {
+    assert_properties(&campaign("quorum", 25, 20_261_203));
+}
+
+// ---------------------------------------------------------------------------
+// The checker on hand-made histories
+// ---------------------------------------------------------------------------
+
+fn profile() -> Profile {
+    Profile {
+        lease_ns: 800 * MS,
+        wait_for_ns: 3000 * MS,
+        command_timeout_ns: 300 * MS,
+        restart_forgets: false,
+        node_restart_forgets: false,
+    }
+}
+
+fn hold(worker: u32, hold: u64, token: u64, start_ms: u64, end_ms: u64) -> Hold {
+    Hold {
+        worker,
+        pid: 1000 + worker,
+        hold,
+        key: "k0".into(),
+        mode: "builder_sync".into(),
+        token,
+        start: start_ms * MS,
+        waited: MS,
+        end: Some(end_ms * MS),
+        write: Some("ok".into()),
+        write_at: Some((end_ms - 1) * MS),
+        release: Some("ok".into()),
+        ..Hold::default()
+    }
+}
+
+fn write(h: &Hold, accepted: bool) -> Write {
+    Write {
+        key: h.key.clone(),
+        token: h.token,
+        worker: h.worker,
+        hold: h.hold,
+        at: h.write_at.unwrap(),
+        accepted,
+    }
+}
+
+/// Two holds one after the other, each writing with its token.
+fn clean() -> History {
+    let a = hold(0, 1, 1, 0, 100);
+    let b = hold(1, 1, 2, 110, 200);
+    History {
+        writes: vec![write(&a, true), write(&b, true)],
+        holds: vec![a, b],
+        ..History::default()
+    }
+}
+
+#[test]
+fn checker_passes_a_clean_history() {
+    let s = check(&clean(), &profile());
+    assert!(s.passed(), "{:?}", s.failures);
+    assert_eq!((s.holds, s.overlaps, s.stale_writes_rejected), (2, 0, 0));
+}
+
+#[test]
+fn checker_flags_an_unexplained_overlap() {
+    let mut h = clean();
+    h.holds[1].start = 50 * MS; // B starts while A still holds
+    let s = check(&h, &profile());
+    assert_eq!((s.overlaps, s.unexplained_overlaps), (1, 1));
+    assert!(!s.passed());
+}
+
+#[test]
+fn checker_explains_an_overlap_by_a_pause_and_wants_the_lost_signal() {
+    let mut h = clean();
+    // A is paused from 10 ms for a second; B gets the lock meanwhile; A
+    // resumes, sees the loss, skips its write.
+    h.holds[0].end = Some(1020 * MS);
+    h.holds[0].write = Some("skipped".into());
+    h.holds[0].write_at = None;
+    h.writes.remove(0);
+    h.holds[1].start = 900 * MS;
+    h.holds[1].end = Some(950 * MS);
+    h.holds[1].write_at = Some(940 * MS);
+    h.writes[0].at = 940 * MS;
+    h.faults.push(Fault {
+        kind: "pause_worker".into(),
+        target: "worker 0".into(),
+        pid: Some(1000),
+        start: 10 * MS,
+        end: 1010 * MS,
+    });
+    h.holds[0].lost = Some(1015 * MS);
+    let s = check(&h, &profile());
+    assert!(s.passed(), "{:?}", s.failures);
+    assert_eq!((s.overlaps, s.unexplained_overlaps), (1, 0));
+    assert_eq!((s.lost_signals_expected, s.lost_signals), (1, 1));
+
+    // Without the signal, the same history fails.
+    h.holds[0].lost = None;
+    let s = check(&h, &profile());
+    assert_eq!(s.lost_signals_missed, 1);
+    assert!(!s.passed());
+}
+
+#[test]
+fn checker_flags_a_stale_write_accepted() {
+    let mut h = clean();
+    // The resource took token 2, then token 1.
+    h.writes[0].at = 300 * MS;
+    let s = check(&h, &profile());
+    assert_eq!(s.stale_writes_accepted, 1);
+    assert!(!s.passed());
+}
+
+#[test]
+fn checker_counts_a_rejected_stale_write_as_expected_only_when_it_was_stale() {
+    let mut h = clean();
+    // A, paused, writes after B did: rejected, and stale by the workers'
+    // records too.
+    h.holds[0].write_at = Some(250 * MS);
+    h.holds[0].write = Some("stale".into());
+    h.holds[0].end = Some(260 * MS);
+    h.holds[0].lost = Some(105 * MS);
+    h.writes = vec![write(&h.holds[1], true), write(&h.holds[0], false)];
+    let s = check(&h, &profile());
+    assert!(s.passed(), "{:?}", s.failures);
+    assert_eq!((s.stale_writes_rejected, s.stale_attempts), (1, 1));
+
+    // A resource that rejects a write nobody had outrun is wrong.
+    let mut h = clean();
+    h.writes[1].accepted = false;
+    let s = check(&h, &profile());
+    assert!(!s.passed());
+}
+
+#[test]
+fn checker_flags_a_stranded_hold_and_a_lock_left_behind() {
+    let mut h = clean();
+    h.holds[1].end = None; // never ended, and its worker was not killed
+    let s = check(&h, &profile());
+    assert_eq!(s.stranded, 1);
+    assert!(!s.passed());
+
+    // Killed by a fault: its lease frees it; not stranded.
+    h.faults.push(Fault {
+        kind: "kill_worker".into(),
+        target: "worker 1".into(),
+        pid: Some(1001),
+        start: 150 * MS,
+        end: 151 * MS,
+    });
+    assert!(check(&h, &profile()).passed());
+
+    let mut h = clean();
+    h.left_locks.push("node 0: camp:k0".into());
+    assert_eq!(check(&h, &profile()).stranded, 1);
+}
+
+#[test]
+fn checker_flags_a_wait_past_its_bound_and_a_token_that_did_not_grow() {
+    let mut h = clean();
+    h.holds[1].waited = 10_000 * MS; // no fault to excuse ten seconds
+    h.holds[1].start = 11_000 * MS;
+    h.holds[1].end = Some(11_100 * MS);
+    let s = check(&h, &profile());
+    assert_eq!(s.waits_over_bound, 1);
+    assert!(!s.passed());
+
+    let mut h = clean();
+    h.holds[1].token = 1;
+    assert!(!check(&h, &profile()).passed());
+}
+
+#[test]
+fn checker_explains_a_restart_only_for_a_store_that_documents_it() {
+    let mut h = clean();
+    h.holds[1].start = 50 * MS;
+    h.faults.push(Fault {
+        kind: "restart_server".into(),
+        target: "node 0".into(),
+        pid: None,
+        start: 20 * MS,
+        end: 40 * MS,
+    });
+    assert_eq!(check(&h, &profile()).unexplained_overlaps, 1);
+    let forgetful = Profile {
+        restart_forgets: true,
+        ..profile()
+    };
+    let s = check(&h, &forgetful);
+    assert!(s.passed(), "{:?}", s.failures);
+    assert_eq!(s.explained_overlaps.values().sum::<usize>(), 1);
+}
