@@ -216,6 +216,11 @@ impl Worker {
                 body.hold.lost = Some(body.hold.lost.map_or(at, |l| l.min(at)));
             }
         }
+        // A `#[lock]` body learns of a loss only when the lock is given
+        // back; that is when this worker saw it.
+        if release.as_ref().is_err_and(LockError::is_not_held) && body.hold.lost.is_none() {
+            body.hold.lost = Some(mono_ns());
+        }
         body.hold.release = Some(match release {
             Ok(()) => "ok".into(),
             Err(e) if e.is_not_held() => "not_held".into(),
