@@ -1,5 +1,5 @@
 //! The test support's TCP proxy: bytes pass both ways, latency delays them,
-//! a black hole swallows one direction only, a reset closes open
+//! a black hole holds one direction back until healed, a reset closes open
 //! connections, a partition hangs them, refusing closes new ones.
 
 mod support;
@@ -96,31 +96,42 @@ fn reset_closes_open_connections_and_new_ones_work() {
     assert_eq!(round_trip(&mut fresh, b"again").unwrap(), b"again");
 }
 
+/// Reads exactly `n` bytes within `limit`.
+fn read_within(s: &mut TcpStream, n: usize, limit: Duration) -> io::Result<Vec<u8>> {
+    s.set_read_timeout(Some(limit))?;
+    let mut back = vec![0u8; n];
+    s.read_exact(&mut back)?;
+    Ok(back)
+}
+
 #[test]
-fn black_hole_stops_one_direction_only() {
+fn black_hole_holds_back_one_direction_until_healed() {
     let proxy = Proxy::start(echo_server());
     let mut s = client(&proxy);
     round_trip(&mut s, b"x").unwrap();
 
-    // Replies vanish: the request reaches the server (it is echoed, and the
-    // echo is what is dropped), the client hears nothing but stays open.
+    // Replies are held: the request reaches the server and is echoed, but
+    // the echo does not come through while the hole lasts...
     proxy.black_hole(Direction::Downstream, true);
-    let e = round_trip(&mut s, b"lost").expect_err("no reply through the hole");
+    let forwarded = proxy.forwarded_bytes();
+    let e = round_trip(&mut s, b"late").expect_err("no reply through the hole");
     assert!(
         matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut),
         "{e:?}"
     );
-    assert!(proxy.dropped_bytes() >= 4, "the echo was swallowed");
+    assert_eq!(proxy.forwarded_bytes(), forwarded + 4, "the request went through");
+    // ...and arrives, in order, once it is healed: TCP delays, never drops.
     proxy.black_hole(Direction::Downstream, false);
+    assert_eq!(read_within(&mut s, 4, Duration::from_secs(2)).unwrap(), b"late");
     assert_eq!(round_trip(&mut s, b"back").unwrap(), b"back");
 
-    // Requests vanish: nothing reaches the server, so nothing comes back,
-    // and the bytes counted dropped are the request's.
-    let dropped = proxy.dropped_bytes();
+    // Requests are held: nothing reaches the server, nothing comes back.
     proxy.black_hole(Direction::Upstream, true);
-    assert!(round_trip(&mut s, b"gone").is_err());
-    assert_eq!(proxy.dropped_bytes(), dropped + 4);
+    let forwarded = proxy.forwarded_bytes();
+    assert!(round_trip(&mut s, b"wait").is_err());
+    assert_eq!(proxy.forwarded_bytes(), forwarded, "nothing passed either way");
     proxy.heal();
+    assert_eq!(read_within(&mut s, 4, Duration::from_secs(2)).unwrap(), b"wait");
     assert_eq!(round_trip(&mut s, b"ok").unwrap(), b"ok");
 }
 
@@ -134,6 +145,7 @@ fn partition_hangs_open_and_new_connections() {
     let mut new = client(&proxy);
     assert!(round_trip(&mut new, b"z").is_err(), "connects, but no answer");
     proxy.partition(false);
+    assert_eq!(read_within(&mut new, 1, Duration::from_secs(2)).unwrap(), b"z");
     let mut healed = client(&proxy);
     assert_eq!(round_trip(&mut healed, b"ok").unwrap(), b"ok");
 }

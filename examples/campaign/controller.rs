@@ -127,6 +127,14 @@ struct Workers {
 }
 
 impl Workers {
+    /// Whether worker `index` holds a lock now, by its history file.
+    fn holding(&self, index: u32) -> bool {
+        fs::read_to_string(self.dir.join(format!("w{index:03}.jsonl")))
+            .ok()
+            .and_then(|text| text.lines().last().map(|l| l.starts_with(r#"{"ev":"acq""#)))
+            .unwrap_or(false)
+    }
+
     fn spawn(&mut self) -> Result<(), String> {
         let index = self.next;
         self.next += 1;
@@ -347,7 +355,15 @@ fn inject(
     let node = |rng: &mut Rng| rng.below(store.nodes.len() as u64) as usize;
     match kind {
         "pause_worker" => {
-            let (index, child) = &workers.running[rng.below(workers.running.len() as u64) as usize];
+            // A holder if there is one (its history's last line is a
+            // guard in hand), so that the pause outlives a lease it holds.
+            let n = workers.running.len();
+            let first = rng.below(n as u64) as usize;
+            let pick = (0..n)
+                .map(|i| (first + i) % n)
+                .find(|&i| workers.holding(workers.running[i].0))
+                .unwrap_or(first);
+            let (index, child) = &workers.running[pick];
             let pid = child.id();
             fault.target = format!("worker {index}");
             fault.pid = Some(pid);
@@ -394,11 +410,8 @@ fn inject(
             fault.target = "proxy, replies".into();
             store.proxy.black_hole(Direction::Downstream, true);
             thread::sleep(rng.between(s.lease, s.lease * 2));
+            // The held replies now arrive, late, as TCP delivers them.
             store.proxy.heal();
-            // Connections whose replies were lost are out of step: the
-            // client notices by its timeouts; reset them so none waits on
-            // a reply that will never come.
-            store.proxy.reset_all();
         }
         "reset_connections" => {
             fault.target = "proxy".into();
@@ -409,7 +422,6 @@ fn inject(
             store.proxy.partition(true);
             thread::sleep(rng.between(Duration::from_millis(1000), Duration::from_millis(3000)));
             store.proxy.partition(false);
-            store.proxy.reset_all();
         }
         other => return Err(format!("unknown fault {other}")),
     }

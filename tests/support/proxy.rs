@@ -1,6 +1,14 @@
 //! A loopback TCP proxy with faults switched at run time (added latency, a
 //! one-way black hole, a partition, connection resets), put between a client
-//! and a test server to show the client a bad network. Threads and std only:
+//! and a test server to show the client a bad network.
+//!
+//! A black hole holds bytes back rather than dropping them: TCP never loses
+//! bytes inside a live connection (it retransmits them, late, or the
+//! connection dies), and a proxy that dropped them would hand the client a
+//! reply stream out of step with its requests, a fault no real network
+//! makes. So a hole delays one direction by its whole length; the client sees
+//! a silent peer until its timeouts fire, then what it sent or was sent
+//! arrives late, unless the connection was reset meanwhile. Threads and std only:
 //! the maintained proxies with such faults (Toxiproxy and its Rust clients)
 //! need a server binary of their own, which the tests would have to install.
 //!
@@ -9,7 +17,7 @@
 //! let proxy = Proxy::start(server.addr());
 //! // ... point the client at `proxy.addr()` ...
 //! proxy.set_latency(Duration::from_millis(200)); // every chunk waits 200 ms
-//! proxy.black_hole(Direction::Downstream, true); // replies vanish
+//! proxy.black_hole(Direction::Downstream, true); // replies are held back
 //! proxy.reset_all(); // every open connection is reset (RST)
 //! proxy.heal(); // no faults; new connections work again
 //! ```
@@ -41,10 +49,10 @@ pub enum Direction {
 pub struct Faults {
     /// Added before every chunk is passed on, both directions.
     pub latency: Duration,
-    /// Bytes client to server are read and dropped.
-    pub drop_upstream: bool,
-    /// Bytes server to client are read and dropped.
-    pub drop_downstream: bool,
+    /// Bytes client to server are held back.
+    pub hold_upstream: bool,
+    /// Bytes server to client are held back.
+    pub hold_downstream: bool,
     /// New connections are accepted and closed at once (refused).
     pub refuse: bool,
 }
@@ -57,8 +65,6 @@ struct Shared {
     stop: AtomicBool,
     /// Bytes passed on, for tests.
     forwarded: AtomicU64,
-    /// Bytes dropped by a black hole.
-    dropped: AtomicU64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -92,7 +98,6 @@ impl Proxy {
             next_id: AtomicU64::new(0),
             stop: AtomicBool::new(false),
             forwarded: AtomicU64::new(0),
-            dropped: AtomicU64::new(0),
         });
         let for_thread = Arc::clone(&shared);
         let acceptor = thread::Builder::new()
@@ -137,13 +142,14 @@ impl Proxy {
         lock(&self.shared.faults).latency = latency;
     }
 
-    /// Drops (`true`) or passes (`false`) the bytes going one way: the
-    /// other side sees a silent peer, not a closed connection.
+    /// Holds back (`true`) or passes (`false`) the bytes going one way:
+    /// the other side sees a silent peer, not a closed connection, until the
+    /// hole is healed and the held bytes arrive.
     pub fn black_hole(&self, direction: Direction, on: bool) {
         let mut faults = lock(&self.shared.faults);
         match direction {
-            Direction::Upstream => faults.drop_upstream = on,
-            Direction::Downstream => faults.drop_downstream = on,
+            Direction::Upstream => faults.hold_upstream = on,
+            Direction::Downstream => faults.hold_downstream = on,
         }
     }
 
@@ -152,8 +158,8 @@ impl Proxy {
     /// across a network partition. `false` undoes it.
     pub fn partition(&self, on: bool) {
         let mut faults = lock(&self.shared.faults);
-        faults.drop_upstream = on;
-        faults.drop_downstream = on;
+        faults.hold_upstream = on;
+        faults.hold_downstream = on;
     }
 
     /// New connections are closed as soon as they are accepted (`true`).
@@ -185,10 +191,6 @@ impl Proxy {
         self.shared.forwarded.load(Ordering::Relaxed)
     }
 
-    /// Bytes a black hole swallowed so far.
-    pub fn dropped_bytes(&self) -> u64 {
-        self.shared.dropped.load(Ordering::Relaxed)
-    }
 }
 
 impl Drop for Proxy {
@@ -273,6 +275,13 @@ fn connect(client: TcpStream, upstream: SocketAddr, shared: &Arc<Shared>) -> io:
     Ok(())
 }
 
+fn held(direction: Direction, faults: &Faults) -> bool {
+    match direction {
+        Direction::Upstream => faults.hold_upstream,
+        Direction::Downstream => faults.hold_downstream,
+    }
+}
+
 /// Copies one direction of one connection, applying the faults chunk by
 /// chunk, until either side closes or the proxy stops.
 fn pump(mut from: TcpStream, mut to: TcpStream, direction: Direction, id: u64, shared: &Shared) {
@@ -280,6 +289,12 @@ fn pump(mut from: TcpStream, mut to: TcpStream, direction: Direction, id: u64, s
     loop {
         if shared.stop.load(Ordering::SeqCst) {
             break;
+        }
+        // A black hole: read nothing, so the bytes wait in the kernel's
+        // buffers (and the sender feels TCP's back pressure).
+        if held(direction, &lock(&shared.faults)) {
+            thread::sleep(POLL / 4);
+            continue;
         }
         let n = match from.read(&mut buf) {
             Ok(0) => break,
@@ -289,17 +304,14 @@ fn pump(mut from: TcpStream, mut to: TcpStream, direction: Direction, id: u64, s
             }
             Err(_) => break,
         };
-        let faults = *lock(&shared.faults);
-        let dropped = match direction {
-            Direction::Upstream => faults.drop_upstream,
-            Direction::Downstream => faults.drop_downstream,
-        };
-        if dropped {
-            shared.dropped.fetch_add(n as u64, Ordering::Relaxed);
-            continue;
-        }
+        let mut faults = *lock(&shared.faults);
         if !faults.latency.is_zero() {
             thread::sleep(faults.latency);
+        }
+        // A chunk read just as a hole opened waits for it to close.
+        while held(direction, &faults) && !shared.stop.load(Ordering::SeqCst) {
+            thread::sleep(POLL / 4);
+            faults = *lock(&shared.faults);
         }
         if to.write_all(&buf[..n]).is_err() {
             break;
