@@ -34,7 +34,10 @@ const MS: u64 = 1_000_000;
 #[test]
 #[ignore = "a campaign's worker process, started by the campaign tests"]
 fn worker_process() {
-    let args = std::env::var(settings::WORKER_ENV).expect("run by a campaign, with its arguments");
+    // Run by hand (`--ignored`), there is nothing to do.
+    let Ok(args) = std::env::var(settings::WORKER_ENV) else {
+        return;
+    };
     worker::run(worker::Args::parse(&args).unwrap()).unwrap();
 }
 
@@ -278,4 +281,131 @@ fn checker_explains_a_restart_only_for_a_store_that_documents_it() {
     let s = check(&h, &forgetful);
     assert!(s.passed(), "{:?}", s.failures);
     assert_eq!(s.explained_overlaps.values().sum::<usize>(), 1);
+}
+
+// ---------------------------------------------------------------------------
+// What the campaign found, pinned
+// ---------------------------------------------------------------------------
+
+const HANDOVER_URL_ENV: &str = "LOCK_HANDOVER_URL";
+const HANDOVER_LEASE: std::time::Duration = std::time::Duration::from_millis(800);
+
+fn handover_alias(name: &str, url: &str) {
+    // The campaign's settings.
+    let cfg = lock_runtime::registry::AliasConfig::redis(url)
+        .default_lease(HANDOVER_LEASE)
+        .command_timeout(std::time::Duration::from_millis(300))
+        .connect_timeout(std::time::Duration::from_millis(300));
+    lock_runtime::registry::add(name, cfg).unwrap();
+}
+
+const HANDOVER_MACRO_ENV: &str = "LOCK_HANDOVER_MACRO";
+
+/// Ok(token) when the body ran to its end.
+#[lock_runtime::lock("k", alias = "handover-macro", fencing = token, wait_for_ms = 20000, on_lost = "cancel")]
+async fn handover_body(token: u64, work: std::time::Duration) -> Result<u64, lock_runtime::LockError> {
+    tokio::time::sleep(work).await;
+    Ok(token)
+}
+
+/// Campaign `--store redis --seed 5 --seconds 30` fails, twice in two runs:
+/// a worker paused while waiting for `k2` resumes holding a guard (token
+/// 50, then 54 in the second run) that is not lost, whose `#[lock]` body
+/// runs to its end and whose release says `ok`, while another worker holds
+/// `k2` with a higher token (56, 67) and its guard is not lost either. The
+/// two tests below replay the steps one at a time and pass; something the
+/// campaign has besides (other waiters in line, the proxy, an earlier
+/// restart with AOF, a 300 ms command timeout) is needed. Ignored so that
+/// the suite stays green until the runtime is fixed; run it with
+/// `cargo test --test campaign -- --ignored campaign_on_redis_seed_5`.
+#[test]
+#[ignore = "library defect: two holders of one Redis key after a waiter's pause (seed 5)"]
+fn campaign_on_redis_seed_5() {
+    let s = campaign("redis", 30, 5);
+    assert_eq!(s["unexplained_overlaps"], 0, "{s}");
+    assert_properties(&s);
+}
+
+/// A waiter in line paused (SIGSTOP) while a release hands it the lock, past
+/// the handed lease, while another process then takes the lock: when it
+/// wakes, its guard is lost at once (builder) or its body does not run
+/// (`#[lock]` with `on_lost = "cancel"`).
+#[test]
+fn paused_waiter_handed_the_lock_does_not_hold_it() {
+    paused_waiter_handed_the_lock(&support::test_name!(), "handover", false);
+}
+
+#[test]
+fn paused_waiter_handed_the_lock_does_not_run_a_lock_body() {
+    paused_waiter_handed_the_lock(&support::test_name!(), "handover-macro", true);
+}
+
+fn paused_waiter_handed_the_lock(test: &str, alias: &'static str, with_macro: bool) {
+    use std::time::Duration;
+    if support::child_role().is_some() {
+        handover_alias(alias, &std::env::var(HANDOVER_URL_ENV).unwrap());
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        if std::env::var(HANDOVER_MACRO_ENV).is_ok_and(|v| !v.is_empty()) {
+            // The campaign's waiter: `#[lock]` on an `async fn`, cancelled
+            // when the lock is lost.
+            let r = rt.block_on(handover_body(Duration::from_millis(40)));
+            support::report(format!("macro body {r:?}"));
+            return;
+        }
+        let guard = rt.block_on(
+            lock_runtime::Lock::new("k")
+                .alias(alias)
+                .wait_for(Duration::from_secs(20))
+                .acquire_async(),
+        );
+        match guard {
+            Ok(g) => {
+                support::report(format!("acquired {:?} lost {}", g.fencing_token(), g.is_lost()));
+                std::thread::sleep(Duration::from_millis(100));
+                let lost = g.is_lost();
+                let release = g.release().map_err(|e| e.to_string());
+                support::report(format!("later lost {lost} release {release:?}"));
+            }
+            Err(e) => support::report(format!("failed {e}")),
+        }
+        return;
+    }
+    let server = support::RedisServer::start();
+    handover_alias(alias, &server.url());
+    let first = lock_runtime::Lock::new("k").alias(alias).acquire().unwrap();
+    let mut waiter = support::spawn_children(
+        test,
+        "waiter",
+        1,
+        &[
+            (HANDOVER_URL_ENV, &server.url()),
+            (HANDOVER_MACRO_ENV, if with_macro { "1" } else { "" }),
+        ],
+    );
+    // In line by now (a waiter joins it after 10 ms).
+    std::thread::sleep(Duration::from_millis(700));
+    let pid = waiter[0].child.id() as libc::pid_t;
+    // SAFETY: kill(2) has no memory-safety preconditions.
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    // The release hands the lock to the paused waiter; its lease runs out.
+    first.release().unwrap();
+    std::thread::sleep(HANDOVER_LEASE + Duration::from_millis(700));
+    let second = lock_runtime::Lock::new("k")
+        .alias(alias)
+        .wait_for(Duration::from_secs(5))
+        .acquire()
+        .expect("the handed lease ran out");
+    let second_token = second.fencing_token();
+    // SAFETY: as above.
+    unsafe { libc::kill(pid, libc::SIGCONT) };
+    let out = support::wait_children(std::mem::take(&mut waiter), Duration::from_secs(30));
+    let reports = out[0].reports();
+    assert!(!second.is_lost());
+    drop(second);
+    let said = reports.join(" | ");
+    println!("waiter: {said}; second holder token {second_token:?}");
+    assert!(
+        said.starts_with("failed") || said.contains("lost true") || said.contains("Err(NotHeld"),
+        "the paused waiter holds the lock beside a holder with token {second_token:?}: {said}"
+    );
 }
