@@ -90,16 +90,23 @@ fn parse(args: &[String]) -> Result<controller::Options, String> {
         let mut value = || it.next().ok_or(format!("{arg} needs a value"));
         match arg.as_str() {
             "--store" => opts.store = value()?.clone(),
-            "--seconds" => opts.seconds = value()?.parse().map_err(|e| format!("--seconds: {e}"))?,
+            "--seconds" => {
+                opts.seconds = value()?.parse().map_err(|e| format!("--seconds: {e}"))?
+            }
             "--seed" => opts.seed = Some(value()?.parse().map_err(|e| format!("--seed: {e}"))?),
-            "--workers" => opts.workers = value()?.parse().map_err(|e| format!("--workers: {e}"))?,
+            "--workers" => {
+                opts.workers = value()?.parse().map_err(|e| format!("--workers: {e}"))?
+            }
             "--no-persist" => opts.persist = false,
             "--keep" => opts.keep = true,
             other => return Err(format!("unknown argument {other:?}")),
         }
     }
     if !matches!(opts.store.as_str(), "redis" | "quorum") {
-        return Err(format!("--store must be redis or quorum, not {:?}", opts.store));
+        return Err(format!(
+            "--store must be redis or quorum, not {:?}",
+            opts.store
+        ));
     }
     if opts.workers < 4 {
         return Err("--workers must be at least 4".into());

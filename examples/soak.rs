@@ -177,7 +177,10 @@ fn sample(server: &RedisServer, workers: &[Child], started: Instant) -> Sample {
     };
     Sample {
         at_s: started.elapsed().as_secs(),
-        rss_kb: workers.iter().map(|c| rss_kb(c.id()).unwrap_or(0)).collect(),
+        rss_kb: workers
+            .iter()
+            .map(|c| rss_kb(c.id()).unwrap_or(0))
+            .collect(),
         redis_rss_kb: server.pid().and_then(rss_kb).unwrap_or(0),
         redis_used_kb: info_field(server, "memory", "used_memory") / 1024,
         clients: info_field(server, "clients", "connected_clients"),
@@ -215,7 +218,11 @@ fn controller(seconds: u64) -> Result<bool, String> {
                 Ok(())
             });
         }
-        workers.push(command.spawn().map_err(|e| format!("cannot start a worker: {e}"))?);
+        workers.push(
+            command
+                .spawn()
+                .map_err(|e| format!("cannot start a worker: {e}"))?,
+        );
     }
     // The first sample after a warm-up: pools filled, allocator settled.
     let warm_up = Duration::from_secs((seconds / 6).clamp(2, 10));
@@ -280,7 +287,9 @@ fn controller(seconds: u64) -> Result<bool, String> {
         .filter(|k| k.as_str() != "soak%:fence")
         .collect();
     if !stray.is_empty() {
-        failures.push(format!("keys left a lease after everyone stopped: {stray:?}"));
+        failures.push(format!(
+            "keys left a lease after everyone stopped: {stray:?}"
+        ));
     }
     for f in &failures {
         eprintln!("soak: FAILED: {f}");

@@ -66,8 +66,16 @@ fn campaign(store: &str, seconds: u64, seed: u64) -> Value {
 
 fn assert_properties(s: &Value) {
     assert_eq!(s["passed"], true, "failures: {:#}", s["failures"]);
-    assert!(s["holds"].as_u64().unwrap() >= 40, "too few holds to mean much: {s}");
-    let faults: u64 = s["faults"].as_object().unwrap().values().map(|n| n.as_u64().unwrap()).sum();
+    assert!(
+        s["holds"].as_u64().unwrap() >= 40,
+        "too few holds to mean much: {s}"
+    );
+    let faults: u64 = s["faults"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|n| n.as_u64().unwrap())
+        .sum();
     assert!(faults >= 8, "too few faults: {s}");
     assert_eq!(s["stale_writes_accepted"], 0);
     assert_eq!(s["stale_writes_rejected"], s["stale_attempts"]);
@@ -76,7 +84,10 @@ fn assert_properties(s: &Value) {
     assert_eq!(s["stranded"], 0);
     assert_eq!(s["waits_over_bound"], 0);
     for mode in history::MODES {
-        assert!(s["holds_by_mode"][mode].as_u64().unwrap_or(0) > 0, "no {mode} holds: {s}");
+        assert!(
+            s["holds_by_mode"][mode].as_u64().unwrap_or(0) > 0,
+            "no {mode} holds: {s}"
+        );
     }
 }
 
@@ -303,7 +314,10 @@ const HANDOVER_MACRO_ENV: &str = "LOCK_HANDOVER_MACRO";
 
 /// Ok(token) when the body ran to its end.
 #[lock_runtime::lock("k", alias = "handover-macro", fencing = token, wait_for_ms = 20000, on_lost = "cancel")]
-async fn handover_body(token: u64, work: std::time::Duration) -> Result<u64, lock_runtime::LockError> {
+async fn handover_body(
+    token: u64,
+    work: std::time::Duration,
+) -> Result<u64, lock_runtime::LockError> {
     tokio::time::sleep(work).await;
     Ok(token)
 }
@@ -360,7 +374,11 @@ fn paused_waiter_handed_the_lock(test: &str, alias: &'static str, with_macro: bo
         );
         match guard {
             Ok(g) => {
-                support::report(format!("acquired {:?} lost {}", g.fencing_token(), g.is_lost()));
+                support::report(format!(
+                    "acquired {:?} lost {}",
+                    g.fencing_token(),
+                    g.is_lost()
+                ));
                 std::thread::sleep(Duration::from_millis(100));
                 let lost = g.is_lost();
                 let release = g.release().map_err(|e| e.to_string());

@@ -67,11 +67,19 @@ fn latency_delays_every_round_trip() {
     let started = Instant::now();
     round_trip(&mut s, b"slow").unwrap();
     // Delayed on the way there and on the way back.
-    assert!(started.elapsed() >= Duration::from_millis(300), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() >= Duration::from_millis(300),
+        "{:?}",
+        started.elapsed()
+    );
     proxy.heal();
     let started = Instant::now();
     round_trip(&mut s, b"fast").unwrap();
-    assert!(started.elapsed() < Duration::from_millis(100), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_millis(100),
+        "{:?}",
+        started.elapsed()
+    );
 }
 
 #[test]
@@ -116,22 +124,39 @@ fn black_hole_holds_back_one_direction_until_healed() {
     let forwarded = proxy.forwarded_bytes();
     let e = round_trip(&mut s, b"late").expect_err("no reply through the hole");
     assert!(
-        matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut),
+        matches!(
+            e.kind(),
+            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+        ),
         "{e:?}"
     );
-    assert_eq!(proxy.forwarded_bytes(), forwarded + 4, "the request went through");
+    assert_eq!(
+        proxy.forwarded_bytes(),
+        forwarded + 4,
+        "the request went through"
+    );
     // ...and arrives, in order, once it is healed: TCP delays, never drops.
     proxy.black_hole(Direction::Downstream, false);
-    assert_eq!(read_within(&mut s, 4, Duration::from_secs(2)).unwrap(), b"late");
+    assert_eq!(
+        read_within(&mut s, 4, Duration::from_secs(2)).unwrap(),
+        b"late"
+    );
     assert_eq!(round_trip(&mut s, b"back").unwrap(), b"back");
 
     // Requests are held: nothing reaches the server, nothing comes back.
     proxy.black_hole(Direction::Upstream, true);
     let forwarded = proxy.forwarded_bytes();
     assert!(round_trip(&mut s, b"wait").is_err());
-    assert_eq!(proxy.forwarded_bytes(), forwarded, "nothing passed either way");
+    assert_eq!(
+        proxy.forwarded_bytes(),
+        forwarded,
+        "nothing passed either way"
+    );
     proxy.heal();
-    assert_eq!(read_within(&mut s, 4, Duration::from_secs(2)).unwrap(), b"wait");
+    assert_eq!(
+        read_within(&mut s, 4, Duration::from_secs(2)).unwrap(),
+        b"wait"
+    );
     assert_eq!(round_trip(&mut s, b"ok").unwrap(), b"ok");
 }
 
@@ -143,9 +168,15 @@ fn partition_hangs_open_and_new_connections() {
     proxy.partition(true);
     assert!(round_trip(&mut open, b"y").is_err());
     let mut new = client(&proxy);
-    assert!(round_trip(&mut new, b"z").is_err(), "connects, but no answer");
+    assert!(
+        round_trip(&mut new, b"z").is_err(),
+        "connects, but no answer"
+    );
     proxy.partition(false);
-    assert_eq!(read_within(&mut new, 1, Duration::from_secs(2)).unwrap(), b"z");
+    assert_eq!(
+        read_within(&mut new, 1, Duration::from_secs(2)).unwrap(),
+        b"z"
+    );
     let mut healed = client(&proxy);
     assert_eq!(round_trip(&mut healed, b"ok").unwrap(), b"ok");
 }

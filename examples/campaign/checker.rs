@@ -110,7 +110,9 @@ fn explain(a: &Hold, b: &Hold, p: &Profile, faults: &[Fault]) -> Option<&'static
     if p.node_restart_forgets
         && fault_in(faults, &["restart_node"], None, a.start, b.start).is_some()
     {
-        return Some("a node restarted empty while the lock was held (documented: a majority must keep its data)");
+        return Some(
+            "a node restarted empty while the lock was held (documented: a majority must keep its data)",
+        );
     }
     None
 }
@@ -163,7 +165,9 @@ pub fn check(history: &History, p: &Profile) -> Summary {
                 continue;
             }
             let newer_before = holds.iter().any(|o| {
-                o.token > h.token && o.write.as_deref() == Some("ok") && o.write_at.is_some_and(|t| t < at)
+                o.token > h.token
+                    && o.write.as_deref() == Some("ok")
+                    && o.write_at.is_some_and(|t| t < at)
             });
             if newer_before {
                 s.stale_attempts += 1;
@@ -186,8 +190,14 @@ pub fn check(history: &History, p: &Profile) -> Summary {
             for b in &holds[i + 1..] {
                 if b.token <= a.token {
                     let restarted = (p.restart_forgets || p.node_restart_forgets)
-                        && fault_in(faults, &["restart_server", "restart_node"], None, a.start, b.start)
-                            .is_some();
+                        && fault_in(
+                            faults,
+                            &["restart_server", "restart_node"],
+                            None,
+                            a.start,
+                            b.start,
+                        )
+                        .is_some();
                     if restarted {
                         regressed.insert((b.worker, b.hold));
                     } else {
@@ -271,7 +281,12 @@ pub fn check(history: &History, p: &Profile) -> Summary {
         .holds
         .iter()
         .map(|h| (h.start.saturating_sub(h.waited), h.waited, h.worker))
-        .chain(history.failed_waits.iter().map(|w| (w.start, w.waited, w.worker)));
+        .chain(
+            history
+                .failed_waits
+                .iter()
+                .map(|w| (w.start, w.waited, w.worker)),
+        );
     for (start, waited, worker) in waits {
         let end = start + waited;
         let faulted: u64 = faults

@@ -16,8 +16,8 @@ use serde_json::json;
 use super::checker::{self, Profile};
 use super::history::{self, Fault, History, mono_ns};
 use super::resource::Resource;
-use super::support::{Direction, Proxy, RedisServer, RespValue, private_dir};
 use super::settings::{KEYS, PREFIX, Rng, Settings, WORKER_ENV};
+use super::support::{Direction, Proxy, RedisServer, RespValue, private_dir};
 use super::worker;
 
 /// What the command line asked for.
@@ -100,7 +100,9 @@ impl Store {
         for (i, node) in self.nodes.iter().enumerate() {
             if let RespValue::Array(items) = node.cmd(&["KEYS", "*"]) {
                 for item in items {
-                    let Some(key) = item.into_string() else { continue };
+                    let Some(key) = item.into_string() else {
+                        continue;
+                    };
                     if locks.contains(&key) {
                         left.push(format!("node {i}: {key}"));
                     }
@@ -174,8 +176,13 @@ fn signal(pid: u32, sig: libc::c_int) {
 /// Runs a campaign; the summary (the JSON line to print), with `passed`.
 pub fn run(opts: &Options) -> Result<serde_json::Value, String> {
     let began = Instant::now();
-    let seed = opts.seed.unwrap_or_else(|| mono_ns() ^ u64::from(std::process::id()));
-    eprintln!("campaign: store {} seed {seed} for {} s", opts.store, opts.seconds);
+    let seed = opts
+        .seed
+        .unwrap_or_else(|| mono_ns() ^ u64::from(std::process::id()));
+    eprintln!(
+        "campaign: store {} seed {seed} for {} s",
+        opts.store, opts.seconds
+    );
     let settings = Settings::default();
     let dir = private_dir("campaign");
     let store = Store::start(opts);
@@ -184,10 +191,12 @@ pub fn run(opts: &Options) -> Result<serde_json::Value, String> {
         running: Vec::new(),
         next: 0,
         command: if opts.worker_command.is_empty() {
-            vec![std::env::current_exe()
-                .map_err(|e| e.to_string())?
-                .display()
-                .to_string()]
+            vec![
+                std::env::current_exe()
+                    .map_err(|e| e.to_string())?
+                    .display()
+                    .to_string(),
+            ]
         } else {
             opts.worker_command.clone()
         },
@@ -238,7 +247,9 @@ pub fn run(opts: &Options) -> Result<serde_json::Value, String> {
             Some(s) if s.success() => {}
             other => history.worker_failures.push(format!(
                 "worker {index} {}; its log:\n{}",
-                other.map_or("did not stop within 30 s".to_owned(), |s| format!("ended with {s}")),
+                other.map_or("did not stop within 30 s".to_owned(), |s| format!(
+                    "ended with {s}"
+                )),
                 fs::read_to_string(dir.join(format!("w{index:03}.log"))).unwrap_or_default()
             )),
         }
@@ -271,7 +282,12 @@ pub fn run(opts: &Options) -> Result<serde_json::Value, String> {
     // together.
     let mut failed_by_error: BTreeMap<String, usize> = BTreeMap::new();
     for w in &history.failed_waits {
-        let shape: String = w.error.chars().filter(|c| !c.is_ascii_digit()).take(120).collect();
+        let shape: String = w
+            .error
+            .chars()
+            .filter(|c| !c.is_ascii_digit())
+            .take(120)
+            .collect();
         *failed_by_error.entry(shape).or_default() += 1;
     }
     let holder_pauses = history
@@ -279,10 +295,9 @@ pub fn run(opts: &Options) -> Result<serde_json::Value, String> {
         .iter()
         .filter(|f| f.kind == "pause_worker")
         .filter(|f| {
-            history
-                .holds
-                .iter()
-                .any(|h| Some(h.pid) == f.pid && h.start <= f.start && h.end.is_none_or(|e| e >= f.start))
+            history.holds.iter().any(|h| {
+                Some(h.pid) == f.pid && h.start <= f.start && h.end.is_none_or(|e| e >= f.start)
+            })
         })
         .count();
     let summary = json!({

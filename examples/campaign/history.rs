@@ -167,9 +167,9 @@ pub fn read_workers(dir: &Path, history: &mut History) -> Result<(), String> {
                     );
                 }
                 Some("end") => {
-                    let h = holds
-                        .get_mut(&id)
-                        .ok_or_else(|| format!("{}: end of an unknown hold {id:?}", path.display()))?;
+                    let h = holds.get_mut(&id).ok_or_else(|| {
+                        format!("{}: end of an unknown hold {id:?}", path.display())
+                    })?;
                     h.end = ou(&v, "end");
                     h.lost = ou(&v, "lost");
                     h.write = os(&v, "write");

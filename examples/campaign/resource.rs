@@ -56,7 +56,9 @@ impl Resource {
 }
 
 fn serve(conn: TcpStream, state: &Mutex<State>) {
-    let Ok(mut out) = conn.try_clone() else { return };
+    let Ok(mut out) = conn.try_clone() else {
+        return;
+    };
     for line in BufReader::new(conn).lines() {
         let Ok(line) = line else { return };
         let parts: Vec<&str> = line.split(' ').collect();

@@ -97,7 +97,8 @@ pub fn run(args: Args) -> Result<(), String> {
         .build()
         .map_err(|e| e.to_string())?;
     let stop = args.dir.join("stop");
-    let mut rng = Rng::new(args.seed ^ (u64::from(args.index) + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    let mut rng =
+        Rng::new(args.seed ^ (u64::from(args.index) + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
     let w = Arc::new(Worker {
         resource: Mutex::new(Client::new(args.resource)),
         args,
@@ -141,11 +142,19 @@ pub fn run(args: Args) -> Result<(), String> {
             "attr_sync" => {
                 let cell = Mutex::new(body);
                 let r = attr_sync(key, &w, &cell);
-                finish_attr(&w, cell.into_inner().unwrap_or_else(PoisonError::into_inner), r)
+                finish_attr(
+                    &w,
+                    cell.into_inner().unwrap_or_else(PoisonError::into_inner),
+                    r,
+                )
             }
             _ => {
                 let cell = Arc::new(Mutex::new(body));
-                let r = rt.block_on(attr_async(key.to_owned(), Arc::clone(&w), Arc::clone(&cell)));
+                let r = rt.block_on(attr_async(
+                    key.to_owned(),
+                    Arc::clone(&w),
+                    Arc::clone(&cell),
+                ));
                 let body = Arc::try_unwrap(cell)
                     .map_err(|_| "the async body outlived its call".to_owned())?
                     .into_inner()
@@ -211,10 +220,9 @@ impl Worker {
         if body.hold.end.is_none() {
             body.hold.end = Some(mono_ns());
         }
-        if let Some(at) = body.guard_lost.as_ref().map(|a| a.load(Ordering::SeqCst)) {
-            if at != 0 {
-                body.hold.lost = Some(body.hold.lost.map_or(at, |l| l.min(at)));
-            }
+        let fired = body.guard_lost.as_ref().map(|a| a.load(Ordering::SeqCst));
+        if let Some(at) = fired.filter(|&at| at != 0) {
+            body.hold.lost = Some(body.hold.lost.map_or(at, |l| l.min(at)));
         }
         // A `#[lock]` body learns of a loss only when the lock is given
         // back; that is when this worker saw it.

@@ -24,9 +24,9 @@ pub mod files;
 pub mod locks;
 pub mod memcached;
 pub mod ports;
-pub mod proxy;
 pub mod postgres;
 pub mod process;
+pub mod proxy;
 pub mod redis;
 pub mod server;
 
@@ -47,5 +47,5 @@ pub use locks::{
     redis_config,
 };
 pub use ports::free_port;
-pub use proxy::{Direction, Faults, Proxy};
 pub use process::{alive, gone_within, proc_state};
+pub use proxy::{Direction, Faults, Proxy};

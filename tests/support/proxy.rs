@@ -91,7 +91,9 @@ impl Proxy {
         listener
             .set_nonblocking(true)
             .unwrap_or_else(|e| panic!("proxy: cannot make its listener non-blocking: {e}"));
-        let addr = listener.local_addr().expect("a bound listener has an address");
+        let addr = listener
+            .local_addr()
+            .expect("a bound listener has an address");
         let shared = Arc::new(Shared {
             faults: Mutex::new(Faults::default()),
             conns: Mutex::new(Vec::new()),
@@ -190,7 +192,6 @@ impl Proxy {
     pub fn forwarded_bytes(&self) -> u64 {
         self.shared.forwarded.load(Ordering::Relaxed)
     }
-
 }
 
 impl Drop for Proxy {
@@ -263,7 +264,11 @@ fn connect(client: TcpStream, upstream: SocketAddr, shared: &Arc<Shared>) -> io:
     let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
     lock(&shared.conns).push((id, client.try_clone()?, server.try_clone()?));
     let pumps = [
-        (client.try_clone()?, server.try_clone()?, Direction::Upstream),
+        (
+            client.try_clone()?,
+            server.try_clone()?,
+            Direction::Upstream,
+        ),
         (server, client, Direction::Downstream),
     ];
     for (from, to, direction) in pumps {
@@ -299,7 +304,12 @@ fn pump(mut from: TcpStream, mut to: TcpStream, direction: Direction, id: u64, s
         let n = match from.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => n,
-            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
                 continue;
             }
             Err(_) => break,
