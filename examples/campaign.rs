@@ -19,8 +19,11 @@
 //!
 //! Stores: `redis` (one server behind the test proxy, with AOF persistence
 //! unless `--no-persist`, which makes a restart forget held locks: a
-//! documented weakness the checker then explains) and `quorum` (three
-//! servers without persistence, the first behind the proxy).
+//! documented weakness the checker then explains), `quorum` (three servers
+//! without persistence, the first behind the proxy), and, built with
+//! `--all-features`, `memcache` and `postgres` (behind the proxy; a
+//! memcached restart forgets locks, as documented) and the stores of one
+//! host, `sqlite` and `file` (worker faults only).
 
 #[path = "campaign/checker.rs"]
 mod checker;
@@ -39,7 +42,10 @@ mod worker;
 
 use std::process::ExitCode;
 
-const USAGE: &str = "usage: campaign --store redis|quorum [--seconds N] [--seed N] [--workers N] [--no-persist] [--keep]";
+/// The stores the campaign runs against.
+const STORES: [&str; 6] = ["redis", "quorum", "memcache", "postgres", "sqlite", "file"];
+
+const USAGE: &str = "usage: campaign --store redis|quorum|memcache|postgres|sqlite|file [--seconds N] [--seed N] [--workers N] [--no-persist] [--keep]";
 
 fn main() -> ExitCode {
     if let Ok(args) = std::env::var(settings::WORKER_ENV) {
@@ -102,9 +108,9 @@ fn parse(args: &[String]) -> Result<controller::Options, String> {
             other => return Err(format!("unknown argument {other:?}")),
         }
     }
-    if !matches!(opts.store.as_str(), "redis" | "quorum") {
+    if !STORES.contains(&opts.store.as_str()) {
         return Err(format!(
-            "--store must be redis or quorum, not {:?}",
+            "--store must be one of {STORES:?}, not {:?}",
             opts.store
         ));
     }

@@ -323,10 +323,10 @@ async fn handover_body(
 }
 
 /// Campaign `--store redis --seed 5 --seconds 30` fails, twice in two runs:
-/// a worker paused while waiting for `k2` resumes holding a guard (token
-/// 50, then 54 in the second run) that is not lost, whose `#[lock]` body
-/// runs to its end and whose release says `ok`, while another worker holds
-/// `k2` with a higher token (56, 67) and its guard is not lost either. The
+/// a worker paused while waiting for `k2` (a `#[lock]` async fn with
+/// `on_lost = "cancel"`) resumes and runs its body to its end with token 50
+/// (54 in the second run), not stopped, while another worker holds `k2`
+/// with a higher token (56, 67) and its guard is not lost either. The
 /// two tests below replay the steps one at a time and pass; something the
 /// campaign has besides (other waiters in line, the proxy, an earlier
 /// restart with AOF, a 300 ms command timeout) is needed. Ignored so that

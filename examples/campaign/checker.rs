@@ -228,14 +228,17 @@ pub fn check(history: &History, p: &Profile) -> Summary {
 
     s.token_regressions = regressed.len();
 
-    // 4. Lost signals: a hold paused longer than the lease must have seen
-    // its loss (when its mode can see it: not a sync `#[lock]` body).
+    // 4. Lost signals: a builder hold paused longer than the lease must have
+    // seen its loss (its guard says so once it runs again). A `#[lock]`
+    // body has no guard to ask: the async one is stopped only if the loss
+    // is noticed before the body's next await ends, and the loss of either
+    // shows in the `lock.held` span, not in the function's result.
     for h in &history.holds {
         if h.lost.is_some() {
             s.lost_signals += 1;
         }
         let Some(end) = h.end else { continue };
-        if h.mode == "attr_sync" {
+        if !h.mode.starts_with("builder") {
             continue;
         }
         let paused_past_lease = faults.iter().any(|f| {

@@ -17,6 +17,8 @@ use super::checker::{self, Profile};
 use super::history::{self, Fault, History, mono_ns};
 use super::resource::Resource;
 use super::settings::{KEYS, PREFIX, Rng, Settings, WORKER_ENV};
+use super::support::memcached::MemcachedServer;
+use super::support::postgres::PostgresServer;
 use super::support::{Direction, Proxy, RedisServer, RespValue, private_dir};
 use super::worker;
 
@@ -37,39 +39,131 @@ pub struct Options {
     pub worker_command: Vec<String>,
 }
 
-/// The servers of the store under test.
+/// A server of the store under test.
+enum Node {
+    Redis(RedisServer),
+    Memcached(MemcachedServer),
+    Postgres(PostgresServer),
+}
+
+impl Node {
+    fn port(&self) -> u16 {
+        match self {
+            Node::Redis(s) => s.port(),
+            Node::Memcached(s) => s.port(),
+            Node::Postgres(s) => s.port(),
+        }
+    }
+
+    fn url(&self) -> String {
+        match self {
+            Node::Redis(s) => s.url(),
+            Node::Memcached(s) => s.url(),
+            Node::Postgres(s) => s.url(),
+        }
+    }
+
+    fn stop(&self) {
+        match self {
+            Node::Redis(s) => s.stop(),
+            Node::Memcached(s) => s.stop(),
+            Node::Postgres(s) => s.stop(),
+        }
+    }
+
+    fn restart(&self) {
+        match self {
+            Node::Redis(s) => s.restart(),
+            Node::Memcached(s) => s.restart(),
+            Node::Postgres(s) => s.restart(),
+        }
+    }
+
+    /// Freezes the server (`SIGSTOP`), returning its pid; `None` for
+    /// Postgres, whose backends are processes of their own (stopping the
+    /// postmaster stops nothing a client talks to). The signal is sent here
+    /// rather than through the harness's `pause`, which fails when the
+    /// process does not show as stopped within 2 s: a Redis in an
+    /// `appendfsync always` write on a busy disk can take longer.
+    fn pause(&self) -> Option<u32> {
+        let pid = match self {
+            Node::Redis(s) => s.pid(),
+            Node::Memcached(s) => s.pid(),
+            Node::Postgres(_) => None,
+        }?;
+        signal(pid, libc::SIGSTOP);
+        Some(pid)
+    }
+}
+
+/// The store under test: its servers (none for the stores of one host)
+/// and the proxy in front of the first, or its directory.
 struct Store {
-    /// One for `redis`, three for `quorum`; the first is behind `proxy`.
-    nodes: Vec<RedisServer>,
-    proxy: Proxy,
+    kind: String,
+    /// One server, three for `quorum`; the first is behind `proxy`.
+    nodes: Vec<Node>,
+    proxy: Option<Proxy>,
+    /// The SQLite file's or the lock files' directory.
+    local: Option<PathBuf>,
 }
 
 impl Store {
-    fn start(opts: &Options) -> Store {
+    fn start(opts: &Options, dir: &std::path::Path) -> Store {
         let persist = [
             "--appendonly".to_owned(),
             "yes".to_owned(),
             "--appendfsync".to_owned(),
             "always".to_owned(),
         ];
-        let nodes: Vec<RedisServer> = match opts.store.as_str() {
-            "redis" if opts.persist => vec![RedisServer::start_with(&persist)],
-            "redis" => vec![RedisServer::start()],
-            _ => (0..3).map(|_| RedisServer::start()).collect(),
+        let nodes: Vec<Node> = match opts.store.as_str() {
+            "redis" if opts.persist => vec![Node::Redis(RedisServer::start_with(&persist))],
+            "redis" => vec![Node::Redis(RedisServer::start())],
+            "quorum" => (0..3).map(|_| Node::Redis(RedisServer::start())).collect(),
+            "memcache" => vec![Node::Memcached(MemcachedServer::start())],
+            "postgres" => vec![Node::Postgres(PostgresServer::start())],
+            _ => Vec::new(),
         };
-        let proxy = Proxy::start(nodes[0].addr());
-        Store { nodes, proxy }
+        let proxy = nodes.first().map(|n| {
+            Proxy::start(std::net::SocketAddr::from(([127, 0, 0, 1], n.port())))
+        });
+        let local = matches!(opts.store.as_str(), "sqlite" | "file").then(|| {
+            let local = dir.join("store");
+            let _ = fs::create_dir_all(&local);
+            local
+        });
+        Store {
+            kind: opts.store.clone(),
+            nodes,
+            proxy,
+            local,
+        }
+    }
+
+    fn proxy(&self) -> &Proxy {
+        self.proxy.as_ref().expect("network faults only for stores with a server")
     }
 
     fn urls(&self) -> Vec<String> {
-        let mut urls = vec![format!("redis://{}", self.proxy.addr())];
-        urls.extend(self.nodes[1..].iter().map(RedisServer::url));
+        if let Some(local) = &self.local {
+            return vec![match self.kind.as_str() {
+                "sqlite" => format!("sqlite://{}", local.join("locks.db").display()),
+                _ => format!("file://{}", local.display()),
+            }];
+        }
+        let proxied = self.proxy().port();
+        let first = &self.nodes[0];
+        let mut urls = vec![first.url().replacen(
+            &format!(":{}", first.port()),
+            &format!(":{proxied}"),
+            1,
+        )];
+        urls.extend(self.nodes[1..].iter().map(Node::url));
         urls
     }
 
     fn fault_kinds(&self) -> &'static [&'static str] {
-        if self.nodes.len() == 1 {
-            &[
+        match self.kind.as_str() {
+            "redis" | "memcache" => &[
                 "pause_worker",
                 "kill_worker",
                 "restart_server",
@@ -77,9 +171,16 @@ impl Store {
                 "latency",
                 "black_hole",
                 "reset_connections",
-            ]
-        } else {
-            &[
+            ],
+            "postgres" => &[
+                "pause_worker",
+                "kill_worker",
+                "restart_server",
+                "latency",
+                "black_hole",
+                "reset_connections",
+            ],
+            "quorum" => &[
                 "pause_worker",
                 "kill_worker",
                 "restart_node",
@@ -88,16 +189,20 @@ impl Store {
                 "black_hole",
                 "reset_connections",
                 "partition_node",
-            ]
+            ],
+            _ => &["pause_worker", "kill_worker"],
         }
     }
 
-    /// Lock keys (not the fencing counter and other books) left on any node.
+    /// Lock keys (not the fencing counter and other books) left on any
+    /// Redis node, and every key there; the other stores are not looked
+    /// into (their leftovers are the soak's and their own tests' job).
     fn left_locks(&self) -> (Vec<String>, Vec<String>) {
         let locks: Vec<String> = KEYS.iter().map(|k| format!("{PREFIX}{k}")).collect();
         let mut left = Vec::new();
         let mut all = Vec::new();
         for (i, node) in self.nodes.iter().enumerate() {
+            let Node::Redis(node) = node else { continue };
             if let RespValue::Array(items) = node.cmd(&["KEYS", "*"]) {
                 for item in items {
                     let Some(key) = item.into_string() else {
@@ -185,7 +290,7 @@ pub fn run(opts: &Options) -> Result<serde_json::Value, String> {
     );
     let settings = Settings::default();
     let dir = private_dir("campaign");
-    let store = Store::start(opts);
+    let store = Store::start(opts, &dir);
     let resource = Resource::start().map_err(|e| format!("cannot start the resource: {e}"))?;
     let mut workers = Workers {
         running: Vec::new(),
@@ -266,7 +371,8 @@ pub fn run(opts: &Options) -> Result<serde_json::Value, String> {
         lease_ns: settings.lease.as_nanos() as u64,
         wait_for_ns: settings.wait_for.as_nanos() as u64,
         command_timeout_ns: settings.command_timeout.as_nanos() as u64,
-        restart_forgets: opts.store == "redis" && !opts.persist,
+        // memcached: "an eviction or a restart drops held locks".
+        restart_forgets: (opts.store == "redis" && !opts.persist) || opts.store == "memcache",
         node_restart_forgets: opts.store == "quorum",
     };
     let s = checker::check(&history, &profile);
@@ -410,33 +516,34 @@ fn inject(
             fault.target = format!("node {n}");
             // Past the command timeout, and sometimes past the lease.
             let pause = rng.between(s.command_timeout * 2, s.lease * 2);
-            store.nodes[n].pause();
-            thread::sleep(pause);
-            store.nodes[n].resume();
+            if let Some(pid) = store.nodes[n].pause() {
+                thread::sleep(pause);
+                signal(pid, libc::SIGCONT);
+            }
         }
         "latency" => {
             fault.target = "proxy".into();
             let latency = rng.between(Duration::from_millis(20), Duration::from_millis(250));
-            store.proxy.set_latency(latency);
+            store.proxy().set_latency(latency);
             thread::sleep(rng.between(Duration::from_millis(500), Duration::from_millis(2000)));
-            store.proxy.heal();
+            store.proxy().heal();
         }
         "black_hole" => {
             fault.target = "proxy, replies".into();
-            store.proxy.black_hole(Direction::Downstream, true);
+            store.proxy().black_hole(Direction::Downstream, true);
             thread::sleep(rng.between(s.lease, s.lease * 2));
             // The held replies now arrive, late, as TCP delivers them.
-            store.proxy.heal();
+            store.proxy().heal();
         }
         "reset_connections" => {
             fault.target = "proxy".into();
-            store.proxy.reset_all();
+            store.proxy().reset_all();
         }
         "partition_node" => {
             fault.target = "node 0 (proxy)".into();
-            store.proxy.partition(true);
+            store.proxy().partition(true);
             thread::sleep(rng.between(Duration::from_millis(1000), Duration::from_millis(3000)));
-            store.proxy.partition(false);
+            store.proxy().partition(false);
         }
         other => return Err(format!("unknown fault {other}")),
     }

@@ -41,6 +41,10 @@ pub fn alias_config(store: &str, urls: &[String], s: &Settings) -> Result<AliasC
     let cfg = match store {
         "redis" => AliasConfig::redis(urls.first().ok_or("no url")?.clone()),
         "quorum" => AliasConfig::quorum(urls.iter().cloned()),
+        "memcache" | "postgres" | "sqlite" | "file" => {
+            AliasConfig::from_url(urls.first().ok_or("no url")?)
+                .map_err(|e| format!("{e} (build the campaign with --all-features)"))?
+        }
         other => return Err(format!("unknown store {other:?}")),
     };
     Ok(cfg

@@ -224,8 +224,9 @@ impl Worker {
         if let Some(at) = fired.filter(|&at| at != 0) {
             body.hold.lost = Some(body.hold.lost.map_or(at, |l| l.min(at)));
         }
-        // A `#[lock]` body learns of a loss only when the lock is given
-        // back; that is when this worker saw it.
+        // A builder's release that finds the lock gone is when this worker
+        // saw the loss (a `#[lock]` function does not say: its release
+        // reports a loss in the `lock.held` span only).
         if release.as_ref().is_err_and(LockError::is_not_held) && body.hold.lost.is_none() {
             body.hold.lost = Some(mono_ns());
         }
