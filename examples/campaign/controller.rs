@@ -123,9 +123,9 @@ impl Store {
             "postgres" => vec![Node::Postgres(PostgresServer::start())],
             _ => Vec::new(),
         };
-        let proxy = nodes.first().map(|n| {
-            Proxy::start(std::net::SocketAddr::from(([127, 0, 0, 1], n.port())))
-        });
+        let proxy = nodes
+            .first()
+            .map(|n| Proxy::start(std::net::SocketAddr::from(([127, 0, 0, 1], n.port()))));
         let local = matches!(opts.store.as_str(), "sqlite" | "file").then(|| {
             let local = dir.join("store");
             let _ = fs::create_dir_all(&local);
@@ -140,7 +140,9 @@ impl Store {
     }
 
     fn proxy(&self) -> &Proxy {
-        self.proxy.as_ref().expect("network faults only for stores with a server")
+        self.proxy
+            .as_ref()
+            .expect("network faults only for stores with a server")
     }
 
     fn urls(&self) -> Vec<String> {
@@ -152,11 +154,12 @@ impl Store {
         }
         let proxied = self.proxy().port();
         let first = &self.nodes[0];
-        let mut urls = vec![first.url().replacen(
-            &format!(":{}", first.port()),
-            &format!(":{proxied}"),
-            1,
-        )];
+        let mut urls =
+            vec![
+                first
+                    .url()
+                    .replacen(&format!(":{}", first.port()), &format!(":{proxied}"), 1),
+            ];
         urls.extend(self.nodes[1..].iter().map(Node::url));
         urls
     }
