@@ -11,7 +11,9 @@
 //! ```
 //!
 //! The last line of stdout is one JSON object: the seed (a failing seed
-//! reproduces the same fault schedule), the faults by kind, the holds
+//! replays the same schedule of faults and of the workers' choices; the
+//! processes' timing around it varies, so a timing-bound failure comes back
+//! often, not surely), the faults by kind, the holds
 //! checked, stale writes rejected and accepted, overlaps (explained, with
 //! the reason, and unexplained), lost signals fired and expected, stranded
 //! locks, the longest wait and its bound. The exit status is non-zero when
@@ -24,6 +26,16 @@
 //! `--all-features`, `memcache` and `postgres` (behind the proxy; a
 //! memcached restart forgets locks, as documented) and the stores of one
 //! host, `sqlite` and `file` (worker faults only).
+//!
+//! `--workers N` (at least 4, the default) sets the worker processes;
+//! `--keep` keeps the run's directory (each worker's history as JSON lines,
+//! `faults.json`, the workers' logs), which a failing run always keeps.
+//!
+//! The checker (`campaign/checker.rs`) is an interval check over the holds
+//! rather than a linearizability search (stateright's tester, say): the
+//! fencing tokens and the resource's log already put every hold and write
+//! in one order, so each property is one pass over sorted holds, and a
+//! failure names the two holds or the write at fault.
 
 #[path = "campaign/checker.rs"]
 mod checker;

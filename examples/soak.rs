@@ -232,10 +232,14 @@ fn controller(seconds: u64) -> Result<bool, String> {
     let mut last = first.clone();
     let end = started + Duration::from_secs(seconds);
     let mut peak_clients = first.clients;
+    // The workers' mean RSS every sample, to tell a plateau from a climb.
+    let mean = |s: &Sample| s.rss_kb.iter().sum::<u64>() / s.rss_kb.len().max(1) as u64;
+    let mut trace = vec![(first.at_s, mean(&first), first.redis_used_kb)];
     while Instant::now() + Duration::from_secs(5) < end {
         thread::sleep(Duration::from_secs(5));
         last = sample(&server, &workers, started);
         peak_clients = peak_clients.max(last.clients);
+        trace.push((last.at_s, mean(&last), last.redis_used_kb));
     }
     print_sample("end", &last);
 
@@ -310,6 +314,7 @@ fn controller(seconds: u64) -> Result<bool, String> {
         "redis_clients_peak": peak_clients,
         "redis_clients_after_stop": clients_after,
         "redis_keys": [first.keys, last.keys],
+        "trace_s_mean_rss_kb_redis_used_kb": trace,
         "keys_left_at_stop": keys_at_stop,
         "keys_left_after_lease": keys_after_lease,
         "elapsed_ms": started.elapsed().as_millis() as u64,
