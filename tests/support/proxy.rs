@@ -190,7 +190,7 @@ impl Proxy {
 
     /// Bytes passed on so far, both directions.
     pub fn forwarded_bytes(&self) -> u64 {
-        self.shared.forwarded.load(Ordering::Relaxed)
+        self.shared.forwarded.load(Ordering::SeqCst)
     }
 }
 
@@ -323,10 +323,12 @@ fn pump(mut from: TcpStream, mut to: TcpStream, direction: Direction, id: u64, s
             thread::sleep(POLL / 4);
             faults = *lock(&shared.faults);
         }
+        // Counted before the write, so that a peer that has read the bytes
+        // finds them counted.
+        shared.forwarded.fetch_add(n as u64, Ordering::SeqCst);
         if to.write_all(&buf[..n]).is_err() {
             break;
         }
-        shared.forwarded.fetch_add(n as u64, Ordering::Relaxed);
     }
     // One side is done: close both, so the other pump ends too.
     let _ = from.shutdown(Shutdown::Both);
