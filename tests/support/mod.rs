@@ -26,6 +26,7 @@ pub mod memcached;
 pub mod ports;
 pub mod postgres;
 pub mod process;
+pub mod proxy;
 pub mod redis;
 pub mod server;
 
@@ -47,3 +48,4 @@ pub use locks::{
 };
 pub use ports::free_port;
 pub use process::{alive, gone_within, proc_state};
+pub use proxy::{Direction, Faults, Proxy};
