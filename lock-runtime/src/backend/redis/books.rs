@@ -24,10 +24,6 @@ const REWRITE_EVERY: Duration = Duration::from_secs(24 * 3600);
 /// new pairs are held with no label (the process record stays small).
 const MAX_METAS: usize = 10_000;
 
-/// The characters of a token that are the same for every token of this
-/// process (its seed's bits): the name of its record.
-const TAG_LEN: usize = 11;
-
 /// This process's record, as one store writes it.
 pub(super) struct Books {
     /// `<books>proc:`, the records' prefix.
@@ -51,8 +47,7 @@ static START: Lazy<Instant> = Lazy::new(Instant::now);
 impl Books {
     pub(super) fn new(ns: &Namespace) -> Self {
         let procs = ns.internal("proc:");
-        let tag = Token::new().encode();
-        let record = format!("{procs}{}", &tag.as_str()[..TAG_LEN]);
+        let record = format!("{procs}{}", crate::admin::process_tag());
         Self {
             procs,
             record,
