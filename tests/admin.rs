@@ -237,3 +237,42 @@ fn a_forced_release_is_a_warning_event() {
     assert!(lost.is_ok(), "the holder never noticed");
     assert!(guard.is_lost());
 }
+
+#[cfg(feature = "file")]
+#[test]
+fn the_file_store_refuses_a_forced_release_naming_the_holder() {
+    let dir = std::env::temp_dir().join(format!("lock-admin-file-{}", std::process::id()));
+    let url = format!("file://{}", dir.display());
+    registry::add("admin-file", AliasConfig::from_url(&url).unwrap()).unwrap();
+    let alias = registry::alias("admin-file").unwrap();
+    let guard = Lock::new("held")
+        .alias("admin-file")
+        .label("importer")
+        .acquire()
+        .unwrap();
+    let shown = alias.show("held").unwrap().unwrap();
+    assert_eq!(
+        shown.owner.unwrap().label.as_deref(),
+        Some("importer"),
+        "the record names its holder"
+    );
+    let e = alias.force_release("held", "stuck").unwrap_err();
+    assert!(e.is_unsupported(), "{e}");
+    let text = e.to_string();
+    assert!(
+        text.contains(&format!("pid {}", std::process::id())) && text.contains("stop"),
+        "{text}"
+    );
+    assert!(alias.show("held").unwrap().is_some(), "still held");
+    guard.release().unwrap();
+    assert!(
+        alias
+            .force_release("held", "free now")
+            .unwrap()
+            .removed
+            .is_none(),
+        "a free lock: nothing to remove"
+    );
+    assert!(alias.audit_log(10).unwrap_err().is_unsupported());
+    std::fs::remove_dir_all(&dir).ok();
+}
