@@ -153,10 +153,18 @@ pub(super) type Inspected = (
 
 /// The held lock `key` from what the inspect script read; `None` for a key
 /// that is gone or holds no lock of ours.
+#[cfg(test)]
 pub(super) fn held(key: String, read: Inspected) -> Option<Held> {
+    held_owned(key, read).map(|(held, _)| held)
+}
+
+/// The held lock `key` from what the inspect script read, with its
+/// holder's token; `None` for a key that is gone or holds no lock of ours.
+pub(super) fn held_owned(key: String, read: Inspected) -> Option<(Held, String)> {
     let (value, pttl, host, pid, label, function) = read;
     let value = value?;
-    Token::decode(value.get(..22)?)?;
+    let token = value.get(..22)?.to_owned();
+    Token::decode(&token)?;
     let span: u64 = value
         .get(22..)?
         .split(|c: char| !c.is_ascii_digit())
@@ -172,14 +180,13 @@ pub(super) fn held(key: String, read: Inspected) -> Option<Held> {
         label.as_deref(),
         function.as_deref(),
     );
-    Some(
-        Held::new(key)
-            .held_for(Some(held_for))
-            .lease_left(left.map(Duration::from_millis))
-            .waiting(None)
-            .owner(owner)
-            .acquired_at(SystemTime::now().checked_sub(held_for)),
-    )
+    let held = Held::new(key)
+        .held_for(Some(held_for))
+        .lease_left(left.map(Duration::from_millis))
+        .waiting(None)
+        .owner(owner)
+        .acquired_at(SystemTime::now().checked_sub(held_for));
+    Some((held, token))
 }
 
 fn owner(

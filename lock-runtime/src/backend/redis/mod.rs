@@ -481,6 +481,18 @@ fn is_connection_error(e: &RedisError) -> bool {
 impl Inner {
     /// The held locks among `keys`, read with their owners in one script.
     fn inspect(&self, keys: Vec<String>) -> Result<Vec<Option<Held>>, BackendError> {
+        Ok(self
+            .inspect_owned(keys)?
+            .into_iter()
+            .map(|h| h.map(|(held, _)| held))
+            .collect())
+    }
+
+    /// [`inspect`](Self::inspect), with each holder's token.
+    fn inspect_owned(
+        &self,
+        keys: Vec<String>,
+    ) -> Result<Vec<Option<(Held, String)>>, BackendError> {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
@@ -493,8 +505,46 @@ impl Inner {
         Ok(keys
             .into_iter()
             .zip(read)
-            .map(|(k, r)| books::held(k, r))
+            .map(|(k, r)| books::held_owned(k, r))
             .collect())
+    }
+
+    /// Frees `entry.key` whoever holds it and records `entry` (see
+    /// [`scripts::FORCE`]); the entry as recorded.
+    fn force(&self, entry: &Forced) -> Result<Forced, BackendError> {
+        let [line, alive] = line_keys(&self.fence_key, &entry.key);
+        let mut inv = scripts::FORCE.prepare_invoke();
+        inv.key(&entry.key)
+            .key(line)
+            .key(alive)
+            .key(&self.fence_key)
+            .key(&self.books.audit)
+            .arg(&entry.key)
+            .arg(millis(WAITER_TTL))
+            .arg(books::entry_head(entry))
+            .arg(AUDIT_LOG_LEN)
+            .arg(self.books.procs());
+        let recorded = self.sync::<String>(&inv)?;
+        books::entry(&recorded).ok_or_else(|| {
+            BackendError::new(BackendErrorKind::Protocol, "an unreadable audit entry")
+        })
+    }
+
+    /// The newest `limit` entries of the audit list.
+    fn audit(&self, limit: usize) -> Result<Vec<Forced>, BackendError> {
+        let stop = limit.min(AUDIT_LOG_LEN) as i64 - 1;
+        if stop < 0 {
+            return Ok(Vec::new());
+        }
+        let read = self.pool.with(|c| {
+            redis::cmd("LRANGE")
+                .arg(&self.books.audit)
+                .arg(0)
+                .arg(stop)
+                .query::<Vec<String>>(c)
+        });
+        read.map(|log| log.iter().filter_map(|e| books::entry(e)).collect())
+            .map_err(|e| self.sync_failed(e))
     }
 
     /// One page: `SCAN` steps (each bounded by its `COUNT`) from the
@@ -510,6 +560,19 @@ impl Inner {
         cursor: Option<&str>,
         limit: usize,
     ) -> Result<Page, BackendError> {
+        let (keys, next) = self.scan(ns, prefix, cursor, limit)?;
+        let held = self.inspect(keys)?.into_iter().flatten().collect();
+        Ok(Page::new(held, next))
+    }
+
+    /// The keys of one page (see [`page`](Self::page)) and the next cursor.
+    fn scan(
+        &self,
+        ns: &Namespace,
+        prefix: &str,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<String>, Option<String>), BackendError> {
         let pattern = format!("{}*", glob_escape(prefix));
         let (mut at, mut after) = match cursor {
             None => (0u64, None),
@@ -563,8 +626,7 @@ impl Inner {
                 break;
             }
         }
-        let held = self.inspect(keys)?.into_iter().flatten().collect();
-        Ok(Page::new(held, next))
+        Ok((keys, next))
     }
 
     /// A pooled sync call failed: a dead connection empties the pool, so
@@ -794,43 +856,12 @@ impl Backend for RedisBackend {
 
     fn force_release(&self, ns: &Namespace, entry: Forced) -> Option<Result<Forced, BackendError>> {
         let _ = ns;
-        let [line, alive] = line_keys(&self.inner.fence_key, &entry.key);
-        let mut inv = scripts::FORCE.prepare_invoke();
-        inv.key(&entry.key)
-            .key(line)
-            .key(alive)
-            .key(&self.inner.fence_key)
-            .key(&self.inner.books.audit)
-            .arg(&entry.key)
-            .arg(millis(WAITER_TTL))
-            .arg(books::entry_head(&entry))
-            .arg(AUDIT_LOG_LEN)
-            .arg(self.inner.books.procs());
-        let recorded = self.inner.sync::<String>(&inv);
-        Some(recorded.and_then(|r| {
-            books::entry(&r).ok_or_else(|| {
-                BackendError::new(BackendErrorKind::Protocol, "an unreadable audit entry")
-            })
-        }))
+        Some(self.inner.force(&entry))
     }
 
     fn audit_log(&self, ns: &Namespace, limit: usize) -> Option<Result<Vec<Forced>, BackendError>> {
         let _ = ns;
-        let stop = limit.min(AUDIT_LOG_LEN) as i64 - 1;
-        if stop < 0 {
-            return Some(Ok(Vec::new()));
-        }
-        let read = self.inner.pool.with(|c| {
-            redis::cmd("LRANGE")
-                .arg(&self.inner.books.audit)
-                .arg(0)
-                .arg(stop)
-                .query::<Vec<String>>(c)
-        });
-        Some(
-            read.map(|log| log.iter().filter_map(|e| books::entry(e)).collect())
-                .map_err(|e| self.inner.sync_failed(e)),
-        )
+        Some(self.inner.audit(limit))
     }
 
     fn try_acquire_async<'a>(
