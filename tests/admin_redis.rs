@@ -256,3 +256,39 @@ fn a_quorum_shows_and_forces_with_one_node_down() {
     assert_eq!(log.iter().filter(|f| f.key == "q").count(), 1, "{log:?}");
     assert!(guard.release().unwrap_err().is_not_held());
 }
+
+#[test]
+fn a_lock_handed_down_the_line_names_its_new_holder() {
+    let server = RedisServer::start();
+    registry::add("admin-line", AliasConfig::redis(server.url())).unwrap();
+    let alias = registry::alias("admin-line").unwrap();
+    let first = Lock::new("line")
+        .alias("admin-line")
+        .label("first")
+        .acquire()
+        .unwrap();
+    let waiter = std::thread::spawn(|| {
+        Lock::new("line")
+            .alias("admin-line")
+            .label("second")
+            .fair(true)
+            .wait_for(Duration::from_secs(10))
+            .acquire()
+            .unwrap()
+    });
+    // In line once the line's key exists.
+    let started = std::time::Instant::now();
+    while server.keys("lock%:line:*").is_empty() {
+        assert!(started.elapsed() < Duration::from_secs(5), "never queued");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    first.release().unwrap();
+    let second = waiter.join().unwrap();
+    let shown = alias.show("line").unwrap().unwrap();
+    assert_eq!(
+        shown.owner.unwrap().label.as_deref(),
+        Some("second"),
+        "the release handed it over with the waiter's label"
+    );
+    drop(second);
+}

@@ -381,14 +381,15 @@ impl AcquireArgs {
 }
 
 /// Release (`script` = RELEASE) or leave the line (`script` = LEAVE, with
-/// the lease the waiter asked for, which names its place): the same keys,
-/// since either may hand the lock to the head of the line.
+/// the lease the waiter asked for and its meta suffix, which with its
+/// token name its place): the same keys, since either may hand the lock to
+/// the head of the line.
 fn handover_invocation<'a>(
     script: &'a redis::Script,
     fence_key: &str,
     key: &str,
     token: Token,
-    asked_lease_ms: Option<u64>,
+    place: Option<&str>,
 ) -> ScriptInvocation<'a> {
     let [line, alive] = line_keys(fence_key, key);
     let mut inv = script.prepare_invoke();
@@ -399,8 +400,8 @@ fn handover_invocation<'a>(
         .arg(token.encode().as_str())
         .arg(key)
         .arg(millis(WAITER_TTL));
-    if let Some(lease) = asked_lease_ms {
-        inv.arg(lease);
+    if let Some(place) = place {
+        inv.arg(place);
     }
     inv
 }
