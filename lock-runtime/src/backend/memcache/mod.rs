@@ -39,7 +39,7 @@
 //!
 //! # Items
 //! A lock is the item `\0l` + the stored key (alias prefix and key, see
-//! [`Namespace`](super::Namespace)), sent in the meta protocol's base64 key
+//! [`Namespace`]), sent in the meta protocol's base64 key
 //! mode, so keys may hold spaces, newlines or NUL; a stored key longer than
 //! 184 bytes becomes `\0h` + its SHA-256, and the item's value then carries
 //! the full key, which every operation checks. The leading NUL keeps the
@@ -369,7 +369,7 @@ impl MemcacheStore {
 
     /// The server that holds `stored_key` (a key as the store is given it:
     /// the alias prefix, then the lock's key; see
-    /// [`Namespace`](super::Namespace)). The same for any order of the same
+    /// [`Namespace`]). The same for any order of the same
     /// list.
     ///
     /// ```
