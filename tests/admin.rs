@@ -276,3 +276,36 @@ fn the_file_store_refuses_a_forced_release_naming_the_holder() {
     assert!(alias.audit_log(10).unwrap_err().is_unsupported());
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[cfg(feature = "metrics")]
+#[test]
+fn a_forced_release_is_counted() {
+    use metrics_util::MetricKind;
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+
+    registry::add("admin-metrics", AliasConfig::memory_named("admin-metrics")).unwrap();
+    let alias = registry::alias("admin-metrics").unwrap();
+    let recorder = DebuggingRecorder::new();
+    metrics::with_local_recorder(&recorder, || {
+        alias.force_release("a", "one").unwrap();
+        alias.force_release("b", "two").unwrap();
+    });
+    let counted: u64 = recorder
+        .snapshotter()
+        .snapshot()
+        .into_vec()
+        .into_iter()
+        .filter(|(k, ..)| {
+            k.kind() == MetricKind::Counter
+                && k.key().name() == "lock_forced_releases_total"
+                && k.key()
+                    .labels()
+                    .any(|l| l.key() == "alias" && l.value() == "admin-metrics")
+        })
+        .map(|(.., v)| match v {
+            DebugValue::Counter(n) => n,
+            other => panic!("{other:?}"),
+        })
+        .sum();
+    assert_eq!(counted, 2);
+}
