@@ -790,48 +790,23 @@ impl Backend for RedisBackend {
     }
 
     fn holders(&self, ns: &Namespace) -> Option<Result<Vec<Held>, BackendError>> {
-        // SCAN the namespace's keys (every key under no prefix; `key_of`
-        // drops the store's own records and other namespaces), then their
-        // remaining leases in one pipeline.
-        let pattern = format!("{}*", glob_escape(ns.head()));
-        let listed = self.inner.pool.with(|c| {
-            let mut keys = Vec::new();
-            let mut cursor = 0u64;
-            loop {
-                let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
-                    .arg(cursor)
-                    .arg("MATCH")
-                    .arg(&pattern)
-                    .arg("COUNT")
-                    .arg(1000)
-                    .query(c)?;
-                keys.extend(batch.into_iter().filter(|k| ns.key_of(k).is_some()));
-                if next == 0 {
-                    break;
-                }
-                cursor = next;
-            }
-            let mut pipe = redis::pipe();
-            for k in &keys {
-                pipe.cmd("PTTL").arg(k);
-            }
-            let ttls: Vec<i64> = if keys.is_empty() {
-                Vec::new()
-            } else {
-                pipe.query(c)?
+        // Every page of the namespace's keys (every key under no prefix;
+        // `key_of` drops the store's own records and other namespaces),
+        // each read with its holder.
+        let prefix = ns.key("".into()).into_owned();
+        let mut held = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let page = match self.inner.page(ns, &prefix, cursor.as_deref(), 1000) {
+                Ok(page) => page,
+                Err(e) => return Some(Err(e)),
             };
-            Ok(keys
-                .into_iter()
-                .zip(ttls)
-                // -2: gone since the scan.
-                .filter(|&(_, ttl)| ttl != -2)
-                .map(|(k, ttl)| {
-                    let left = u64::try_from(ttl).ok().map(Duration::from_millis);
-                    Held::new(k).lease_left(left)
-                })
-                .collect())
-        });
-        Some(listed.map_err(|e| self.inner.sync_failed(e)))
+            held.extend(page.held);
+            match page.next {
+                Some(next) => cursor = Some(next),
+                None => return Some(Ok(held)),
+            }
+        }
     }
 
     fn acquire(&self, req: &Request<'_>, wait: Wait) -> Result<Option<Acquired>, BackendError> {
