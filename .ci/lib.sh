@@ -15,11 +15,26 @@ step() {
         echo "==> TIMED OUT after ${took}s (limit $limit): $*" >&2
     elif [[ $status -ne 0 ]]; then
         echo "==> FAILED with status $status after ${took}s: $*" >&2
+        resources >&2
     else
         echo "==> ok in ${took}s: $*"
     fi
     return "$status"
 }
+
+# What the machine has left: a link or build that fails for want of disk or
+# memory says so in the log next to the failure.
+resources() {
+    echo "==> disk free where the build writes:"
+    df -h "${CARGO_TARGET_DIR:-target}" . 2>/dev/null || df -h .
+    echo "==> memory (MiB):"
+    free -m 2>/dev/null || true
+}
+
+# Line tables are all a test failure's backtrace needs; full debug info
+# makes the build several times larger on disk and in the linker's memory
+# (trybuild links its pass cases against every dependency a second time).
+export CARGO_PROFILE_DEV_DEBUG="${CARGO_PROFILE_DEV_DEBUG:-line-tables-only}"
 
 die() {
     echo "==> $*" >&2

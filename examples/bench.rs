@@ -19,7 +19,9 @@
 //! 5. with `--features sqlite,postgres`, the SQL stores next to their two
 //!    bare statements, and the Postgres hand-off in round trips;
 //! 6. with `--features file`, the file store next to a bare `try_lock`;
-//! 7. with `--features memcache`, memcached next to a bare `ms` + `md`.
+//! 7. with `--features memcache`, memcached next to a bare `ms` + `md`;
+//! 8. wait and hold times of a contended Redis run, drawn into
+//!    `examples/operating-locks.svg` (the README's picture).
 //!
 //! Each figure is printed with its target and PASS or MISS; the last line of
 //! stdout is every figure as one JSON object. A MISS is a finding, not a
@@ -41,6 +43,8 @@ mod measure;
 mod memcache;
 #[path = "bench/memory.rs"]
 mod memory;
+#[path = "bench/picture.rs"]
+mod picture;
 #[path = "bench/report.rs"]
 mod report;
 #[path = "bench/scale.rs"]
@@ -88,7 +92,9 @@ fn main() -> ExitCode {
 
 /// The sections `--only` can pick, in the order a full run goes through
 /// them.
-const SECTIONS: &[&str] = &["redis", "memory", "scale", "sql", "file", "memcache"];
+const SECTIONS: &[&str] = &[
+    "redis", "memory", "scale", "sql", "file", "memcache", "picture",
+];
 
 /// `[--quick] [--only SECTION]`, in any order: whether quick, and the one
 /// section to run (all when `None`).
@@ -135,6 +141,9 @@ fn run(quick: bool, only: Option<&str>) -> BenchResult<()> {
     }
     if runs("memcache") {
         memcache::run(&mut report, quick)?;
+    }
+    if runs("picture") {
+        picture::run(&mut report, quick)?;
     }
 
     report.finish(started.elapsed().as_secs_f64());

@@ -806,4 +806,142 @@ mod tests {
             assert!(OPTIONS.iter().all(|o| o.name != *name), "{name}");
         }
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn tokens(text: &str) -> Option<TokenStream> {
+            text.parse().ok()
+        }
+
+        /// `ms` written every way that names it exactly: as milliseconds,
+        /// as seconds with a fraction, in whole minutes or hours when it is
+        /// one, as a number of seconds, with `_` separators.
+        fn spellings(ms: u64) -> Vec<String> {
+            let mut out = vec![
+                format!("\"{ms}ms\""),
+                format!("\"{}.{:03}s\"", ms / 1000, ms % 1000),
+                format!("{}.{:03}", ms / 1000, ms % 1000),
+            ];
+            if ms.is_multiple_of(1000) {
+                out.push(format!("{}", ms / 1000));
+                out.push(format!("\"{}s\"", ms / 1000));
+            }
+            if ms.is_multiple_of(60_000) {
+                out.push(format!("\"{}m\"", ms / 60_000));
+            }
+            if ms.is_multiple_of(3_600_000) {
+                out.push(format!("\"{}h\"", ms / 3_600_000));
+            }
+            // `1_500ms`: separators anywhere between digits.
+            let digits = ms.to_string();
+            let grouped: String = digits
+                .chars()
+                .enumerate()
+                .flat_map(|(i, c)| {
+                    (i > 0 && (digits.len() - i).is_multiple_of(3))
+                        .then_some('_')
+                        .into_iter()
+                        .chain([c])
+                })
+                .collect();
+            out.push(format!("\"{grouped}ms\""));
+            out
+        }
+
+        fn millis() -> impl Strategy<Value = u64> {
+            prop_oneof![
+                1..10_000u64,
+                1..u64::MAX / 1000,
+                (1..1_000_000u64).prop_map(|m| m * 60_000),
+                (1..100_000u64).prop_map(|h| h * 3_600_000),
+                Just(u64::MAX),
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(512))]
+
+            /// Every exact spelling of a duration parses to its milliseconds.
+            #[test]
+            fn durations_round_trip_through_every_spelling(ms in millis()) {
+                for text in spellings(ms) {
+                    let value = tokens(&text).unwrap();
+                    // Seconds past what a float literal holds exactly are
+                    // still read digit by digit, never through an f64.
+                    prop_assert_eq!(expire(value), Ok(ms), "{}", text);
+                }
+            }
+
+            /// A fraction finer than a millisecond rounds down, never up.
+            #[test]
+            fn sub_millisecond_fractions_round_down(ms in 1..1_000_000u64, sub in 1..1000u32) {
+                let text = format!("\"{}.{:03}{sub:03}s\"", ms / 1000, ms % 1000);
+                prop_assert_eq!(expire(tokens(&text).unwrap()), Ok(ms), "{}", text);
+            }
+
+            /// Any string is a duration or refused with a message naming
+            /// it; none panics, and none is accepted as zero.
+            #[test]
+            fn any_duration_string_parses_or_is_refused(
+                text in prop_oneof![
+                    any::<String>(),
+                    "[0-9._]{0,6}[a-z ]{0,3}",
+                    "[0-9]{1,30}(ms|s|m|h)",
+                ]
+            ) {
+                let lit = syn::LitStr::new(&text, proc_macro2::Span::call_site());
+                match expire(lit.into_token_stream()) {
+                    Ok(ms) => {
+                        prop_assert!(ms >= 1);
+                        let (number, unit) = split_unit(&text);
+                        prop_assert!(["ms", "s", "m", "h"].contains(&unit), "{:?} accepted", text);
+                        prop_assert!(number.bytes().any(|b| b.is_ascii_digit()), "{:?} accepted", text);
+                    }
+                    Err(e) => prop_assert!(
+                        e.contains(&format!("`{text}`")) || e.contains("`expire`"),
+                        "{:?}: {}", text, e
+                    ),
+                }
+            }
+
+            /// A number with a unit that is not one names the unit.
+            #[test]
+            fn unknown_units_are_named(n in 1..1000u32, unit in "[a-z]{1,5}") {
+                prop_assume!(!["ms", "s", "m", "h"].contains(&unit.as_str()));
+                let text = format!("\"{n}{unit}\"");
+                let e = expire(tokens(&text).unwrap()).unwrap_err();
+                prop_assert!(e.contains(&format!("`{unit}` is not a unit")), "{}: {}", text, e);
+            }
+
+            /// Millisecond options take any whole positive number, and
+            /// refuse it quoted or with a unit, telling what to write.
+            #[test]
+            fn millisecond_options_round_trip(ms in 1..=u64::MAX) {
+                let a = parse(tokens(&format!("wait_for_ms = {ms}, steal_after_ms = {ms}u64")).unwrap()).unwrap();
+                prop_assert_eq!(a.wait_for_ms.unwrap().value, ms);
+                prop_assert_eq!(a.steal_after_ms.unwrap().value, ms);
+                let e = parse_err(&tokens(&format!("wait_for_ms = \"{ms}\"")).unwrap());
+                prop_assert!(e.contains(&format!("write `wait_for_ms = {ms}`")), "{}", e);
+                let e = parse_err(&tokens(&format!("steal_after_ms = {ms}ms")).unwrap());
+                prop_assert!(e.contains(&format!("write `steal_after_ms = {ms}`")), "{}", e);
+            }
+
+            /// Whatever follows an option's `=` (any tokens that lex), the
+            /// options parse or give an error; no input panics.
+            #[test]
+            fn any_option_value_parses_or_is_refused(
+                name in prop_oneof![Just("expire"), Just("wait_for_ms"), Just("steal_after_ms"), Just("wait"), Just("crate"), Just("fair")],
+                value in prop_oneof![any::<String>(), "[-0-9.a-z\"_ ]{0,8}"],
+            ) {
+                let Some(t) = tokens(&format!("{name} = {value}")) else {
+                    return Ok(());
+                };
+                if let Err(e) = parse(t) {
+                    prop_assert!(!e.is_empty());
+                }
+            }
+        }
+    }
 }

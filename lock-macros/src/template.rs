@@ -405,4 +405,204 @@ mod tests {
             "{e}"
         );
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// The template text that parses to `parts`: literal `<` and `>`
+        /// doubled, placeholders as written.
+        fn unparse(parts: &[Part]) -> String {
+            let mut out = String::new();
+            for part in parts {
+                match part {
+                    Part::Text(t) => out.push_str(&t.replace('<', "<<").replace('>', ">>")),
+                    Part::Placeholder { source, .. } => out.push_str(source),
+                }
+            }
+            out
+        }
+
+        fn describe(parts: &[Part]) -> Vec<String> {
+            parts
+                .iter()
+                .map(|p| match p {
+                    Part::Text(t) => format!("text {t:?}"),
+                    Part::Placeholder { root, fields, .. } => {
+                        let fields: Vec<String> = fields
+                            .iter()
+                            .map(|f| match f {
+                                Field::Named(n) => n.clone(),
+                                Field::Index(i) => i.to_string(),
+                            })
+                            .collect();
+                        format!("placeholder {root} {fields:?}")
+                    }
+                })
+                .collect()
+        }
+
+        /// Text heavy in the characters the grammar cares about.
+        fn template_text() -> impl Strategy<Value = String> {
+            prop_oneof![
+                any::<String>(),
+                proptest::collection::vec(
+                    prop_oneof![
+                        Just('<'),
+                        Just('>'),
+                        Just('.'),
+                        Just('_'),
+                        Just('0'),
+                        Just('1'),
+                        Just(' '),
+                        Just('-'),
+                        Just('é'),
+                        Just('ß'),
+                        prop::char::range('a', 'e'),
+                    ],
+                    0..24
+                )
+                .prop_map(|c| c.into_iter().collect()),
+            ]
+        }
+
+        fn identifier() -> impl Strategy<Value = String> {
+            prop_oneof![
+                "[a-z_][a-z0-9_]{0,6}",
+                "[A-Z][a-zA-Z0-9]{0,4}",
+                Just("é".to_owned()),
+                Just("données".to_owned()),
+            ]
+            .prop_filter("`_` alone is no name", |s| s != "_")
+        }
+
+        fn field() -> impl Strategy<Value = String> {
+            prop_oneof![
+                identifier().prop_filter("keywords are no field names", |s| !is_keyword(s)),
+                any::<u32>().prop_map(|i| i.to_string()),
+            ]
+        }
+
+        fn placeholder_source() -> impl Strategy<Value = String> {
+            (identifier(), proptest::collection::vec(field(), 0..4)).prop_map(|(root, fields)| {
+                let mut s = format!("<{root}");
+                for f in fields {
+                    s.push('.');
+                    s.push_str(&f);
+                }
+                s.push('>');
+                s
+            })
+        }
+
+        /// Text runs (any characters, escaped) and placeholders, in any order.
+        fn valid_template() -> impl Strategy<Value = String> {
+            proptest::collection::vec(
+                prop_oneof![
+                    any::<String>().prop_map(|t| t.replace('<', "<<").replace('>', ">>")),
+                    placeholder_source(),
+                ],
+                0..6,
+            )
+            .prop_map(|parts| parts.concat())
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(1024))]
+
+            /// Any text parses or is refused with a message; what parses
+            /// is exactly the text again, with no two text runs in a row.
+            #[test]
+            fn any_text_parses_back_to_itself_or_is_refused(text in template_text()) {
+                match parse(&text, Span::call_site()) {
+                    Ok(t) => {
+                        prop_assert_eq!(unparse(&t.parts), text.clone());
+                        prop_assert!(
+                            t.parts.windows(2).all(|w| !matches!(w, [Part::Text(_), Part::Text(_)])),
+                            "two text runs in a row: {:?}", describe(&t.parts)
+                        );
+                    }
+                    Err(e) => {
+                        let e = e.to_string();
+                        prop_assert!(e.contains("lock key"), "{}: {}", text, e);
+                    }
+                }
+            }
+
+            /// Templates written by the grammar parse, to the placeholders
+            /// they were written with.
+            #[test]
+            fn grammatical_templates_parse(text in valid_template()) {
+                let t = parse(&text, Span::call_site()).map_err(|e| TestCaseError::fail(e.to_string()))?;
+                prop_assert_eq!(unparse(&t.parts), text.clone());
+                for part in &t.parts {
+                    if let Part::Placeholder { source, root, fields } = part {
+                        let mut written = source[1..source.len() - 1].split('.');
+                        prop_assert_eq!(written.next(), Some(root.as_str()));
+                        for (f, w) in fields.iter().zip(written) {
+                            match f {
+                                Field::Named(n) => prop_assert_eq!(n.as_str(), w),
+                                Field::Index(i) => prop_assert_eq!(i.to_string(), w),
+                            }
+                        }
+                    }
+                }
+            }
+
+            /// A placeholder is accepted exactly when the Rust field access
+            /// it stands for parses as one (`x.a.0`, never `x.01` or
+            /// `x.type`), member by member.
+            #[test]
+            fn placeholders_are_the_field_accesses_rust_accepts(
+                inner in proptest::collection::vec(
+                    prop_oneof![field(), "[a-z0-9_.]{0,3}", Just("type".to_owned()), Just("01".to_owned()), Just("1x".to_owned())],
+                    1..4,
+                ).prop_map(|p| p.join("."))
+            ) {
+                let text = format!("k-<x.{inner}>");
+                let rust = syn::parse_str::<syn::Expr>(&format!("x.{inner}"));
+                let members = |e: &syn::Expr| {
+                    let mut out = Vec::new();
+                    let mut e = e;
+                    while let syn::Expr::Field(f) = e {
+                        out.push(match &f.member {
+                            Member::Named(n) => n.to_string(),
+                            Member::Unnamed(i) => i.index.to_string(),
+                        });
+                        e = &f.base;
+                    }
+                    out.reverse();
+                    out
+                };
+                match parse(&text, Span::call_site()) {
+                    Ok(t) => {
+                        let Some(Part::Placeholder { fields, .. }) = t.parts.last() else {
+                            return Err(TestCaseError::fail("no placeholder"));
+                        };
+                        let rust = rust.map_err(|e| TestCaseError::fail(format!("`x.{inner}` is no Rust: {e}")))?;
+                        let ours: Vec<String> = fields.iter().map(|f| match f {
+                            Field::Named(n) => n.clone(),
+                            Field::Index(i) => i.to_string(),
+                        }).collect();
+                        prop_assert_eq!(&ours, &members(&rust));
+                        // Each member exactly as written: `x.01` is no `x.1`.
+                        prop_assert_eq!(ours, inner.split('.').collect::<Vec<_>>());
+                    }
+                    Err(e) => {
+                        let e = e.to_string();
+                        prop_assert!(e.contains(&format!("<x.{inner}>")), "{}", e);
+                        // What Rust accepts as `x.<members>` with canonical,
+                        // identifier or index members, we accept too.
+                        let canonical = inner.split('.').all(|seg| {
+                            (!seg.is_empty() && seg.bytes().all(|b| b.is_ascii_digit())
+                                && (seg == "0" || !seg.starts_with('0'))
+                                && seg.parse::<u32>().is_ok())
+                                || (is_identifier(seg) && !is_keyword(seg))
+                        });
+                        prop_assert!(!canonical, "`{}` was refused: {}", inner, e);
+                    }
+                }
+            }
+        }
+    }
 }

@@ -126,8 +126,11 @@ pub(crate) fn percent_decode(s: &str) -> Result<String, String> {
     while i < bytes.len() {
         match bytes[i] {
             b'%' => {
+                // Two hex digits, checked: `from_str_radix` alone takes a
+                // sign (`%+1`).
                 let hex = s
                     .get(i + 1..i + 3)
+                    .filter(|h| h.bytes().all(|b| b.is_ascii_hexdigit()))
                     .and_then(|h| u8::from_str_radix(h, 16).ok())
                     .ok_or_else(|| format!("bad percent-escape in `{s}`"))?;
                 out.push(hex);

@@ -78,6 +78,8 @@
 
 pub mod admin;
 pub mod backend;
+#[cfg(feature = "cli")]
+pub mod cli;
 mod config;
 mod error;
 pub mod guide;
@@ -87,6 +89,7 @@ pub mod observe;
 pub mod registry;
 #[cfg(feature = "tokio")]
 mod rt;
+mod sync;
 #[cfg(feature = "testing")]
 pub mod testing;
 mod watchdog;

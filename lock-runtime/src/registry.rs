@@ -33,6 +33,11 @@ use crate::config::{self, Invalid, Setting, redact};
 use crate::error::LockError;
 use crate::lease;
 
+#[cfg(all(test, shuttle))]
+mod model;
+#[cfg(all(test, not(shuttle)))]
+mod properties;
+
 /// The alias used when a lock names none.
 ///
 /// ```

@@ -20,12 +20,15 @@ use std::collections::{BTreeMap, BinaryHeap, VecDeque};
 use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use crate::backend::{Backend, BackendError, BackendErrorKind, Token};
+use crate::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use crate::sync::{Arc, Condvar, Mutex, MutexGuard};
+
+#[cfg(all(test, shuttle))]
+mod model;
 
 /// A scheduler or worker thread with nothing to do for this long exits; the
 /// next job starts a new one.
@@ -679,6 +682,13 @@ fn answer(call: &Call) -> Option<Instant> {
     // its store's running calls, down with it.
     let outcome = catch_unwind(AssertUnwindSafe(|| call_store(job, sent)));
     let now = Instant::now();
+    if job.status.is_released() {
+        // The guard let the lock go while the call was out: an answer of
+        // "not held" is most likely that release, not a loss, and a lock no
+        // longer ours needs no next call. (Its release came before the
+        // store's answer, so it is seen here whenever it caused it.)
+        return None;
+    }
     if job
         .flight
         .compare_exchange(call.attempt, 0, Ordering::AcqRel, Ordering::Acquire)

@@ -126,8 +126,12 @@ pub(crate) fn locate_path(
     let abs = abs
         .to_str()
         .ok_or_else(|| format!("`{shown}`: the path is not valid UTF-8"))?;
-    // `?` and `%` would read as a query or an escape when `path_of` parses it.
-    let escaped = abs.replace('%', "%25").replace('?', "%3F");
+    // `?`, `%` and `+` would read as a query, an escape or a space when
+    // `path_of` parses it.
+    let escaped = abs
+        .replace('%', "%25")
+        .replace('?', "%3F")
+        .replace('+', "%2B");
     Ok((path, format!("{scheme}://{escaped}")))
 }
 

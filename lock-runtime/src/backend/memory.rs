@@ -27,20 +27,24 @@ use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::hash::BuildHasher;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::task::{Context, Poll, Waker};
-use std::thread::Thread;
 use std::time::{Duration, Instant, SystemTime};
 
 use hashbrown::{DefaultHashBuilder, HashTable};
 use once_cell::sync::Lazy;
+
+use crate::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use crate::sync::thread::{self, Thread};
+use crate::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use super::{
     Acquired, Attempt, Backend, BackendError, BoxFuture, Busy, Held, Namespace, Request, Token,
     Wait,
 };
 use crate::admin::{AUDIT_LOG_LEN, Forced, Owner, Page};
+
+#[cfg(all(test, shuttle))]
+mod model;
 
 /// `memory://NAME` (`memory://` is the store called `default`).
 pub(crate) static KIND: super::kind::StoreKind = super::kind::StoreKind {
@@ -910,7 +914,7 @@ impl Backend for MemoryBackend {
 
     fn acquire(&self, req: &Request<'_>, wait: Wait) -> Result<Option<Acquired>, BackendError> {
         let (mut ticket, mut retry_at) =
-            match self.enqueue(req, wait, Wake::Thread(std::thread::current())) {
+            match self.enqueue(req, wait, Wake::Thread(thread::current())) {
                 Ok(queued) => queued,
                 Err(outcome) => return Ok(outcome),
             };
@@ -918,13 +922,13 @@ impl Backend for MemoryBackend {
             let until = wake_deadline(self, retry_at, wait.deadline);
             while ticket.waiter.waiting() {
                 match until {
-                    None => std::thread::park(),
+                    None => thread::park(),
                     Some(u) => {
                         let now = Instant::now();
                         if now >= u {
                             break;
                         }
-                        std::thread::park_timeout(u - now);
+                        thread::park_timeout(u - now);
                     }
                 }
             }

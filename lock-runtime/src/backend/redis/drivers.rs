@@ -36,7 +36,8 @@ pub(super) fn acquire_blocking(
     loop {
         last = match line.waiting.next(Instant::now(), last) {
             Action::Attempt { in_line, first } => {
-                Outcome::Attempted(inner.sync_try(args, in_line, first)?)
+                let tried = inner.sync_try(args, in_line, first)?;
+                Outcome::Attempted(tried.attempt, tried.fence_now)
             }
             Action::Listen => {
                 let fresh = listening.register(|| inner.wakeups.io(), &args.key, make);
@@ -82,7 +83,7 @@ pub(super) async fn acquire(
         last = match line.waiting.next(Instant::now(), last) {
             Action::Attempt { in_line, first } => {
                 match inner.try_acquire_on(&mut conn, &args, in_line, first).await {
-                    Ok(a) => Outcome::Attempted(a),
+                    Ok(tried) => Outcome::Attempted(tried.attempt, tried.fence_now),
                     Err(e) => {
                         // The request may have landed all the same.
                         line.give_back = true;

@@ -428,16 +428,39 @@ fn millis(d: Duration) -> u64 {
     d.as_millis().clamp(1, u64::MAX as u128) as u64
 }
 
-fn attempt(reply: (i64, i64), sent: Instant) -> Attempt {
-    match reply {
-        (1, fence) => Attempt::Acquired(Acquired::new(u64::try_from(fence).ok()).sent_at(sent)),
+/// One attempt's answer, with the fencing counter as a busy attempt in line
+/// found it (see `Waiting`: a grant numbered no higher is stale).
+pub(super) struct Tried {
+    pub(super) attempt: Attempt,
+    pub(super) fence_now: Option<u64>,
+}
+
+impl From<Attempt> for Tried {
+    fn from(attempt: Attempt) -> Self {
+        Tried {
+            attempt,
+            fence_now: None,
+        }
+    }
+}
+
+/// A script's reply: `{1, fence}` taken, `{0, pttl}` busy, or `{0, pttl,
+/// fence now}` busy in line.
+fn attempt(reply: &[i64], sent: Instant) -> Tried {
+    let attempt = match *reply {
+        [1, fence, ..] => Attempt::Acquired(Acquired::new(u64::try_from(fence).ok()).sent_at(sent)),
         // PTTL: -1 is a key with no lease (not ours), -2 one that just vanished.
-        (_, pttl) if pttl >= 0 => {
+        [_, pttl, ..] if pttl >= 0 => {
             Attempt::Busy(Busy::new(Some(Duration::from_millis(pttl as u64))))
         }
-        (_, -2) => Attempt::Busy(Busy::new(Some(Duration::ZERO))),
+        [_, -2, ..] => Attempt::Busy(Busy::new(Some(Duration::ZERO))),
         _ => Attempt::Busy(Busy::new(None)),
-    }
+    };
+    let fence_now = match *reply {
+        [0, _, fence] => u64::try_from(fence).ok(),
+        _ => None,
+    };
+    Tried { attempt, fence_now }
 }
 
 /// `s` with the characters special to a `SCAN MATCH` pattern escaped.
@@ -677,7 +700,7 @@ impl Inner {
         args: &AcquireArgs,
         in_line: bool,
         first: bool,
-    ) -> Result<Attempt, BackendError> {
+    ) -> Result<Tried, BackendError> {
         if let Some(record) = self.books.due() {
             let written = self.pool.with(|c| record.query::<()>(c));
             self.books.written(written.is_ok());
@@ -688,11 +711,11 @@ impl Inner {
             return self
                 .pool
                 .with(|c| pipe.query(c))
-                .map(|reply| fast_attempt(reply, sent))
+                .map(|reply| fast_attempt(reply, sent).into())
                 .map_err(|e| self.sync_failed(e));
         }
-        let reply = self.sync(&args.invocation(&self.fence_key, in_line))?;
-        Ok(attempt(reply, sent))
+        let reply: Vec<i64> = self.sync(&args.invocation(&self.fence_key, in_line))?;
+        Ok(attempt(&reply, sent))
     }
 
     async fn try_acquire_on(
@@ -701,7 +724,7 @@ impl Inner {
         args: &AcquireArgs,
         in_line: bool,
         first: bool,
-    ) -> Result<Attempt, BackendError> {
+    ) -> Result<Tried, BackendError> {
         if let Some(record) = self.books.due() {
             let written = record.query_async::<()>(conn).await;
             self.books.written(written.is_ok());
@@ -712,13 +735,13 @@ impl Inner {
             return pipe
                 .query_async(conn)
                 .await
-                .map(|reply| fast_attempt(reply, sent))
+                .map(|reply| fast_attempt(reply, sent).into())
                 .map_err(|e| self.async_failed(e));
         }
-        let reply = self
+        let reply: Vec<i64> = self
             .invoke_on(conn, args.invocation(&self.fence_key, in_line))
             .await?;
-        Ok(attempt(reply, sent))
+        Ok(attempt(&reply, sent))
     }
 
     async fn release(&self, key: &str, token: Token) -> Result<bool, BackendError> {
@@ -756,7 +779,7 @@ impl Inner {
 impl Backend for RedisBackend {
     fn try_acquire(&self, req: &Request<'_>) -> Result<Attempt, BackendError> {
         let args = AcquireArgs::new(req, false, self.inner.books.meta_of(req));
-        self.inner.sync_try(&args, false, true)
+        self.inner.sync_try(&args, false, true).map(|t| t.attempt)
     }
 
     fn release(&self, key: &str, token: Token) -> Result<bool, BackendError> {
@@ -846,7 +869,10 @@ impl Backend for RedisBackend {
     ) -> BoxFuture<'a, Result<Attempt, BackendError>> {
         let args = AcquireArgs::new(req, false, self.inner.books.meta_of(req));
         self.inner.run(move |inner, mut conn| async move {
-            let out = inner.try_acquire_on(&mut conn, &args, false, true).await;
+            let out = inner
+                .try_acquire_on(&mut conn, &args, false, true)
+                .await
+                .map(|t| t.attempt);
             if out.is_err() {
                 // The request may have landed all the same.
                 let leftover = Leftover {
@@ -978,18 +1004,28 @@ mod tests {
     fn replies_map_to_attempts() {
         let now = Instant::now();
         assert_eq!(
-            attempt((1, 7), now),
+            attempt(&[1, 7], now).attempt,
             Attempt::Acquired(Acquired::new(Some(7)).sent_at(now))
         );
         assert_eq!(
-            attempt((0, 250), now),
+            attempt(&[0, 250], now).attempt,
             Attempt::Busy(Busy::new(Some(Duration::from_millis(250))))
         );
-        assert_eq!(attempt((0, -1), now), Attempt::Busy(Busy::new(None)));
         assert_eq!(
-            attempt((0, -2), now),
+            attempt(&[0, -1], now).attempt,
+            Attempt::Busy(Busy::new(None))
+        );
+        assert_eq!(
+            attempt(&[0, -2], now).attempt,
             Attempt::Busy(Busy::new(Some(Duration::ZERO)))
         );
+        let in_line = attempt(&[0, 250, 41], now);
+        assert_eq!(
+            in_line.fence_now,
+            Some(41),
+            "a busy look in line reports the counter"
+        );
+        assert_eq!(attempt(&[1, 41], now).fence_now, None);
     }
 
     #[test]

@@ -700,7 +700,10 @@ async fn acquire_on(
         }
     };
     conn.set_response_timeout(patience);
-    let answer = inner.try_acquire_on(&mut conn, &args, false, true).await;
+    let answer = inner
+        .try_acquire_on(&mut conn, &args, false, true)
+        .await
+        .map(|t| t.attempt);
     // An error after sending (a dropped connection, say) leaves it unknown
     // whether the key was set; only running out of patience is left alone,
     // since a release sent on another connection could overtake the request.

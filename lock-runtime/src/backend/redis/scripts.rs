@@ -141,7 +141,9 @@ return {0, retry_in(held, pttl, tonumber(ARGV[3]))}
 /// so a lock a release hands to the line's head keeps its holder's label.
 /// Takes the lock if it is ours (granted while the message was on its way,
 /// or a retry), stale, or free with nobody ahead; else joins the line (or
-/// refreshes its place) and returns `{0, pttl}`.
+/// refreshes its place) and returns `{0, pttl, fencing counter}`: a grant
+/// message numbered no higher than that counter was sent before this look,
+/// which found the lock not ours, so the waiter must not count on it.
 pub(crate) static ACQUIRE_FAIR: Lazy<Script> = Lazy::new(|| {
     script(
         r#"
@@ -175,13 +177,14 @@ if redis.call('ZADD', KEYS[4], now + ttl, entry) == 1 then
 end
 redis.call('PEXPIRE', KEYS[3], 2 * ttl)
 redis.call('PEXPIRE', KEYS[4], 2 * ttl)
+local function fence_now() return tonumber(redis.call('GET', KEYS[2]) or '0') end
 if held then
   if not waiting(held) then redis.call('APPEND', KEYS[1], '*') end
-  return {0, retry_in(held, pttl, tonumber(ARGV[3]))}
+  return {0, retry_in(held, pttl, tonumber(ARGV[3])), fence_now()}
 end
 -- Free, with somebody else at the head: hand it to them.
 pass_on(KEYS[1], KEYS[3], KEYS[4], KEYS[2], ARGV[5], ttl, true)
-return {0, redis.call('PTTL', KEYS[1])}
+return {0, redis.call('PTTL', KEYS[1]), fence_now()}
 "#,
     )
 });

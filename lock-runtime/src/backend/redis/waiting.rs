@@ -30,8 +30,9 @@ pub(super) enum Action {
 pub(super) enum Outcome {
     /// Nothing yet: the first call.
     Start,
-    /// The reply to [`Action::Attempt`] (a failed request ends the driver).
-    Attempted(Attempt),
+    /// The reply to [`Action::Attempt`] (a failed request ends the driver),
+    /// and the fencing counter as a busy attempt in line found it.
+    Attempted(Attempt, Option<u64>),
     /// [`Action::Listen`] found the channel subscribed; `fresh` when the
     /// waiter registered just now.
     Listening { fresh: bool },
@@ -62,6 +63,12 @@ pub(super) struct Waiting {
     sent: Instant,
     /// The latest moment to look again after the last busy reply.
     until: Option<Instant>,
+    /// The highest fencing counter a busy attempt in line found. A grant
+    /// numbered no higher was made before that attempt reached Redis, and
+    /// the attempt found the lock not ours: the grant's lease ran out (the
+    /// waiter was paused, its reply slow) and someone else may hold the
+    /// lock. Its message, read late, must not count.
+    seen_fence: u64,
 }
 
 impl Waiting {
@@ -78,6 +85,7 @@ impl Waiting {
             first: true,
             sent: now,
             until: None,
+            seen_fence: 0,
         }
     }
 
@@ -105,9 +113,10 @@ impl Waiting {
             | Outcome::Subscribed(Ok(()))
             | Outcome::Listening { fresh: true }
             | Outcome::Woke { grant: None } => self.attempt(now),
-            Outcome::Attempted(Attempt::Acquired(a)) => self.done(a),
-            Outcome::Attempted(Attempt::Busy(busy)) => {
+            Outcome::Attempted(Attempt::Acquired(a), _) => self.done(a),
+            Outcome::Attempted(Attempt::Busy(busy), fence) => {
                 self.first = false;
+                self.seen_fence = self.seen_fence.max(fence.unwrap_or(0));
                 if self.deadline.is_some_and(|d| now >= d) {
                     return Action::Done(None);
                 }
@@ -129,6 +138,9 @@ impl Waiting {
                 self.polling = true;
                 self.attempt(now)
             }
+            // A stale grant: look again (a grant still ours is taken up by
+            // the attempt, with a lease counted from it).
+            Outcome::Woke { grant: Some(fence) } if fence <= self.seen_fence => self.attempt(now),
             Outcome::Woke { grant: Some(fence) } => self.done(
                 Acquired::new(Some(fence))
                     .sent_at(self.sent)
@@ -182,7 +194,7 @@ mod tests {
     const POLL: Duration = Duration::from_millis(100);
 
     fn busy(retry_in: Option<Duration>) -> Outcome {
-        Outcome::Attempted(Attempt::Busy(Busy::new(retry_in)))
+        Outcome::Attempted(Attempt::Busy(Busy::new(retry_in)), None)
     }
 
     fn waiting(req: &Request<'_>, deadline: Option<Instant>, now: Instant) -> Waiting {
@@ -230,7 +242,7 @@ mod tests {
         assert!(w.holds_place(), "a fair attempt stands in line");
         let won = Acquired::new(Some(3)).sent_at(t0);
         assert_eq!(
-            w.next(t0, Outcome::Attempted(Attempt::Acquired(won.clone()))),
+            w.next(t0, Outcome::Attempted(Attempt::Acquired(won.clone()), None)),
             Action::Done(Some(won))
         );
         assert!(!w.holds_place(), "taking the lock left the line");
@@ -399,5 +411,43 @@ mod tests {
             other => panic!("expected the granted lock, got {other:?}"),
         }
         assert!(!w.holds_place(), "the grant took it out of the line");
+    }
+
+    #[test]
+    fn a_grant_made_before_a_busy_look_in_line_is_stale() {
+        // The waiter was paused after a release granted it the lock (fence
+        // 9); its lease ran out and another took the lock (fence 10). On
+        // waking, its refresh in line found the lock busy before the grant's
+        // message was read: the grant does not count, the waiter looks again.
+        let t0 = Instant::now();
+        let req = Request::new("k")
+            .fair(true)
+            .lease(Some(Duration::from_secs(1)));
+        let mut w = waiting(&req, None, t0);
+        w.next(t0, Outcome::Start);
+        let t1 = t0 + Duration::from_secs(3);
+        let refreshed = Outcome::Attempted(Attempt::Busy(Busy::new(None)), Some(10));
+        assert_eq!(w.next(t1, refreshed), Action::Listen);
+        w.next(t1, Outcome::Listening { fresh: false });
+        assert_eq!(
+            w.next(t1, Outcome::Woke { grant: Some(9) }),
+            Action::Attempt {
+                in_line: true,
+                first: false
+            },
+            "a stale grant is looked at again, not taken"
+        );
+        // A grant made after that look counts, from the look's sending.
+        let t2 = t1 + Duration::from_millis(5);
+        assert_eq!(w.next(t2, refreshed_at(11)), Action::Listen);
+        w.next(t2, Outcome::Listening { fresh: false });
+        match w.next(t2, Outcome::Woke { grant: Some(12) }) {
+            Action::Done(Some(a)) => assert_eq!(a.fencing, Some(12)),
+            other => panic!("expected the granted lock, got {other:?}"),
+        }
+    }
+
+    fn refreshed_at(fence: u64) -> Outcome {
+        Outcome::Attempted(Attempt::Busy(Busy::new(None)), Some(fence))
     }
 }
