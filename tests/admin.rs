@@ -237,3 +237,75 @@ fn a_forced_release_is_a_warning_event() {
     assert!(lost.is_ok(), "the holder never noticed");
     assert!(guard.is_lost());
 }
+
+#[cfg(feature = "file")]
+#[test]
+fn the_file_store_refuses_a_forced_release_naming_the_holder() {
+    let dir = std::env::temp_dir().join(format!("lock-admin-file-{}", std::process::id()));
+    let url = format!("file://{}", dir.display());
+    registry::add("admin-file", AliasConfig::from_url(&url).unwrap()).unwrap();
+    let alias = registry::alias("admin-file").unwrap();
+    let guard = Lock::new("held")
+        .alias("admin-file")
+        .label("importer")
+        .acquire()
+        .unwrap();
+    let shown = alias.show("held").unwrap().unwrap();
+    assert_eq!(
+        shown.owner.unwrap().label.as_deref(),
+        Some("importer"),
+        "the record names its holder"
+    );
+    let e = alias.force_release("held", "stuck").unwrap_err();
+    assert!(e.is_unsupported(), "{e}");
+    let text = e.to_string();
+    assert!(
+        text.contains(&format!("pid {}", std::process::id())) && text.contains("stop"),
+        "{text}"
+    );
+    assert!(alias.show("held").unwrap().is_some(), "still held");
+    guard.release().unwrap();
+    assert!(
+        alias
+            .force_release("held", "free now")
+            .unwrap()
+            .removed
+            .is_none(),
+        "a free lock: nothing to remove"
+    );
+    assert!(alias.audit_log(10).unwrap_err().is_unsupported());
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[cfg(feature = "metrics")]
+#[test]
+fn a_forced_release_is_counted() {
+    use metrics_util::MetricKind;
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+
+    registry::add("admin-metrics", AliasConfig::memory_named("admin-metrics")).unwrap();
+    let alias = registry::alias("admin-metrics").unwrap();
+    let recorder = DebuggingRecorder::new();
+    metrics::with_local_recorder(&recorder, || {
+        alias.force_release("a", "one").unwrap();
+        alias.force_release("b", "two").unwrap();
+    });
+    let counted: u64 = recorder
+        .snapshotter()
+        .snapshot()
+        .into_vec()
+        .into_iter()
+        .filter(|(k, ..)| {
+            k.kind() == MetricKind::Counter
+                && k.key().name() == "lock_forced_releases_total"
+                && k.key()
+                    .labels()
+                    .any(|l| l.key() == "alias" && l.value() == "admin-metrics")
+        })
+        .map(|(.., v)| match v {
+            DebugValue::Counter(n) => n,
+            other => panic!("{other:?}"),
+        })
+        .sum();
+    assert_eq!(counted, 2);
+}

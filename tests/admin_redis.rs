@@ -126,13 +126,14 @@ fn a_held_lock_costs_the_same_with_its_holder_recorded() {
         "used_memory per held lock over {N} locks: {old_per_lock} B before, \
          {plain_per_lock} B now ({labelled_per_lock} B labelled)"
     );
-    // The fencing counter and the process record are single keys; allocator
-    // rounding moves the average by a few bytes.
+    // The fencing counter and the process record are single keys; the
+    // server's own buffers move the average by a few bytes either way (the
+    // exact figure per key is MEMORY USAGE's, above).
     assert!(
-        (plain_per_lock - old_per_lock).abs() <= 4,
+        plain_per_lock <= old_per_lock + 8,
         "{plain_per_lock} vs {old_per_lock}"
     );
-    assert!(labelled_per_lock <= old_per_lock + 20);
+    assert!(labelled_per_lock <= old_per_lock + 24);
 }
 
 #[test]
@@ -220,4 +221,74 @@ fn listing_pages_through_many_keys_with_scan() {
         "listed with SCAN, never KEYS: {stats:?}"
     );
     drop(guards);
+}
+
+#[test]
+fn a_quorum_shows_and_forces_with_one_node_down() {
+    let nodes: Vec<RedisServer> = (0..3).map(|_| RedisServer::start()).collect();
+    let urls: Vec<String> = nodes.iter().map(RedisServer::url).collect();
+    let cfg = AliasConfig::quorum(urls)
+        .connect_timeout(Duration::from_millis(300))
+        .command_timeout(Duration::from_millis(300));
+    registry::add("admin-quorum", cfg).unwrap();
+    let alias = registry::alias("admin-quorum").unwrap();
+    let guard = Lock::new("q")
+        .alias("admin-quorum")
+        .label("payout")
+        .expire(Duration::from_secs(30))
+        .acquire()
+        .unwrap();
+    // The node that numbers labels goes down: the majority still shows
+    // the holder's process, without its label.
+    nodes[0].stop();
+    let shown = alias.show("q").unwrap().expect("held on a majority");
+    assert_eq!(shown.owner.unwrap().pid, Some(std::process::id()));
+    let page = alias.list("", None, 10).unwrap().unwrap();
+    assert_eq!(
+        page.held.iter().filter(|h| h.key == "q").count(),
+        1,
+        "listed once: {page:?}"
+    );
+    let forced = alias.force_release("q", "node maintenance").unwrap();
+    assert!(forced.removed.is_some(), "{forced:?}");
+    assert!(alias.show("q").unwrap().is_none());
+    let log = alias.audit_log(10).unwrap();
+    assert_eq!(log.iter().filter(|f| f.key == "q").count(), 1, "{log:?}");
+    assert!(guard.release().unwrap_err().is_not_held());
+}
+
+#[test]
+fn a_lock_handed_down_the_line_names_its_new_holder() {
+    let server = RedisServer::start();
+    registry::add("admin-line", AliasConfig::redis(server.url())).unwrap();
+    let alias = registry::alias("admin-line").unwrap();
+    let first = Lock::new("line")
+        .alias("admin-line")
+        .label("first")
+        .acquire()
+        .unwrap();
+    let waiter = std::thread::spawn(|| {
+        Lock::new("line")
+            .alias("admin-line")
+            .label("second")
+            .fair(true)
+            .wait_for(Duration::from_secs(10))
+            .acquire()
+            .unwrap()
+    });
+    // In line once the line's key exists.
+    let started = std::time::Instant::now();
+    while server.keys("lock%:line:*").is_empty() {
+        assert!(started.elapsed() < Duration::from_secs(5), "never queued");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    first.release().unwrap();
+    let second = waiter.join().unwrap();
+    let shown = alias.show("line").unwrap().unwrap();
+    assert_eq!(
+        shown.owner.unwrap().label.as_deref(),
+        Some("second"),
+        "the release handed it over with the waiter's label"
+    );
+    drop(second);
 }

@@ -35,4 +35,7 @@ lock_runtime::conformance_tests!(
     conformance_memcache,
     memcache,
     options = Options::default().lease(Duration::from_secs(1)),
+    ignore = {
+        listing_names_the_holder: "memcached items record no holder, and memcached cannot list keys",
+    },
 );

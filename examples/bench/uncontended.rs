@@ -94,7 +94,61 @@ pub fn run(server: &RedisServer, report: &mut Report, quick: bool) -> BenchResul
         "async_multi_thread",
         &async_multi,
     );
+    bytes_per_lock(&mut conn, report)?;
     Ok(rtt_us)
+}
+
+/// What one held lock costs the server (`MEMORY USAGE` of its key, keys of
+/// one length): a bare `token + lease` value, as the store wrote before it
+/// recorded holders, beside ours unlabelled and with a label (the holder's
+/// process is named by its token, its record written once per process).
+fn bytes_per_lock(conn: &mut redis::Connection, report: &mut Report) -> BenchResult<()> {
+    let bare = format!("{TOKEN}{LEASE_MS}");
+    redis::cmd("SET")
+        .arg("ideal:bytesplain")
+        .arg(&bare)
+        .arg("PX")
+        .arg(LEASE_MS)
+        .query::<()>(conn)?;
+    let plain = lock_runtime::Lock::new("bytes-plain")
+        .alias(ALIAS)
+        .acquire()?;
+    let labelled = lock_runtime::Lock::new("bytes-label")
+        .alias(ALIAS)
+        .label("nightly-report")
+        .acquire()?;
+    let mut usage = |key: &str| -> BenchResult<i64> {
+        Ok(redis::cmd("MEMORY")
+            .arg("USAGE")
+            .arg(key)
+            .arg("SAMPLES")
+            .arg(0)
+            .query(conn)?)
+    };
+    let (bare, ours, label) = (
+        usage("ideal:bytesplain")?,
+        usage("lock:bytes-plain")?,
+        usage("lock:bytes-label")?,
+    );
+    report.row(
+        "bytes per held lock",
+        &format!("{bare} / {ours} / {label}"),
+        "MEMORY USAGE: token+lease only / ours / ours labelled",
+    );
+    report
+        .json
+        .put("uncontended.bytes_per_lock.bare", bare as u64);
+    report
+        .json
+        .put("uncontended.bytes_per_lock.ours", ours as u64);
+    report
+        .json
+        .put("uncontended.bytes_per_lock.labelled", label as u64);
+    drop((plain, labelled));
+    redis::cmd("DEL")
+        .arg("ideal:bytesplain")
+        .query::<()>(conn)?;
+    Ok(())
 }
 
 fn judge(report: &mut Report, label: &str, json: &str, r: &Rounds) {

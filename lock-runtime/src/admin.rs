@@ -177,7 +177,6 @@ pub(crate) fn process_tag() -> &'static str {
 /// assert!(page.next.is_some(), "more to come");
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-#[non_exhaustive]
 pub struct Page {
     /// The held locks of this page.
     pub held: Vec<Held>,

@@ -860,6 +860,7 @@ impl Alias {
         let limit = limit.max(1);
         let stored = ns.key(prefix.into());
         match self.0.backend.list(ns, &stored, cursor, limit) {
+            Some(Err(e)) if e.kind() == crate::backend::BackendErrorKind::Unsupported => Ok(None),
             Some(page) => {
                 let page = page.map_err(|e| self.failed(crate::Operation::List, "", e))?;
                 let held = page

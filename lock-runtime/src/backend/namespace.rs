@@ -141,7 +141,10 @@ impl Namespace {
 
     /// What every stored key of a prefixed namespace starts with (`""` under
     /// no prefix, where keys are stored escaped instead).
-    #[cfg_attr(not(any(feature = "redis", feature = "sqlite")), allow(dead_code))]
+    #[cfg_attr(
+        not(any(feature = "sqlite", feature = "postgres", feature = "file")),
+        allow(dead_code)
+    )]
     pub(crate) fn head(&self) -> &str {
         &self.head
     }

@@ -35,8 +35,9 @@
 //! escapes the directory or reaches a name over 115 bytes, whatever it
 //! holds (`/`, `..`, NUL, newlines, 64 KiB). The file holds one line (owner
 //! token, boot id, acquired-at and lease end on the shared clock, fencing
-//! token, key length) and then the key itself, which is checked on every
-//! read: two keys of one name would be an error, never one lock. The
+//! token, key length), the key itself, and then who holds it (its pid,
+//! label and function, which earlier versions ignore); the key is checked
+//! on every read: two keys of one name would be an error, never one lock. The
 //! store's own file, `fence` (the fencing counter), does not start with
 //! `k_`, so no key reaches it. Other files in the directory are left alone.
 //!
@@ -106,6 +107,18 @@
 //! [SQLite store](super::sqlite): never stepped by wall clock changes.
 //! Records of an earlier boot hold nothing (their holders died with it).
 //!
+//! # Admin
+//! [`Alias::list`](crate::registry::Alias::list) and
+//! [`show`](crate::registry::Alias::show) read every key file (the runtime
+//! cuts the listing into pages); a record names its holder's pid, label and
+//! `#[lock]` function after the key, and the host is this one. A forced
+//! release ([`Alias::force_release`](crate::registry::Alias::force_release))
+//! of a held lock is refused with [`LockError::Unsupported`] naming the
+//! holder's pid: the kernel keeps the holder's byte lock for that process
+//! alone, and deleting the file would only let a second holder in beside
+//! it. Stop that process instead (its locks are free the moment it ends).
+//! There is no audit log (also `Unsupported`).
+//!
 //! # Not for network file systems
 //! Advisory locks on NFS, SMB/CIFS and the like are emulated, lost on
 //! server restarts, or not shared between hosts. Adding an alias on a
@@ -137,10 +150,11 @@ use std::time::{Duration, Instant, SystemTime};
 use super::clock;
 use super::kind::{Opening, StoreKind};
 use super::{
-    Abilities, Acquired, Attempt, Backend, BackendError, BackendErrorKind, Busy, CleanUp, Held,
-    Listing, Namespace, OwnerCheck, Request, Store, Token, WakeUps,
+    Abilities, Acquired, Attempt, Backend, BackendError, BackendErrorKind, Busy, CleanUp,
+    ForceRelease, Held, Listing, Namespace, OwnerCheck, Request, Store, Token, WakeUps,
 };
 use crate::LockError;
+use crate::admin::{Forced, Owner};
 use crate::lease::DEFAULT_LEASE;
 use record::Record;
 
@@ -644,6 +658,11 @@ impl Store for FileStore {
             until: now.micros.saturating_add(lease),
             fence,
             key: req.key.to_owned(),
+            holder: Some(record::Holder {
+                pid: std::process::id(),
+                label: req.label.map(str::to_owned),
+                function: req.function.map(str::to_owned),
+            }),
         };
         record::write(&file, &rec).map_err(io_failed("cannot write", &path))?;
         // The row lock goes; the byte lock stays with the open file.
@@ -717,6 +736,7 @@ impl Store for FileStore {
             .owner_check(self)
             .clean_up(self)
             .listing(self)
+            .force_release(self)
             .wake_ups(self)
     }
 }
@@ -800,14 +820,83 @@ impl Listing for FileStore {
             if !rec.key.starts_with(ns.head()) || !files.live(&file, &path, &rec, &now)? {
                 continue;
             }
-            held.push(
-                Held::new(rec.key)
-                    .held_for(Some(until(rec.since, now.micros)))
-                    .lease_left(Some(until(now.micros, rec.until)))
-                    .fencing(Some(rec.fence)),
-            );
+            held.push(held_of(rec, &now));
         }
         Ok(held)
+    }
+}
+
+/// What the admin API shows of a live record: its holder is a process of
+/// this host (the store is for one host's processes).
+fn held_of(rec: Record, now: &clock::Now) -> Held {
+    let held_for = until(rec.since, now.micros);
+    let owner = rec.holder.map(|h| {
+        Owner::of_this_process()
+            .pid(Some(h.pid))
+            .label(h.label)
+            .function(h.function)
+    });
+    Held::new(rec.key)
+        .held_for(Some(held_for))
+        .lease_left(Some(until(now.micros, rec.until)))
+        .fencing(Some(rec.fence))
+        .owner(owner)
+        .acquired_at(SystemTime::now().checked_sub(held_for))
+}
+
+impl ForceRelease for FileStore {
+    /// Refuses a held lock: its holder's process keeps it by an OS file
+    /// lock that no other process can take from it (the error names that
+    /// process); a free one is "released" with nothing removed. The store
+    /// keeps no audit log.
+    ///
+    /// ```
+    /// use std::time::SystemTime;
+    /// use lock_runtime::admin::{Forced, Owner};
+    /// use lock_runtime::backend::file::FileStore;
+    /// use lock_runtime::backend::{BackendErrorKind, ForceRelease, Namespace, Request, Store};
+    ///
+    /// let dir = std::env::temp_dir().join(format!("doc-file-force-{}", std::process::id()));
+    /// let store = FileStore::open(&dir).unwrap();
+    /// store.try_acquire(&Request::new("k")).unwrap();
+    /// let entry = Forced::new("k", SystemTime::now(), Owner::unknown(), "stuck");
+    /// let err = store.force_release(&Namespace::new(""), entry).unwrap_err();
+    /// assert_eq!(err.kind(), BackendErrorKind::Unsupported);
+    /// assert!(err.to_string().contains(&format!("pid {}", std::process::id())));
+    /// # std::fs::remove_dir_all(&dir).ok();
+    /// ```
+    fn force_release(&self, _ns: &Namespace, entry: Forced) -> Result<Forced, BackendError> {
+        let files = &self.inner.files;
+        let path = files.path(&entry.key);
+        let Some(file) = files.row(&path, false, true)? else {
+            return Ok(entry);
+        };
+        let now = now()?;
+        let Some(rec) = files.record(&file, &path, &entry.key)? else {
+            return Ok(entry);
+        };
+        if !files.live(&file, &path, &rec, &now)? {
+            return Ok(entry);
+        }
+        let who = match &rec.holder {
+            Some(h) => format!("pid {} on this host", h.pid),
+            None => "a process on this host (it did not record its pid)".to_owned(),
+        };
+        Err(BackendError::new(
+            BackendErrorKind::Unsupported,
+            format!(
+                "release `{}` by force: {who} holds it, and the kernel keeps its file lock \
+                 for that process alone; stop that process to free it",
+                entry.key
+            ),
+        ))
+    }
+
+    fn audit_log(&self, _ns: &Namespace, _limit: usize) -> Result<Vec<Forced>, BackendError> {
+        Err(BackendError::new(
+            BackendErrorKind::Unsupported,
+            "keep an audit log (the file store cannot release a lock by force)",
+        ))
     }
 }
 

@@ -3,12 +3,15 @@
 //!
 //! ```text
 //! lock1 <owner token> <boot id> <acquired µs> <lease end µs> <fencing token> <key bytes>\n<key>
+//! \n<owner token> <pid> <label bytes or -> <function bytes or ->\n<label><function>
 //! ```
 //!
-//! Read and written only under the file's row lock. Bytes after the key
-//! (left by a longer record) are ignored; a file that does not read as a
-//! record (empty, or torn by a power loss, when every holder died anyway)
-//! holds nothing.
+//! Read and written only under the file's row lock. The second part names
+//! the holder for the admin API; a reader of the first version ignores it
+//! (as it ignores any bytes after the key), and it counts only when it
+//! names the record's owner, so a tail left by an earlier record never
+//! passes for it. A file that does not read as a record (empty, or torn by
+//! a power loss, when every holder died anyway) holds nothing.
 
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
@@ -26,6 +29,16 @@ pub(super) struct Record {
     pub(super) until: i64,
     pub(super) fence: u64,
     pub(super) key: String,
+    /// Who holds it, when the holder said.
+    pub(super) holder: Option<Holder>,
+}
+
+/// The holder's process and what it said about the lock.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Holder {
+    pub(super) pid: u32,
+    pub(super) label: Option<String>,
+    pub(super) function: Option<String>,
 }
 
 impl Record {
@@ -42,7 +55,57 @@ impl Record {
         )
         .into_bytes();
         out.extend_from_slice(self.key.as_bytes());
+        if let Some(h) = &self.holder {
+            let len =
+                |s: &Option<String>| s.as_ref().map_or("-".to_owned(), |s| s.len().to_string());
+            out.extend_from_slice(
+                format!(
+                    "\n{} {} {} {}\n",
+                    self.owner,
+                    h.pid,
+                    len(&h.label),
+                    len(&h.function)
+                )
+                .as_bytes(),
+            );
+            for s in [&h.label, &h.function].into_iter().flatten() {
+                out.extend_from_slice(s.as_bytes());
+            }
+        }
         out
+    }
+
+    /// The holder part after the key, if it is this record's.
+    fn holder(owner: &str, tail: &[u8]) -> Option<Holder> {
+        let tail = tail.strip_prefix(b"\n")?;
+        let newline = tail.iter().take(128).position(|&b| b == b'\n')?;
+        let header = std::str::from_utf8(&tail[..newline]).ok()?;
+        let mut fields = header.split(' ');
+        if fields.next()? != owner {
+            return None;
+        }
+        let pid = fields.next()?.parse().ok()?;
+        let len = |f: Option<&str>| -> Option<Option<usize>> {
+            match f? {
+                "-" => Some(None),
+                n => n.parse().ok().map(Some),
+            }
+        };
+        let (label_len, function_len) = (len(fields.next())?, len(fields.next())?);
+        let mut rest = &tail[newline + 1..];
+        let mut take = |n: Option<usize>| -> Option<Option<String>> {
+            let Some(n) = n else { return Some(None) };
+            let (s, r) = (rest.get(..n)?, rest.get(n..)?);
+            rest = r;
+            String::from_utf8(s.to_vec()).ok().map(Some)
+        };
+        let label = take(label_len)?;
+        let function = take(function_len)?;
+        Some(Holder {
+            pid,
+            label,
+            function,
+        })
     }
 
     /// The record at the start of `bytes`, if there is one.
@@ -63,7 +126,9 @@ impl Record {
             return None;
         }
         let start = newline + 1;
-        let key = bytes.get(start..start.checked_add(len)?)?;
+        let end = start.checked_add(len)?;
+        let key = bytes.get(start..end)?;
+        let holder = Self::holder(&owner, bytes.get(end..).unwrap_or_default());
         Some(Self {
             owner,
             epoch,
@@ -71,6 +136,7 @@ impl Record {
             until,
             fence,
             key: String::from_utf8(key.to_vec()).ok()?,
+            holder,
         })
     }
 }
@@ -105,7 +171,32 @@ mod tests {
             until: -5,
             fence: u64::MAX,
             key: key.into(),
+            holder: None,
         }
+    }
+
+    #[test]
+    fn the_holder_part_round_trips_and_a_stale_one_is_ignored() {
+        let mut r = sample("k\n1 2 3");
+        r.holder = Some(Holder {
+            pid: 42,
+            label: Some("nightly \n-".into()),
+            function: None,
+        });
+        let bytes = r.encode();
+        assert_eq!(Record::decode(&bytes), Some(r.clone()));
+        // A reader of the first version sees the same lock.
+        let first = Record {
+            holder: None,
+            ..r.clone()
+        };
+        assert_eq!(Record::decode(&first.encode()).unwrap().key, r.key);
+        // A tail left by another owner's record names nobody.
+        let mut other = first.clone();
+        other.owner = "BBBBBBBBBBBBBBBBBBBBBB".into();
+        let mut stale = other.encode();
+        stale.extend_from_slice(&bytes[first.encode().len()..]);
+        assert_eq!(Record::decode(&stale).unwrap().holder, None);
     }
 
     #[test]

@@ -39,7 +39,7 @@
 //!
 //! # Items
 //! A lock is the item `\0l` + the stored key (alias prefix and key, see
-//! [`Namespace`](super::Namespace)), sent in the meta protocol's base64 key
+//! [`Namespace`]), sent in the meta protocol's base64 key
 //! mode, so keys may hold spaces, newlines or NUL; a stored key longer than
 //! 184 bytes becomes `\0h` + its SHA-256, and the item's value then carries
 //! the full key, which every operation checks. The leading NUL keeps the
@@ -107,7 +107,19 @@
 //! No clean-up is needed (every item has a TTL, except past 30 days) and
 //! none is offered; the store cannot list its locks (memcached has no way
 //! to list keys short of a debugging dump), so
-//! [`Alias::holders`](crate::registry::Alias::holders) answers `None`.
+//! [`Alias::holders`](crate::registry::Alias::holders) and
+//! [`Alias::list`](crate::registry::Alias::list) answer `None`.
+//!
+//! # Admin
+//! [`Alias::show`](crate::registry::Alias::show) reads one item: its
+//! lease left, age and fencing token; the items record no holder (they stay
+//! as they were, so every version reads them), so its `owner` is `None`.
+//! [`Alias::force_release`](crate::registry::Alias::force_release) deletes
+//! the item by CAS whoever holds it: the holder's next renewal or check
+//! finds it gone, and the fencing counter goes on. No audit log is kept
+//! (memcached may evict it like any item): [`Alias::audit_log`](crate::registry::Alias::audit_log)
+//! answers [`LockError::Unsupported`], and the runtime's
+//! `lock.forced_release` event is the record.
 //!
 //! # Errors
 //! [`LockError::Backend`] of kind
@@ -132,10 +144,11 @@ use self::conn::{Server, Timeouts};
 use self::proto::{Batch, FENCE_KEY, ItemKey, Record, Reply, SetMode};
 use super::kind::{Opening, StoreKind};
 use super::{
-    Abilities, Acquired, Attempt, Backend, BackendError, BackendErrorKind, Busy, OwnerCheck,
-    Request, Store, Token,
+    Abilities, Acquired, Attempt, Backend, BackendError, BackendErrorKind, Busy, ForceRelease,
+    Held, Inspect, Namespace, OwnerCheck, Request, Store, Token,
 };
 use crate::LockError;
+use crate::admin::{Forced, Page};
 use crate::lease::DEFAULT_LEASE;
 
 /// `memcache://host:port[,host:port...]`.
@@ -356,7 +369,7 @@ impl MemcacheStore {
 
     /// The server that holds `stored_key` (a key as the store is given it:
     /// the alias prefix, then the lock's key; see
-    /// [`Namespace`](super::Namespace)). The same for any order of the same
+    /// [`Namespace`]). The same for any order of the same
     /// list.
     ///
     /// ```
@@ -632,7 +645,100 @@ impl Store for MemcacheStore {
     }
 
     fn abilities(&self) -> Abilities<'_> {
-        Abilities::none().owner_check(self)
+        Abilities::none()
+            .owner_check(self)
+            .inspect(self)
+            .force_release(self)
+    }
+}
+
+impl MemcacheStore {
+    /// The live lock `key` (as stored) and its item's CAS, if held.
+    fn read_held(&self, key: &str) -> Result<Option<(Held, u64)>, BackendError> {
+        let (item, server, full_key) = self.place(key)?;
+        let (data, cas) = match self.one(server, Batch::default().get(&item.binary))? {
+            Reply::Miss => return Ok(None),
+            Reply::Value {
+                data,
+                cas: Some(cas),
+            } => (data, cas),
+            other => return Err(unexpected(server, "a read", &other)),
+        };
+        let Some(rec) = Record::decode(&data).filter(|r| r.key == full_key) else {
+            return Ok(None);
+        };
+        let now = wall_micros()?;
+        if now >= rec.end || rec.fence == 0 {
+            // Ended, or a claim not yet confirmed: nobody holds it yet.
+            return Ok(None);
+        }
+        let held_for = Duration::from_micros(now.saturating_sub(rec.acquired));
+        let held = Held::new(key)
+            .held_for(Some(held_for))
+            .lease_left(Some(Duration::from_micros(rec.end - now)))
+            .fencing(Some(rec.fence))
+            .acquired_at(UNIX_EPOCH.checked_add(Duration::from_micros(rec.acquired)));
+        Ok(Some((held, cas)))
+    }
+}
+
+impl Inspect for MemcacheStore {
+    /// Memcached has no way to list its keys: always
+    /// [`Unsupported`](BackendErrorKind::Unsupported).
+    fn list(
+        &self,
+        _ns: &Namespace,
+        _prefix: &str,
+        _cursor: Option<&str>,
+        _limit: usize,
+    ) -> Result<Page, BackendError> {
+        Err(BackendError::new(
+            BackendErrorKind::Unsupported,
+            "list its locks: memcached has no way to list keys",
+        ))
+    }
+
+    /// One read of the key's item: its lease, age and fencing token. The
+    /// store records no holder (its items stay as they were), so `owner`
+    /// is `None`.
+    fn show(&self, key: &str) -> Result<Option<Held>, BackendError> {
+        Ok(self.read_held(key)?.map(|(held, _)| held))
+    }
+}
+
+impl ForceRelease for MemcacheStore {
+    /// Deletes the key's item by CAS whoever holds it (looking again if it
+    /// changed in between); its holder's next renewal or check finds it
+    /// gone, and the fencing counter is not touched. No audit log is kept:
+    /// the runtime's `lock.forced_release` event is the record.
+    fn force_release(&self, _ns: &Namespace, mut entry: Forced) -> Result<Forced, BackendError> {
+        let (item, server, _) = self.place(&entry.key)?;
+        for _ in 0..ROUNDS {
+            let Some((held, cas)) = self.read_held(&entry.key)? else {
+                return Ok(entry);
+            };
+            match self.one(server, Batch::default().delete(&item.binary, cas))? {
+                Reply::Done { .. } => {
+                    entry.removed = Some(held);
+                    return Ok(entry);
+                }
+                Reply::NotFound => return Ok(entry),
+                // Renewed or taken over since the read: look again.
+                Reply::Exists => continue,
+                other => return Err(unexpected(server, "a delete", &other)),
+            }
+        }
+        Err(BackendError::new(
+            BackendErrorKind::Other,
+            format!("`{}` changed hands at every look; try again", entry.key),
+        ))
+    }
+
+    fn audit_log(&self, _ns: &Namespace, _limit: usize) -> Result<Vec<Forced>, BackendError> {
+        Err(BackendError::new(
+            BackendErrorKind::Unsupported,
+            "keep an audit log: memcached may evict any item (the `lock.forced_release` event is the record)",
+        ))
     }
 }
 

@@ -39,9 +39,47 @@
 //!     owner       text NOT NULL,          -- the holder's token ('' once released)
 //!     fence       bigint NOT NULL,        -- from the sequence: only goes up
 //!     acquired_at timestamptz NOT NULL,   -- database clock
-//!     lease_end   timestamptz NOT NULL    -- database clock
+//!     lease_end   timestamptz NOT NULL,   -- database clock
+//!     label       text,                   -- the lock's label, if any
+//!     function    text                    -- the `#[lock]` function's path, if any
+//! );
+//! CREATE TABLE IF NOT EXISTS "lock_leases_procs" (
+//!     tag     text PRIMARY KEY,           -- a process's tokens' first 11 characters
+//!     host    text,
+//!     pid     bigint,
+//!     written timestamptz NOT NULL        -- rewritten daily while the process locks
+//! );
+//! CREATE TABLE IF NOT EXISTS "lock_leases_audit" ( -- forced releases, about the newest 1000
+//!     id bigserial PRIMARY KEY, key bytea NOT NULL, at timestamptz NOT NULL,
+//!     by_host text, by_pid bigint, by_user text, reason text NOT NULL,
+//!     removed boolean NOT NULL,           -- whether it removed a holder, described by:
+//!     r_host text, r_pid bigint, r_label text, r_function text,
+//!     r_fencing bigint, r_held_ms bigint
 //! );
 //! ```
+//!
+//! Who holds a lock costs its row only the label and function it was taken
+//! with (NULL for none): the owner token's first 11 characters name the
+//! process, whose host and pid are one row of `_procs`, written once per
+//! process. A table made before holders were recorded gets its columns on
+//! the first connection (or run this by hand, before upgrading, where the
+//! locking role may not alter the table; its old rows show no holder):
+//!
+//! ```sql
+//! ALTER TABLE "lock_leases" ADD COLUMN IF NOT EXISTS label text,
+//!     ADD COLUMN IF NOT EXISTS function text;
+//! -- and the `_procs` and `_audit` tables above
+//! ```
+//!
+//! # Admin
+//!
+//! [`Alias::list`](crate::registry::Alias::list) reads a range of the
+//! primary key (`key > cursor ORDER BY key LIMIT n`) with the holder's
+//! process joined in. [`Alias::force_release`](crate::registry::Alias::force_release)
+//! is one statement: it frees the row whoever holds it as a release does
+//! (ownerless and ended, the fencing sequence untouched, `NOTIFY` to the
+//! key's waiters), appends the audit row and deletes audit rows older than
+//! the newest 1000.
 //!
 //! # How it locks
 //!
@@ -101,16 +139,18 @@ mod sql;
 use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio_postgres::Config;
 
 use super::kind::{Opening, StoreKind};
 use super::{
-    Abilities, Acquired, AsyncCleanUp, AsyncListing, AsyncOwnerCheck, AsyncStore, Attempt,
-    BackendError, BoxFuture, Busy, EncodedToken, Held, Namespace, OwnerCheck, Request, Signal,
-    Store, Token, WakeUps, Watch,
+    Abilities, Acquired, AsyncCleanUp, AsyncForceRelease, AsyncInspect, AsyncListing,
+    AsyncOwnerCheck, AsyncStore, Attempt, BackendError, BoxFuture, Busy, EncodedToken, Held,
+    Namespace, OwnerCheck, Request, Signal, Store, Token, WakeUps, Watch,
 };
+use crate::admin::{AUDIT_LOG_LEN, Forced, Owner, Page};
 use crate::config::{self, redact};
 use crate::lease::DEFAULT_LEASE;
 use listen::Listener;
@@ -159,8 +199,8 @@ pub(crate) static KIND: StoreKind = StoreKind {
 /// assert!(schema_sql("no; drop table x").is_err());
 /// ```
 pub fn schema_sql(table: &str) -> Result<String, String> {
-    let [sequence, table] = Names::new(table, "")?.schema();
-    Ok(format!("{sequence};\n{table};\n"))
+    let statements = Names::new(table, "")?.schema();
+    Ok(statements.iter().map(|s| format!("{s};\n")).collect())
 }
 
 /// One database as a lock store, as an alias opens it.
@@ -171,6 +211,9 @@ struct PostgresStore {
     channel: Arc<str>,
     pool: Arc<Pool>,
     listener: Listener,
+    /// Unix seconds after which this process writes its record again (on
+    /// its next acquisition); 0: not written yet.
+    proc_due: Arc<AtomicU64>,
 }
 
 impl fmt::Debug for PostgresStore {
@@ -223,6 +266,7 @@ impl PostgresStore {
             channel: names.channel.as_str().into(),
             names,
             listener,
+            proc_due: Arc::new(AtomicU64::new(0)),
         })
     }
 }
@@ -251,17 +295,38 @@ mod ops {
     use super::pool::Conn;
     use crate::backend::EncodedToken;
 
-    /// The fence if it won, else how long until the holder's lease ends.
+    /// The fence if it won, else how long until the holder's lease ends;
+    /// the process record written first when it is due.
     pub(super) async fn acquire(
         c: Arc<Conn>,
-        key: Vec<u8>,
-        owner: EncodedToken,
-        lease: i64,
-        steal: Option<i64>,
+        args: super::AcquireArgs,
     ) -> Result<(Option<i64>, Option<i64>), Error> {
+        let super::AcquireArgs {
+            key,
+            owner,
+            lease,
+            steal,
+            label,
+            function,
+            record,
+        } = args;
+        if let Some((sql, due)) = record {
+            let host = crate::admin::host_name();
+            let pid = i64::from(std::process::id());
+            c.client
+                .execute(&sql, &[&crate::admin::process_tag(), &host, &pid])
+                .await?;
+            due.store(
+                super::unix_now() + super::PROC_REWRITE.as_secs(),
+                std::sync::atomic::Ordering::Release,
+            );
+        }
         let row = c
             .client
-            .query_one(&c.acquire, &[&key, &owner.as_str(), &lease, &steal])
+            .query_one(
+                &c.acquire,
+                &[&key, &owner.as_str(), &lease, &steal, &label, &function],
+            )
             .await?;
         Ok((row.try_get(0)?, row.try_get(1)?))
     }
@@ -318,14 +383,42 @@ fn attempt((fence, retry): (Option<i64>, Option<i64>), sent: Instant) -> Attempt
     }
 }
 
-/// The acquire statement's parameters for `req`: key, owner, lease, steal.
-fn acquire_args(req: &Request<'_>) -> (Vec<u8>, EncodedToken, i64, Option<i64>) {
-    (
-        req.key.as_bytes().to_vec(),
-        req.token.encode(),
-        millis(req.lease.unwrap_or(DEFAULT_LEASE)),
-        req.steal_after.map(millis),
-    )
+/// What one acquisition sends, owned.
+struct AcquireArgs {
+    key: Vec<u8>,
+    owner: EncodedToken,
+    lease: i64,
+    steal: Option<i64>,
+    label: Option<String>,
+    function: Option<String>,
+    /// The process record's statement, when it is due, and where to say
+    /// when it is due next.
+    record: Option<(String, Arc<AtomicU64>)>,
+}
+
+/// How often a process writes its record again, on its next acquisition.
+const PROC_REWRITE: Duration = Duration::from_secs(12 * 3600);
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+impl PostgresStore {
+    /// The acquire statement's parameters for `req`.
+    fn acquire_args(&self, req: &Request<'_>) -> AcquireArgs {
+        let due = self.proc_due.load(Ordering::Acquire) <= unix_now();
+        AcquireArgs {
+            key: req.key.as_bytes().to_vec(),
+            owner: req.token.encode(),
+            lease: millis(req.lease.unwrap_or(DEFAULT_LEASE)),
+            steal: req.steal_after.map(millis),
+            label: req.label.map(str::to_owned),
+            function: req.function.map(str::to_owned),
+            record: due.then(|| (self.names.write_proc(), Arc::clone(&self.proc_due))),
+        }
+    }
 }
 
 impl AsyncStore for PostgresStore {
@@ -335,10 +428,10 @@ impl AsyncStore for PostgresStore {
     ) -> BoxFuture<'a, Result<Attempt, BackendError>> {
         Box::pin(async move {
             let sent = Instant::now();
-            let (key, owner, lease, steal) = acquire_args(req);
+            let args = self.acquire_args(req);
             let answer = self
                 .pool
-                .with(Some(req.key), |c| ops::acquire(c, key, owner, lease, steal))
+                .with(Some(req.key), |c| ops::acquire(c, args))
                 .await?;
             Ok(attempt(answer, sent))
         })
@@ -374,6 +467,8 @@ impl AsyncStore for PostgresStore {
             .async_owner_check(self)
             .async_clean_up(self)
             .async_listing(self)
+            .async_inspect(self)
+            .async_force_release(self)
             .wake_ups(self)
     }
 }
@@ -383,10 +478,10 @@ impl AsyncStore for PostgresStore {
 impl Store for PostgresStore {
     fn try_acquire(&self, req: &Request<'_>) -> Result<Attempt, BackendError> {
         let sent = Instant::now();
-        let (key, owner, lease, steal) = acquire_args(req);
-        let answer = self.pool.blocking(Some(req.key), move |c| {
-            ops::acquire(c, key, owner, lease, steal)
-        })?;
+        let args = self.acquire_args(req);
+        let answer = self
+            .pool
+            .blocking(Some(req.key), move |c| ops::acquire(c, args))?;
         Ok(attempt(answer, sent))
     }
 
@@ -433,9 +528,12 @@ impl AsyncCleanUp for PostgresStore {
     fn clean_up<'a>(&'a self, grace: Duration) -> BoxFuture<'a, Result<u64, BackendError>> {
         Box::pin(async move {
             let grace = millis(grace);
+            let procs = self.names.clean_procs();
             self.pool
                 .with(None, |c| async move {
-                    c.client.execute(&c.clean_up, &[&grace]).await
+                    let gone = c.client.execute(&c.clean_up, &[&grace]).await?;
+                    c.client.execute(&procs, &[]).await?;
+                    Ok(gone)
                 })
                 .await
         })
@@ -474,6 +572,221 @@ impl AsyncListing for PostgresStore {
                 );
             }
             Ok(held)
+        })
+    }
+}
+
+/// A row as the page and show statements read it (see `Names::page`).
+fn held_row(row: &tokio_postgres::Row) -> Result<Option<Held>, tokio_postgres::Error> {
+    let key: Vec<u8> = row.try_get(0)?;
+    // Keys come from `&str`s; a row put in by hand that is not UTF-8
+    // names no lock of this runtime's.
+    let Ok(key) = String::from_utf8(key) else {
+        return Ok(None);
+    };
+    let fence: i64 = row.try_get(1)?;
+    let held_for = ms(row.try_get(2)?);
+    let left = ms(row.try_get(3)?);
+    let owner = Owner::unknown()
+        .label(row.try_get(4)?)
+        .function(row.try_get(5)?)
+        .host(row.try_get(6)?)
+        .pid(
+            row.try_get::<_, Option<i64>>(7)?
+                .and_then(|p| u32::try_from(p).ok()),
+        );
+    Ok(Some(
+        Held::new(key)
+            .fencing(u64::try_from(fence).ok())
+            .held_for(Some(held_for))
+            .lease_left(Some(left))
+            .owner((owner != Owner::unknown()).then_some(owner))
+            .acquired_at(SystemTime::now().checked_sub(held_for)),
+    ))
+}
+
+fn ms(v: i64) -> Duration {
+    Duration::from_millis(u64::try_from(v).unwrap_or(0))
+}
+
+impl AsyncInspect for PostgresStore {
+    fn list<'a>(
+        &'a self,
+        _ns: &'a Namespace,
+        prefix: &'a str,
+        cursor: Option<&'a str>,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Page, BackendError>> {
+        Box::pin(async move {
+            let limit = limit.max(1);
+            let head = prefix.as_bytes();
+            let len = i32::try_from(head.len()).unwrap_or(i32::MAX);
+            let after = cursor.map(str::as_bytes);
+            let n = i64::try_from(limit).unwrap_or(i64::MAX).saturating_add(1);
+            let sql = self.names.page();
+            let rows = self
+                .pool
+                .with(None, |c| async move {
+                    c.client.query(&sql, &[&head, &len, &after, &n]).await
+                })
+                .await?;
+            let mut held = Vec::with_capacity(rows.len());
+            for row in &rows {
+                if let Some(h) = held_row(row).map_err(|e| pool::error(&e))? {
+                    held.push(h);
+                }
+            }
+            // The cursor is the last row's key read, so that a row skipped
+            // (not UTF-8) does not end the pages early.
+            let more = rows.len() > limit;
+            let next = if more {
+                let last = rows.get(limit - 1).map(|r| r.try_get::<_, Vec<u8>>(0));
+                match last {
+                    Some(Ok(k)) => Some(String::from_utf8_lossy(&k).into_owned()),
+                    _ => None,
+                }
+            } else {
+                None
+            };
+            held.retain(|h| next.as_deref().is_none_or(|n| *h.key <= *n));
+            Ok(Page::new(held, next))
+        })
+    }
+
+    fn show<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Held>, BackendError>> {
+        Box::pin(async move {
+            let bytes = key.as_bytes();
+            let sql = self.names.show();
+            let rows = self
+                .pool
+                .with(Some(key), |c| async move {
+                    c.client.query(&sql, &[&bytes]).await
+                })
+                .await?;
+            match rows.first() {
+                Some(row) => held_row(row).map_err(|e| pool::error(&e)),
+                None => Ok(None),
+            }
+        })
+    }
+}
+
+impl AsyncForceRelease for PostgresStore {
+    fn force_release<'a>(
+        &'a self,
+        _ns: &'a Namespace,
+        mut entry: Forced,
+    ) -> BoxFuture<'a, Result<Forced, BackendError>> {
+        Box::pin(async move {
+            let at_ms = entry
+                .at
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+            let key = entry.key.as_bytes().to_vec();
+            let by_pid = entry.by.pid.map(i64::from);
+            let (by_host, by_user, reason) = (
+                entry.by.host.clone(),
+                entry.by.label.clone(),
+                entry.reason.clone(),
+            );
+            let (channel, kept) = (self.channel(), AUDIT_LOG_LEN as i64);
+            let sql = self.names.force();
+            let row = self
+                .pool
+                .with(Some(&entry.key), |c| async move {
+                    c.client
+                        .query_one(
+                            &sql,
+                            &[
+                                &key, &at_ms, &by_host, &by_pid, &by_user, &reason, &&*channel,
+                                &kept,
+                            ],
+                        )
+                        .await
+                })
+                .await?;
+            let decode = |e: tokio_postgres::Error| pool::error(&e);
+            let removed: bool = row.try_get(0).map_err(decode)?;
+            if removed {
+                let owner = Owner::unknown()
+                    .host(row.try_get(1).map_err(decode)?)
+                    .pid(
+                        row.try_get::<_, Option<i64>>(2)
+                            .map_err(decode)?
+                            .and_then(|p| u32::try_from(p).ok()),
+                    )
+                    .label(row.try_get(3).map_err(decode)?)
+                    .function(row.try_get(4).map_err(decode)?);
+                let fence: Option<i64> = row.try_get(5).map_err(decode)?;
+                let held_for: Option<i64> = row.try_get(6).map_err(decode)?;
+                let held_for = held_for.map(ms);
+                entry.removed = Some(
+                    Held::new(entry.key.clone())
+                        .owner((owner != Owner::unknown()).then_some(owner))
+                        .fencing(fence.and_then(|f| u64::try_from(f).ok()))
+                        .held_for(held_for)
+                        .acquired_at(held_for.and_then(|d| SystemTime::now().checked_sub(d))),
+                );
+            }
+            Ok(entry)
+        })
+    }
+
+    fn audit_log<'a>(
+        &'a self,
+        ns: &'a Namespace,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<Forced>, BackendError>> {
+        Box::pin(async move {
+            let head = ns.head().as_bytes();
+            let len = i32::try_from(head.len()).unwrap_or(i32::MAX);
+            let n = limit.min(AUDIT_LOG_LEN) as i64;
+            let sql = self.names.audit_log();
+            let rows = self
+                .pool
+                .with(None, |c| async move {
+                    c.client.query(&sql, &[&head, &len, &n]).await
+                })
+                .await?;
+            let decode = |e: tokio_postgres::Error| pool::error(&e);
+            let mut log = Vec::with_capacity(rows.len());
+            for r in rows {
+                let Ok(key) = String::from_utf8(r.try_get(0).map_err(decode)?) else {
+                    continue;
+                };
+                let at_ms: i64 = r.try_get(1).map_err(decode)?;
+                let at = UNIX_EPOCH + ms(at_ms);
+                let pid = |i: usize| -> Result<Option<u32>, BackendError> {
+                    Ok(r.try_get::<_, Option<i64>>(i)
+                        .map_err(decode)?
+                        .and_then(|p| u32::try_from(p).ok()))
+                };
+                let by = Owner::unknown()
+                    .host(r.try_get(2).map_err(decode)?)
+                    .pid(pid(3)?)
+                    .label(r.try_get(4).map_err(decode)?);
+                let reason: String = r.try_get(5).map_err(decode)?;
+                let removed = if r.try_get::<_, bool>(6).map_err(decode)? {
+                    let owner = Owner::unknown()
+                        .host(r.try_get(7).map_err(decode)?)
+                        .pid(pid(8)?)
+                        .label(r.try_get(9).map_err(decode)?)
+                        .function(r.try_get(10).map_err(decode)?);
+                    let fence: Option<i64> = r.try_get(11).map_err(decode)?;
+                    let held_for = r.try_get::<_, Option<i64>>(12).map_err(decode)?.map(ms);
+                    Some(
+                        Held::new(key.clone())
+                            .owner((owner != Owner::unknown()).then_some(owner))
+                            .fencing(fence.and_then(|f| u64::try_from(f).ok()))
+                            .held_for(held_for)
+                            .acquired_at(held_for.and_then(|d| at.checked_sub(d))),
+                    )
+                } else {
+                    None
+                };
+                log.push(Forced::new(key, at, by, reason).removed(removed));
+            }
+            Ok(log)
         })
     }
 }

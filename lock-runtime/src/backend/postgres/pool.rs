@@ -336,9 +336,8 @@ async fn ensure_schema(client: &Client, names: &Names) -> Result<(), tokio_postg
     let mut tries = 0;
     loop {
         let row = client.query_one(&names.exists(), &[]).await?;
-        let (table, sequence): (Option<String>, Option<String>) =
-            (row.try_get(0)?, row.try_get(1)?);
-        if table.is_some() && sequence.is_some() {
+        let all = (0..5).all(|i| row.try_get::<_, Option<String>>(i).ok().flatten().is_some());
+        if all {
             return Ok(());
         }
         let mut raced = None;
@@ -348,6 +347,7 @@ async fn ensure_schema(client: &Client, names: &Names) -> Result<(), tokio_postg
                     *c == SqlState::UNIQUE_VIOLATION
                         || *c == SqlState::DUPLICATE_TABLE
                         || *c == SqlState::DUPLICATE_OBJECT
+                        || *c == SqlState::DUPLICATE_COLUMN
                 });
                 if !lost_race || tries >= 3 {
                     return Err(e);

@@ -29,7 +29,7 @@ impl Names {
         })
     }
 
-    pub(super) fn schema(&self) -> [String; 2] {
+    pub(super) fn schema(&self) -> [String; 5] {
         let (t, s) = (&self.table, &self.sequence);
         [
             format!("CREATE SEQUENCE IF NOT EXISTS \"{s}\""),
@@ -39,21 +39,160 @@ impl Names {
                  owner       text NOT NULL,\n    \
                  fence       bigint NOT NULL,\n    \
                  acquired_at timestamptz NOT NULL,\n    \
-                 lease_end   timestamptz NOT NULL\n)"
+                 lease_end   timestamptz NOT NULL,\n    \
+                 label       text,\n    \
+                 function    text\n)"
+            ),
+            // A table made before holders were recorded.
+            format!(
+                "ALTER TABLE \"{t}\" ADD COLUMN IF NOT EXISTS label text, \
+                 ADD COLUMN IF NOT EXISTS function text"
+            ),
+            format!(
+                "CREATE TABLE IF NOT EXISTS \"{t}_procs\" (\n    \
+                 tag     text PRIMARY KEY,\n    \
+                 host    text,\n    \
+                 pid     bigint,\n    \
+                 written timestamptz NOT NULL\n)"
+            ),
+            format!(
+                "CREATE TABLE IF NOT EXISTS \"{t}_audit\" (\n    \
+                 id         bigserial PRIMARY KEY,\n    \
+                 key        bytea NOT NULL,\n    \
+                 at         timestamptz NOT NULL,\n    \
+                 by_host    text,\n    \
+                 by_pid     bigint,\n    \
+                 by_user    text,\n    \
+                 reason     text NOT NULL,\n    \
+                 removed    boolean NOT NULL,\n    \
+                 r_host     text,\n    \
+                 r_pid      bigint,\n    \
+                 r_label    text,\n    \
+                 r_function text,\n    \
+                 r_fencing  bigint,\n    \
+                 r_held_ms  bigint\n)"
             ),
         ]
     }
 
-    /// Whether the table and the sequence exist: `(table, sequence)` as
-    /// `regclass` or NULL.
+    /// Whether everything [`schema`](Self::schema) makes exists: the table
+    /// (with its `label` column), the sequence, the process and audit
+    /// tables, each as text or NULL.
     pub(super) fn exists(&self) -> String {
+        let t = &self.table;
         format!(
-            "SELECT to_regclass('\"{}\"')::text, to_regclass('\"{}\"')::text",
-            self.table, self.sequence
+            "SELECT to_regclass('\"{t}\"')::text, to_regclass('\"{}\"')::text, \
+                    to_regclass('\"{t}_procs\"')::text, to_regclass('\"{t}_audit\"')::text, \
+                    (SELECT attname::text FROM pg_attribute \
+                      WHERE attrelid = to_regclass('\"{t}\"') AND attname = 'function' AND NOT attisdropped)",
+            self.sequence
         )
     }
 
-    /// `$1` key, `$2` owner, `$3` lease ms, `$4` steal ms or NULL. Answers
+    /// `$1` the process's tag, `$2` host, `$3` pid: its record, written
+    /// once per process (and again daily while it locks).
+    pub(super) fn write_proc(&self) -> String {
+        format!(
+            "INSERT INTO \"{}_procs\" (tag, host, pid, written) \
+             VALUES ($1::text, $2::text, $3::bigint, clock_timestamp()) \
+             ON CONFLICT (tag) DO UPDATE \
+               SET host = excluded.host, pid = excluded.pid, written = excluded.written",
+            self.table
+        )
+    }
+
+    /// What the admin API reads of a held row `l` joined with its process
+    /// `p`: key, fence, held ms, lease left ms, label, function, host, pid.
+    fn held_columns() -> &'static str {
+        "l.key, l.fence, \
+         GREATEST(floor(extract(epoch FROM clock_timestamp() - l.acquired_at) * 1000), 0)::bigint, \
+         GREATEST(ceil(extract(epoch FROM l.lease_end - clock_timestamp()) * 1000), 0)::bigint, \
+         l.label, l.function, p.host, p.pid"
+    }
+
+    /// `$1` a stored-key prefix, `$2` its length, `$3` the cursor (the last
+    /// key given, or NULL), `$4` limit: a range of the primary key.
+    pub(super) fn page(&self) -> String {
+        let t = &self.table;
+        format!(
+            "SELECT {} FROM \"{t}\" l LEFT JOIN \"{t}_procs\" p ON p.tag = substr(l.owner, 1, 11) \
+             WHERE l.key >= $1::bytea AND substring(l.key FROM 1 FOR $2::int) = $1::bytea \
+               AND ($3::bytea IS NULL OR l.key > $3::bytea) \
+               AND l.owner <> '' AND l.lease_end > clock_timestamp() \
+             ORDER BY l.key LIMIT $4::bigint",
+            Self::held_columns()
+        )
+    }
+
+    /// `$1` key: the row if held.
+    pub(super) fn show(&self) -> String {
+        let t = &self.table;
+        format!(
+            "SELECT {} FROM \"{t}\" l LEFT JOIN \"{t}_procs\" p ON p.tag = substr(l.owner, 1, 11) \
+             WHERE l.key = $1::bytea AND l.owner <> '' AND l.lease_end > clock_timestamp()",
+            Self::held_columns()
+        )
+    }
+
+    /// `$1` key, `$2` unix ms, `$3` by host, `$4` by pid, `$5` by user, `$6`
+    /// reason, `$7` channel, `$8` audit rows kept. Frees the row whoever
+    /// holds it, as a release does (ownerless and ended, the fence's
+    /// sequence untouched, waiters notified), and appends the audit row,
+    /// trimming the table; answers the audit row's `removed` and what it
+    /// says of the holder removed (host, pid, label, function, fence, held
+    /// ms).
+    pub(super) fn force(&self) -> String {
+        let t = &self.table;
+        format!(
+            "WITH old AS ( \
+               SELECT key, owner, fence, acquired_at, label, function FROM \"{t}\" \
+               WHERE key = $1::bytea AND owner <> '' AND lease_end > clock_timestamp() FOR UPDATE), \
+             gone AS ( \
+               UPDATE \"{t}\" AS l SET owner = '', lease_end = LEAST(l.lease_end, clock_timestamp()) \
+               FROM old WHERE l.key = old.key RETURNING l.key), \
+             entry AS ( \
+               INSERT INTO \"{t}_audit\" (key, at, by_host, by_pid, by_user, reason, removed, \
+                                            r_host, r_pid, r_label, r_function, r_fencing, r_held_ms) \
+               SELECT $1::bytea, to_timestamp($2::bigint / 1000.0), $3::text, $4::bigint, $5::text, \
+                      $6::text, old.key IS NOT NULL, p.host, p.pid, old.label, old.function, old.fence, \
+                      GREATEST(floor(extract(epoch FROM clock_timestamp() - old.acquired_at) * 1000), 0)::bigint \
+               FROM (SELECT 1) one LEFT JOIN old ON true \
+                    LEFT JOIN \"{t}_procs\" p ON p.tag = substr(old.owner, 1, 11) \
+               RETURNING id, removed, r_host, r_pid, r_label, r_function, r_fencing, r_held_ms), \
+             trimmed AS ( \
+               DELETE FROM \"{t}_audit\" WHERE id <= (SELECT id FROM entry) - $8::bigint) \
+             SELECT removed, r_host, r_pid, r_label, r_function, r_fencing, r_held_ms, \
+                    CASE WHEN (SELECT count(*) FROM gone) > 0 THEN \
+                      pg_notify($7::text, CASE WHEN octet_length($1::bytea) < {MAX_NAMED_KEY} \
+                                          THEN encode($1::bytea, 'hex') ELSE '' END)::text END \
+             FROM entry"
+        )
+    }
+
+    /// `$1` a stored-key prefix, `$2` its length, `$3` limit: the newest
+    /// audit rows under it.
+    pub(super) fn audit_log(&self) -> String {
+        format!(
+            "SELECT key, (extract(epoch FROM at) * 1000)::bigint, by_host, by_pid, by_user, reason, \
+                    removed, r_host, r_pid, r_label, r_function, r_fencing, r_held_ms \
+             FROM \"{}_audit\" WHERE substring(key FROM 1 FOR $2::int) = $1::bytea \
+             ORDER BY id DESC LIMIT $3::bigint",
+            self.table
+        )
+    }
+
+    /// Process records that no row names and that were not written for two
+    /// days (a live process writes its own daily).
+    pub(super) fn clean_procs(&self) -> String {
+        let t = &self.table;
+        format!(
+            "DELETE FROM \"{t}_procs\" WHERE written < clock_timestamp() - interval '2 days' \
+             AND tag NOT IN (SELECT substr(owner, 1, 11) FROM \"{t}\" WHERE owner <> '')"
+        )
+    }
+
+    /// `$1` key, `$2` owner, `$3` lease ms, `$4` steal ms or NULL, `$5`
+    /// label, `$6` function (NULL for none). Answers
     /// the fence when it won; else how long until the holder's lease ends
     /// (or its steal age comes), as the statement's snapshot shows it: NULL
     /// when the holder committed after the snapshot began.
@@ -69,12 +208,13 @@ impl Names {
         format!(
             "WITH now AS MATERIALIZED (SELECT clock_timestamp() AS t), \
              won AS ( \
-               INSERT INTO \"{t}\" AS l (key, owner, fence, acquired_at, lease_end) \
+               INSERT INTO \"{t}\" AS l (key, owner, fence, acquired_at, lease_end, label, function) \
                SELECT $1::bytea, $2::text, nextval('\"{s}\"'), now.t, \
-                      now.t + $3::bigint * interval '1 millisecond' FROM now \
+                      now.t + $3::bigint * interval '1 millisecond', $5::text, $6::text FROM now \
                ON CONFLICT (key) DO UPDATE \
                  SET owner = excluded.owner, fence = nextval('\"{s}\"'), \
-                     acquired_at = excluded.acquired_at, lease_end = excluded.lease_end \
+                     acquired_at = excluded.acquired_at, lease_end = excluded.lease_end, \
+                     label = excluded.label, function = excluded.function \
                  WHERE l.lease_end <= excluded.acquired_at \
                     OR l.acquired_at + $4::bigint * interval '1 millisecond' <= excluded.acquired_at \
                RETURNING l.fence) \

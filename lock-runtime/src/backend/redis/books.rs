@@ -24,10 +24,6 @@ const REWRITE_EVERY: Duration = Duration::from_secs(24 * 3600);
 /// new pairs are held with no label (the process record stays small).
 const MAX_METAS: usize = 10_000;
 
-/// The characters of a token that are the same for every token of this
-/// process (its seed's bits): the name of its record.
-const TAG_LEN: usize = 11;
-
 /// This process's record, as one store writes it.
 pub(super) struct Books {
     /// `<books>proc:`, the records' prefix.
@@ -51,8 +47,7 @@ static START: Lazy<Instant> = Lazy::new(Instant::now);
 impl Books {
     pub(super) fn new(ns: &Namespace) -> Self {
         let procs = ns.internal("proc:");
-        let tag = Token::new().encode();
-        let record = format!("{procs}{}", &tag.as_str()[..TAG_LEN]);
+        let record = format!("{procs}{}", crate::admin::process_tag());
         Self {
             procs,
             record,
@@ -158,10 +153,18 @@ pub(super) type Inspected = (
 
 /// The held lock `key` from what the inspect script read; `None` for a key
 /// that is gone or holds no lock of ours.
+#[cfg(test)]
 pub(super) fn held(key: String, read: Inspected) -> Option<Held> {
+    held_owned(key, read).map(|(held, _)| held)
+}
+
+/// The held lock `key` from what the inspect script read, with its
+/// holder's token; `None` for a key that is gone or holds no lock of ours.
+pub(super) fn held_owned(key: String, read: Inspected) -> Option<(Held, String)> {
     let (value, pttl, host, pid, label, function) = read;
     let value = value?;
-    Token::decode(value.get(..22)?)?;
+    let token = value.get(..22)?.to_owned();
+    Token::decode(&token)?;
     let span: u64 = value
         .get(22..)?
         .split(|c: char| !c.is_ascii_digit())
@@ -177,14 +180,13 @@ pub(super) fn held(key: String, read: Inspected) -> Option<Held> {
         label.as_deref(),
         function.as_deref(),
     );
-    Some(
-        Held::new(key)
-            .held_for(Some(held_for))
-            .lease_left(left.map(Duration::from_millis))
-            .waiting(None)
-            .owner(owner)
-            .acquired_at(SystemTime::now().checked_sub(held_for)),
-    )
+    let held = Held::new(key)
+        .held_for(Some(held_for))
+        .lease_left(left.map(Duration::from_millis))
+        .waiting(None)
+        .owner(owner)
+        .acquired_at(SystemTime::now().checked_sub(held_for));
+    Some((held, token))
 }
 
 fn owner(

@@ -204,8 +204,14 @@ impl LineGuard<'_> {
             &self.inner.fence_key,
             &self.args.key,
             self.args.token,
-            Some(self.waiting.lease_ms()),
+            Some(&self.place()),
         )
+    }
+
+    /// What names this waiter's place in line beside its token: the lease
+    /// it asked for and its meta suffix.
+    fn place(&self) -> String {
+        format!("{}{}", self.waiting.lease_ms(), self.args.meta)
     }
 
     fn leave_blocking(&mut self) {
@@ -241,7 +247,7 @@ impl Drop for LineGuard<'_> {
                     } else {
                         Release::No
                     },
-                    leave: leave.then(|| self.waiting.lease_ms()),
+                    leave: leave.then(|| self.place()),
                 };
                 self.inner.hand_off(Some(conn.clone()), leftover);
             }
@@ -255,8 +261,9 @@ pub(super) struct Leftover {
     pub(super) key: String,
     pub(super) token: Token,
     pub(super) release: Release,
-    /// Leave the line: the place named by the lease the waiter asked for.
-    pub(super) leave: Option<u64>,
+    /// Leave the line: the place named by the lease the waiter asked for
+    /// and its meta suffix.
+    pub(super) leave: Option<String>,
 }
 
 /// Whether a [`Leftover`] gives a lock back, and how loudly.
@@ -324,13 +331,13 @@ impl Inner {
                 handover_invocation(&scripts::RELEASE, &self.fence_key, &l.key, l.token, None);
             released(l, self.invoke_on::<i64>(&mut conn, release).await);
         }
-        if let Some(lease) = l.leave {
+        if let Some(place) = &l.leave {
             let leave = handover_invocation(
                 &scripts::LEAVE,
                 &self.fence_key,
                 &l.key,
                 l.token,
-                Some(lease),
+                Some(place),
             );
             if let Err(e) = self.invoke_on::<i64>(&mut conn, leave).await {
                 tracing::warn!(key = %l.key, error = %e, "could not leave the line; the place expires by itself");
@@ -344,13 +351,13 @@ impl Inner {
                 handover_invocation(&scripts::RELEASE, &self.fence_key, &l.key, l.token, None);
             released(l, self.sync::<i64>(&release));
         }
-        if let Some(lease) = l.leave {
+        if let Some(place) = &l.leave {
             let leave = handover_invocation(
                 &scripts::LEAVE,
                 &self.fence_key,
                 &l.key,
                 l.token,
-                Some(lease),
+                Some(place),
             );
             if let Err(e) = self.sync::<i64>(&leave) {
                 tracing::warn!(key = %l.key, error = %e, "could not leave the line; the place expires by itself");

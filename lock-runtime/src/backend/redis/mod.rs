@@ -381,14 +381,15 @@ impl AcquireArgs {
 }
 
 /// Release (`script` = RELEASE) or leave the line (`script` = LEAVE, with
-/// the lease the waiter asked for, which names its place): the same keys,
-/// since either may hand the lock to the head of the line.
+/// the lease the waiter asked for and its meta suffix, which with its
+/// token name its place): the same keys, since either may hand the lock to
+/// the head of the line.
 fn handover_invocation<'a>(
     script: &'a redis::Script,
     fence_key: &str,
     key: &str,
     token: Token,
-    asked_lease_ms: Option<u64>,
+    place: Option<&str>,
 ) -> ScriptInvocation<'a> {
     let [line, alive] = line_keys(fence_key, key);
     let mut inv = script.prepare_invoke();
@@ -399,8 +400,8 @@ fn handover_invocation<'a>(
         .arg(token.encode().as_str())
         .arg(key)
         .arg(millis(WAITER_TTL));
-    if let Some(lease) = asked_lease_ms {
-        inv.arg(lease);
+    if let Some(place) = place {
+        inv.arg(place);
     }
     inv
 }
@@ -504,6 +505,18 @@ fn is_connection_error(e: &RedisError) -> bool {
 impl Inner {
     /// The held locks among `keys`, read with their owners in one script.
     fn inspect(&self, keys: Vec<String>) -> Result<Vec<Option<Held>>, BackendError> {
+        Ok(self
+            .inspect_owned(keys)?
+            .into_iter()
+            .map(|h| h.map(|(held, _)| held))
+            .collect())
+    }
+
+    /// [`inspect`](Self::inspect), with each holder's token.
+    fn inspect_owned(
+        &self,
+        keys: Vec<String>,
+    ) -> Result<Vec<Option<(Held, String)>>, BackendError> {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
@@ -516,8 +529,46 @@ impl Inner {
         Ok(keys
             .into_iter()
             .zip(read)
-            .map(|(k, r)| books::held(k, r))
+            .map(|(k, r)| books::held_owned(k, r))
             .collect())
+    }
+
+    /// Frees `entry.key` whoever holds it and records `entry` (see
+    /// [`scripts::FORCE`]); the entry as recorded.
+    fn force(&self, entry: &Forced) -> Result<Forced, BackendError> {
+        let [line, alive] = line_keys(&self.fence_key, &entry.key);
+        let mut inv = scripts::FORCE.prepare_invoke();
+        inv.key(&entry.key)
+            .key(line)
+            .key(alive)
+            .key(&self.fence_key)
+            .key(&self.books.audit)
+            .arg(&entry.key)
+            .arg(millis(WAITER_TTL))
+            .arg(books::entry_head(entry))
+            .arg(AUDIT_LOG_LEN)
+            .arg(self.books.procs());
+        let recorded = self.sync::<String>(&inv)?;
+        books::entry(&recorded).ok_or_else(|| {
+            BackendError::new(BackendErrorKind::Protocol, "an unreadable audit entry")
+        })
+    }
+
+    /// The newest `limit` entries of the audit list.
+    fn audit(&self, limit: usize) -> Result<Vec<Forced>, BackendError> {
+        let stop = limit.min(AUDIT_LOG_LEN) as i64 - 1;
+        if stop < 0 {
+            return Ok(Vec::new());
+        }
+        let read = self.pool.with(|c| {
+            redis::cmd("LRANGE")
+                .arg(&self.books.audit)
+                .arg(0)
+                .arg(stop)
+                .query::<Vec<String>>(c)
+        });
+        read.map(|log| log.iter().filter_map(|e| books::entry(e)).collect())
+            .map_err(|e| self.sync_failed(e))
     }
 
     /// One page: `SCAN` steps (each bounded by its `COUNT`) from the
@@ -533,6 +584,19 @@ impl Inner {
         cursor: Option<&str>,
         limit: usize,
     ) -> Result<Page, BackendError> {
+        let (keys, next) = self.scan(ns, prefix, cursor, limit)?;
+        let held = self.inspect(keys)?.into_iter().flatten().collect();
+        Ok(Page::new(held, next))
+    }
+
+    /// The keys of one page (see [`page`](Self::page)) and the next cursor.
+    fn scan(
+        &self,
+        ns: &Namespace,
+        prefix: &str,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<String>, Option<String>), BackendError> {
         let pattern = format!("{}*", glob_escape(prefix));
         let (mut at, mut after) = match cursor {
             None => (0u64, None),
@@ -586,8 +650,7 @@ impl Inner {
                 break;
             }
         }
-        let held = self.inspect(keys)?.into_iter().flatten().collect();
-        Ok(Page::new(held, next))
+        Ok((keys, next))
     }
 
     /// A pooled sync call failed: a dead connection empties the pool, so
@@ -750,48 +813,23 @@ impl Backend for RedisBackend {
     }
 
     fn holders(&self, ns: &Namespace) -> Option<Result<Vec<Held>, BackendError>> {
-        // SCAN the namespace's keys (every key under no prefix; `key_of`
-        // drops the store's own records and other namespaces), then their
-        // remaining leases in one pipeline.
-        let pattern = format!("{}*", glob_escape(ns.head()));
-        let listed = self.inner.pool.with(|c| {
-            let mut keys = Vec::new();
-            let mut cursor = 0u64;
-            loop {
-                let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
-                    .arg(cursor)
-                    .arg("MATCH")
-                    .arg(&pattern)
-                    .arg("COUNT")
-                    .arg(1000)
-                    .query(c)?;
-                keys.extend(batch.into_iter().filter(|k| ns.key_of(k).is_some()));
-                if next == 0 {
-                    break;
-                }
-                cursor = next;
-            }
-            let mut pipe = redis::pipe();
-            for k in &keys {
-                pipe.cmd("PTTL").arg(k);
-            }
-            let ttls: Vec<i64> = if keys.is_empty() {
-                Vec::new()
-            } else {
-                pipe.query(c)?
+        // Every page of the namespace's keys (every key under no prefix;
+        // `key_of` drops the store's own records and other namespaces),
+        // each read with its holder.
+        let prefix = ns.key("".into()).into_owned();
+        let mut held = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let page = match self.inner.page(ns, &prefix, cursor.as_deref(), 1000) {
+                Ok(page) => page,
+                Err(e) => return Some(Err(e)),
             };
-            Ok(keys
-                .into_iter()
-                .zip(ttls)
-                // -2: gone since the scan.
-                .filter(|&(_, ttl)| ttl != -2)
-                .map(|(k, ttl)| {
-                    let left = u64::try_from(ttl).ok().map(Duration::from_millis);
-                    Held::new(k).lease_left(left)
-                })
-                .collect())
-        });
-        Some(listed.map_err(|e| self.inner.sync_failed(e)))
+            held.extend(page.held);
+            match page.next {
+                Some(next) => cursor = Some(next),
+                None => return Some(Ok(held)),
+            }
+        }
     }
 
     fn acquire(&self, req: &Request<'_>, wait: Wait) -> Result<Option<Acquired>, BackendError> {
@@ -817,43 +855,12 @@ impl Backend for RedisBackend {
 
     fn force_release(&self, ns: &Namespace, entry: Forced) -> Option<Result<Forced, BackendError>> {
         let _ = ns;
-        let [line, alive] = line_keys(&self.inner.fence_key, &entry.key);
-        let mut inv = scripts::FORCE.prepare_invoke();
-        inv.key(&entry.key)
-            .key(line)
-            .key(alive)
-            .key(&self.inner.fence_key)
-            .key(&self.inner.books.audit)
-            .arg(&entry.key)
-            .arg(millis(WAITER_TTL))
-            .arg(books::entry_head(&entry))
-            .arg(AUDIT_LOG_LEN)
-            .arg(self.inner.books.procs());
-        let recorded = self.inner.sync::<String>(&inv);
-        Some(recorded.and_then(|r| {
-            books::entry(&r).ok_or_else(|| {
-                BackendError::new(BackendErrorKind::Protocol, "an unreadable audit entry")
-            })
-        }))
+        Some(self.inner.force(&entry))
     }
 
     fn audit_log(&self, ns: &Namespace, limit: usize) -> Option<Result<Vec<Forced>, BackendError>> {
         let _ = ns;
-        let stop = limit.min(AUDIT_LOG_LEN) as i64 - 1;
-        if stop < 0 {
-            return Some(Ok(Vec::new()));
-        }
-        let read = self.inner.pool.with(|c| {
-            redis::cmd("LRANGE")
-                .arg(&self.inner.books.audit)
-                .arg(0)
-                .arg(stop)
-                .query::<Vec<String>>(c)
-        });
-        Some(
-            read.map(|log| log.iter().filter_map(|e| books::entry(e)).collect())
-                .map_err(|e| self.inner.sync_failed(e)),
-        )
+        Some(self.inner.audit(limit))
     }
 
     fn try_acquire_async<'a>(

@@ -27,8 +27,10 @@ use tokio::sync::{mpsc, watch};
 use super::{
     AcquireArgs, Inner, RedisBackend, extend_invocation, handover_invocation, io, scripts,
 };
+use crate::admin::{Forced, Page};
 use crate::backend::{
-    Acquired, Attempt, Backend, BackendError, BackendErrorKind, BoxFuture, Busy, Request, Token,
+    Acquired, Attempt, Backend, BackendError, BackendErrorKind, BoxFuture, Busy, Held, Namespace,
+    Request, Token,
 };
 use crate::watchdog::drift;
 
@@ -752,7 +754,177 @@ async fn acquire_on(
     }
 }
 
+/// One node's view of some keys: each key's holder and its token; `None`
+/// for a node that failed.
+type View = Option<Vec<Option<(Held, String)>>>;
+
+/// The admin API on a quorum: what a majority of the nodes says, node by
+/// node on the callers' thread (each call bounded by the node timeout); a
+/// node that fails counts as one that does not hold the lock.
+impl QuorumBackend {
+    /// Each node's view of `keys` (`None` for a node that failed).
+    fn views(&self, keys: &[String]) -> Vec<View> {
+        self.nodes
+            .iter()
+            .map(|n| n.inner.inspect_owned(keys.to_vec()).ok())
+            .collect()
+    }
+
+    /// The holder a majority of `views` agree on for the `i`th key, and
+    /// the first node that holds it so: the owner from the first node that
+    /// recorded one, the shortest lease left.
+    fn agreed(&self, views: &[View], i: usize) -> Option<(Held, usize)> {
+        let mut by_token: HashMap<&str, Vec<(usize, &Held)>> = HashMap::new();
+        for (node, view) in views.iter().enumerate() {
+            if let Some(Some((held, token))) = view.as_ref().and_then(|v| v.get(i)) {
+                by_token.entry(token).or_default().push((node, held));
+            }
+        }
+        let (_, holders) = by_token.into_iter().find(|(_, h)| h.len() >= self.quorum)?;
+        let (first, held) = holders[0];
+        let mut held = held.clone();
+        held.lease_left = holders.iter().filter_map(|(_, h)| h.lease_left).min();
+        held.owner = holders.iter().find_map(|(_, h)| {
+            h.owner
+                .clone()
+                .filter(|o| o.label.is_some() || o.function.is_some())
+        });
+        if held.owner.is_none() {
+            held.owner = holders.iter().find_map(|(_, h)| h.owner.clone());
+        }
+        Some((held, first))
+    }
+
+    /// A page: the nodes' keys in turn (cursor `<node>/<that node's
+    /// cursor>`), each listed once, by the first node that holds it for the
+    /// majority's holder, when a majority agrees.
+    fn page(
+        &self,
+        ns: &Namespace,
+        prefix: &str,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<Page, BackendError> {
+        let bad =
+            |c: &str| BackendError::new(BackendErrorKind::Other, format!("not a cursor: `{c}`"));
+        let (mut node, mut at) = match cursor {
+            None => (0, None),
+            Some(c) => {
+                let (n, rest) = c.split_once('/').ok_or_else(|| bad(c))?;
+                let n: usize = n.parse().map_err(|_| bad(c))?;
+                (n, Some(rest.to_owned()).filter(|r| !r.is_empty()))
+            }
+        };
+        let limit = limit.max(1);
+        let mut held = Vec::new();
+        while node < self.nodes.len() {
+            let scanned = self.nodes[node]
+                .inner
+                .scan(ns, prefix, at.as_deref(), limit);
+            // A node that is down lists nothing; the keys a majority holds
+            // are on other nodes too.
+            let (keys, next) = scanned.unwrap_or_default();
+            let views = self.views(&keys);
+            for i in 0..keys.len() {
+                if let Some((h, first)) = self.agreed(&views, i)
+                    && first == node
+                {
+                    held.push(h);
+                }
+            }
+            match next {
+                Some(n) => return Ok(Page::new(held, Some(format!("{node}/{n}")))),
+                None => {
+                    node += 1;
+                    at = None;
+                    if !held.is_empty() && node < self.nodes.len() {
+                        return Ok(Page::new(held, Some(format!("{node}/"))));
+                    }
+                }
+            }
+        }
+        Ok(Page::new(held, None))
+    }
+}
+
 impl Backend for QuorumBackend {
+    fn list(
+        &self,
+        ns: &Namespace,
+        prefix: &str,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Option<Result<Page, BackendError>> {
+        Some(self.page(ns, prefix, cursor, limit))
+    }
+
+    fn show(&self, key: &str) -> Option<Result<Option<Held>, BackendError>> {
+        let keys = [key.to_owned()];
+        let views = self.views(&keys);
+        if views.iter().filter(|v| v.is_some()).count() < self.quorum {
+            return Some(Err(BackendError::new(
+                BackendErrorKind::Quorum,
+                "fewer than a majority of the nodes answered",
+            )));
+        }
+        Some(Ok(self.agreed(&views, 0).map(|(h, _)| h)))
+    }
+
+    /// On every node; the holder removed is the one a majority recorded.
+    fn force_release(&self, ns: &Namespace, entry: Forced) -> Option<Result<Forced, BackendError>> {
+        let _ = ns;
+        let done: Vec<Forced> = self
+            .nodes
+            .iter()
+            .filter_map(|n| n.inner.force(&entry).ok())
+            .collect();
+        if done.len() < self.quorum {
+            return Some(Err(BackendError::new(
+                BackendErrorKind::Quorum,
+                format!(
+                    "released on {} of {} nodes, fewer than a majority; the others free it when its lease ends",
+                    done.len(),
+                    self.nodes.len()
+                ),
+            )));
+        }
+        let removed: Vec<&Held> = done.iter().filter_map(|f| f.removed.as_ref()).collect();
+        let mut entry = entry;
+        if removed.len() >= self.quorum {
+            let mut held = removed[0].clone();
+            held.owner = removed.iter().find_map(|h| h.owner.clone());
+            entry.removed = Some(held);
+        }
+        Some(Ok(entry))
+    }
+
+    /// The nodes' logs merged: each forced release once (by key, time and
+    /// reason), newest first.
+    fn audit_log(&self, ns: &Namespace, limit: usize) -> Option<Result<Vec<Forced>, BackendError>> {
+        let _ = ns;
+        let logs: Vec<Vec<Forced>> = self
+            .nodes
+            .iter()
+            .filter_map(|n| n.inner.audit(limit).ok())
+            .collect();
+        if logs.is_empty() {
+            return Some(Err(BackendError::new(
+                BackendErrorKind::Quorum,
+                "no node answered",
+            )));
+        }
+        let mut all: Vec<Forced> = Vec::new();
+        for f in logs.into_iter().flatten() {
+            let same = |g: &Forced| g.key == f.key && g.at == f.at && g.reason == f.reason;
+            if !all.iter().any(same) {
+                all.push(f);
+            }
+        }
+        all.sort_by_key(|f| std::cmp::Reverse(f.at));
+        all.truncate(limit);
+        Some(Ok(all))
+    }
+
     fn try_acquire(&self, req: &Request<'_>) -> Result<Attempt, BackendError> {
         io::block_on(self.try_acquire_future(req))
     }
@@ -841,7 +1013,13 @@ impl QuorumBackend {
         &self,
         req: &Request<'_>,
     ) -> impl Future<Output = Result<Attempt, BackendError>> + Send + 'static {
-        let args = Arc::new(AcquireArgs::new(req, false, String::new()));
+        let args = Arc::new(AcquireArgs::new(
+            req,
+            false,
+            // Numbered in the first node's record (the others' keep host
+            // and pid): a holder's label shows while that node holds it.
+            self.nodes[0].inner.books.meta_of(req),
+        ));
         let lease = req.lease.unwrap_or(crate::lease::DEFAULT_LEASE);
         self.shallow().try_acquire_async_inner(args, lease)
     }

@@ -17,7 +17,8 @@
 //!
 //! Fair waiting uses two more keys beside the lock: a list (the line, in
 //! arrival order) and a sorted set (each waiter's liveness deadline). An
-//! entry is the waiter's token followed by the lease it asked for. A release
+//! entry is the waiter's token followed by the lease it asked for and its
+//! meta suffix. A release
 //! hands the lock straight to the live head of the line (a grant) and
 //! publishes `<token>:<fencing token>`, so the waiter has the lock the
 //! moment the message arrives, with no round trip to claim it. The grant's
@@ -88,9 +89,10 @@ local function pass_on(lock, line, alive, fence, channel, ttl, marked)
     redis.call('LPOP', line)
     redis.call('ZREM', alive, head)
     local token = string.sub(head, 1, 22)
-    local lease = math.min(tonumber(string.sub(head, 23)) or ttl, ttl)
+    local lease = math.min(tonumber(string.match(head, '^%d+', 23)) or ttl, ttl)
+    local meta = string.match(head, '#%d+$', 23) or ''
     local more = marked or redis.call('LLEN', line) > 0
-    redis.call('SET', lock, token .. lease .. (more and '*' or ''), 'PX', lease)
+    redis.call('SET', lock, token .. lease .. meta .. (more and '*' or ''), 'PX', lease)
     local granted = redis.call('INCR', fence)
     redis.call('PUBLISH', channel, token .. ':' .. granted)
   else
@@ -135,8 +137,8 @@ return {0, retry_in(held, pttl, tonumber(ARGV[3]))}
 
 /// Acquisition in line. `KEYS`: lock, fence counter, line, liveness set.
 /// `ARGV`: token, lease ms, steal age ms, waiter TTL ms, wake-up channel,
-/// meta suffix. (A lock a release hands to the line's head carries no meta
-/// suffix: the line's entries name token and lease only.)
+/// meta suffix. A line entry is the token, the lease and the meta suffix,
+/// so a lock a release hands to the line's head keeps its holder's label.
 /// Takes the lock if it is ours (granted while the message was on its way,
 /// or a retry), stale, or free with nobody ahead; else joins the line (or
 /// refreshes its place) and returns `{0, pttl, fencing counter}`: a grant
@@ -146,7 +148,7 @@ pub(crate) static ACQUIRE_FAIR: Lazy<Script> = Lazy::new(|| {
     script(
         r#"
 local token, lease, ttl = ARGV[1], ARGV[2], tonumber(ARGV[4])
-local entry = token .. lease
+local entry = token .. lease .. ARGV[6]
 local head, now = head_of_line(KEYS[3], KEYS[4])
 local held = redis.call('GET', KEYS[1])
 local pttl = -2
@@ -206,7 +208,8 @@ return 1
 });
 
 /// `KEYS`: lock, line, liveness set, fence counter. `ARGV`: token, wake-up
-/// channel, waiter TTL ms, the lease the waiter asked for. A waiter gives up
+/// channel, waiter TTL ms, the lease the waiter asked for and its meta
+/// suffix (the rest of its entry). A waiter gives up
 /// its place in line, and passes on a grant it never took up.
 pub(crate) static LEAVE: Lazy<Script> = Lazy::new(|| {
     script(
