@@ -1567,7 +1567,10 @@ mod tests {
             ("memory://?timeout_ms=5", "timeout_ms", None),
             ("memory://?connect_timeout_ms=5", "connect_timeout_ms", None),
         ];
-        for (url, setting, near) in cases {
+        // Without the `redis` feature a redis URL is refused whole, for
+        // want of the store, before its settings are read.
+        let known = |url: &str| cfg!(feature = "redis") || url.starts_with("memory");
+        for (url, setting, near) in cases.into_iter().filter(|(url, ..)| known(url)) {
             let err = AliasConfig::from_url(url).unwrap_err();
             let LockError::Config {
                 setting: named,
