@@ -107,6 +107,30 @@ fn lockctl_lists_shows_and_releases_a_lock_held_by_another_process() {
     );
     assert!(lock["lease_left_ms"].as_u64().is_some_and(|ms| ms <= 2_000));
 
+    // watch --json: a line per refresh, each a table of the locks held.
+    let out = lockctl(&[
+        "--url",
+        &url,
+        "--json",
+        "watch",
+        "--count",
+        "2",
+        "--interval",
+        "10ms",
+    ]);
+    assert!(out.status.success(), "{:?}", text(&out));
+    let refreshes: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("each refresh parses"))
+        .collect();
+    assert_eq!(refreshes.len(), 2);
+    assert!(
+        refreshes
+            .iter()
+            .all(|r| r["locks"][0]["key"] == "report-42"),
+        "{refreshes:?}"
+    );
+
     // show: exit 0 for a held key, 1 for a free one.
     let out = lockctl(&["--url", &url, "show", "report-42"]);
     let (stdout, _) = text(&out);
