@@ -329,9 +329,14 @@ fn slot_of(key: Option<&str>, next: &AtomicUsize) -> usize {
     n % SLOTS
 }
 
-/// Creates the sequence and the table unless both exist. Several processes
-/// may do it at once: `IF NOT EXISTS` still races on the catalog (a unique
-/// violation, or "already exists"), and a second look then finds them.
+/// Creates the sequence and the tables unless they all exist. Several
+/// processes (and several connections of one) may do it at once, and `IF
+/// NOT EXISTS` alone still races on the catalog (a unique violation on
+/// `pg_type`, or "already exists"): the statements run in one transaction
+/// behind a transaction-scoped advisory lock on the table's name, which
+/// holds no session state (PgBouncer's transaction pooling keeps it). A
+/// creator without that lock (an older version) can still race: a second
+/// look then finds the tables.
 async fn ensure_schema(client: &Client, names: &Names) -> Result<(), tokio_postgres::Error> {
     let mut tries = 0;
     loop {
@@ -340,24 +345,26 @@ async fn ensure_schema(client: &Client, names: &Names) -> Result<(), tokio_postg
         if all {
             return Ok(());
         }
-        let mut raced = None;
+        let key = fnv1a(format!("lock-runtime schema {}", names.table).as_bytes()) as i64;
+        let mut sql = format!("BEGIN; SELECT pg_advisory_xact_lock({key});\n");
         for statement in names.schema() {
-            if let Err(e) = client.batch_execute(&statement).await {
-                let lost_race = e.code().is_some_and(|c| {
-                    *c == SqlState::UNIQUE_VIOLATION
-                        || *c == SqlState::DUPLICATE_TABLE
-                        || *c == SqlState::DUPLICATE_OBJECT
-                        || *c == SqlState::DUPLICATE_COLUMN
-                });
-                if !lost_race || tries >= 3 {
-                    return Err(e);
-                }
-                raced = Some(e);
-                break;
-            }
+            sql.push_str(&statement);
+            sql.push_str(";\n");
         }
-        if raced.is_none() {
+        sql.push_str("COMMIT;");
+        let Err(e) = client.batch_execute(&sql).await else {
             return Ok(());
+        };
+        // Leave the failed transaction, whatever failed in it.
+        let _ = client.batch_execute("ROLLBACK").await;
+        let lost_race = e.code().is_some_and(|c| {
+            *c == SqlState::UNIQUE_VIOLATION
+                || *c == SqlState::DUPLICATE_TABLE
+                || *c == SqlState::DUPLICATE_OBJECT
+                || *c == SqlState::DUPLICATE_COLUMN
+        });
+        if !lost_race || tries >= 3 {
+            return Err(e);
         }
         tries += 1;
     }
