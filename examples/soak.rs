@@ -285,14 +285,25 @@ fn controller(seconds: u64) -> Result<bool, String> {
             first.clients, last.clients
         ));
     }
-    // Only the alias's fencing counter may stay (documented).
+    // Only the alias's fencing counter may stay, and one process record per
+    // worker process (who holds what, for the admin API), which expires a
+    // week after its process last locked (both documented).
+    let records = keys_after_lease
+        .keys()
+        .filter(|k| k.starts_with("soak%:proc:"))
+        .count();
     let stray: Vec<&String> = keys_after_lease
         .keys()
-        .filter(|k| k.as_str() != "soak%:fence")
+        .filter(|k| k.as_str() != "soak%:fence" && !k.starts_with("soak%:proc:"))
         .collect();
     if !stray.is_empty() {
         failures.push(format!(
             "keys left a lease after everyone stopped: {stray:?}"
+        ));
+    }
+    if records > PROCESSES {
+        failures.push(format!(
+            "{records} process records for {PROCESSES} processes: one each is documented"
         ));
     }
     for f in &failures {
