@@ -207,6 +207,11 @@ fn a_forced_release_is_a_warning_event() {
         .acquire()
         .unwrap();
     let seen = event::Forced::default();
+    // With one dispatcher alive, tracing works a new callsite's interest
+    // out from the registering thread's subscriber alone: another test's
+    // thread, with none, reaching the event first would cache "never" for
+    // it. A second one, kept alive, makes every callsite ask them all.
+    let _second = tracing::Dispatch::new(tracing_subscriber::registry());
     tracing::subscriber::with_default(event::subscriber(&seen), || {
         alias.force_release("stuck", "hung for an hour").unwrap();
     });
