@@ -781,7 +781,7 @@ impl Alias {
     pub fn holders(&self) -> Result<Option<Vec<Held>>, LockError> {
         let ns = &self.0.namespace;
         let held = self.0.backend.holders(ns).transpose();
-        let held = held.map_err(|e| self.store_failed(crate::Operation::List, e))?;
+        let held = held.map_err(|e| self.failed(crate::Operation::List, "", e))?;
         Ok(held.map(|held| {
             held.into_iter()
                 .filter_map(|mut h| {
@@ -812,7 +812,7 @@ impl Alias {
     /// when the store failed.
     pub fn clean_up(&self, grace: Duration) -> Result<Option<u64>, LockError> {
         let cleaned = self.0.backend.clean_up(grace).transpose();
-        cleaned.map_err(|e| self.store_failed(crate::Operation::CleanUp, e))
+        cleaned.map_err(|e| self.failed(crate::Operation::CleanUp, "", e))
     }
 
     /// One page of this alias's held locks whose own keys start with
@@ -1038,17 +1038,6 @@ impl Alias {
         LockError::Backend {
             alias: self.0.name.clone(),
             key: key.to_owned(),
-            op,
-            source,
-        }
-    }
-
-    /// The error of an operation on the whole alias (no one key) whose store
-    /// failed.
-    fn store_failed(&self, op: crate::Operation, source: BackendError) -> LockError {
-        LockError::Backend {
-            alias: self.0.name.clone(),
-            key: String::new(),
             op,
             source,
         }

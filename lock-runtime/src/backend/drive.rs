@@ -123,7 +123,7 @@ struct Owned {
     steal_after: Option<Duration>,
     fair: bool,
     label: Option<String>,
-    function: Option<String>,
+    function: Option<&'static str>,
 }
 
 impl Owned {
@@ -135,7 +135,7 @@ impl Owned {
             steal_after: req.steal_after,
             fair: req.fair,
             label: req.label.map(str::to_owned),
-            function: req.function.map(str::to_owned),
+            function: req.function,
         }
     }
 
@@ -146,7 +146,7 @@ impl Owned {
             .steal_after(self.steal_after)
             .fair(self.fair)
             .label(self.label.as_deref())
-            .function(self.function.as_deref())
+            .function(self.function)
     }
 }
 

@@ -160,11 +160,12 @@ struct Slot {
     meta: Option<Box<Meta>>,
 }
 
-/// What a holder said about itself, for the admin API.
+/// What a holder said about itself, for the admin API. The function path
+/// is the macro's `'static` text: only a label is copied.
 #[derive(Clone)]
 struct Meta {
     label: Option<Box<str>>,
-    function: Option<Box<str>>,
+    function: Option<&'static str>,
 }
 
 impl Meta {
@@ -174,7 +175,7 @@ impl Meta {
         }
         Some(Box::new(Self {
             label: req.label.map(Into::into),
-            function: req.function.map(Into::into),
+            function: req.function,
         }))
     }
 }
@@ -1060,7 +1061,7 @@ impl Slot {
         let meta = self.meta.as_deref();
         let owner = Owner::of_this_process()
             .label(meta.and_then(|m| m.label.as_deref()).map(str::to_owned))
-            .function(meta.and_then(|m| m.function.as_deref()).map(str::to_owned));
+            .function(meta.and_then(|m| m.function).map(str::to_owned));
         Held::new(&*self.key)
             .held_for(Some(held_for))
             .lease_left(h.leased().then(|| Duration::from_nanos(h.until - now)))

@@ -427,8 +427,9 @@ pub struct Request<'a> {
     /// The [label](crate::Lock::label) of the lock, for a store that records
     /// who holds what ([`Held::owner`]). Says nothing about exclusion.
     pub label: Option<&'a str>,
-    /// The path of the function `#[lock]` locks, recorded like `label`.
-    pub function: Option<&'a str>,
+    /// The path of the function `#[lock]` locks, recorded like `label`
+    /// (`'static`: the macro writes it, so a store keeps it uncopied).
+    pub function: Option<&'static str>,
 }
 
 impl<'a> Request<'a> {
@@ -542,7 +543,7 @@ impl<'a> Request<'a> {
     ///
     /// assert_eq!(Request::new("k").function(Some("app::job")).function, Some("app::job"));
     /// ```
-    pub fn function(mut self, function: Option<&'a str>) -> Self {
+    pub fn function(mut self, function: Option<&'static str>) -> Self {
         self.function = function;
         self
     }

@@ -39,8 +39,10 @@ pub(super) struct Books {
     metas: Mutex<HashMap<Meta, u32>>,
 }
 
-/// A lock's label and function, as numbered in the process record.
-type Meta = (Option<Box<str>>, Option<Box<str>>);
+/// A lock's label and function, as numbered in the process record (the
+/// function path is the macro's `'static` text: looking a `#[lock]`
+/// function up copies nothing).
+type Meta = (Option<Box<str>>, Option<&'static str>);
 
 static START: Lazy<Instant> = Lazy::new(Instant::now);
 
@@ -69,7 +71,7 @@ impl Books {
         if req.label.is_none() && req.function.is_none() {
             return String::new();
         }
-        let pair = (req.label.map(Box::from), req.function.map(Box::from));
+        let pair = (req.label.map(Box::from), req.function);
         let mut metas = self.metas.lock().unwrap_or_else(|p| p.into_inner());
         let next = metas.len() as u32 + 1;
         let id = match metas.get(&pair) {

@@ -439,8 +439,7 @@ mod tests {
         let mut w = waiting(&req, None, t0);
         w.next(t0, Outcome::Start);
         let t1 = t0 + Duration::from_secs(3);
-        let refreshed = Outcome::Attempted(Attempt::Busy(Busy::new(None)), Some(10));
-        assert_eq!(w.next(t1, refreshed), Action::Listen);
+        assert_eq!(w.next(t1, refreshed_at(10)), Action::Listen);
         w.next(t1, Outcome::Listening { fresh: false });
         assert_eq!(
             w.next(t1, Outcome::Woke { grant: Some(9) }),
@@ -460,6 +459,7 @@ mod tests {
         }
     }
 
+    /// A busy look in line, which found the fencing counter at `fence`.
     fn refreshed_at(fence: u64) -> Outcome {
         Outcome::Attempted(Attempt::Busy(Busy::new(None)), Some(fence))
     }
