@@ -463,6 +463,46 @@ fn attempt(reply: &[i64], sent: Instant) -> Tried {
     Tried { attempt, fence_now }
 }
 
+/// A listing cursor: the `SCAN` cursor (`E` once the scan ended), then
+/// each key left over from a step as `<byte length>:<key>`, so that any
+/// key's bytes fit.
+fn encode_cursor(at: Option<u64>, rest: &[String]) -> String {
+    let mut c = at.map_or_else(|| "E".to_owned(), |a| a.to_string());
+    for k in rest {
+        c.push(';');
+        c.push_str(&k.len().to_string());
+        c.push(':');
+        c.push_str(k);
+    }
+    c
+}
+
+/// [`encode_cursor`] read back; `None` for a cursor it did not make.
+fn decode_cursor(c: &str) -> Option<(Option<u64>, Vec<String>)> {
+    let (head, mut tail) = match c.split_once(';') {
+        Some((h, t)) => (h, Some(t)),
+        None => (c, None),
+    };
+    let at = if head == "E" {
+        None
+    } else {
+        Some(head.parse().ok()?)
+    };
+    let mut rest = Vec::new();
+    while let Some(t) = tail {
+        let (len, after) = t.split_once(':')?;
+        let len: usize = len.parse().ok()?;
+        rest.push(after.get(..len)?.to_owned());
+        let after = &after[len..];
+        tail = if after.is_empty() {
+            None
+        } else {
+            Some(after.strip_prefix(';')?)
+        };
+    }
+    Some((at, rest))
+}
+
 /// `s` with the characters special to a `SCAN MATCH` pattern escaped.
 fn glob_escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
@@ -573,10 +613,12 @@ impl Inner {
 
     /// One page: `SCAN` steps (each bounded by its `COUNT`) from the
     /// cursor, until `limit` keys or the end. The cursor is the `SCAN`
-    /// cursor to go on from, and after a `:` the last key given of its step
-    /// when that step had more: the step is then read again and its keys up
-    /// to that one skipped. Keys come in key order within a page, not
-    /// across pages (`SCAN` has no order).
+    /// cursor to go on from (`E`: the scan ended), followed by the keys a
+    /// step gave beyond the page's room, which the next page gives first. A
+    /// step is never read twice: with others writing meanwhile, `SCAN` may
+    /// cover other buckets from the same cursor, and keys skipped by name
+    /// would be lost. Keys come in key order within a page, not across
+    /// pages (`SCAN` has no order).
     fn page(
         &self,
         ns: &Namespace,
@@ -598,59 +640,52 @@ impl Inner {
         limit: usize,
     ) -> Result<(Vec<String>, Option<String>), BackendError> {
         let pattern = format!("{}*", glob_escape(prefix));
-        let (mut at, mut after) = match cursor {
-            None => (0u64, None),
-            Some(c) => {
-                let (at, after) = c.split_once(':').map_or((c, None), |(a, k)| (a, Some(k)));
-                let at = at.parse().map_err(|_| {
-                    BackendError::new(BackendErrorKind::Other, format!("not a cursor: `{c}`"))
-                })?;
-                (at, after.map(str::to_owned))
-            }
+        let (mut at, mut keys) = match cursor {
+            None => (Some(0u64), Vec::new()),
+            Some(c) => decode_cursor(c).ok_or_else(|| {
+                BackendError::new(BackendErrorKind::Other, format!("not a cursor: `{c}`"))
+            })?,
         };
         let limit = limit.max(1);
-        let mut keys = Vec::new();
-        let mut next = None;
+        if keys.len() >= limit {
+            let rest = keys.split_off(limit);
+            keys.sort();
+            return Ok((keys, Some(encode_cursor(at, &rest))));
+        }
         // Bounded too: a sparse keyspace gives back a cursor rather than
         // scanning on.
         for _ in 0..64 {
+            let Some(from) = at else { break };
+            let room = limit - keys.len();
             let (following, mut batch): (u64, Vec<String>) = self
                 .pool
                 .with(|c| {
                     redis::cmd("SCAN")
-                        .arg(at)
+                        .arg(from)
                         .arg("MATCH")
                         .arg(&pattern)
                         .arg("COUNT")
-                        .arg(limit.max(100))
+                        .arg(room.max(10))
                         .query(c)
                 })
                 .map_err(|e| self.sync_failed(e))?;
             batch.retain(|k| ns.key_of(k).is_some());
             batch.sort();
             batch.dedup();
-            if let Some(a) = after.take() {
-                batch.retain(|k| *k > a);
-            }
-            let room = limit - keys.len();
+            at = (following != 0).then_some(following);
             if batch.len() > room {
-                batch.truncate(room);
-                next = batch.last().map(|k| format!("{at}:{k}"));
+                let rest = batch.split_off(room);
                 keys.extend(batch);
-                break;
+                keys.sort();
+                return Ok((keys, Some(encode_cursor(at, &rest))));
             }
             keys.extend(batch);
-            if following == 0 {
-                next = None;
-                break;
-            }
-            at = following;
-            next = Some(at.to_string());
             if keys.len() == limit {
                 break;
             }
         }
-        Ok((keys, next))
+        keys.sort();
+        Ok((keys, at.map(|a| encode_cursor(Some(a), &[]))))
     }
 
     /// A pooled sync call failed: a dead connection empties the pool, so
@@ -1026,6 +1061,29 @@ mod tests {
             "a busy look in line reports the counter"
         );
         assert_eq!(attempt(&[1, 41], now).fence_now, None);
+    }
+
+    #[test]
+    fn listing_cursors_round_trip_any_key() {
+        let rest = vec![
+            "a;b".to_owned(),
+            "7:x".to_owned(),
+            String::new(),
+            "é".to_owned(),
+        ];
+        for at in [None, Some(0), Some(123_456)] {
+            assert_eq!(
+                decode_cursor(&encode_cursor(at, &rest)),
+                Some((at, rest.clone()))
+            );
+            assert_eq!(
+                decode_cursor(&encode_cursor(at, &[])),
+                Some((at, Vec::new()))
+            );
+        }
+        for bad in ["", "x", "12;", "12;3:ab", "12;2:abc", "E;z:ab"] {
+            assert_eq!(decode_cursor(bad), None, "{bad:?}");
+        }
     }
 
     #[test]
