@@ -7,6 +7,12 @@ use std::time::{Duration, Instant};
 use lock_runtime::Lock;
 
 use crate::BenchResult;
+#[cfg(any(
+    feature = "sqlite",
+    feature = "postgres",
+    feature = "file",
+    feature = "memcache"
+))]
 use crate::report::{Report, Target, rate, short};
 
 /// Nanoseconds on `CLOCK_MONOTONIC`. Unlike `Instant`, whose origin is
@@ -160,12 +166,24 @@ pub fn analyse(mut events: Vec<Event>, workers: usize, start: u64, end: u64) -> 
 
 /// Alternating rounds of ours and a bare reference: each pair runs back to back, so the
 /// median of the per-round ratios cancels a slow spell of the machine.
+#[cfg(any(
+    feature = "sqlite",
+    feature = "postgres",
+    feature = "file",
+    feature = "memcache"
+))]
 #[derive(Default)]
 pub struct Rounds {
     pub bare: Vec<f64>,
     pub ours: Vec<f64>,
 }
 
+#[cfg(any(
+    feature = "sqlite",
+    feature = "postgres",
+    feature = "file",
+    feature = "memcache"
+))]
 impl Rounds {
     pub fn run(
         rounds: usize,
@@ -244,6 +262,63 @@ impl Rounds {
             .json
             .put(&format!("{json}.ours_cycles_per_s"), median(&self.ours));
         report.json.put(&format!("{json}.ratio"), ratio);
+    }
+}
+
+/// Alternating rounds of several sides (ours, its references, a peer), each
+/// side a rate: a round runs every side once, back to back, in an order
+/// rotated from round to round, so that a slow spell of the machine weighs
+/// on all sides alike and no side always runs first.
+pub struct Interleaved {
+    /// `samples[side][round]`.
+    pub samples: Vec<Vec<f64>>,
+}
+
+impl Interleaved {
+    /// Runs `rounds` rounds after one unmeasured warm-up of every side
+    /// (connections, scripts, the lease watchdog).
+    pub fn run(
+        rounds: usize,
+        sides: &mut [&mut dyn FnMut() -> BenchResult<f64>],
+    ) -> BenchResult<Self> {
+        for side in sides.iter_mut() {
+            side()?;
+        }
+        let mut samples = vec![Vec::with_capacity(rounds); sides.len()];
+        for round in 0..rounds {
+            for k in 0..sides.len() {
+                let side = (round + k) % sides.len();
+                samples[side].push(sides[side]()?);
+            }
+        }
+        Ok(Interleaved { samples })
+    }
+
+    /// An empty record for `sides` sides, filled by a caller that drives
+    /// the rounds itself (an async loop): [`Self::order`] says the order.
+    pub fn with_sides(sides: usize) -> Self {
+        Interleaved {
+            samples: vec![Vec::new(); sides],
+        }
+    }
+
+    /// The order of the sides in round `round`.
+    pub fn order(round: usize, sides: usize) -> impl Iterator<Item = usize> {
+        (0..sides).map(move |k| (round + k) % sides)
+    }
+
+    pub fn median(&self, side: usize) -> f64 {
+        median(&self.samples[side])
+    }
+
+    /// The median over rounds of side `a` / side `b` in the same round.
+    pub fn ratio(&self, a: usize, b: usize) -> f64 {
+        let ratios: Vec<f64> = self.samples[a]
+            .iter()
+            .zip(&self.samples[b])
+            .map(|(x, y)| x / y)
+            .collect();
+        median(&ratios)
     }
 }
 
