@@ -53,6 +53,8 @@ mod scale;
 mod sql;
 #[path = "../tests/support/mod.rs"]
 mod support;
+#[path = "bench/threads.rs"]
+mod threads;
 #[path = "bench/uncontended.rs"]
 mod uncontended;
 
