@@ -1,26 +1,38 @@
-//! Performance benchmark of the lock runtime against a private Redis.
+//! Performance benchmark of the lock runtime against a private Redis, side
+//! by side with raw references and a peer crate, as issue 12 measures it.
 //!
 //! ```text
 //! cargo run --release --example bench              # full run, a few minutes
-//! cargo run --release --example bench -- --quick   # under a minute
+//! cargo run --release --example bench -- --quick   # about a minute
 //! cargo run --release --example bench --all-features -- --quick --only sql
 //! ```
 //!
 //! It starts its own `redis-server` on a free port (set `REDIS_SERVER_BIN`
-//! to pick one) and measures, in one run:
+//! to pick one) and measures, in one run (`--only` names in brackets):
 //!
-//! 1. uncontended acquire + release on Redis, sync and async, next to the
-//!    raw two-command lock on the same kind of connection;
-//! 2. eight workers contending for one Redis key, as processes and as tasks,
-//!    in default and fair mode, with and without a pause between turns;
-//! 3. the in-memory store, uncontended (next to a `Mutex<HashMap>`) and with
-//!    eight threads on one key;
-//! 4. 100,000 keys held at once: bytes per lock, and acquire throughput;
-//! 5. with `--features sqlite,postgres`, the SQL stores next to their two
-//!    bare statements, and the Postgres hand-off in round trips;
-//! 6. with `--features file`, the file store next to a bare `try_lock`;
-//! 7. with `--features memcache`, memcached next to a bare `ms` + `md`;
-//! 8. wait and hold times of a contended Redis run, drawn into
+//! 1. (`redis`) uncontended acquire + release on Redis, one fresh `Lock` per
+//!    cycle: sync with the default lease (the headline) and with a 30 s
+//!    `expire`, async on a current-thread and on a multi-thread runtime;
+//!    each next to the raw two-command lock on the same kind of connection
+//!    and to rslock's `LockManager`, interleaved in the same rounds;
+//! 2. (`redis`) eight workers contending for one Redis key, 1 ms hold, no
+//!    pause and a 1 ms pause between turns: as OS threads (sync API) next
+//!    to raw polling, the BLPOP signal scheme and rslock on the same eight
+//!    threads, interleaved; as processes and as tasks, default and fair;
+//! 3. (`memory`) the in-memory store, uncontended next to a
+//!    `parking_lot::Mutex<HashMap>` (and std's), and eight threads on one
+//!    key next to a bare `parking_lot::Mutex`;
+//! 4. (`burst`) 10 to 10,000 tasks spawned at once on one key with a 50 ms
+//!    `wait_for`, on Redis and in memory: how many got in, at what rate;
+//! 5. (`scale`) 100,000 keys held at once: bytes per lock in memory and in
+//!    Redis, and acquire throughput;
+//! 6. (`sql`) with `--features sqlite,postgres`, the SQL stores next to
+//!    their two bare statements, and the Postgres hand-off in round trips;
+//! 7. (`file`) with `--features file`, the file store next to a bare
+//!    `try_lock`;
+//! 8. (`memcache`) with `--features memcache`, memcached next to a bare
+//!    `ms` + `md`;
+//! 9. (`picture`) wait and hold times of a contended Redis run, drawn into
 //!    `examples/operating-locks.svg` (the README's picture).
 //!
 //! Each figure is printed with its target and PASS or MISS; the last line of
@@ -29,8 +41,10 @@
 //! redis-server, a worker process failing, a lock letting two holders in).
 //!
 //! Figures are noisy on a shared machine: comparisons run interleaved in one
-//! process and are reported as medians.
+//! process and are reported as medians of per-round ratios.
 
+#[path = "bench/burst.rs"]
+mod burst;
 #[path = "bench/contended.rs"]
 mod contended;
 #[path = "bench/counters.rs"]
@@ -95,7 +109,7 @@ fn main() -> ExitCode {
 /// The sections `--only` can pick, in the order a full run goes through
 /// them.
 const SECTIONS: &[&str] = &[
-    "redis", "memory", "scale", "sql", "file", "memcache", "picture",
+    "redis", "memory", "burst", "scale", "sql", "file", "memcache", "picture",
 ];
 
 /// `[--quick] [--only SECTION]`, in any order: whether quick, and the one
@@ -131,6 +145,9 @@ fn run(quick: bool, only: Option<&str>) -> BenchResult<()> {
     }
     if runs("memory") {
         memory::run(&mut report, quick)?;
+    }
+    if runs("burst") {
+        burst::run(&mut report, quick)?;
     }
     if runs("scale") {
         scale::run(&server, &mut report, quick)?;

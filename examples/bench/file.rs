@@ -1,4 +1,4 @@
-//! Section 6: the file store (built with `--features file`), set against
+//! Section 7: the file store (built with `--features file`), set against
 //! the least a lock in a file does: `try_lock` and `unlock` on a file kept
 //! open, in alternating rounds. Ours opens the key's file, reads and writes
 //! its record under the file's lock, marks its holder alive with a byte
@@ -9,7 +9,7 @@ use crate::BenchResult;
 use crate::report::Report;
 
 pub fn run(report: &mut Report, quick: bool) -> BenchResult<()> {
-    report.section("6. File store: acquire + release next to a bare try_lock + unlock, medians");
+    report.section("7. File store: acquire + release next to a bare try_lock + unlock, medians");
     #[cfg(feature = "file")]
     measure(report, quick)?;
     #[cfg(not(feature = "file"))]

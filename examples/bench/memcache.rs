@@ -1,4 +1,4 @@
-//! Section 7: the memcached store (built with `--features memcache`), set
+//! Section 8: the memcached store (built with `--features memcache`), set
 //! against the least a client does for a lock there: `ms` with `I`
 //! (add-if-absent) and a TTL, then `md`, on one reused connection in
 //! alternating rounds. Ours also draws a fencing number and checks the
@@ -9,7 +9,7 @@ use crate::BenchResult;
 use crate::report::Report;
 
 pub fn run(report: &mut Report, quick: bool) -> BenchResult<()> {
-    report.section("7. Memcached store: acquire + release next to a bare ms + md, medians");
+    report.section("8. Memcached store: acquire + release next to a bare ms + md, medians");
     #[cfg(feature = "memcache")]
     measure(report, quick)?;
     #[cfg(not(feature = "memcache"))]

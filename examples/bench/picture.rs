@@ -1,4 +1,4 @@
-//! Section 8: the picture in the README's "Operating locks": how long
+//! Section 9: the picture in the README's "Operating locks": how long
 //! acquisitions waited and how long locks were held, in one contended run
 //! of eight threads on one Redis key whose holds vary (0.2 to 4 ms) with a
 //! pause of up to 2 ms between turns, drawn as two histograms on a
@@ -27,7 +27,7 @@ const OUT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/operating-locks
 pub fn run(report: &mut Report, quick: bool) -> BenchResult<()> {
     let seconds = if quick { 3 } else { 10 };
     report.heading(&format!(
-        "8. Wait and hold times: {THREADS} threads, one Redis key, holds 0.2-4 ms, pauses 0-2 ms, {seconds} s"
+        "9. Wait and hold times: {THREADS} threads, one Redis key, holds 0.2-4 ms, pauses 0-2 ms, {seconds} s"
     ));
     let samples = Arc::new(Mutex::new((Vec::new(), Vec::new())));
     let stop = Arc::new(AtomicBool::new(false));

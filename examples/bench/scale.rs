@@ -1,4 +1,4 @@
-//! Section 4: many distinct keys held at once. What each held lock costs in
+//! Section 5: many distinct keys held at once. What each held lock costs in
 //! memory, in this process (counted by a wrapper around the system
 //! allocator) and in Redis (`used_memory`), and whether acquiring stays as
 //! fast with that many locks held.
@@ -74,7 +74,7 @@ pub fn run(server: &RedisServer, report: &mut Report, quick: bool) -> BenchResul
     } else {
         (200_000, 2000)
     };
-    report.section(&format!("4. Scale: {keys} distinct keys held at once"));
+    report.section(&format!("5. Scale: {keys} distinct keys held at once"));
     in_memory(report, keys, memory_cycles)?;
     in_redis(server, report, keys, redis_cycles)
 }

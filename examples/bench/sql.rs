@@ -1,4 +1,4 @@
-//! Section 5: the SQL stores (built with `--features sqlite,postgres`).
+//! Section 6: the SQL stores (built with `--features sqlite,postgres`).
 //!
 //! Uncontended, each is set against the least a client could do for a lease
 //! lock with the same guarantees on the same database: a conditional upsert
@@ -17,7 +17,7 @@ const KEY: &str = "uncontended";
 const LEASE_MS: i64 = 30_000;
 
 pub fn run(report: &mut Report, quick: bool) -> BenchResult<()> {
-    report.section("5. SQL stores: acquire + release next to the two bare statements, medians");
+    report.section("6. SQL stores: acquire + release next to the two bare statements, medians");
     #[cfg(feature = "sqlite")]
     sqlite::run(report, quick)?;
     #[cfg(feature = "postgres")]
