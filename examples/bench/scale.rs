@@ -104,7 +104,7 @@ fn in_memory(report: &mut Report, keys: usize, cycles: usize) -> BenchResult<()>
             "store + guard's key; the guard itself ({} B) excluded",
             size_of::<LockGuard>()
         ),
-        Target::at_most("in-memory bytes per held lock", per_lock, 200.0, "< 200 B"),
+        Target::at_most("in-memory bytes per held lock", per_lock, 100.0, "< 100 B"),
     );
     report.row("  taking them", &format!("{} /s", rate(fill_rate)), "");
     let held_rate = cycles_per_s(cycles, || {
