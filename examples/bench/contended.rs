@@ -618,13 +618,7 @@ fn run_tasks(server: &RedisServer, rt: &Runtime, cfg: Config, key: String) -> Be
     outcome(server, analyse(events, WORKERS, start, end))
 }
 
-async fn task(
-    id: u32,
-    cfg: Config,
-    key: String,
-    start: u64,
-    end: u64,
-) -> BenchResult<Vec<Event>> {
+async fn task(id: u32, cfg: Config, key: String, start: u64, end: u64) -> BenchResult<Vec<Event>> {
     tokio::time::sleep(Duration::from_nanos(start.saturating_sub(mono_ns()))).await;
     let lock = Lock::new(key).alias(ALIAS).fair(cfg.fair);
     let pause = Duration::from_micros(cfg.pause_us);
