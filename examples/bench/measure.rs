@@ -369,6 +369,28 @@ mod tests {
     use super::*;
 
     #[test]
+    fn interleaved_rounds_rotate_the_order_and_pair_the_ratios() {
+        let calls = std::cell::RefCell::new(Vec::new());
+        // Side 1 runs twice as fast as side 0 in every round, while the
+        // machine slows down from round to round.
+        let rate = |side: usize| {
+            let mut c = calls.borrow_mut();
+            c.push(side);
+            let slowdown = c.len() as f64;
+            (side as f64 + 1.0) * 100.0 / slowdown
+        };
+        let r = Interleaved::run(3, &mut [&mut || Ok(rate(0)), &mut || Ok(rate(1))]).unwrap();
+        // The warm-up (0, 1), then rounds starting with 0, 1, 0.
+        assert_eq!(*calls.borrow(), vec![0, 1, 0, 1, 1, 0, 0, 1]);
+        assert_eq!(r.samples[0].len(), 3);
+        assert_eq!(r.samples[1].len(), 3);
+        let ratio = r.ratio(1, 0);
+        assert!(ratio > 1.5 && ratio < 2.5, "{ratio}");
+        let order: Vec<_> = Interleaved::order(2, 3).collect();
+        assert_eq!(order, vec![2, 0, 1]);
+    }
+
+    #[test]
     fn handoffs_count_only_when_someone_waited() {
         let ev = |worker, attempt, acquired, released| Event {
             worker,
