@@ -842,7 +842,7 @@ impl Drop for Ticket<'_> {
 /// Resolves when the waiter is signalled or the timer fires.
 struct Signalled<'a> {
     waiter: &'a Waiter,
-    timer: Option<futures_timer::Delay>,
+    timer: Option<&'a mut futures_timer::Delay>,
 }
 
 impl Future for Signalled<'_> {
@@ -859,7 +859,7 @@ impl Future for Signalled<'_> {
             return Poll::Ready(());
         }
         match &mut self.timer {
-            Some(t) => Pin::new(t).poll(cx),
+            Some(t) => Pin::new(&mut **t).poll(cx),
             None => Poll::Pending,
         }
     }
@@ -956,13 +956,26 @@ impl Backend for MemoryBackend {
                 Ok(queued) => queued,
                 Err(outcome) => return Ok(outcome),
             };
+            // Kept across turns while the time to look again stays the same
+            // (a deadline): every new timer, and every drop of one, wakes
+            // the timer's thread, which in a burst of waiters cost more than
+            // the locking itself.
+            let mut timer: Option<(Instant, futures_timer::Delay)> = None;
             loop {
-                let timer = wake_deadline(self, retry_at, wait.deadline).map(|u| {
-                    futures_timer::Delay::new(u.saturating_duration_since(Instant::now()))
-                });
+                let until = wake_deadline(self, retry_at, wait.deadline);
+                match (until, &timer) {
+                    // Not yet fired: a fired one would be ready at once.
+                    (Some(u), Some((at, _))) if *at == u && Instant::now() < u => {}
+                    (Some(u), _) => {
+                        let delay =
+                            futures_timer::Delay::new(u.saturating_duration_since(Instant::now()));
+                        timer = Some((u, delay));
+                    }
+                    (None, _) => timer = None,
+                }
                 Signalled {
                     waiter: &ticket.waiter,
-                    timer,
+                    timer: timer.as_mut().map(|(_, t)| t),
                 }
                 .await;
                 match self.after_wake(&mut ticket, req, wait) {
