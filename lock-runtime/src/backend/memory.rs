@@ -222,8 +222,24 @@ impl Holder {
 }
 
 impl Slot {
+    /// Someone is in line (not counting those who left it).
     fn has_waiters(&self) -> bool {
-        self.waiters.as_ref().is_some_and(|w| !w.is_empty())
+        self.waiters
+            .as_ref()
+            .is_some_and(|q| q.iter().any(|w| !w.left()))
+    }
+
+    /// How many are in line (not counting those who left it).
+    fn in_line(&self) -> usize {
+        self.waiters
+            .as_ref()
+            .map_or(0, |q| q.iter().filter(|w| !w.left()).count())
+    }
+
+    /// The line holds anyone, or anyone who left it and is still to be
+    /// dropped: a release must look at it.
+    fn queued(&self) -> bool {
+        self.waiters.as_ref().is_some_and(|q| !q.is_empty())
     }
 
     fn waiters(&mut self) -> &mut VecDeque<Arc<Waiter>> {
@@ -490,10 +506,7 @@ impl MemoryBackend {
     /// ```
     pub fn waiting(&self, key: &str) -> usize {
         let hash = self.hasher.hash_one(key);
-        self.shard(hash)
-            .find(hash, key)
-            .and_then(|s| s.waiters.as_ref())
-            .map_or(0, |w| w.len())
+        self.shard(hash).find(hash, key).map_or(0, |s| s.in_line())
     }
 
     #[cfg(test)]
@@ -598,9 +611,8 @@ impl MemoryBackend {
         // out (no release signals that), or the deadline came.
         match st.take(&self.hasher, hash, req, now, true) {
             Ok(fence) => {
-                if let Some(slot) = st.find(hash, req.key) {
-                    slot.waiters().retain(|w| !Arc::ptr_eq(w, waiter));
-                }
+                // Still in line: dropped from it by the next hand-off.
+                waiter.state.store(LEFT, Ordering::Release);
                 ticket.done = true;
                 Step::Done(Some(self.granted(fence, now)))
             }
@@ -701,7 +713,7 @@ impl ShardState {
         slot.meta = None;
         // Only a leased lock can have run out; only waiters need the time.
         let live = !h.leased() || h.live(clock.now());
-        if slot.has_waiters() {
+        if slot.queued() {
             self.hand_off(hash, key, clock.now());
         } else {
             entry.remove();
@@ -725,9 +737,16 @@ impl ShardState {
             slot.holder = None;
             slot.meta = None;
         }
-        if slot.holder.is_none()
+        // Those who left the line are dropped as they reach its front: taking
+        // each out of the middle when it gave up cost a pass over the whole
+        // line, under the shard's lock, and a burst of thousands of waiters
+        // timing out together stalled every hand-off behind those passes.
+        while slot.holder.is_none()
             && let Some(w) = slot.waiters.as_mut().and_then(|q| q.pop_front())
         {
+            if w.left() {
+                continue;
+            }
             if w.fair || now.saturating_sub(w.queued_at) >= nanos(STARVATION) {
                 self.fence += 1;
                 slot.holder = Some(Holder::new(w.token, now, w.lease, self.fence));
@@ -738,6 +757,7 @@ impl ShardState {
             } else {
                 w.signal(WOKEN);
             }
+            break;
         }
         if slot.unused() {
             self.remove(hash, key);
@@ -753,9 +773,8 @@ impl ShardState {
             }
             WOKEN => self.hand_off(hash, key, now),
             _ => {
-                if let Some(slot) = self.find(hash, key) {
-                    slot.waiters().retain(|w| !Arc::ptr_eq(w, waiter));
-                }
+                // Dropped from the line when it reaches the front.
+                waiter.state.store(LEFT, Ordering::Release);
                 // A lock left free (a lease that ran out) with others still in
                 // line: wake the next one, since no release will.
                 self.hand_off(hash, key, now);
@@ -779,6 +798,9 @@ const WOKEN: u8 = 1;
 const GRANTED: u8 = 2;
 /// Still in line, but told to look again (its store's clock jumped).
 const NUDGED: u8 = 3;
+/// Gave up or took the lock by itself while in line; skipped and dropped
+/// when it reaches the front.
+const LEFT: u8 = 4;
 
 /// One queued acquisition. Its state changes only under its shard's lock.
 struct Waiter {
@@ -813,6 +835,10 @@ impl Waiter {
 
     fn waiting(&self) -> bool {
         self.state.load(Ordering::Acquire) == WAITING
+    }
+
+    fn left(&self) -> bool {
+        self.state.load(Ordering::Acquire) == LEFT
     }
 }
 
@@ -1085,7 +1111,7 @@ impl Slot {
             .held_for(Some(held_for))
             .lease_left(h.leased().then(|| Duration::from_nanos(h.until - now)))
             .fencing(Some(h.fence.get()))
-            .waiting(Some(self.waiters.as_ref().map_or(0, |w| w.len())))
+            .waiting(Some(self.in_line()))
             .owner(Some(owner))
             .acquired_at(SystemTime::now().checked_sub(held_for))
     }
@@ -1236,6 +1262,56 @@ mod tests {
         ));
         std::thread::sleep(Duration::from_millis(15));
         acquired(store.try_acquire(&thief).unwrap());
+    }
+
+    /// Waiters that gave up stay in line until they reach its front: they
+    /// are not counted, and a release passes over them to the next one.
+    #[test]
+    fn waiters_who_gave_up_are_skipped_and_not_counted() {
+        let store = Arc::new(MemoryBackend::new());
+        let holder = req("k");
+        acquired(store.try_acquire(&holder).unwrap());
+        let join = |n: usize, deadline: Duration| {
+            let joined: Vec<_> = (0..n)
+                .map(|_| {
+                    let store = Arc::clone(&store);
+                    thread::spawn(move || {
+                        let wait =
+                            Wait::new(Some(Instant::now() + deadline), Duration::from_secs(1));
+                        let r = Request::new("k");
+                        let got = store.acquire(&r, wait).unwrap();
+                        if got.is_some() {
+                            assert!(store.release("k", r.token).unwrap());
+                        }
+                        got.is_some()
+                    })
+                })
+                .collect();
+            joined
+        };
+        let quitters = join(3, Duration::from_millis(50));
+        while store.waiting("k") < 3 {
+            thread::yield_now();
+        }
+        let patient = join(1, Duration::from_secs(10));
+        while store.waiting("k") < 4 {
+            thread::yield_now();
+        }
+        for q in quitters {
+            assert!(
+                !q.join().unwrap(),
+                "a quitter got the lock while it was held"
+            );
+        }
+        assert_eq!(store.waiting("k"), 1, "those who gave up are not counted");
+        assert!(store.release("k", holder.token).unwrap());
+        for p in patient {
+            assert!(
+                p.join().unwrap(),
+                "the release passed over the patient waiter"
+            );
+        }
+        assert_eq!(store.slots(), 0, "nothing left of the line");
     }
 
     #[test]
