@@ -26,6 +26,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::hash::BuildHasher;
+use std::num::NonZeroU64;
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant, SystemTime};
@@ -144,7 +145,7 @@ struct ShardState {
     inserts: u32,
 }
 
-/// One key: its holder, if any, and who waits for it. Kept small (80
+/// One key: its holder, if any, and who waits for it. Kept small (72
 /// bytes, 16 of them for the admin API: the holder's fencing token and its
 /// label and function, boxed): a store may hold hundreds of thousands of
 /// them.
@@ -188,8 +189,9 @@ struct Holder {
     /// Nanoseconds on [`now`]'s clock.
     since: u64,
     until: u64,
-    /// The fencing token it was granted, for the admin API.
-    fence: u64,
+    /// The fencing token it was granted, for the admin API. Never zero,
+    /// which makes an empty `Option<Holder>` free (8 bytes a slot).
+    fence: NonZeroU64,
 }
 
 impl Holder {
@@ -199,7 +201,9 @@ impl Holder {
             token: [(t >> 64) as u64, t as u64],
             since: now,
             until: lease.map_or(NO_LEASE, |l| now.saturating_add(nanos(l))),
-            fence,
+            // Tokens count up from 1; a counter that wrapped (after 2^64
+            // grants) would stall at the top rather than panic.
+            fence: NonZeroU64::new(fence).unwrap_or(NonZeroU64::MAX),
         }
     }
 
@@ -218,8 +222,24 @@ impl Holder {
 }
 
 impl Slot {
+    /// Someone is in line (not counting those who left it).
     fn has_waiters(&self) -> bool {
-        self.waiters.as_ref().is_some_and(|w| !w.is_empty())
+        self.waiters
+            .as_ref()
+            .is_some_and(|q| q.iter().any(|w| !w.left()))
+    }
+
+    /// How many are in line (not counting those who left it).
+    fn in_line(&self) -> usize {
+        self.waiters
+            .as_ref()
+            .map_or(0, |q| q.iter().filter(|w| !w.left()).count())
+    }
+
+    /// The line holds anyone, or anyone who left it and is still to be
+    /// dropped: a release must look at it.
+    fn queued(&self) -> bool {
+        self.waiters.as_ref().is_some_and(|q| !q.is_empty())
     }
 
     fn waiters(&mut self) -> &mut VecDeque<Arc<Waiter>> {
@@ -382,7 +402,7 @@ impl MemoryBackend {
             // a shorter validity, never a longer one.
             Some(clock) => at.saturating_sub(clock.offset.load(Ordering::Acquire)),
         };
-        Acquired::new(Some(fence)).sent_at(*EPOCH + Duration::from_nanos(at))
+        Acquired::new(Some(fence)).sent_at(EPOCH.at + Duration::from_nanos(at))
     }
 
     /// Has every queued waiter look at its lock again, as if its timer had
@@ -486,10 +506,7 @@ impl MemoryBackend {
     /// ```
     pub fn waiting(&self, key: &str) -> usize {
         let hash = self.hasher.hash_one(key);
-        self.shard(hash)
-            .find(hash, key)
-            .and_then(|s| s.waiters.as_ref())
-            .map_or(0, |w| w.len())
+        self.shard(hash).find(hash, key).map_or(0, |s| s.in_line())
     }
 
     #[cfg(test)]
@@ -504,12 +521,14 @@ impl MemoryBackend {
 
     /// First step of a waiting acquisition: take the lock or give up
     /// (`Err`), or join the queue and get the ticket to wait with, and when
-    /// to look again on its own.
+    /// to look again on its own. `wake` is called only to queue: the
+    /// thread handle it clones costs two shared-count updates that an
+    /// acquisition taking a free lock does without.
     fn enqueue<'a>(
         &'a self,
         req: &'a Request<'_>,
         wait: Wait,
-        wake: Wake,
+        wake: impl FnOnce() -> Wake,
     ) -> Result<(Ticket<'a>, Option<u64>), Option<Acquired>> {
         let hash = self.hasher.hash_one(req.key);
         let now = self.now();
@@ -527,7 +546,7 @@ impl MemoryBackend {
                     state: AtomicU8::new(WAITING),
                     fence: AtomicU64::new(0),
                     granted_at: AtomicU64::new(0),
-                    wake: Mutex::new(wake),
+                    wake: Mutex::new(wake()),
                 });
                 st.slot(&self.hasher, hash, req.key)
                     .waiters()
@@ -592,9 +611,8 @@ impl MemoryBackend {
         // out (no release signals that), or the deadline came.
         match st.take(&self.hasher, hash, req, now, true) {
             Ok(fence) => {
-                if let Some(slot) = st.find(hash, req.key) {
-                    slot.waiters().retain(|w| !Arc::ptr_eq(w, waiter));
-                }
+                // Still in line: dropped from it by the next hand-off.
+                waiter.state.store(LEFT, Ordering::Release);
                 ticket.done = true;
                 Step::Done(Some(self.granted(fence, now)))
             }
@@ -695,7 +713,7 @@ impl ShardState {
         slot.meta = None;
         // Only a leased lock can have run out; only waiters need the time.
         let live = !h.leased() || h.live(clock.now());
-        if slot.has_waiters() {
+        if slot.queued() {
             self.hand_off(hash, key, clock.now());
         } else {
             entry.remove();
@@ -719,9 +737,16 @@ impl ShardState {
             slot.holder = None;
             slot.meta = None;
         }
-        if slot.holder.is_none()
+        // Those who left the line are dropped as they reach its front: taking
+        // each out of the middle when it gave up cost a pass over the whole
+        // line, under the shard's lock, and a burst of thousands of waiters
+        // timing out together stalled every hand-off behind those passes.
+        while slot.holder.is_none()
             && let Some(w) = slot.waiters.as_mut().and_then(|q| q.pop_front())
         {
+            if w.left() {
+                continue;
+            }
             if w.fair || now.saturating_sub(w.queued_at) >= nanos(STARVATION) {
                 self.fence += 1;
                 slot.holder = Some(Holder::new(w.token, now, w.lease, self.fence));
@@ -732,6 +757,7 @@ impl ShardState {
             } else {
                 w.signal(WOKEN);
             }
+            break;
         }
         if slot.unused() {
             self.remove(hash, key);
@@ -747,9 +773,8 @@ impl ShardState {
             }
             WOKEN => self.hand_off(hash, key, now),
             _ => {
-                if let Some(slot) = self.find(hash, key) {
-                    slot.waiters().retain(|w| !Arc::ptr_eq(w, waiter));
-                }
+                // Dropped from the line when it reaches the front.
+                waiter.state.store(LEFT, Ordering::Release);
                 // A lock left free (a lease that ran out) with others still in
                 // line: wake the next one, since no release will.
                 self.hand_off(hash, key, now);
@@ -773,6 +798,9 @@ const WOKEN: u8 = 1;
 const GRANTED: u8 = 2;
 /// Still in line, but told to look again (its store's clock jumped).
 const NUDGED: u8 = 3;
+/// Gave up or took the lock by itself while in line; skipped and dropped
+/// when it reaches the front.
+const LEFT: u8 = 4;
 
 /// One queued acquisition. Its state changes only under its shard's lock.
 struct Waiter {
@@ -808,6 +836,10 @@ impl Waiter {
     fn waiting(&self) -> bool {
         self.state.load(Ordering::Acquire) == WAITING
     }
+
+    fn left(&self) -> bool {
+        self.state.load(Ordering::Acquire) == LEFT
+    }
 }
 
 /// Gives the queue place back if the acquisition ends without the lock: on
@@ -836,7 +868,7 @@ impl Drop for Ticket<'_> {
 /// Resolves when the waiter is signalled or the timer fires.
 struct Signalled<'a> {
     waiter: &'a Waiter,
-    timer: Option<futures_timer::Delay>,
+    timer: Option<&'a mut futures_timer::Delay>,
 }
 
 impl Future for Signalled<'_> {
@@ -853,7 +885,7 @@ impl Future for Signalled<'_> {
             return Poll::Ready(());
         }
         match &mut self.timer {
-            Some(t) => Pin::new(t).poll(cx),
+            Some(t) => Pin::new(&mut **t).poll(cx),
             None => Poll::Pending,
         }
     }
@@ -915,7 +947,7 @@ impl Backend for MemoryBackend {
 
     fn acquire(&self, req: &Request<'_>, wait: Wait) -> Result<Option<Acquired>, BackendError> {
         let (mut ticket, mut retry_at) =
-            match self.enqueue(req, wait, Wake::Thread(thread::current())) {
+            match self.enqueue(req, wait, || Wake::Thread(thread::current())) {
                 Ok(queued) => queued,
                 Err(outcome) => return Ok(outcome),
             };
@@ -946,17 +978,30 @@ impl Backend for MemoryBackend {
         wait: Wait,
     ) -> BoxFuture<'a, Result<Option<Acquired>, BackendError>> {
         Box::pin(async move {
-            let (mut ticket, mut retry_at) = match self.enqueue(req, wait, Wake::Task(None)) {
+            let (mut ticket, mut retry_at) = match self.enqueue(req, wait, || Wake::Task(None)) {
                 Ok(queued) => queued,
                 Err(outcome) => return Ok(outcome),
             };
+            // Kept across turns while the time to look again stays the same
+            // (a deadline): every new timer, and every drop of one, wakes
+            // the timer's thread, which in a burst of waiters cost more than
+            // the locking itself.
+            let mut timer: Option<(Instant, futures_timer::Delay)> = None;
             loop {
-                let timer = wake_deadline(self, retry_at, wait.deadline).map(|u| {
-                    futures_timer::Delay::new(u.saturating_duration_since(Instant::now()))
-                });
+                let until = wake_deadline(self, retry_at, wait.deadline);
+                match (until, &timer) {
+                    // Not yet fired: a fired one would be ready at once.
+                    (Some(u), Some((at, _))) if *at == u && Instant::now() < u => {}
+                    (Some(u), _) => {
+                        let delay =
+                            futures_timer::Delay::new(u.saturating_duration_since(Instant::now()));
+                        timer = Some((u, delay));
+                    }
+                    (None, _) => timer = None,
+                }
                 Signalled {
                     waiter: &ticket.waiter,
-                    timer,
+                    timer: timer.as_mut().map(|(_, t)| t),
                 }
                 .await;
                 match self.after_wake(&mut ticket, req, wait) {
@@ -1065,8 +1110,8 @@ impl Slot {
         Held::new(&*self.key)
             .held_for(Some(held_for))
             .lease_left(h.leased().then(|| Duration::from_nanos(h.until - now)))
-            .fencing(Some(h.fence))
-            .waiting(Some(self.waiters.as_ref().map_or(0, |w| w.len())))
+            .fencing(Some(h.fence.get()))
+            .waiting(Some(self.in_line()))
             .owner(Some(owner))
             .acquired_at(SystemTime::now().checked_sub(held_for))
     }
@@ -1107,11 +1152,53 @@ impl MemoryBackend {
     }
 }
 
-static EPOCH: Lazy<Instant> = Lazy::new(Instant::now);
+/// Where the store's clock readings count from.
+struct Epoch {
+    at: Instant,
+    /// `at` on `CLOCK_MONOTONIC` (the clock behind `Instant`), read just
+    /// after it: a reading turned back into an `Instant` is then never
+    /// later than the moment it was taken, so a lease counted from it
+    /// errs short.
+    #[cfg(target_os = "linux")]
+    raw: u64,
+}
 
-/// Nanoseconds since the first call, on the monotonic clock.
+static EPOCH: Lazy<Epoch> = Lazy::new(|| Epoch {
+    at: Instant::now(),
+    #[cfg(target_os = "linux")]
+    raw: monotonic_ns(),
+});
+
+/// Nanoseconds since the first call, on the monotonic clock. Read as a
+/// plain number: `Instant::elapsed`'s timespec arithmetic and `Duration`
+/// conversion cost a fifth as much as the reading itself, on every
+/// acquisition.
+#[cfg(target_os = "linux")]
 fn now() -> u64 {
-    nanos(EPOCH.elapsed())
+    let epoch = &*EPOCH;
+    monotonic_ns().saturating_sub(epoch.raw)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn now() -> u64 {
+    nanos(EPOCH.at.elapsed())
+}
+
+/// `CLOCK_MONOTONIC` in nanoseconds.
+#[cfg(target_os = "linux")]
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec for the call's duration.
+    // CLOCK_MONOTONIC always exists on Linux; were the call to fail, `ts`
+    // stays zero and the reading saturates to the epoch (never later).
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    // Both fields are non-negative for this clock.
+    (ts.tv_sec as u64)
+        .wrapping_mul(1_000_000_000)
+        .wrapping_add(ts.tv_nsec as u64)
 }
 
 fn nanos(d: Duration) -> u64 {
@@ -1175,6 +1262,56 @@ mod tests {
         ));
         std::thread::sleep(Duration::from_millis(15));
         acquired(store.try_acquire(&thief).unwrap());
+    }
+
+    /// Waiters that gave up stay in line until they reach its front: they
+    /// are not counted, and a release passes over them to the next one.
+    #[test]
+    fn waiters_who_gave_up_are_skipped_and_not_counted() {
+        let store = Arc::new(MemoryBackend::new());
+        let holder = req("k");
+        acquired(store.try_acquire(&holder).unwrap());
+        let join = |n: usize, deadline: Duration| {
+            let joined: Vec<_> = (0..n)
+                .map(|_| {
+                    let store = Arc::clone(&store);
+                    thread::spawn(move || {
+                        let wait =
+                            Wait::new(Some(Instant::now() + deadline), Duration::from_secs(1));
+                        let r = Request::new("k");
+                        let got = store.acquire(&r, wait).unwrap();
+                        if got.is_some() {
+                            assert!(store.release("k", r.token).unwrap());
+                        }
+                        got.is_some()
+                    })
+                })
+                .collect();
+            joined
+        };
+        let quitters = join(3, Duration::from_millis(50));
+        while store.waiting("k") < 3 {
+            thread::yield_now();
+        }
+        let patient = join(1, Duration::from_secs(10));
+        while store.waiting("k") < 4 {
+            thread::yield_now();
+        }
+        for q in quitters {
+            assert!(
+                !q.join().unwrap(),
+                "a quitter got the lock while it was held"
+            );
+        }
+        assert_eq!(store.waiting("k"), 1, "those who gave up are not counted");
+        assert!(store.release("k", holder.token).unwrap());
+        for p in patient {
+            assert!(
+                p.join().unwrap(),
+                "the release passed over the patient waiter"
+            );
+        }
+        assert_eq!(store.slots(), 0, "nothing left of the line");
     }
 
     #[test]
@@ -1463,7 +1600,7 @@ mod tests {
     #[test]
     fn a_slot_stays_small() {
         assert!(
-            std::mem::size_of::<Slot>() <= 80,
+            std::mem::size_of::<Slot>() <= 72,
             "{}",
             std::mem::size_of::<Slot>()
         );

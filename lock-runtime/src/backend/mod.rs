@@ -248,8 +248,26 @@ impl Token {
     /// assert_eq!(tokens.len(), 1000);
     /// ```
     pub fn new() -> Self {
-        static COUNTER: AtomicU64 = AtomicU64::new(0);
-        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        // Each thread numbers its tokens from a block of its own, so that
+        // threads locking at once do not all write one shared counter (its
+        // cache line went back and forth between cores on every lock).
+        const BLOCK: u64 = 1 << 16;
+        static BLOCKS: AtomicU64 = AtomicU64::new(0);
+        thread_local! {
+            static NEXT: std::cell::Cell<(u64, u64)> = const { std::cell::Cell::new((0, 0)) };
+        }
+        let n = NEXT
+            .try_with(|next| {
+                let (mut n, mut end) = next.get();
+                if n == end {
+                    n = BLOCKS.fetch_add(BLOCK, Ordering::Relaxed);
+                    end = n + BLOCK;
+                }
+                next.set((n + 1, end));
+                n
+            })
+            // A thread being torn down: a block of one.
+            .unwrap_or_else(|_| BLOCKS.fetch_add(BLOCK, Ordering::Relaxed));
         Self(((process_seed() as u128) << 64) | n as u128)
     }
 

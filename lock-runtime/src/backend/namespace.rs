@@ -91,7 +91,9 @@ impl Namespace {
             out.push_str(&key);
             return Cow::Owned(out);
         }
-        if key.bytes().any(needs_escape) {
+        // A fold, not `any`: no early exit, so the scan of a short key
+        // compiles to a few vector compares instead of a byte loop.
+        if key.bytes().fold(false, |found, b| found | needs_escape(b)) {
             Cow::Owned(escape(&key))
         } else {
             key
