@@ -23,6 +23,13 @@ pub(super) fn acquire_blocking(
     args: &AcquireArgs,
     waiting: Waiting,
 ) -> Result<Option<Acquired>, BackendError> {
+    // Behind another waiter of this process for the key: wait here first.
+    let Some(turn) = inner
+        .gates
+        .turn_blocking(&args.key, args.token, waiting.deadline())
+    else {
+        return Ok(None);
+    };
     let mut line = LineGuard {
         inner,
         args,
@@ -34,6 +41,7 @@ pub(super) fn acquire_blocking(
     let make = || LocalWaiter::for_thread(args.token);
     let mut last = Outcome::Start;
     loop {
+        turn.step();
         last = match line.waiting.next(Instant::now(), last) {
             Action::Attempt { in_line, first } => {
                 let tried = inner.sync_try(args, in_line, first)?;
@@ -69,6 +77,14 @@ pub(super) async fn acquire(
     args: AcquireArgs,
     waiting: Waiting,
 ) -> Result<Option<Acquired>, BackendError> {
+    // Behind another waiter of this process for the key: wait here first.
+    let Some(turn) = inner
+        .gates
+        .turn(&args.key, args.token, waiting.deadline())
+        .await
+    else {
+        return Ok(None);
+    };
     let mut line = LineGuard {
         inner: &inner,
         args: &args,
@@ -80,6 +96,7 @@ pub(super) async fn acquire(
     let make = || LocalWaiter::for_task(args.token);
     let mut last = Outcome::Start;
     loop {
+        turn.step();
         last = match line.waiting.next(Instant::now(), last) {
             Action::Attempt { in_line, first } => {
                 match inner.try_acquire_on(&mut conn, &args, in_line, first).await {

@@ -29,6 +29,7 @@
 
 mod books;
 mod drivers;
+mod gate;
 mod io;
 mod pool;
 mod quorum;
@@ -211,6 +212,8 @@ struct Inner {
     pool: pool::Pool,
     conn: io::AsyncConn,
     wakeups: Subscribers,
+    /// The local lines: one waiter per key stands in Redis at a time.
+    gates: gate::Gates,
     /// This process's record beside the locks (who holds them).
     books: books::Books,
 }
@@ -244,6 +247,7 @@ impl RedisBackend {
                 books: books::Books::new(&Namespace::new(prefix)),
                 pool: pool::Pool::new(client.clone(), connect_timeout, command_timeout),
                 wakeups: Subscribers::new(client.clone(), connect_timeout, command_timeout),
+                gates: gate::Gates::default(),
                 conn: io::AsyncConn::new(client, config),
             }),
         })

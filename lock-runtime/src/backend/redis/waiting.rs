@@ -95,6 +95,11 @@ impl Waiting {
         self.joined
     }
 
+    /// When this acquisition gives up, if ever.
+    pub(super) fn deadline(&self) -> Option<Instant> {
+        self.deadline
+    }
+
     /// The lease this acquisition asked for, which names its place in line.
     pub(super) fn lease_ms(&self) -> u64 {
         self.lease_ms

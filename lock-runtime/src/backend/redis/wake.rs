@@ -156,7 +156,7 @@ impl LocalWaiter {
         })
     }
 
-    fn signal(&self) {
+    pub(crate) fn signal(&self) {
         self.signalled.store(true, Ordering::Release);
         match &mut *lock(&self.wake) {
             Wake::Thread(t) => t.unpark(),

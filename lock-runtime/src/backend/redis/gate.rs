@@ -1,0 +1,385 @@
+//! The local line: within one process, at most one waiting acquisition per
+//! key stands in Redis at a time (it has the key's turn); the process's other
+//! waiters for that key wait here, first come first served, each until its
+//! own deadline. A burst of waiters then costs Redis one waiter per process
+//! instead of a look, a subscription and a place in line each, which would
+//! crowd out the very hand-offs they wait for.
+//!
+//! The turn passes on when its holder ends, however it ends (the lock, the
+//! deadline, an error, a panic, its future dropped). A holder that stops
+//! making progress without ending (a future kept but never polled again)
+//! loses the turn to the next waiter after [`STALL`], so it cannot strand
+//! the others.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use super::REFRESH;
+use super::wake::LocalWaiter;
+use crate::backend::Token;
+
+/// How long a turn's holder may go without a step before the next waiter
+/// takes the turn over. A waiter in Redis steps at least every [`REFRESH`]
+/// (a barging one more often), so only a stuck one is passed over.
+pub(super) const STALL: Duration = Duration::from_millis(2 * REFRESH.as_millis() as u64);
+
+/// The local lines of one store, by key.
+#[derive(Default)]
+pub(super) struct Gates {
+    lines: Mutex<HashMap<String, Line>>,
+    /// Numbers turns and queued waiters, in arrival order.
+    next: AtomicU64,
+}
+
+/// A key someone in this process is waiting for in Redis.
+struct Line {
+    /// The turn's number: only the turn that still has it passes it on.
+    turn: u64,
+    /// When the turn's holder last stepped, in ms since `Gates::base`.
+    beat: Arc<Beat>,
+    /// Waiting here, by arrival.
+    queue: BTreeMap<u64, Arc<LocalWaiter>>,
+}
+
+/// A turn holder's heartbeat.
+pub(super) struct Beat {
+    base: Instant,
+    at_ms: AtomicU64,
+}
+
+impl Beat {
+    fn new() -> Arc<Self> {
+        Arc::new(Self {
+            base: Instant::now(),
+            at_ms: AtomicU64::new(0),
+        })
+    }
+
+    fn stamp(&self) {
+        let ms = self.base.elapsed().as_millis() as u64;
+        self.at_ms.store(ms, Ordering::Relaxed);
+    }
+
+    fn stalled(&self, now: Instant) -> bool {
+        let at = self.base + Duration::from_millis(self.at_ms.load(Ordering::Relaxed));
+        now.saturating_duration_since(at) >= STALL
+    }
+}
+
+/// The key's turn: its holder waits for the lock in Redis. Dropped, it
+/// passes the turn to the first waiter queued behind it.
+pub(super) struct Turn<'a> {
+    gates: &'a Gates,
+    key: &'a str,
+    number: u64,
+    beat: Arc<Beat>,
+}
+
+impl Turn<'_> {
+    /// The holder is making progress (called on each of its steps).
+    pub(super) fn step(&self) {
+        self.beat.stamp();
+    }
+}
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        let mut lines = lock(&self.gates.lines);
+        pass_on(&mut lines, self.key, self.number);
+    }
+}
+
+/// Hands the turn numbered `number` on `key` to the first waiter queued
+/// there, or closes the line if none is (unless another took it over).
+fn pass_on(lines: &mut HashMap<String, Line>, key: &str, number: u64) {
+    let Some(line) = lines.get_mut(key) else {
+        return;
+    };
+    if line.turn != number {
+        return;
+    }
+    match line.queue.pop_first() {
+        Some((next, waiter)) => {
+            line.turn = next;
+            line.beat = Beat::new();
+            waiter.signal();
+        }
+        None => {
+            lines.remove(key);
+        }
+    }
+}
+
+/// Where a waiter stands after [`Gates::enter`].
+enum Entry<'a> {
+    Turn(Turn<'a>),
+    Queued(Queued<'a>),
+}
+
+/// A waiter queued in a local line. Dropped before it got the turn, it
+/// leaves the queue; dropped with a turn it never used, it passes it on.
+struct Queued<'a> {
+    gates: &'a Gates,
+    key: &'a str,
+    number: u64,
+    waiter: Arc<LocalWaiter>,
+    done: bool,
+}
+
+impl Drop for Queued<'_> {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        let mut lines = lock(&self.gates.lines);
+        let Some(line) = lines.get_mut(self.key) else {
+            return;
+        };
+        if line.turn == self.number {
+            // Given the turn on its way out.
+            pass_on(&mut lines, self.key, self.number);
+        } else {
+            line.queue.remove(&self.number);
+        }
+    }
+}
+
+impl<'a> Queued<'a> {
+    /// Whether it has the turn now, taking it over from a stalled holder if
+    /// it is first in the queue; its turn when it has.
+    fn poll(&mut self, now: Instant) -> Option<Turn<'a>> {
+        let mut lines = lock(&self.gates.lines);
+        let line = lines.get_mut(self.key)?;
+        if line.turn != self.number {
+            let first = line.queue.first_key_value().map(|(n, _)| *n);
+            if first != Some(self.number) || !line.beat.stalled(now) {
+                return None;
+            }
+            tracing::debug!(
+                key = self.key,
+                "a waiter stalled with the key's turn; the next one takes it"
+            );
+            line.queue.remove(&self.number);
+            line.turn = self.number;
+            line.beat = Beat::new();
+        }
+        self.done = true;
+        Some(Turn {
+            gates: self.gates,
+            key: self.key,
+            number: self.number,
+            beat: Arc::clone(&line.beat),
+        })
+    }
+
+    /// When to look next at the latest: the deadline, or in time to take
+    /// over from a stalled holder.
+    fn until(&self, now: Instant, deadline: Option<Instant>) -> Instant {
+        let check = now + STALL;
+        deadline.map_or(check, |d| d.min(check))
+    }
+}
+
+impl Gates {
+    fn enter<'a>(&'a self, key: &'a str, make: impl FnOnce() -> Arc<LocalWaiter>) -> Entry<'a> {
+        let number = self.next.fetch_add(1, Ordering::Relaxed);
+        let mut lines = lock(&self.lines);
+        match lines.get_mut(key) {
+            None => {
+                let beat = Beat::new();
+                lines.insert(
+                    key.to_owned(),
+                    Line {
+                        turn: number,
+                        beat: Arc::clone(&beat),
+                        queue: BTreeMap::new(),
+                    },
+                );
+                Entry::Turn(Turn {
+                    gates: self,
+                    key,
+                    number,
+                    beat,
+                })
+            }
+            Some(line) => {
+                let waiter = make();
+                line.queue.insert(number, Arc::clone(&waiter));
+                Entry::Queued(Queued {
+                    gates: self,
+                    key,
+                    number,
+                    waiter,
+                    done: false,
+                })
+            }
+        }
+    }
+
+    /// The key's turn for a blocking waiter, parking the thread until it
+    /// comes; `None` if the deadline passed first.
+    pub(super) fn turn_blocking<'a>(
+        &'a self,
+        key: &'a str,
+        token: Token,
+        deadline: Option<Instant>,
+    ) -> Option<Turn<'a>> {
+        let mut queued = match self.enter(key, || LocalWaiter::for_thread(token)) {
+            Entry::Turn(t) => return Some(t),
+            Entry::Queued(q) => q,
+        };
+        loop {
+            let now = Instant::now();
+            if let Some(turn) = queued.poll(now) {
+                return Some(turn);
+            }
+            if deadline.is_some_and(|d| now >= d) {
+                return None;
+            }
+            queued.waiter.park_until(Some(queued.until(now, deadline)));
+            queued.waiter.take_signal();
+        }
+    }
+
+    /// The key's turn for an async waiter; `None` if the deadline passed
+    /// first. Dropped while queued, it leaves the queue.
+    pub(super) async fn turn<'a>(
+        &'a self,
+        key: &'a str,
+        token: Token,
+        deadline: Option<Instant>,
+    ) -> Option<Turn<'a>> {
+        let mut queued = match self.enter(key, || LocalWaiter::for_task(token)) {
+            Entry::Turn(t) => return Some(t),
+            Entry::Queued(q) => q,
+        };
+        loop {
+            let now = Instant::now();
+            if let Some(turn) = queued.poll(now) {
+                return Some(turn);
+            }
+            if deadline.is_some_and(|d| now >= d) {
+                return None;
+            }
+            let until = queued.until(now, deadline);
+            let _ = tokio::time::timeout_at(until.into(), queued.waiter.signalled()).await;
+            queued.waiter.take_signal();
+        }
+    }
+
+    /// How many waiters wait in this process's line for `key`, beside the
+    /// turn's holder.
+    #[cfg(test)]
+    fn queued(&self, key: &str) -> usize {
+        lock(&self.lines).get(key).map_or(0, |l| l.queue.len())
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn token() -> Token {
+        Token::new()
+    }
+
+    #[test]
+    fn the_first_waiter_gets_the_turn_and_passes_it_in_arrival_order() {
+        let gates = Arc::new(Gates::default());
+        let first = gates.turn_blocking("k", token(), None).expect("free");
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let mut threads = Vec::new();
+        for i in 0..3 {
+            let (shared, order) = (Arc::clone(&gates), Arc::clone(&order));
+            threads.push(std::thread::spawn(move || {
+                let turn = shared
+                    .turn_blocking("k", token(), None)
+                    .expect("no deadline");
+                lock(&order).push(i);
+                drop(turn);
+            }));
+            while gates.queued("k") <= i {
+                std::thread::yield_now();
+            }
+        }
+        assert!(
+            gates.turn_blocking("other", token(), None).is_some(),
+            "another key has its own line"
+        );
+        drop(first);
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(*lock(&order), [0, 1, 2]);
+        assert!(
+            lock(&gates.lines).is_empty(),
+            "the last turn closed the line"
+        );
+    }
+
+    #[test]
+    fn a_queued_waiter_gives_up_at_its_deadline_and_leaves_the_queue() {
+        let gates = Gates::default();
+        let turn = gates.turn_blocking("k", token(), None).expect("free");
+        let t0 = Instant::now();
+        let deadline = t0 + Duration::from_millis(30);
+        assert!(gates.turn_blocking("k", token(), Some(deadline)).is_none());
+        assert!(t0.elapsed() >= Duration::from_millis(30));
+        assert_eq!(gates.queued("k"), 0);
+        drop(turn);
+        assert!(lock(&gates.lines).is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_dropped_queued_future_leaves_and_a_turn_given_on_its_way_out_goes_on() {
+        let gates = Gates::default();
+        let turn = gates.turn("k", token(), None).await.expect("free");
+        {
+            let waiting = gates.turn("k", token(), None);
+            let mut waiting = Box::pin(waiting);
+            assert!(futures::poll!(waiting.as_mut()).is_pending());
+            assert_eq!(gates.queued("k"), 1);
+        }
+        assert_eq!(gates.queued("k"), 0, "the dropped future left the queue");
+        // One queued waiter is given the turn, then dropped unpolled: the
+        // turn goes to the one behind it.
+        let mut a = Box::pin(gates.turn("k", token(), None));
+        let mut b = Box::pin(gates.turn("k", token(), None));
+        assert!(futures::poll!(a.as_mut()).is_pending());
+        assert!(futures::poll!(b.as_mut()).is_pending());
+        drop(turn);
+        drop(a);
+        let got = tokio::time::timeout(Duration::from_secs(5), b)
+            .await
+            .expect("the turn was passed on");
+        assert!(got.is_some());
+    }
+
+    #[test]
+    fn a_stalled_turn_is_taken_over_and_its_late_drop_changes_nothing() {
+        let gates = Gates::default();
+        let stuck = gates.turn_blocking("k", token(), None).expect("free");
+        // Pretend the holder last stepped longer than STALL ago.
+        let Entry::Queued(mut next) = gates.enter("k", || LocalWaiter::for_thread(token())) else {
+            panic!("the key is taken");
+        };
+        assert!(next.poll(Instant::now()).is_none(), "the holder is alive");
+        let taken = next
+            .poll(Instant::now() + STALL)
+            .expect("taken over from a stalled holder");
+        drop(stuck);
+        assert_eq!(
+            lock(&gates.lines).get("k").map(|l| l.turn),
+            Some(taken.number),
+            "the stalled holder's late drop passes nothing on"
+        );
+        drop(taken);
+        assert!(lock(&gates.lines).is_empty());
+    }
+}
