@@ -10,6 +10,7 @@ use std::time::Instant;
 
 use redis::aio::MultiplexedConnection;
 
+use super::gate::Turn;
 use super::io::{self, Place};
 use super::waiting::{Action, Outcome, Waiting};
 use super::wake::{LocalWaiter, Wakeups, Watch};
@@ -39,6 +40,12 @@ pub(super) fn acquire_blocking(
     };
     let mut listening = Listening::default();
     let make = || LocalWaiter::for_thread(args.token);
+    if turn.was_queued() {
+        line.waiting.contended();
+        listening.register(|| inner.wakeups.io(), &args.key, make);
+        listening.offer(&turn, args);
+    }
+    let mut turn = turn;
     let mut last = Outcome::Start;
     loop {
         turn.step();
@@ -49,6 +56,7 @@ pub(super) fn acquire_blocking(
             }
             Action::Listen => {
                 let fresh = listening.register(|| inner.wakeups.io(), &args.key, make);
+                listening.offer(&turn, args);
                 match listening.subscription() {
                     None => Outcome::Listening { fresh },
                     Some(sub) => subscribed(&args.key, io::block_on(sub)),
@@ -60,6 +68,7 @@ pub(super) fn acquire_blocking(
                 woke(waiter)
             }
             Action::Done(outcome) => {
+                turn.finish(outcome.is_some());
                 if line.waiting.holds_place() {
                     line.leave_blocking();
                 }
@@ -94,6 +103,12 @@ pub(super) async fn acquire(
     };
     let mut listening = Listening::default();
     let make = || LocalWaiter::for_task(args.token);
+    if turn.was_queued() {
+        line.waiting.contended();
+        listening.register(|| inner.wakeups.here(), &args.key, make);
+        listening.offer(&turn, &args);
+    }
+    let mut turn = turn;
     let mut last = Outcome::Start;
     loop {
         turn.step();
@@ -112,6 +127,7 @@ pub(super) async fn acquire(
                 // This runs on the runtime whose subscriber it gets, so the
                 // subscription is awaited right here.
                 let fresh = listening.register(|| inner.wakeups.here(), &args.key, make);
+                listening.offer(&turn, &args);
                 match listening.subscription() {
                     None => Outcome::Listening { fresh },
                     Some(sub) => subscribed(&args.key, sub.await),
@@ -128,6 +144,7 @@ pub(super) async fn acquire(
                 woke(waiter)
             }
             Action::Done(outcome) => {
+                turn.finish(outcome.is_some());
                 if line.waiting.holds_place() {
                     line.leave(&mut conn).await;
                 }
@@ -185,6 +202,14 @@ impl Listening {
             .as_ref()
             .filter(|w| !w.is_subscribed())
             .map(Watch::subscribe)
+    }
+
+    /// Offers this waiter as the successor of a release made in this
+    /// process (once registered).
+    fn offer(&self, turn: &Turn<'_>, args: &AcquireArgs) {
+        if let Some(w) = &self.waiter {
+            turn.offer(args.token, args.lease_ms, &args.meta, w);
+        }
     }
 
     /// The waiter to sleep on (made here when wake-ups are off).

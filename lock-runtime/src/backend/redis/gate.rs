@@ -10,6 +10,12 @@
 //! making progress without ending (a future kept but never polled again)
 //! loses the turn to the next waiter after [`STALL`], so it cannot strand
 //! the others.
+//!
+//! The turn's holder also offers itself as the successor of a holder in this
+//! process: a release made here then hands the lock straight to it in the
+//! same script (unless Redis keeps a line, which goes first) and wakes it
+//! with the grant, so the hand-off needs no look and no message through the
+//! subscriber.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -29,6 +35,10 @@ pub(super) const STALL: Duration = Duration::from_millis(2 * REFRESH.as_millis()
 #[derive(Default)]
 pub(super) struct Gates {
     lines: Mutex<HashMap<String, Line>>,
+    /// Turns that ended while a release was handing them the lock, and
+    /// whether they ended with it (taken by their own look): the release
+    /// gives back a lock granted to a waiter that left without it.
+    departed: Mutex<HashMap<u64, bool>>,
     /// Numbers turns and queued waiters, in arrival order.
     next: AtomicU64,
 }
@@ -41,6 +51,27 @@ struct Line {
     beat: Arc<Beat>,
     /// Waiting here, by arrival.
     queue: BTreeMap<u64, Arc<LocalWaiter>>,
+    /// The turn's holder, offered as the successor of a local release.
+    offer: Option<Offer>,
+}
+
+/// A waiter a release in this process may hand the lock to.
+struct Offer {
+    token: Token,
+    lease_ms: u64,
+    meta: String,
+    waiter: Arc<LocalWaiter>,
+    /// A release is handing the lock to it now.
+    claimed: bool,
+}
+
+/// A release's claim on the successor of a key: what the release script
+/// needs to hand it the lock. [`Gates::deliver`] settles it.
+pub(super) struct Claim {
+    number: u64,
+    pub(super) token: Token,
+    pub(super) lease_ms: u64,
+    pub(super) meta: String,
 }
 
 /// A turn holder's heartbeat.
@@ -75,6 +106,9 @@ pub(super) struct Turn<'a> {
     key: &'a str,
     number: u64,
     beat: Arc<Beat>,
+    /// It waited behind another local waiter: the key is contended.
+    queued: bool,
+    finished: bool,
 }
 
 impl Turn<'_> {
@@ -82,10 +116,58 @@ impl Turn<'_> {
     pub(super) fn step(&self) {
         self.beat.stamp();
     }
+
+    /// Whether it waited behind another waiter of this process.
+    pub(super) fn was_queued(&self) -> bool {
+        self.queued
+    }
+
+    /// Offers the holder (its token, the lease it asked for, its meta
+    /// suffix, its waiter) as the successor of a release made here.
+    pub(super) fn offer(&self, token: Token, lease_ms: u64, meta: &str, waiter: &Arc<LocalWaiter>) {
+        let mut lines = lock(&self.gates.lines);
+        if let Some(line) = lines.get_mut(self.key)
+            && line.turn == self.number
+            && line.offer.is_none()
+        {
+            line.offer = Some(Offer {
+                token,
+                lease_ms,
+                meta: meta.to_owned(),
+                waiter: Arc::clone(waiter),
+                claimed: false,
+            });
+        }
+    }
+
+    /// The holder's wait ended, with the lock or not: no release hands it
+    /// the lock any more, and one doing so now learns which.
+    pub(super) fn finish(&mut self, acquired: bool) {
+        if self.finished {
+            return;
+        }
+        self.finished = true;
+        let mut lines = lock(&self.gates.lines);
+        let Some(line) = lines.get_mut(self.key) else {
+            return;
+        };
+        if line.turn != self.number {
+            return;
+        }
+        if let Some(offer) = line.offer.take()
+            && offer.claimed
+        {
+            lock(&self.gates.departed).insert(self.number, acquired);
+        }
+    }
 }
 
 impl Drop for Turn<'_> {
     fn drop(&mut self) {
+        // Ended otherwise (an error, a panic, a dropped future): whatever a
+        // failed request may have won is given back by its own clean-up, and
+        // a second give-back by token changes nothing.
+        self.finish(false);
         let mut lines = lock(&self.gates.lines);
         pass_on(&mut lines, self.key, self.number);
     }
@@ -104,6 +186,7 @@ fn pass_on(lines: &mut HashMap<String, Line>, key: &str, number: u64) {
         Some((next, waiter)) => {
             line.turn = next;
             line.beat = Beat::new();
+            line.offer = None;
             waiter.signal();
         }
         None => {
@@ -164,6 +247,7 @@ impl<'a> Queued<'a> {
             line.queue.remove(&self.number);
             line.turn = self.number;
             line.beat = Beat::new();
+            line.offer = None;
         }
         self.done = true;
         Some(Turn {
@@ -171,6 +255,8 @@ impl<'a> Queued<'a> {
             key: self.key,
             number: self.number,
             beat: Arc::clone(&line.beat),
+            queued: true,
+            finished: false,
         })
     }
 
@@ -195,6 +281,7 @@ impl Gates {
                         turn: number,
                         beat: Arc::clone(&beat),
                         queue: BTreeMap::new(),
+                        offer: None,
                     },
                 );
                 Entry::Turn(Turn {
@@ -202,6 +289,8 @@ impl Gates {
                     key,
                     number,
                     beat,
+                    queued: false,
+                    finished: false,
                 })
             }
             Some(line) => {
@@ -267,6 +356,48 @@ impl Gates {
             let _ = tokio::time::timeout_at(until.into(), queued.waiter.signalled()).await;
             queued.waiter.take_signal();
         }
+    }
+
+    /// Claims the successor offered for `key`, if one is and no other
+    /// release is handing it the lock already.
+    pub(super) fn claim(&self, key: &str) -> Option<Claim> {
+        let mut lines = lock(&self.lines);
+        let line = lines.get_mut(key)?;
+        let number = line.turn;
+        let offer = line.offer.as_mut().filter(|o| !o.claimed)?;
+        offer.claimed = true;
+        Some(Claim {
+            number,
+            token: offer.token,
+            lease_ms: offer.lease_ms,
+            meta: offer.meta.clone(),
+        })
+    }
+
+    /// Settles `claim` after the release script: `granted` is the fencing
+    /// token of the lock it handed the successor (`None`: it did not, or
+    /// the answer is unknown). Wakes the successor with the lock; `true`
+    /// when the successor left without it meanwhile, so the caller must
+    /// give the lock back for it.
+    pub(super) fn deliver(&self, key: &str, claim: &Claim, granted: Option<u64>) -> bool {
+        {
+            let mut lines = lock(&self.lines);
+            if let Some(line) = lines.get_mut(key)
+                && line.turn == claim.number
+                && let Some(offer) = &mut line.offer
+            {
+                match granted {
+                    Some(fence) => {
+                        offer.waiter.grant(fence);
+                        line.offer = None;
+                    }
+                    None => offer.claimed = false,
+                }
+                return false;
+            }
+        }
+        let left_with = lock(&self.departed).remove(&claim.number);
+        granted.is_some() && left_with == Some(false)
     }
 
     /// How many waiters wait in this process's line for `key`, beside the
@@ -381,5 +512,63 @@ mod tests {
         );
         drop(taken);
         assert!(lock(&gates.lines).is_empty());
+    }
+
+    fn offered(gates: &Gates) -> (Turn<'_>, Arc<LocalWaiter>) {
+        let turn = gates.turn_blocking("k", token(), None).expect("free");
+        let waiter = LocalWaiter::for_thread(token());
+        turn.offer(token(), 1000, "#3", &waiter);
+        (turn, waiter)
+    }
+
+    #[test]
+    fn a_release_hands_the_lock_to_the_offered_successor() {
+        let gates = Gates::default();
+        let (turn, waiter) = offered(&gates);
+        let claim = gates.claim("k").expect("a successor is offered");
+        assert_eq!((claim.lease_ms, claim.meta.as_str()), (1000, "#3"));
+        assert!(gates.claim("k").is_none(), "one release at a time");
+        assert!(!gates.deliver("k", &claim, Some(8)));
+        assert_eq!(waiter.take_grant(), Some(8), "woken with the lock");
+        assert!(gates.claim("k").is_none(), "the offer was used up");
+        drop(turn);
+    }
+
+    #[test]
+    fn a_release_without_an_answer_leaves_the_offer_standing() {
+        let gates = Gates::default();
+        let (_turn, waiter) = offered(&gates);
+        let claim = gates.claim("k").expect("offered");
+        assert!(!gates.deliver("k", &claim, None));
+        assert_eq!(waiter.take_grant(), None);
+        assert!(
+            gates.claim("k").is_some(),
+            "the next release may hand it on"
+        );
+    }
+
+    #[test]
+    fn a_lock_granted_to_a_successor_that_left_without_it_is_given_back() {
+        let gates = Gates::default();
+        let (mut turn, _) = offered(&gates);
+        let claim = gates.claim("k").expect("offered");
+        turn.finish(false);
+        drop(turn);
+        assert!(
+            gates.deliver("k", &claim, Some(8)),
+            "the releaser gives it back"
+        );
+        assert!(lock(&gates.departed).is_empty());
+        // One that took the lock by its own look keeps it.
+        let (mut turn, _) = offered(&gates);
+        let claim = gates.claim("k").expect("offered");
+        turn.finish(true);
+        assert!(!gates.deliver("k", &claim, Some(9)));
+        // Nothing granted: nothing to give back.
+        drop(turn);
+        let (mut turn, _) = offered(&gates);
+        let claim = gates.claim("k").expect("offered");
+        turn.finish(false);
+        assert!(!gates.deliver("k", &claim, None));
     }
 }

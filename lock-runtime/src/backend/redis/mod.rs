@@ -795,6 +795,35 @@ impl Inner {
         .map(|n| n == 1)
     }
 
+    /// A release by `token` that hands the lock to `claim`'s successor (see
+    /// [`scripts::RELEASE_TO`]).
+    fn release_to<'a>(&self, key: &str, token: Token, claim: &gate::Claim) -> ScriptInvocation<'a> {
+        let mut inv = handover_invocation(&scripts::RELEASE_TO, &self.fence_key, key, token, None);
+        inv.arg(claim.token.encode().as_str())
+            .arg(claim.lease_ms)
+            .arg(&claim.meta);
+        inv
+    }
+
+    /// After a [`release_to`](Self::release_to) answered `reply` (`None`:
+    /// no answer): wakes the successor with the lock, or gives back a lock
+    /// granted to a successor that left without it.
+    fn settle(self: &Arc<Self>, key: &str, claim: &gate::Claim, reply: Option<&[i64]>) {
+        let granted = match reply {
+            Some(&[1, fence]) if fence > 0 => u64::try_from(fence).ok(),
+            _ => None,
+        };
+        if self.gates.deliver(key, claim, granted) {
+            let leftover = Leftover {
+                key: key.to_owned(),
+                token: claim.token,
+                release: Release::MayHaveWon,
+                leave: None,
+            };
+            self.hand_off(None, leftover);
+        }
+    }
+
     /// Every async operation goes through here: `op` runs where
     /// [`Place::here`] says, with the connection of that runtime, so the
     /// requests of one caller runtime (its clean-ups included) share one
@@ -822,6 +851,13 @@ impl Backend for RedisBackend {
     }
 
     fn release(&self, key: &str, token: Token) -> Result<bool, BackendError> {
+        if let Some(claim) = self.inner.gates.claim(key) {
+            let out = self
+                .inner
+                .sync::<Vec<i64>>(&self.inner.release_to(key, token, &claim));
+            self.inner.settle(key, &claim, out.as_deref().ok());
+            return out.map(|r| r.first() == Some(&1));
+        }
         self.inner
             .sync::<i64>(&handover_invocation(
                 &scripts::RELEASE,
@@ -946,9 +982,11 @@ impl Backend for RedisBackend {
         self.inner.run(move |inner, conn| async move {
             // The guard is gone once its release starts: dropped or failed
             // before the reply, the release is sent again after it.
+            let claim = inner.gates.claim(&key);
             let mut unanswered = Unanswered {
                 inner: &inner,
                 conn,
+                claim,
                 leftover: Some(Leftover {
                     key,
                     token,
@@ -995,6 +1033,8 @@ impl Backend for RedisBackend {
 struct Unanswered<'a> {
     inner: &'a Arc<Inner>,
     conn: MultiplexedConnection,
+    /// A successor in this process the release hands the lock to.
+    claim: Option<gate::Claim>,
     leftover: Option<Leftover>,
 }
 
@@ -1003,6 +1043,16 @@ impl Unanswered<'_> {
         let Some(l) = &self.leftover else {
             return Ok(false);
         };
+        if let Some(claim) = &self.claim {
+            let inv = self.inner.release_to(&l.key, l.token, claim);
+            let out = self.inner.invoke_on::<Vec<i64>>(&mut self.conn, inv).await;
+            self.inner.settle(&l.key, claim, out.as_deref().ok());
+            self.claim = None;
+            if out.is_ok() {
+                self.leftover = None;
+            }
+            return out.map(|r| r.first() == Some(&1));
+        }
         let inv = handover_invocation(
             &scripts::RELEASE,
             &self.inner.fence_key,
@@ -1020,6 +1070,11 @@ impl Unanswered<'_> {
 
 impl Drop for Unanswered<'_> {
     fn drop(&mut self) {
+        if let (Some(claim), Some(l)) = (self.claim.take(), &self.leftover) {
+            // Unknown whether it landed: the successor finds out by its own
+            // next look.
+            self.inner.gates.deliver(&l.key, &claim, None);
+        }
         if let Some(l) = self.leftover.take() {
             self.inner.hand_off(Some(self.conn.clone()), l);
         }

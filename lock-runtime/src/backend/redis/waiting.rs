@@ -95,6 +95,13 @@ impl Waiting {
         self.joined
     }
 
+    /// The key is contended (this waiter queued behind another of its
+    /// process): its first look goes through the script, which also marks
+    /// the lock as waited for, not the plain `SET NX`.
+    pub(super) fn contended(&mut self) {
+        self.first = false;
+    }
+
     /// When this acquisition gives up, if ever.
     pub(super) fn deadline(&self) -> Option<Instant> {
         self.deadline

@@ -168,6 +168,13 @@ impl LocalWaiter {
         }
     }
 
+    /// Wakes the waiter with a lock a release granted it (fencing token
+    /// `fence`).
+    pub(crate) fn grant(&self, fence: u64) {
+        self.grant.store(fence, Ordering::Release);
+        self.signal();
+    }
+
     /// The fencing token of a grant that came with a wake-up, if one did:
     /// the lock is this waiter's already.
     pub(crate) fn take_grant(&self) -> Option<u64> {
