@@ -27,7 +27,7 @@ pub(super) fn acquire_blocking(
     // Behind another waiter of this process for the key: wait here first.
     let Some(turn) = inner
         .gates
-        .turn_blocking(&args.key, args.token, waiting.deadline())
+        .turn_blocking(&args.key, args.seat(), waiting.deadline())
     else {
         return Ok(None);
     };
@@ -40,13 +40,18 @@ pub(super) fn acquire_blocking(
     };
     let mut listening = Listening::default();
     let make = || LocalWaiter::for_thread(args.token);
+    let mut last = Outcome::Start;
     if turn.was_queued() {
-        line.waiting.contended();
+        let now = Instant::now();
+        line.waiting.contended(now);
+        listening.waiter = turn.waiter().cloned();
         listening.register(|| inner.wakeups.io(), &args.key, make);
         listening.offer(&turn, args);
+        if turn.held_here() {
+            last = line.waiting.skip_look(now);
+        }
     }
     let mut turn = turn;
-    let mut last = Outcome::Start;
     loop {
         turn.step();
         last = match line.waiting.next(Instant::now(), last) {
@@ -89,7 +94,7 @@ pub(super) async fn acquire(
     // Behind another waiter of this process for the key: wait here first.
     let Some(turn) = inner
         .gates
-        .turn(&args.key, args.token, waiting.deadline())
+        .turn(&args.key, args.seat(), waiting.deadline())
         .await
     else {
         return Ok(None);
@@ -103,13 +108,18 @@ pub(super) async fn acquire(
     };
     let mut listening = Listening::default();
     let make = || LocalWaiter::for_task(args.token);
+    let mut last = Outcome::Start;
     if turn.was_queued() {
-        line.waiting.contended();
+        let now = Instant::now();
+        line.waiting.contended(now);
+        listening.waiter = turn.waiter().cloned();
         listening.register(|| inner.wakeups.here(), &args.key, make);
         listening.offer(&turn, &args);
+        if turn.held_here() {
+            last = line.waiting.skip_look(now);
+        }
     }
     let mut turn = turn;
-    let mut last = Outcome::Start;
     loop {
         turn.step();
         last = match line.waiting.next(Instant::now(), last) {
@@ -369,9 +379,19 @@ impl Inner {
             },
         };
         if l.release != Release::No {
-            let release =
-                handover_invocation(&scripts::RELEASE, &self.fence_key, &l.key, l.token, None);
-            released(l, self.invoke_on::<i64>(&mut conn, release).await);
+            if let Some(claim) = self.gates.claim(&l.key) {
+                let release = self.release_to(&l.key, l.token, &claim);
+                let out = self.invoke_on::<Vec<i64>>(&mut conn, release).await;
+                if self.settle(&l.key, &claim, out.as_deref().ok()) {
+                    let back = self.successor_release(&l.key, &claim);
+                    let _ = self.invoke_on::<i64>(&mut conn, back).await;
+                }
+                released(l, out.map(|r| r.first().copied().unwrap_or(0)));
+            } else {
+                let release =
+                    handover_invocation(&scripts::RELEASE, &self.fence_key, &l.key, l.token, None);
+                released(l, self.invoke_on::<i64>(&mut conn, release).await);
+            }
         }
         if let Some(place) = &l.leave {
             let leave = handover_invocation(
@@ -389,9 +409,17 @@ impl Inner {
 
     fn send_blocking(&self, l: &Leftover) {
         if l.release != Release::No {
-            let release =
-                handover_invocation(&scripts::RELEASE, &self.fence_key, &l.key, l.token, None);
-            released(l, self.sync::<i64>(&release));
+            if let Some(claim) = self.gates.claim(&l.key) {
+                let out = self.sync::<Vec<i64>>(&self.release_to(&l.key, l.token, &claim));
+                if self.settle(&l.key, &claim, out.as_deref().ok()) {
+                    let _ = self.sync::<i64>(&self.successor_release(&l.key, &claim));
+                }
+                released(l, out.map(|r| r.first().copied().unwrap_or(0)));
+            } else {
+                let release =
+                    handover_invocation(&scripts::RELEASE, &self.fence_key, &l.key, l.token, None);
+                released(l, self.sync::<i64>(&release));
+            }
         }
         if let Some(place) = &l.leave {
             let leave = handover_invocation(

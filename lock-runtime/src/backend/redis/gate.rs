@@ -49,8 +49,11 @@ struct Line {
     turn: u64,
     /// When the turn's holder last stepped, in ms since `Gates::base`.
     beat: Arc<Beat>,
-    /// Waiting here, by arrival.
-    queue: BTreeMap<u64, Arc<LocalWaiter>>,
+    /// Waiting here, by arrival, each ready to be offered as a successor.
+    queue: BTreeMap<u64, Offer>,
+    /// The turn's holder took it from one that ended with the lock, which a
+    /// holder in this process then has.
+    held_here: bool,
     /// The turn's holder, offered as the successor of a local release.
     offer: Option<Offer>,
 }
@@ -108,6 +111,12 @@ pub(super) struct Turn<'a> {
     beat: Arc<Beat>,
     /// It waited behind another local waiter: the key is contended.
     queued: bool,
+    /// The waiter it waited on, offered as a successor from the start.
+    waiter: Option<Arc<LocalWaiter>>,
+    /// The turn came from a holder that ended with the lock.
+    held_here: bool,
+    /// How it ended, for the turn's next holder.
+    acquired: bool,
     finished: bool,
 }
 
@@ -120,6 +129,18 @@ impl Turn<'_> {
     /// Whether it waited behind another waiter of this process.
     pub(super) fn was_queued(&self) -> bool {
         self.queued
+    }
+
+    /// The waiter it waited on: offered as the successor since it got the
+    /// turn, so the acquisition sleeps on it.
+    pub(super) fn waiter(&self) -> Option<&Arc<LocalWaiter>> {
+        self.waiter.as_ref()
+    }
+
+    /// Whether the previous holder of the turn ended with the lock, so a
+    /// holder in this process has it and its release will hand it on here.
+    pub(super) fn held_here(&self) -> bool {
+        self.held_here
     }
 
     /// Offers the holder (its token, the lease it asked for, its meta
@@ -147,6 +168,7 @@ impl Turn<'_> {
             return;
         }
         self.finished = true;
+        self.acquired = acquired;
         let mut lines = lock(&self.gates.lines);
         let Some(line) = lines.get_mut(self.key) else {
             return;
@@ -169,13 +191,15 @@ impl Drop for Turn<'_> {
         // a second give-back by token changes nothing.
         self.finish(false);
         let mut lines = lock(&self.gates.lines);
-        pass_on(&mut lines, self.key, self.number);
+        pass_on(&mut lines, self.key, self.number, self.acquired);
     }
 }
 
 /// Hands the turn numbered `number` on `key` to the first waiter queued
-/// there, or closes the line if none is (unless another took it over).
-fn pass_on(lines: &mut HashMap<String, Line>, key: &str, number: u64) {
+/// there, offered as the successor at once, or closes the line if none is
+/// (unless another took the turn over). `acquired`: the turn ended with the
+/// lock.
+fn pass_on(lines: &mut HashMap<String, Line>, key: &str, number: u64, acquired: bool) {
     let Some(line) = lines.get_mut(key) else {
         return;
     };
@@ -183,16 +207,28 @@ fn pass_on(lines: &mut HashMap<String, Line>, key: &str, number: u64) {
         return;
     }
     match line.queue.pop_first() {
-        Some((next, waiter)) => {
+        Some((next, offer)) => {
             line.turn = next;
             line.beat = Beat::new();
-            line.offer = None;
+            line.held_here = acquired;
+            let waiter = Arc::clone(&offer.waiter);
+            line.offer = Some(offer);
             waiter.signal();
         }
         None => {
             lines.remove(key);
         }
     }
+}
+
+/// Who waits: what a release needs to hand it the lock.
+#[derive(Clone, Copy)]
+pub(super) struct Seat<'a> {
+    pub(super) token: Token,
+    /// The lease it asked for.
+    pub(super) lease_ms: u64,
+    /// Its meta suffix.
+    pub(super) meta: &'a str,
 }
 
 /// Where a waiter stands after [`Gates::enter`].
@@ -222,7 +258,8 @@ impl Drop for Queued<'_> {
         };
         if line.turn == self.number {
             // Given the turn on its way out.
-            pass_on(&mut lines, self.key, self.number);
+            let held_here = line.held_here;
+            pass_on(&mut lines, self.key, self.number, held_here);
         } else {
             line.queue.remove(&self.number);
         }
@@ -248,14 +285,23 @@ impl<'a> Queued<'a> {
             line.turn = self.number;
             line.beat = Beat::new();
             line.offer = None;
+            line.held_here = false;
         }
         self.done = true;
+        if self.waiter.has_grant() {
+            // Woken for its turn and granted the lock at once: keep the
+            // wake-up for the acquisition to find.
+            self.waiter.signal();
+        }
         Some(Turn {
             gates: self.gates,
             key: self.key,
             number: self.number,
             beat: Arc::clone(&line.beat),
             queued: true,
+            waiter: Some(Arc::clone(&self.waiter)),
+            held_here: line.held_here,
+            acquired: false,
             finished: false,
         })
     }
@@ -269,7 +315,12 @@ impl<'a> Queued<'a> {
 }
 
 impl Gates {
-    fn enter<'a>(&'a self, key: &'a str, make: impl FnOnce() -> Arc<LocalWaiter>) -> Entry<'a> {
+    fn enter<'a>(
+        &'a self,
+        key: &'a str,
+        seat: Seat<'_>,
+        make: impl FnOnce() -> Arc<LocalWaiter>,
+    ) -> Entry<'a> {
         let number = self.next.fetch_add(1, Ordering::Relaxed);
         let mut lines = lock(&self.lines);
         match lines.get_mut(key) {
@@ -281,6 +332,7 @@ impl Gates {
                         turn: number,
                         beat: Arc::clone(&beat),
                         queue: BTreeMap::new(),
+                        held_here: false,
                         offer: None,
                     },
                 );
@@ -290,12 +342,24 @@ impl Gates {
                     number,
                     beat,
                     queued: false,
+                    waiter: None,
+                    held_here: false,
+                    acquired: false,
                     finished: false,
                 })
             }
             Some(line) => {
                 let waiter = make();
-                line.queue.insert(number, Arc::clone(&waiter));
+                line.queue.insert(
+                    number,
+                    Offer {
+                        token: seat.token,
+                        lease_ms: seat.lease_ms,
+                        meta: seat.meta.to_owned(),
+                        waiter: Arc::clone(&waiter),
+                        claimed: false,
+                    },
+                );
                 Entry::Queued(Queued {
                     gates: self,
                     key,
@@ -312,10 +376,11 @@ impl Gates {
     pub(super) fn turn_blocking<'a>(
         &'a self,
         key: &'a str,
-        token: Token,
+        seat: Seat<'_>,
         deadline: Option<Instant>,
     ) -> Option<Turn<'a>> {
-        let mut queued = match self.enter(key, || LocalWaiter::for_thread(token)) {
+        let token = seat.token;
+        let mut queued = match self.enter(key, seat, || LocalWaiter::for_thread(token)) {
             Entry::Turn(t) => return Some(t),
             Entry::Queued(q) => q,
         };
@@ -337,10 +402,11 @@ impl Gates {
     pub(super) async fn turn<'a>(
         &'a self,
         key: &'a str,
-        token: Token,
+        seat: Seat<'_>,
         deadline: Option<Instant>,
     ) -> Option<Turn<'a>> {
-        let mut queued = match self.enter(key, || LocalWaiter::for_task(token)) {
+        let token = seat.token;
+        let mut queued = match self.enter(key, seat, || LocalWaiter::for_task(token)) {
             Entry::Turn(t) => return Some(t),
             Entry::Queued(q) => q,
         };
@@ -376,7 +442,8 @@ impl Gates {
 
     /// Settles `claim` after the release script: `granted` is the fencing
     /// token of the lock it handed the successor (`None`: it did not, or
-    /// the answer is unknown). Wakes the successor with the lock; `true`
+    /// the answer is unknown). Wakes the successor, with the lock or to look
+    /// (the lock went to the head of Redis's line, say); `true`
     /// when the successor left without it meanwhile, so the caller must
     /// give the lock back for it.
     pub(super) fn deliver(&self, key: &str, claim: &Claim, granted: Option<u64>) -> bool {
@@ -391,7 +458,11 @@ impl Gates {
                         offer.waiter.grant(fence);
                         line.offer = None;
                     }
-                    None => offer.claimed = false,
+                    None => {
+                        // Freed for someone else, or unknown: it looks.
+                        offer.claimed = false;
+                        offer.waiter.signal();
+                    }
                 }
                 return false;
             }
@@ -420,17 +491,25 @@ mod tests {
         Token::new()
     }
 
+    fn seat() -> Seat<'static> {
+        Seat {
+            token: token(),
+            lease_ms: 1000,
+            meta: "",
+        }
+    }
+
     #[test]
     fn the_first_waiter_gets_the_turn_and_passes_it_in_arrival_order() {
         let gates = Arc::new(Gates::default());
-        let first = gates.turn_blocking("k", token(), None).expect("free");
+        let first = gates.turn_blocking("k", seat(), None).expect("free");
         let order = Arc::new(Mutex::new(Vec::new()));
         let mut threads = Vec::new();
         for i in 0..3 {
             let (shared, order) = (Arc::clone(&gates), Arc::clone(&order));
             threads.push(std::thread::spawn(move || {
                 let turn = shared
-                    .turn_blocking("k", token(), None)
+                    .turn_blocking("k", seat(), None)
                     .expect("no deadline");
                 lock(&order).push(i);
                 drop(turn);
@@ -440,7 +519,7 @@ mod tests {
             }
         }
         assert!(
-            gates.turn_blocking("other", token(), None).is_some(),
+            gates.turn_blocking("other", seat(), None).is_some(),
             "another key has its own line"
         );
         drop(first);
@@ -457,10 +536,10 @@ mod tests {
     #[test]
     fn a_queued_waiter_gives_up_at_its_deadline_and_leaves_the_queue() {
         let gates = Gates::default();
-        let turn = gates.turn_blocking("k", token(), None).expect("free");
+        let turn = gates.turn_blocking("k", seat(), None).expect("free");
         let t0 = Instant::now();
         let deadline = t0 + Duration::from_millis(30);
-        assert!(gates.turn_blocking("k", token(), Some(deadline)).is_none());
+        assert!(gates.turn_blocking("k", seat(), Some(deadline)).is_none());
         assert!(t0.elapsed() >= Duration::from_millis(30));
         assert_eq!(gates.queued("k"), 0);
         drop(turn);
@@ -470,9 +549,9 @@ mod tests {
     #[tokio::test]
     async fn a_dropped_queued_future_leaves_and_a_turn_given_on_its_way_out_goes_on() {
         let gates = Gates::default();
-        let turn = gates.turn("k", token(), None).await.expect("free");
+        let turn = gates.turn("k", seat(), None).await.expect("free");
         {
-            let waiting = gates.turn("k", token(), None);
+            let waiting = gates.turn("k", seat(), None);
             let mut waiting = Box::pin(waiting);
             assert!(futures::poll!(waiting.as_mut()).is_pending());
             assert_eq!(gates.queued("k"), 1);
@@ -480,8 +559,8 @@ mod tests {
         assert_eq!(gates.queued("k"), 0, "the dropped future left the queue");
         // One queued waiter is given the turn, then dropped unpolled: the
         // turn goes to the one behind it.
-        let mut a = Box::pin(gates.turn("k", token(), None));
-        let mut b = Box::pin(gates.turn("k", token(), None));
+        let mut a = Box::pin(gates.turn("k", seat(), None));
+        let mut b = Box::pin(gates.turn("k", seat(), None));
         assert!(futures::poll!(a.as_mut()).is_pending());
         assert!(futures::poll!(b.as_mut()).is_pending());
         drop(turn);
@@ -495,9 +574,10 @@ mod tests {
     #[test]
     fn a_stalled_turn_is_taken_over_and_its_late_drop_changes_nothing() {
         let gates = Gates::default();
-        let stuck = gates.turn_blocking("k", token(), None).expect("free");
+        let stuck = gates.turn_blocking("k", seat(), None).expect("free");
         // Pretend the holder last stepped longer than STALL ago.
-        let Entry::Queued(mut next) = gates.enter("k", || LocalWaiter::for_thread(token())) else {
+        let Entry::Queued(mut next) = gates.enter("k", seat(), || LocalWaiter::for_thread(token()))
+        else {
             panic!("the key is taken");
         };
         assert!(next.poll(Instant::now()).is_none(), "the holder is alive");
@@ -515,7 +595,7 @@ mod tests {
     }
 
     fn offered(gates: &Gates) -> (Turn<'_>, Arc<LocalWaiter>) {
-        let turn = gates.turn_blocking("k", token(), None).expect("free");
+        let turn = gates.turn_blocking("k", seat(), None).expect("free");
         let waiter = LocalWaiter::for_thread(token());
         turn.offer(token(), 1000, "#3", &waiter);
         (turn, waiter)
@@ -541,6 +621,7 @@ mod tests {
         let claim = gates.claim("k").expect("offered");
         assert!(!gates.deliver("k", &claim, None));
         assert_eq!(waiter.take_grant(), None);
+        assert!(waiter.take_signal(), "woken to look for itself");
         assert!(
             gates.claim("k").is_some(),
             "the next release may hand it on"
@@ -570,5 +651,25 @@ mod tests {
         let claim = gates.claim("k").expect("offered");
         turn.finish(false);
         assert!(!gates.deliver("k", &claim, None));
+    }
+
+    #[test]
+    fn the_next_waiter_is_offered_as_successor_the_moment_it_gets_the_turn() {
+        let gates = Gates::default();
+        let mut first = gates.turn_blocking("k", seat(), None).expect("free");
+        let Entry::Queued(mut next) = gates.enter("k", seat(), || LocalWaiter::for_thread(token()))
+        else {
+            panic!("the key is taken");
+        };
+        first.finish(true);
+        drop(first);
+        // A release made before the next waiter even ran hands it the lock.
+        let claim = gates.claim("k").expect("offered at once");
+        assert!(!gates.deliver("k", &claim, Some(4)));
+        let turn = next.poll(Instant::now()).expect("its turn");
+        assert!(turn.held_here(), "the previous holder ended with the lock");
+        let waiter = turn.waiter().expect("it waited on one");
+        assert!(waiter.take_signal(), "the grant's wake-up is kept for it");
+        assert_eq!(waiter.take_grant(), Some(4));
     }
 }

@@ -315,6 +315,15 @@ struct AcquireArgs {
 }
 
 impl AcquireArgs {
+    /// Who waits, for the local line.
+    fn seat(&self) -> gate::Seat<'_> {
+        gate::Seat {
+            token: self.token,
+            lease_ms: self.lease_ms,
+            meta: &self.meta,
+        }
+    }
+
     fn new(req: &Request<'_>, will_wait: bool, meta: String) -> Self {
         Self {
             key: req.key.to_owned(),
@@ -806,22 +815,31 @@ impl Inner {
     }
 
     /// After a [`release_to`](Self::release_to) answered `reply` (`None`:
-    /// no answer): wakes the successor with the lock, or gives back a lock
-    /// granted to a successor that left without it.
-    fn settle(self: &Arc<Self>, key: &str, claim: &gate::Claim, reply: Option<&[i64]>) {
+    /// no answer): wakes the successor with the lock. `true` when the
+    /// successor left without it, so the lock granted to it must be given
+    /// back ([`successor_release`](Self::successor_release)).
+    fn settle(&self, key: &str, claim: &gate::Claim, reply: Option<&[i64]>) -> bool {
         let granted = match reply {
             Some(&[1, fence]) if fence > 0 => u64::try_from(fence).ok(),
             _ => None,
         };
-        if self.gates.deliver(key, claim, granted) {
-            let leftover = Leftover {
-                key: key.to_owned(),
-                token: claim.token,
-                release: Release::MayHaveWon,
-                leave: None,
-            };
-            self.hand_off(None, leftover);
-        }
+        self.gates.deliver(key, claim, granted)
+    }
+
+    /// Gives back, without waiting, a lock granted to a successor that left.
+    fn give_back(self: &Arc<Self>, key: &str, claim: &gate::Claim) {
+        let leftover = Leftover {
+            key: key.to_owned(),
+            token: claim.token,
+            release: Release::MayHaveWon,
+            leave: None,
+        };
+        self.hand_off(None, leftover);
+    }
+
+    /// The release of a lock granted to a successor that left.
+    fn successor_release<'a>(&self, key: &str, claim: &gate::Claim) -> ScriptInvocation<'a> {
+        handover_invocation(&scripts::RELEASE, &self.fence_key, key, claim.token, None)
     }
 
     /// Every async operation goes through here: `op` runs where
@@ -855,7 +873,9 @@ impl Backend for RedisBackend {
             let out = self
                 .inner
                 .sync::<Vec<i64>>(&self.inner.release_to(key, token, &claim));
-            self.inner.settle(key, &claim, out.as_deref().ok());
+            if self.inner.settle(key, &claim, out.as_deref().ok()) {
+                self.inner.give_back(key, &claim);
+            }
             return out.map(|r| r.first() == Some(&1));
         }
         self.inner
@@ -1046,7 +1066,9 @@ impl Unanswered<'_> {
         if let Some(claim) = &self.claim {
             let inv = self.inner.release_to(&l.key, l.token, claim);
             let out = self.inner.invoke_on::<Vec<i64>>(&mut self.conn, inv).await;
-            self.inner.settle(&l.key, claim, out.as_deref().ok());
+            if self.inner.settle(&l.key, claim, out.as_deref().ok()) {
+                self.inner.give_back(&l.key, claim);
+            }
             self.claim = None;
             if out.is_ok() {
                 self.leftover = None;

@@ -175,6 +175,11 @@ impl LocalWaiter {
         self.signal();
     }
 
+    /// Whether a grant waits to be taken.
+    pub(crate) fn has_grant(&self) -> bool {
+        self.grant.load(Ordering::Acquire) != 0
+    }
+
     /// The fencing token of a grant that came with a wake-up, if one did:
     /// the lock is this waiter's already.
     pub(crate) fn take_grant(&self) -> Option<u64> {
