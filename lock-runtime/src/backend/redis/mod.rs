@@ -11,13 +11,21 @@
 //! server down an acquisition fails within them, and the first call after
 //! the server is back reconnects.
 //!
-//! Waiting: a waiter is woken by the release itself (pub/sub, one subscriber
-//! connection per store) and looks again at the holder's lease end in case
-//! no release comes. A waiter that has waited [`STARVATION`] joins a line
-//! kept in Redis, and from then on every release hands the lock to the head
-//! of the line, so no waiter starves; `fair` requests join the line at once.
-//! One step machine decides all that (`waiting.rs`); a sync and an async
-//! driver do its I/O (`drivers.rs`).
+//! Waiting: within a process, one waiter per key stands in Redis at a time;
+//! the process's other waiters for the key wait in a local line, first come
+//! first served, each until its own deadline (`gate.rs`), so a burst of
+//! waiters costs Redis one waiter per process. The waiter in Redis is woken
+//! by the release itself (pub/sub, one subscriber connection per store) and
+//! looks again at the holder's lease end in case no release comes; a release
+//! made in its own process hands it the lock in the release's own script and
+//! wakes it directly, with no look and no message. A waiter that has waited
+//! [`STARVATION`] in Redis joins a line kept there, and from then on every
+//! release hands the lock to the head of the line, so no process starves;
+//! `fair` requests join the line at once. So `fair = true` means: waiters of
+//! one process are served in arrival order, and processes in the order their
+//! current waiter joined the line (a process with many waiters gets one turn
+//! in the line at a time, not one per waiter). One step machine decides all
+//! that (`waiting.rs`); a sync and an async driver do its I/O (`drivers.rs`).
 //!
 //! Configure it as an alias:
 //!
