@@ -257,7 +257,11 @@ impl Drop for Queued<'_> {
             return;
         };
         if line.turn == self.number {
-            // Given the turn on its way out.
+            // Given the turn on its way out, and offered as successor with
+            // it: a release handing it the lock now must give it back.
+            if line.offer.take().is_some_and(|o| o.claimed) {
+                lock(&self.gates.departed).insert(self.number, false);
+            }
             let held_here = line.held_here;
             pass_on(&mut lines, self.key, self.number, held_here);
         } else {
@@ -671,5 +675,24 @@ mod tests {
         let waiter = turn.waiter().expect("it waited on one");
         assert!(waiter.take_signal(), "the grant's wake-up is kept for it");
         assert_eq!(waiter.take_grant(), Some(4));
+    }
+
+    #[test]
+    fn a_waiter_leaving_as_its_turn_and_a_grant_come_has_the_lock_given_back() {
+        let gates = Gates::default();
+        let mut first = gates.turn_blocking("k", seat(), None).expect("free");
+        let Entry::Queued(next) = gates.enter("k", seat(), || LocalWaiter::for_thread(token()))
+        else {
+            panic!("the key is taken");
+        };
+        first.finish(true);
+        drop(first);
+        let claim = gates.claim("k").expect("offered with its turn");
+        drop(next); // its deadline passed before it ran
+        assert!(
+            gates.deliver("k", &claim, Some(5)),
+            "the releaser gives back the lock it granted"
+        );
+        assert!(lock(&gates.lines).is_empty());
     }
 }
