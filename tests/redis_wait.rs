@@ -343,3 +343,90 @@ fn a_lock_handed_over_in_line_gets_the_lease_it_asked_for() {
         guard.release().unwrap();
     }
 }
+
+/// Calls of `command` the server has run so far.
+fn calls(server: &RedisServer, command: &str) -> u64 {
+    server
+        .info("commandstats")
+        .get(&format!("cmdstat_{command}"))
+        .and_then(|v| v.strip_prefix("calls="))
+        .and_then(|v| v.split(',').next())
+        .map_or(0, |n| n.parse().unwrap())
+}
+
+fn commands(server: &RedisServer) -> u64 {
+    server.info_stats()["total_commands_processed"]
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_waiters_in_one_process_costs_redis_one_waiter() {
+    const WAITERS: usize = 1000;
+    let server = RedisServer::start();
+    let a = slow_polling_alias(&server.url(), "wait-burst");
+    let held = Lock::new("k").alias(a).acquire_async().await.unwrap();
+    let before = commands(&server);
+    let waiters: Vec<_> = (0..WAITERS)
+        .map(|_| {
+            tokio::spawn(async move {
+                let g = Lock::new("k").alias(a).acquire_async().await.unwrap();
+                tokio::task::yield_now().await;
+                g.release_async().await.unwrap();
+            })
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !server.get("lock:k").is_some_and(|v| v.ends_with('*')) {
+        assert!(Instant::now() < deadline, "nobody waits");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The probe's own GETs and INFO count too; a thousand looks would not fit.
+    let spent = commands(&server) - before;
+    assert!(
+        spent < 100,
+        "{spent} commands for {WAITERS} waiters of one process"
+    );
+    let started = Instant::now();
+    held.release_async().await.unwrap();
+    for w in waiters {
+        w.await.unwrap();
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{WAITERS} hand-offs took {:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn a_release_hands_the_lock_to_a_waiter_of_its_own_process_without_a_message() {
+    let server = RedisServer::start();
+    let a = slow_polling_alias(&server.url(), "wait-local");
+    let held = Lock::new("k").alias(a).acquire().unwrap();
+    let first = held.fencing_token().unwrap();
+    let waiter = std::thread::spawn(move || Lock::new("k").alias(a).acquire().unwrap());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !server.get("lock:k").is_some_and(|v| v.ends_with('*')) {
+        assert!(Instant::now() < deadline, "the waiter never waited");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    std::thread::sleep(Duration::from_millis(50));
+    let published = calls(&server, "publish");
+    held.release().unwrap();
+    let got = waiter.join().unwrap();
+    let second = got.fencing_token().unwrap();
+    assert!(
+        second > first,
+        "fencing tokens go on: {first} then {second}"
+    );
+    assert_eq!(
+        calls(&server, "publish"),
+        published,
+        "the hand-off within the process went without a message"
+    );
+    assert!(!got.is_lost());
+    got.release().unwrap();
+    assert!(!server.exists("lock:k"), "the waiter's release freed it");
+}

@@ -10,6 +10,7 @@ use std::time::Instant;
 
 use redis::aio::MultiplexedConnection;
 
+use super::gate::Turn;
 use super::io::{self, Place};
 use super::waiting::{Action, Outcome, Waiting};
 use super::wake::{LocalWaiter, Wakeups, Watch};
@@ -23,6 +24,13 @@ pub(super) fn acquire_blocking(
     args: &AcquireArgs,
     waiting: Waiting,
 ) -> Result<Option<Acquired>, BackendError> {
+    // Behind another waiter of this process for the key: wait here first.
+    let Some(turn) = inner
+        .gates
+        .turn_blocking(&args.key, args.seat(), waiting.deadline())
+    else {
+        return Ok(None);
+    };
     let mut line = LineGuard {
         inner,
         args,
@@ -33,7 +41,19 @@ pub(super) fn acquire_blocking(
     let mut listening = Listening::default();
     let make = || LocalWaiter::for_thread(args.token);
     let mut last = Outcome::Start;
+    if turn.was_queued() {
+        let now = Instant::now();
+        line.waiting.contended(now);
+        listening.waiter = turn.waiter().cloned();
+        listening.register(|| inner.wakeups.io(), &args.key, make);
+        listening.offer(&turn, args);
+        if turn.held_here() {
+            last = line.waiting.skip_look(now);
+        }
+    }
+    let mut turn = turn;
     loop {
+        turn.step();
         last = match line.waiting.next(Instant::now(), last) {
             Action::Attempt { in_line, first } => {
                 let tried = inner.sync_try(args, in_line, first)?;
@@ -41,6 +61,7 @@ pub(super) fn acquire_blocking(
             }
             Action::Listen => {
                 let fresh = listening.register(|| inner.wakeups.io(), &args.key, make);
+                listening.offer(&turn, args);
                 match listening.subscription() {
                     None => Outcome::Listening { fresh },
                     Some(sub) => subscribed(&args.key, io::block_on(sub)),
@@ -52,6 +73,7 @@ pub(super) fn acquire_blocking(
                 woke(waiter)
             }
             Action::Done(outcome) => {
+                turn.finish(outcome.is_some());
                 if line.waiting.holds_place() {
                     line.leave_blocking();
                 }
@@ -69,6 +91,14 @@ pub(super) async fn acquire(
     args: AcquireArgs,
     waiting: Waiting,
 ) -> Result<Option<Acquired>, BackendError> {
+    // Behind another waiter of this process for the key: wait here first.
+    let Some(turn) = inner
+        .gates
+        .turn(&args.key, args.seat(), waiting.deadline())
+        .await
+    else {
+        return Ok(None);
+    };
     let mut line = LineGuard {
         inner: &inner,
         args: &args,
@@ -79,7 +109,19 @@ pub(super) async fn acquire(
     let mut listening = Listening::default();
     let make = || LocalWaiter::for_task(args.token);
     let mut last = Outcome::Start;
+    if turn.was_queued() {
+        let now = Instant::now();
+        line.waiting.contended(now);
+        listening.waiter = turn.waiter().cloned();
+        listening.register(|| inner.wakeups.here(), &args.key, make);
+        listening.offer(&turn, &args);
+        if turn.held_here() {
+            last = line.waiting.skip_look(now);
+        }
+    }
+    let mut turn = turn;
     loop {
+        turn.step();
         last = match line.waiting.next(Instant::now(), last) {
             Action::Attempt { in_line, first } => {
                 match inner.try_acquire_on(&mut conn, &args, in_line, first).await {
@@ -95,6 +137,7 @@ pub(super) async fn acquire(
                 // This runs on the runtime whose subscriber it gets, so the
                 // subscription is awaited right here.
                 let fresh = listening.register(|| inner.wakeups.here(), &args.key, make);
+                listening.offer(&turn, &args);
                 match listening.subscription() {
                     None => Outcome::Listening { fresh },
                     Some(sub) => subscribed(&args.key, sub.await),
@@ -111,6 +154,7 @@ pub(super) async fn acquire(
                 woke(waiter)
             }
             Action::Done(outcome) => {
+                turn.finish(outcome.is_some());
                 if line.waiting.holds_place() {
                     line.leave(&mut conn).await;
                 }
@@ -168,6 +212,14 @@ impl Listening {
             .as_ref()
             .filter(|w| !w.is_subscribed())
             .map(Watch::subscribe)
+    }
+
+    /// Offers this waiter as the successor of a release made in this
+    /// process (once registered).
+    fn offer(&self, turn: &Turn<'_>, args: &AcquireArgs) {
+        if let Some(w) = &self.waiter {
+            turn.offer(args.token, args.lease_ms, &args.meta, w);
+        }
     }
 
     /// The waiter to sleep on (made here when wake-ups are off).
@@ -327,9 +379,19 @@ impl Inner {
             },
         };
         if l.release != Release::No {
-            let release =
-                handover_invocation(&scripts::RELEASE, &self.fence_key, &l.key, l.token, None);
-            released(l, self.invoke_on::<i64>(&mut conn, release).await);
+            if let Some(claim) = self.gates.claim(&l.key) {
+                let release = self.release_to(&l.key, l.token, &claim);
+                let out = self.invoke_on::<Vec<i64>>(&mut conn, release).await;
+                if self.settle(&l.key, &claim, out.as_deref().ok()) {
+                    let back = self.successor_release(&l.key, &claim);
+                    let _ = self.invoke_on::<i64>(&mut conn, back).await;
+                }
+                released(l, out.map(|r| r.first().copied().unwrap_or(0)));
+            } else {
+                let release =
+                    handover_invocation(&scripts::RELEASE, &self.fence_key, &l.key, l.token, None);
+                released(l, self.invoke_on::<i64>(&mut conn, release).await);
+            }
         }
         if let Some(place) = &l.leave {
             let leave = handover_invocation(
@@ -347,9 +409,17 @@ impl Inner {
 
     fn send_blocking(&self, l: &Leftover) {
         if l.release != Release::No {
-            let release =
-                handover_invocation(&scripts::RELEASE, &self.fence_key, &l.key, l.token, None);
-            released(l, self.sync::<i64>(&release));
+            if let Some(claim) = self.gates.claim(&l.key) {
+                let out = self.sync::<Vec<i64>>(&self.release_to(&l.key, l.token, &claim));
+                if self.settle(&l.key, &claim, out.as_deref().ok()) {
+                    let _ = self.sync::<i64>(&self.successor_release(&l.key, &claim));
+                }
+                released(l, out.map(|r| r.first().copied().unwrap_or(0)));
+            } else {
+                let release =
+                    handover_invocation(&scripts::RELEASE, &self.fence_key, &l.key, l.token, None);
+                released(l, self.sync::<i64>(&release));
+            }
         }
         if let Some(place) = &l.leave {
             let leave = handover_invocation(

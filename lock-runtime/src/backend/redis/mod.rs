@@ -11,13 +11,21 @@
 //! server down an acquisition fails within them, and the first call after
 //! the server is back reconnects.
 //!
-//! Waiting: a waiter is woken by the release itself (pub/sub, one subscriber
-//! connection per store) and looks again at the holder's lease end in case
-//! no release comes. A waiter that has waited [`STARVATION`] joins a line
-//! kept in Redis, and from then on every release hands the lock to the head
-//! of the line, so no waiter starves; `fair` requests join the line at once.
-//! One step machine decides all that (`waiting.rs`); a sync and an async
-//! driver do its I/O (`drivers.rs`).
+//! Waiting: within a process, one waiter per key stands in Redis at a time;
+//! the process's other waiters for the key wait in a local line, first come
+//! first served, each until its own deadline (`gate.rs`), so a burst of
+//! waiters costs Redis one waiter per process. The waiter in Redis is woken
+//! by the release itself (pub/sub, one subscriber connection per store) and
+//! looks again at the holder's lease end in case no release comes; a release
+//! made in its own process hands it the lock in the release's own script and
+//! wakes it directly, with no look and no message. A waiter that has waited
+//! [`STARVATION`] in Redis joins a line kept there, and from then on every
+//! release hands the lock to the head of the line, so no process starves;
+//! `fair` requests join the line at once. So `fair = true` means: waiters of
+//! one process are served in arrival order, and processes in the order their
+//! current waiter joined the line (a process with many waiters gets one turn
+//! in the line at a time, not one per waiter). One step machine decides all
+//! that (`waiting.rs`); a sync and an async driver do its I/O (`drivers.rs`).
 //!
 //! Configure it as an alias:
 //!
@@ -29,6 +37,7 @@
 
 mod books;
 mod drivers;
+mod gate;
 mod io;
 mod pool;
 mod quorum;
@@ -211,6 +220,8 @@ struct Inner {
     pool: pool::Pool,
     conn: io::AsyncConn,
     wakeups: Subscribers,
+    /// The local lines: one waiter per key stands in Redis at a time.
+    gates: gate::Gates,
     /// This process's record beside the locks (who holds them).
     books: books::Books,
 }
@@ -244,6 +255,7 @@ impl RedisBackend {
                 books: books::Books::new(&Namespace::new(prefix)),
                 pool: pool::Pool::new(client.clone(), connect_timeout, command_timeout),
                 wakeups: Subscribers::new(client.clone(), connect_timeout, command_timeout),
+                gates: gate::Gates::default(),
                 conn: io::AsyncConn::new(client, config),
             }),
         })
@@ -311,6 +323,15 @@ struct AcquireArgs {
 }
 
 impl AcquireArgs {
+    /// Who waits, for the local line.
+    fn seat(&self) -> gate::Seat<'_> {
+        gate::Seat {
+            token: self.token,
+            lease_ms: self.lease_ms,
+            meta: &self.meta,
+        }
+    }
+
     fn new(req: &Request<'_>, will_wait: bool, meta: String) -> Self {
         Self {
             key: req.key.to_owned(),
@@ -791,6 +812,44 @@ impl Inner {
         .map(|n| n == 1)
     }
 
+    /// A release by `token` that hands the lock to `claim`'s successor (see
+    /// [`scripts::RELEASE_TO`]).
+    fn release_to<'a>(&self, key: &str, token: Token, claim: &gate::Claim) -> ScriptInvocation<'a> {
+        let mut inv = handover_invocation(&scripts::RELEASE_TO, &self.fence_key, key, token, None);
+        inv.arg(claim.token.encode().as_str())
+            .arg(claim.lease_ms)
+            .arg(&claim.meta);
+        inv
+    }
+
+    /// After a [`release_to`](Self::release_to) answered `reply` (`None`:
+    /// no answer): wakes the successor with the lock. `true` when the
+    /// successor left without it, so the lock granted to it must be given
+    /// back ([`successor_release`](Self::successor_release)).
+    fn settle(&self, key: &str, claim: &gate::Claim, reply: Option<&[i64]>) -> bool {
+        let granted = match reply {
+            Some(&[1, fence]) if fence > 0 => u64::try_from(fence).ok(),
+            _ => None,
+        };
+        self.gates.deliver(key, claim, granted)
+    }
+
+    /// Gives back, without waiting, a lock granted to a successor that left.
+    fn give_back(self: &Arc<Self>, key: &str, claim: &gate::Claim) {
+        let leftover = Leftover {
+            key: key.to_owned(),
+            token: claim.token,
+            release: Release::MayHaveWon,
+            leave: None,
+        };
+        self.hand_off(None, leftover);
+    }
+
+    /// The release of a lock granted to a successor that left.
+    fn successor_release<'a>(&self, key: &str, claim: &gate::Claim) -> ScriptInvocation<'a> {
+        handover_invocation(&scripts::RELEASE, &self.fence_key, key, claim.token, None)
+    }
+
     /// Every async operation goes through here: `op` runs where
     /// [`Place::here`] says, with the connection of that runtime, so the
     /// requests of one caller runtime (its clean-ups included) share one
@@ -818,6 +877,15 @@ impl Backend for RedisBackend {
     }
 
     fn release(&self, key: &str, token: Token) -> Result<bool, BackendError> {
+        if let Some(claim) = self.inner.gates.claim(key) {
+            let out = self
+                .inner
+                .sync::<Vec<i64>>(&self.inner.release_to(key, token, &claim));
+            if self.inner.settle(key, &claim, out.as_deref().ok()) {
+                self.inner.give_back(key, &claim);
+            }
+            return out.map(|r| r.first() == Some(&1));
+        }
         self.inner
             .sync::<i64>(&handover_invocation(
                 &scripts::RELEASE,
@@ -942,9 +1010,11 @@ impl Backend for RedisBackend {
         self.inner.run(move |inner, conn| async move {
             // The guard is gone once its release starts: dropped or failed
             // before the reply, the release is sent again after it.
+            let claim = inner.gates.claim(&key);
             let mut unanswered = Unanswered {
                 inner: &inner,
                 conn,
+                claim,
                 leftover: Some(Leftover {
                     key,
                     token,
@@ -991,6 +1061,8 @@ impl Backend for RedisBackend {
 struct Unanswered<'a> {
     inner: &'a Arc<Inner>,
     conn: MultiplexedConnection,
+    /// A successor in this process the release hands the lock to.
+    claim: Option<gate::Claim>,
     leftover: Option<Leftover>,
 }
 
@@ -999,6 +1071,18 @@ impl Unanswered<'_> {
         let Some(l) = &self.leftover else {
             return Ok(false);
         };
+        if let Some(claim) = &self.claim {
+            let inv = self.inner.release_to(&l.key, l.token, claim);
+            let out = self.inner.invoke_on::<Vec<i64>>(&mut self.conn, inv).await;
+            if self.inner.settle(&l.key, claim, out.as_deref().ok()) {
+                self.inner.give_back(&l.key, claim);
+            }
+            self.claim = None;
+            if out.is_ok() {
+                self.leftover = None;
+            }
+            return out.map(|r| r.first() == Some(&1));
+        }
         let inv = handover_invocation(
             &scripts::RELEASE,
             &self.inner.fence_key,
@@ -1016,6 +1100,11 @@ impl Unanswered<'_> {
 
 impl Drop for Unanswered<'_> {
     fn drop(&mut self) {
+        if let (Some(claim), Some(l)) = (self.claim.take(), &self.leftover) {
+            // Unknown whether it landed: the successor finds out by its own
+            // next look.
+            self.inner.gates.deliver(&l.key, &claim, None);
+        }
         if let Some(l) = self.leftover.take() {
             self.inner.hand_off(Some(self.conn.clone()), l);
         }

@@ -207,6 +207,39 @@ return 1
     )
 });
 
+/// [`RELEASE`] with a successor waiting in the releaser's process: the lock
+/// goes straight to the successor, with its lease (at most the waiter TTL,
+/// which the successor tops up) and its meta suffix, keeping the waiting
+/// mark; unless Redis keeps a line for the lock whose live head is someone
+/// else, who gets it as from [`RELEASE`]. `KEYS` as for [`RELEASE`];
+/// `ARGV`: token, wake-up channel, waiter TTL ms, the successor's token, the
+/// lease it asked for, its meta suffix. Returns `{0, 0}` if the token did
+/// not own the lock, `{1, 0}` if it was freed or handed to the line's head,
+/// `{1, fence}` if the successor has it.
+pub(crate) static RELEASE_TO: Lazy<Script> = Lazy::new(|| {
+    script(
+        r#"
+local held = redis.call('GET', KEYS[1])
+if not held or owner(held) ~= ARGV[1] then return {0, 0} end
+local ttl = tonumber(ARGV[3])
+if waiting(held) and redis.call('EXISTS', KEYS[2]) == 1 then
+  local head = head_of_line(KEYS[2], KEYS[3])
+  if head and head ~= ARGV[4] .. ARGV[5] .. ARGV[6] then
+    pass_on(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[2], ttl, false)
+    return {1, 0}
+  end
+  if head then
+    redis.call('LPOP', KEYS[2])
+    redis.call('ZREM', KEYS[3], head)
+  end
+end
+local lease = math.min(tonumber(ARGV[5]), ttl)
+redis.call('SET', KEYS[1], ARGV[4] .. lease .. ARGV[6] .. (waiting(held) and '*' or ''), 'PX', lease)
+return {1, redis.call('INCR', KEYS[4])}
+"#,
+    )
+});
+
 /// `KEYS`: lock, line, liveness set, fence counter. `ARGV`: token, wake-up
 /// channel, waiter TTL ms, the lease the waiter asked for and its meta
 /// suffix (the rest of its entry). A waiter gives up

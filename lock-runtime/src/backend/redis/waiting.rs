@@ -95,6 +95,35 @@ impl Waiting {
         self.joined
     }
 
+    /// The key is contended (this waiter queued behind another of its
+    /// process, and has the key's turn since `now`): its first look goes
+    /// through the script, which also marks the lock as waited for, not the
+    /// plain `SET NX`; and it starves (and joins the line) counting from
+    /// its turn, as the one waiter of its process in Redis.
+    pub(super) fn contended(&mut self, now: Instant) {
+        self.first = false;
+        self.started = now;
+    }
+
+    /// Starts the waiter asleep, without a look: a holder in its own process
+    /// has the lock, and its release (however it is made) either hands it
+    /// here or, when Redis keeps a line whose head is someone else, wakes
+    /// this waiter to look (and join the line). It looks after
+    /// [`STARVATION`] at the latest, which covers a lock that frees itself
+    /// or is forced free. The outcome to start from.
+    pub(super) fn skip_look(&mut self, now: Instant) -> Outcome {
+        self.sent = now;
+        let until = self.sleep_until(now, None);
+        let soon = now + STARVATION;
+        self.until = Some(until.map_or(soon, |u| u.min(soon)));
+        Outcome::Listening { fresh: false }
+    }
+
+    /// When this acquisition gives up, if ever.
+    pub(super) fn deadline(&self) -> Option<Instant> {
+        self.deadline
+    }
+
     /// The lease this acquisition asked for, which names its place in line.
     pub(super) fn lease_ms(&self) -> u64 {
         self.lease_ms
@@ -494,5 +523,28 @@ mod tests {
             w.next(soon, Outcome::Woke { grant: Some(3) }),
             Action::Done(Some(_))
         ));
+    }
+
+    #[test]
+    fn a_waiter_behind_a_local_holder_sleeps_first_and_looks_soon_at_the_latest() {
+        let t0 = Instant::now();
+        for fair in [false, true] {
+            let req = Request::new("k").fair(fair);
+            let mut w = waiting(&req, None, t0);
+            w.contended(t0);
+            let start = w.skip_look(t0);
+            match w.next(t0, start) {
+                Action::Sleep { until: Some(u) } => assert!(u <= t0 + STARVATION),
+                other => panic!("expected a short sleep, got {other:?}"),
+            }
+            assert_eq!(
+                w.next(t0 + STARVATION, Outcome::Woke { grant: None }),
+                Action::Attempt {
+                    in_line: fair,
+                    first: false
+                },
+                "then it looks, through the script"
+            );
+        }
     }
 }

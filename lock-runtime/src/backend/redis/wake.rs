@@ -156,7 +156,7 @@ impl LocalWaiter {
         })
     }
 
-    fn signal(&self) {
+    pub(crate) fn signal(&self) {
         self.signalled.store(true, Ordering::Release);
         match &mut *lock(&self.wake) {
             Wake::Thread(t) => t.unpark(),
@@ -166,6 +166,18 @@ impl LocalWaiter {
                 }
             }
         }
+    }
+
+    /// Wakes the waiter with a lock a release granted it (fencing token
+    /// `fence`).
+    pub(crate) fn grant(&self, fence: u64) {
+        self.grant.store(fence, Ordering::Release);
+        self.signal();
+    }
+
+    /// Whether a grant waits to be taken.
+    pub(crate) fn has_grant(&self) -> bool {
+        self.grant.load(Ordering::Acquire) != 0
     }
 
     /// The fencing token of a grant that came with a wake-up, if one did:
