@@ -332,6 +332,7 @@ impl Lock {
         Ok(())
     }
 
+    #[inline(always)]
     fn prepare(&self) -> Result<Prepared, LockError> {
         self.check()?;
         let alias = registry::alias(&self.alias)?;
@@ -574,6 +575,7 @@ impl Lock {
         async move { attempt.await.map(Some).or_else(busy_is_none) }
     }
 
+    #[inline(always)]
     fn finish(
         &self,
         p: Prepared,
@@ -611,12 +613,14 @@ impl Lock {
         // than asked; it is topped up below.
         let granted = acquired.lease.filter(|g| p.lease.is_some_and(|l| *g < l));
         let current = granted.or(p.lease);
-        let shown = match p.alias.0.namespace.head_len() {
-            Some(len) => Shown::After(len),
+        let (head, own_key) = match p.alias.0.namespace.head_len() {
+            Some(len) => (len, None),
             // Escaping only ever lengthens a key.
-            None if p.key.len() == self.key.len() => Shown::After(0),
-            None => Shown::Own(self.key.as_ref().into()),
+            None if p.key.len() == self.key.len() => (0, None),
+            None => (0, Some(self.key.as_ref().into())),
         };
+        let cold = Cold::of(self.label.clone(), own_key);
+        let shown = Shown { head, cold: &cold };
         let status = OnceLock::new();
         match (self.expire, p.lease, current) {
             (None, Some(lease), Some(current)) => {
@@ -624,7 +628,7 @@ impl Lock {
                     Arc::clone(p.alias.backend()),
                     p.alias.name(),
                     &p.key,
-                    shown_key(&p.key, &shown),
+                    shown.key(&p.key),
                     p.token,
                     lease,
                     current,
@@ -637,7 +641,7 @@ impl Lock {
                     Arc::clone(p.alias.backend()),
                     p.alias.name(),
                     &p.key,
-                    shown_key(&p.key, &shown),
+                    shown.key(&p.key),
                     p.token,
                     start + expire,
                     Arc::clone(&s),
@@ -648,7 +652,8 @@ impl Lock {
             _ => {}
         }
         Ok(LockGuard {
-            shown,
+            head,
+            cold,
             start,
             valid_until: current.map(|l| start + l.saturating_sub(drift(l))),
             alias: p.alias,
@@ -659,9 +664,7 @@ impl Lock {
             detached,
             status,
             released: false,
-            label: self.label.clone(),
             function: self.function,
-            extensions: 0,
             held: Held::none(),
         })
     }
@@ -707,18 +710,44 @@ struct Prepared {
     token: Token,
 }
 
-/// A guard's key as the user gave it: the stored name after the namespace's
-/// head, or (for an escaped key) a copy of its own.
-enum Shown {
-    After(usize),
-    Own(Box<str>),
+/// What few guards need, behind one pointer that is null for the rest: the
+/// guard is built and moved on every acquisition, and each field inline
+/// cost its bytes there.
+#[derive(Default)]
+struct Cold {
+    label: Option<Cow<'static, str>>,
+    /// An escaped key's own copy, as the user gave it.
+    own_key: Option<Box<str>>,
+    /// Extensions made while no watchdog status was shared (it counts its own).
+    extensions: u64,
 }
 
-/// The key as the user gave it, from the stored name.
-fn shown_key<'a>(stored: &'a str, shown: &'a Shown) -> &'a str {
-    match shown {
-        Shown::After(len) => stored.get(*len..).unwrap_or_default(),
-        Shown::Own(key) => key,
+impl Cold {
+    fn of(label: Option<Cow<'static, str>>, own_key: Option<Box<str>>) -> Option<Box<Self>> {
+        (label.is_some() || own_key.is_some()).then(|| {
+            Box::new(Self {
+                label,
+                own_key,
+                extensions: 0,
+            })
+        })
+    }
+}
+
+/// A guard's key as the user gave it: the stored name after the namespace's
+/// head, or (for an escaped key) a copy of its own.
+struct Shown<'a> {
+    head: usize,
+    cold: &'a Option<Box<Cold>>,
+}
+
+impl<'a> Shown<'a> {
+    /// The key as the user gave it, from the stored name.
+    fn key(&self, stored: &'a str) -> &'a str {
+        match self.cold.as_deref().and_then(|c| c.own_key.as_deref()) {
+            Some(own) => own,
+            None => stored.get(self.head..).unwrap_or_default(),
+        }
     }
 }
 
@@ -746,8 +775,11 @@ pub struct LockGuard {
     alias: Alias,
     /// The prefixed key as the store knows it.
     key: Cow<'static, str>,
-    /// How to read the lock's key back from the stored name.
-    shown: Shown,
+    /// Where the lock's key starts in the stored name (after the
+    /// namespace's head), unless `cold` holds a copy of its own.
+    head: usize,
+    /// The label, an escaped key's copy, extensions: boxed, `None` for most.
+    cold: Option<Box<Cold>>,
     token: Token,
     fencing: Option<u64>,
     /// When the request that won the lock was sent.
@@ -761,10 +793,7 @@ pub struct LockGuard {
     /// set at acquisition for renewed locks, or by the first `lost()`.
     status: OnceLock<Arc<Status>>,
     released: bool,
-    label: Option<Cow<'static, str>>,
     function: Option<&'static str>,
-    /// Extensions made while no watchdog status was shared (it counts its own).
-    extensions: u64,
     /// The `lock.held` span and the hold's metrics.
     held: Held,
 }
@@ -776,7 +805,7 @@ impl fmt::Debug for LockGuard {
             .field("key", &self.key())
             .field("token", &self.token)
             .field("fencing_token", &self.fencing)
-            .field("label", &self.label)
+            .field("label", &self.label())
             .finish_non_exhaustive()
     }
 }
@@ -793,7 +822,14 @@ impl LockGuard {
     /// assert_eq!(guard.key(), "weekly", "the store sees `reports:weekly`");
     /// ```
     pub fn key(&self) -> &str {
-        shown_key(&self.key, &self.shown)
+        self.shown().key(&self.key)
+    }
+
+    fn shown(&self) -> Shown<'_> {
+        Shown {
+            head: self.head,
+            cold: &self.cold,
+        }
     }
 
     /// The [label](Lock::label) the lock was taken with, if any.
@@ -806,7 +842,7 @@ impl LockGuard {
     /// assert_eq!(Lock::new("doc-guard-unlabelled").acquire().unwrap().label(), None);
     /// ```
     pub fn label(&self) -> Option<&str> {
-        self.label.as_deref()
+        self.cold.as_deref().and_then(|c| c.label.as_deref())
     }
 
     /// The path of the function whose `#[lock]` took the lock
@@ -987,7 +1023,7 @@ impl LockGuard {
                 Arc::clone(self.alias.backend()),
                 self.alias.name(),
                 &self.key,
-                shown_key(&self.key, &self.shown),
+                self.shown().key(&self.key),
                 self.token,
                 Arc::clone(status),
             );
@@ -1072,7 +1108,7 @@ impl LockGuard {
         self.valid_until = Some(sent + lease.saturating_sub(drift(lease)));
         match self.status.get() {
             Some(s) => s.renewed(sent, lease),
-            None => self.extensions += 1,
+            None => self.cold.get_or_insert_default().extensions += 1,
         }
     }
 
@@ -1081,11 +1117,7 @@ impl LockGuard {
     /// not asked or failed.
     fn close_observed(&mut self, answer: Option<bool>) {
         if answer == Some(false) {
-            observe::not_held(
-                &self.held,
-                self.alias.name(),
-                shown_key(&self.key, &self.shown),
-            );
+            observe::not_held(&self.held, self.alias.name(), self.shown().key(&self.key));
         }
         if !self.held.is_open() {
             return;
@@ -1100,7 +1132,8 @@ impl LockGuard {
         };
         // Counted once, whether the watchdog or the release found it.
         let first_report = lost && status.is_none_or(|s| s.mark_lost());
-        let renewed = self.extensions + status.map_or(0, |s| s.renewals());
+        let extensions = self.cold.as_deref().map_or(0, |c| c.extensions);
+        let renewed = extensions + status.map_or(0, |s| s.renewals());
         self.held.close(Closing {
             held_since: self.start,
             renewed,
