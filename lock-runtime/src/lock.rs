@@ -4,9 +4,10 @@
 use std::borrow::Cow;
 use std::fmt;
 use std::future::Future;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use once_cell::race::OnceBox;
 use tracing::Instrument;
 
 use crate::backend::{Acquired, Attempt, Request, Token, Wait};
@@ -533,7 +534,7 @@ impl Lock {
                         key: guard.key(),
                         label: guard.label(),
                         function: guard.function,
-                        fencing: guard.fencing,
+                        fencing: guard.fencing_token(),
                     },
                 );
                 guard.held = held;
@@ -614,17 +615,20 @@ impl Lock {
         let granted = acquired.lease.filter(|g| p.lease.is_some_and(|l| *g < l));
         let current = granted.or(p.lease);
         let (head, own_key) = match p.alias.0.namespace.head_len() {
-            Some(len) => (len, None),
+            Some(len) => match u32::try_from(len) {
+                Ok(len) => (len, None),
+                Err(_) => (0, Some(self.key.as_ref().into())),
+            },
             // Escaping only ever lengthens a key.
             None if p.key.len() == self.key.len() => (0, None),
             None => (0, Some(self.key.as_ref().into())),
         };
         let cold = Cold::of(self.label.clone(), own_key);
         let shown = Shown { head, cold: &cold };
-        let status = OnceLock::new();
+        let status = OnceBox::new();
         match (self.expire, p.lease, current) {
             (None, Some(lease), Some(current)) => {
-                let _ = status.set(watchdog::renew(
+                let _ = status.set(Box::new(watchdog::renew(
                     Arc::clone(p.alias.backend()),
                     p.alias.name(),
                     &p.key,
@@ -633,7 +637,7 @@ impl Lock {
                     lease,
                     current,
                     start,
-                ));
+                )));
             }
             (Some(expire), _, Some(current)) if granted.is_some() => {
                 let s = Arc::new(Status::new(start, Some(current)));
@@ -647,7 +651,7 @@ impl Lock {
                     Arc::clone(&s),
                     start + current / 3,
                 );
-                let _ = status.set(s);
+                let _ = status.set(Box::new(s));
             }
             _ => {}
         }
@@ -655,11 +659,12 @@ impl Lock {
             head,
             cold,
             start,
-            valid_until: current.map(|l| start + l.saturating_sub(drift(l))),
+            valid_for: current.map_or(NO_VALIDITY, |l| nanos(l.saturating_sub(drift(l)))),
             alias: p.alias,
             key: p.key,
             token: p.token,
-            fencing: acquired.fencing,
+            fencing: acquired.fencing.unwrap_or_default(),
+            fenced: acquired.fencing.is_some(),
             delete_on_exit: self.delete_on_exit,
             detached,
             status,
@@ -734,10 +739,19 @@ impl Cold {
     }
 }
 
+/// A guard's `valid_for` when it has no lease.
+const NO_VALIDITY: u64 = u64::MAX;
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos())
+        .unwrap_or(u64::MAX)
+        .min(NO_VALIDITY - 1)
+}
+
 /// A guard's key as the user gave it: the stored name after the namespace's
 /// head, or (for an escaped key) a copy of its own.
 struct Shown<'a> {
-    head: usize,
+    head: u32,
     cold: &'a Option<Box<Cold>>,
 }
 
@@ -746,7 +760,7 @@ impl<'a> Shown<'a> {
     fn key(&self, stored: &'a str) -> &'a str {
         match self.cold.as_deref().and_then(|c| c.own_key.as_deref()) {
             Some(own) => own,
-            None => stored.get(self.head..).unwrap_or_default(),
+            None => stored.get(self.head as usize..).unwrap_or_default(),
         }
     }
 }
@@ -777,21 +791,26 @@ pub struct LockGuard {
     key: Cow<'static, str>,
     /// Where the lock's key starts in the stored name (after the
     /// namespace's head), unless `cold` holds a copy of its own.
-    head: usize,
+    head: u32,
     /// The label, an escaped key's copy, extensions: boxed, `None` for most.
     cold: Option<Box<Cold>>,
     token: Token,
-    fencing: Option<u64>,
+    /// The fencing token, if `fenced` (a `u64` and a flag beside the other
+    /// flags: 8 bytes less than an `Option<u64>`).
+    fencing: u64,
+    fenced: bool,
     /// When the request that won the lock was sent.
     start: Instant,
-    /// Until when the lock surely is ours, while no watchdog tracks it.
-    valid_until: Option<Instant>,
+    /// Until when the lock surely is ours, while no watchdog tracks it:
+    /// nanoseconds after `start`, or `NO_VALIDITY` (8 bytes, not an
+    /// `Option<Instant>`'s 16: the guard is moved on every acquisition).
+    valid_for: u64,
     delete_on_exit: bool,
     /// Taken through an async call: a drop must not block the thread.
     detached: bool,
     /// Shared with the watchdog that renews the lease or looks for its loss;
     /// set at acquisition for renewed locks, or by the first `lost()`.
-    status: OnceLock<Arc<Status>>,
+    status: OnceBox<Arc<Status>>,
     released: bool,
     function: Option<&'static str>,
     /// The `lock.held` span and the hold's metrics.
@@ -804,7 +823,7 @@ impl fmt::Debug for LockGuard {
             .field("alias", &self.alias.name())
             .field("key", &self.key())
             .field("token", &self.token)
-            .field("fencing_token", &self.fencing)
+            .field("fencing_token", &self.fencing_token())
             .field("label", &self.label())
             .finish_non_exhaustive()
     }
@@ -823,6 +842,21 @@ impl LockGuard {
     /// ```
     pub fn key(&self) -> &str {
         self.shown().key(&self.key)
+    }
+
+    /// Until when the lock surely is ours, while no watchdog tracks it.
+    fn valid_until(&self) -> Option<Instant> {
+        if self.valid_for == NO_VALIDITY {
+            return None;
+        }
+        // Never past what the clock can count: validity was counted from
+        // `start` forward, so this cannot overflow; were it to, the lock
+        // would count as lost now rather than panic.
+        Some(
+            self.start
+                .checked_add(Duration::from_nanos(self.valid_for))
+                .unwrap_or(self.start),
+        )
     }
 
     fn shown(&self) -> Shown<'_> {
@@ -948,7 +982,7 @@ impl LockGuard {
     /// assert_eq!(write(slow.fencing_token().unwrap()), Err("stale holder"));
     /// ```
     pub fn fencing_token(&self) -> Option<u64> {
-        self.fencing
+        self.fenced.then_some(self.fencing)
     }
 
     /// How long the lock is surely still held: the lease left, measured on
@@ -970,7 +1004,7 @@ impl LockGuard {
     pub fn remaining(&self) -> Option<Duration> {
         let until = match self.status.get() {
             Some(s) => s.valid_until()?,
-            None => self.valid_until?,
+            None => self.valid_until()?,
         };
         Some(until.saturating_duration_since(Instant::now()))
     }
@@ -990,7 +1024,7 @@ impl LockGuard {
     pub fn is_lost(&self) -> bool {
         match self.status.get() {
             Some(s) => s.is_lost(),
-            None => self.valid_until.is_some_and(|u| Instant::now() >= u),
+            None => self.valid_until().is_some_and(|u| Instant::now() >= u),
         }
     }
 
@@ -1013,9 +1047,12 @@ impl LockGuard {
     /// # });
     /// ```
     pub fn lost(&self) -> Lost {
-        let status = self
-            .status
-            .get_or_init(|| Arc::new(Status::valid_until_then(self.start, self.valid_until)));
+        let status = self.status.get_or_init(|| {
+            Box::new(Arc::new(Status::valid_until_then(
+                self.start,
+                self.valid_until(),
+            )))
+        });
         // Renewals notice a deleted lock only every third of the lease;
         // someone waiting for the loss wants to know sooner.
         if status.start_checking() {
@@ -1105,7 +1142,8 @@ impl LockGuard {
     }
 
     fn extended(&mut self, sent: Instant, lease: Duration) {
-        self.valid_until = Some(sent + lease.saturating_sub(drift(lease)));
+        let until = sent + lease.saturating_sub(drift(lease));
+        self.valid_for = nanos(until.saturating_duration_since(self.start));
         match self.status.get() {
             Some(s) => s.renewed(sent, lease),
             None => self.cold.get_or_insert_default().extensions += 1,
