@@ -4,9 +4,10 @@
 use std::borrow::Cow;
 use std::fmt;
 use std::future::Future;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use once_cell::race::OnceBox;
 use tracing::Instrument;
 
 use crate::backend::{Acquired, Attempt, Request, Token, Wait};
@@ -332,6 +333,7 @@ impl Lock {
         Ok(())
     }
 
+    #[inline(always)]
     fn prepare(&self) -> Result<Prepared, LockError> {
         self.check()?;
         let alias = registry::alias(&self.alias)?;
@@ -532,7 +534,7 @@ impl Lock {
                         key: guard.key(),
                         label: guard.label(),
                         function: guard.function,
-                        fencing: guard.fencing,
+                        fencing: guard.fencing_token(),
                     },
                 );
                 guard.held = held;
@@ -574,6 +576,7 @@ impl Lock {
         async move { attempt.await.map(Some).or_else(busy_is_none) }
     }
 
+    #[inline(always)]
     fn finish(
         &self,
         p: Prepared,
@@ -611,25 +614,30 @@ impl Lock {
         // than asked; it is topped up below.
         let granted = acquired.lease.filter(|g| p.lease.is_some_and(|l| *g < l));
         let current = granted.or(p.lease);
-        let shown = match p.alias.0.namespace.head_len() {
-            Some(len) => Shown::After(len),
+        let (head, own_key) = match p.alias.0.namespace.head_len() {
+            Some(len) => match u32::try_from(len) {
+                Ok(len) => (len, None),
+                Err(_) => (0, Some(self.key.as_ref().into())),
+            },
             // Escaping only ever lengthens a key.
-            None if p.key.len() == self.key.len() => Shown::After(0),
-            None => Shown::Own(self.key.as_ref().into()),
+            None if p.key.len() == self.key.len() => (0, None),
+            None => (0, Some(self.key.as_ref().into())),
         };
-        let status = OnceLock::new();
+        let cold = Cold::of(self.label.clone(), own_key);
+        let shown = Shown { head, cold: &cold };
+        let status = OnceBox::new();
         match (self.expire, p.lease, current) {
             (None, Some(lease), Some(current)) => {
-                let _ = status.set(watchdog::renew(
+                let _ = status.set(Box::new(watchdog::renew(
                     Arc::clone(p.alias.backend()),
                     p.alias.name(),
                     &p.key,
-                    shown_key(&p.key, &shown),
+                    shown.key(&p.key),
                     p.token,
                     lease,
                     current,
                     start,
-                ));
+                )));
             }
             (Some(expire), _, Some(current)) if granted.is_some() => {
                 let s = Arc::new(Status::new(start, Some(current)));
@@ -637,31 +645,31 @@ impl Lock {
                     Arc::clone(p.alias.backend()),
                     p.alias.name(),
                     &p.key,
-                    shown_key(&p.key, &shown),
+                    shown.key(&p.key),
                     p.token,
                     start + expire,
                     Arc::clone(&s),
                     start + current / 3,
                 );
-                let _ = status.set(s);
+                let _ = status.set(Box::new(s));
             }
             _ => {}
         }
         Ok(LockGuard {
-            shown,
+            head,
+            cold,
             start,
-            valid_until: current.map(|l| start + l.saturating_sub(drift(l))),
+            valid_for: current.map_or(NO_VALIDITY, |l| nanos(l.saturating_sub(drift(l)))),
             alias: p.alias,
             key: p.key,
             token: p.token,
-            fencing: acquired.fencing,
+            fencing: acquired.fencing.unwrap_or_default(),
+            fenced: acquired.fencing.is_some(),
             delete_on_exit: self.delete_on_exit,
             detached,
             status,
             released: false,
-            label: self.label.clone(),
             function: self.function,
-            extensions: 0,
             held: Held::none(),
         })
     }
@@ -707,18 +715,53 @@ struct Prepared {
     token: Token,
 }
 
-/// A guard's key as the user gave it: the stored name after the namespace's
-/// head, or (for an escaped key) a copy of its own.
-enum Shown {
-    After(usize),
-    Own(Box<str>),
+/// What few guards need, behind one pointer that is null for the rest: the
+/// guard is built and moved on every acquisition, and each field inline
+/// cost its bytes there.
+#[derive(Default)]
+struct Cold {
+    label: Option<Cow<'static, str>>,
+    /// An escaped key's own copy, as the user gave it.
+    own_key: Option<Box<str>>,
+    /// Extensions made while no watchdog status was shared (it counts its own).
+    extensions: u64,
 }
 
-/// The key as the user gave it, from the stored name.
-fn shown_key<'a>(stored: &'a str, shown: &'a Shown) -> &'a str {
-    match shown {
-        Shown::After(len) => stored.get(*len..).unwrap_or_default(),
-        Shown::Own(key) => key,
+impl Cold {
+    fn of(label: Option<Cow<'static, str>>, own_key: Option<Box<str>>) -> Option<Box<Self>> {
+        (label.is_some() || own_key.is_some()).then(|| {
+            Box::new(Self {
+                label,
+                own_key,
+                extensions: 0,
+            })
+        })
+    }
+}
+
+/// A guard's `valid_for` when it has no lease.
+const NO_VALIDITY: u64 = u64::MAX;
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos())
+        .unwrap_or(u64::MAX)
+        .min(NO_VALIDITY - 1)
+}
+
+/// A guard's key as the user gave it: the stored name after the namespace's
+/// head, or (for an escaped key) a copy of its own.
+struct Shown<'a> {
+    head: u32,
+    cold: &'a Option<Box<Cold>>,
+}
+
+impl<'a> Shown<'a> {
+    /// The key as the user gave it, from the stored name.
+    fn key(&self, stored: &'a str) -> &'a str {
+        match self.cold.as_deref().and_then(|c| c.own_key.as_deref()) {
+            Some(own) => own,
+            None => stored.get(self.head as usize..).unwrap_or_default(),
+        }
     }
 }
 
@@ -746,25 +789,30 @@ pub struct LockGuard {
     alias: Alias,
     /// The prefixed key as the store knows it.
     key: Cow<'static, str>,
-    /// How to read the lock's key back from the stored name.
-    shown: Shown,
+    /// Where the lock's key starts in the stored name (after the
+    /// namespace's head), unless `cold` holds a copy of its own.
+    head: u32,
+    /// The label, an escaped key's copy, extensions: boxed, `None` for most.
+    cold: Option<Box<Cold>>,
     token: Token,
-    fencing: Option<u64>,
+    /// The fencing token, if `fenced` (a `u64` and a flag beside the other
+    /// flags: 8 bytes less than an `Option<u64>`).
+    fencing: u64,
+    fenced: bool,
     /// When the request that won the lock was sent.
     start: Instant,
-    /// Until when the lock surely is ours, while no watchdog tracks it.
-    valid_until: Option<Instant>,
+    /// Until when the lock surely is ours, while no watchdog tracks it:
+    /// nanoseconds after `start`, or `NO_VALIDITY` (8 bytes, not an
+    /// `Option<Instant>`'s 16: the guard is moved on every acquisition).
+    valid_for: u64,
     delete_on_exit: bool,
     /// Taken through an async call: a drop must not block the thread.
     detached: bool,
     /// Shared with the watchdog that renews the lease or looks for its loss;
     /// set at acquisition for renewed locks, or by the first `lost()`.
-    status: OnceLock<Arc<Status>>,
+    status: OnceBox<Arc<Status>>,
     released: bool,
-    label: Option<Cow<'static, str>>,
     function: Option<&'static str>,
-    /// Extensions made while no watchdog status was shared (it counts its own).
-    extensions: u64,
     /// The `lock.held` span and the hold's metrics.
     held: Held,
 }
@@ -775,8 +823,8 @@ impl fmt::Debug for LockGuard {
             .field("alias", &self.alias.name())
             .field("key", &self.key())
             .field("token", &self.token)
-            .field("fencing_token", &self.fencing)
-            .field("label", &self.label)
+            .field("fencing_token", &self.fencing_token())
+            .field("label", &self.label())
             .finish_non_exhaustive()
     }
 }
@@ -793,7 +841,29 @@ impl LockGuard {
     /// assert_eq!(guard.key(), "weekly", "the store sees `reports:weekly`");
     /// ```
     pub fn key(&self) -> &str {
-        shown_key(&self.key, &self.shown)
+        self.shown().key(&self.key)
+    }
+
+    /// Until when the lock surely is ours, while no watchdog tracks it.
+    fn valid_until(&self) -> Option<Instant> {
+        if self.valid_for == NO_VALIDITY {
+            return None;
+        }
+        // Never past what the clock can count: validity was counted from
+        // `start` forward, so this cannot overflow; were it to, the lock
+        // would count as lost now rather than panic.
+        Some(
+            self.start
+                .checked_add(Duration::from_nanos(self.valid_for))
+                .unwrap_or(self.start),
+        )
+    }
+
+    fn shown(&self) -> Shown<'_> {
+        Shown {
+            head: self.head,
+            cold: &self.cold,
+        }
     }
 
     /// The [label](Lock::label) the lock was taken with, if any.
@@ -806,7 +876,7 @@ impl LockGuard {
     /// assert_eq!(Lock::new("doc-guard-unlabelled").acquire().unwrap().label(), None);
     /// ```
     pub fn label(&self) -> Option<&str> {
-        self.label.as_deref()
+        self.cold.as_deref().and_then(|c| c.label.as_deref())
     }
 
     /// The path of the function whose `#[lock]` took the lock
@@ -912,7 +982,7 @@ impl LockGuard {
     /// assert_eq!(write(slow.fencing_token().unwrap()), Err("stale holder"));
     /// ```
     pub fn fencing_token(&self) -> Option<u64> {
-        self.fencing
+        self.fenced.then_some(self.fencing)
     }
 
     /// How long the lock is surely still held: the lease left, measured on
@@ -934,7 +1004,7 @@ impl LockGuard {
     pub fn remaining(&self) -> Option<Duration> {
         let until = match self.status.get() {
             Some(s) => s.valid_until()?,
-            None => self.valid_until?,
+            None => self.valid_until()?,
         };
         Some(until.saturating_duration_since(Instant::now()))
     }
@@ -954,7 +1024,7 @@ impl LockGuard {
     pub fn is_lost(&self) -> bool {
         match self.status.get() {
             Some(s) => s.is_lost(),
-            None => self.valid_until.is_some_and(|u| Instant::now() >= u),
+            None => self.valid_until().is_some_and(|u| Instant::now() >= u),
         }
     }
 
@@ -977,9 +1047,12 @@ impl LockGuard {
     /// # });
     /// ```
     pub fn lost(&self) -> Lost {
-        let status = self
-            .status
-            .get_or_init(|| Arc::new(Status::valid_until_then(self.start, self.valid_until)));
+        let status = self.status.get_or_init(|| {
+            Box::new(Arc::new(Status::valid_until_then(
+                self.start,
+                self.valid_until(),
+            )))
+        });
         // Renewals notice a deleted lock only every third of the lease;
         // someone waiting for the loss wants to know sooner.
         if status.start_checking() {
@@ -987,7 +1060,7 @@ impl LockGuard {
                 Arc::clone(self.alias.backend()),
                 self.alias.name(),
                 &self.key,
-                shown_key(&self.key, &self.shown),
+                self.shown().key(&self.key),
                 self.token,
                 Arc::clone(status),
             );
@@ -1069,10 +1142,11 @@ impl LockGuard {
     }
 
     fn extended(&mut self, sent: Instant, lease: Duration) {
-        self.valid_until = Some(sent + lease.saturating_sub(drift(lease)));
+        let until = sent + lease.saturating_sub(drift(lease));
+        self.valid_for = nanos(until.saturating_duration_since(self.start));
         match self.status.get() {
             Some(s) => s.renewed(sent, lease),
-            None => self.extensions += 1,
+            None => self.cold.get_or_insert_default().extensions += 1,
         }
     }
 
@@ -1081,11 +1155,7 @@ impl LockGuard {
     /// not asked or failed.
     fn close_observed(&mut self, answer: Option<bool>) {
         if answer == Some(false) {
-            observe::not_held(
-                &self.held,
-                self.alias.name(),
-                shown_key(&self.key, &self.shown),
-            );
+            observe::not_held(&self.held, self.alias.name(), self.shown().key(&self.key));
         }
         if !self.held.is_open() {
             return;
@@ -1100,7 +1170,8 @@ impl LockGuard {
         };
         // Counted once, whether the watchdog or the release found it.
         let first_report = lost && status.is_none_or(|s| s.mark_lost());
-        let renewed = self.extensions + status.map_or(0, |s| s.renewals());
+        let extensions = self.cold.as_deref().map_or(0, |c| c.extensions);
+        let renewed = extensions + status.map_or(0, |s| s.renewals());
         self.held.close(Closing {
             held_since: self.start,
             renewed,
