@@ -224,6 +224,11 @@ impl Lock {
     /// Serves waiters in arrival order instead of letting a newcomer take a
     /// just-released lock first.
     ///
+    /// A store whose waiters are all in one place (the memory store, below)
+    /// keeps one order over every waiter. The Redis store keeps one waiter
+    /// per process in its line: a process's waiters are served in the order
+    /// they came, and processes in turn (README, "Redis").
+    ///
     /// ```
     /// use std::sync::{Arc, Mutex};
     /// use std::thread;
