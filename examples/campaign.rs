@@ -28,6 +28,9 @@
 //! host, `sqlite` and `file` (worker faults only).
 //!
 //! `--workers N` (at least 4, the default) sets the worker processes;
+//! `--threads N` (1, the default, to 16) the threads taking locks at once in
+//! each, so that waiters of one process meet in its local line and a
+//! release hands the lock to one of them;
 //! `--keep` keeps the run's directory (each worker's history as JSON lines,
 //! `faults.json`, the workers' logs), which a failing run always keeps.
 //!
@@ -57,7 +60,7 @@ use std::process::ExitCode;
 /// The stores the campaign runs against.
 const STORES: [&str; 6] = ["redis", "quorum", "memcache", "postgres", "sqlite", "file"];
 
-const USAGE: &str = "usage: campaign --store redis|quorum|memcache|postgres|sqlite|file [--seconds N] [--seed N] [--workers N] [--no-persist] [--keep]";
+const USAGE: &str = "usage: campaign --store redis|quorum|memcache|postgres|sqlite|file [--seconds N] [--seed N] [--workers N] [--threads N] [--no-persist] [--keep]";
 
 fn main() -> ExitCode {
     if let Ok(args) = std::env::var(settings::WORKER_ENV) {
@@ -99,6 +102,7 @@ fn parse(args: &[String]) -> Result<controller::Options, String> {
         seconds: 120,
         seed: None,
         workers: 4,
+        threads: 1,
         persist: true,
         keep: false,
         worker_command: Vec::new(),
@@ -115,6 +119,9 @@ fn parse(args: &[String]) -> Result<controller::Options, String> {
             "--workers" => {
                 opts.workers = value()?.parse().map_err(|e| format!("--workers: {e}"))?
             }
+            "--threads" => {
+                opts.threads = value()?.parse().map_err(|e| format!("--threads: {e}"))?
+            }
             "--no-persist" => opts.persist = false,
             "--keep" => opts.keep = true,
             other => return Err(format!("unknown argument {other:?}")),
@@ -128,6 +135,9 @@ fn parse(args: &[String]) -> Result<controller::Options, String> {
     }
     if opts.workers < 4 {
         return Err("--workers must be at least 4".into());
+    }
+    if !(1..=16).contains(&opts.threads) {
+        return Err("--threads must be 1 to 16".into());
     }
     Ok(opts)
 }

@@ -42,12 +42,19 @@ fn worker_process() {
 }
 
 fn campaign(store: &str, seconds: u64, seed: u64) -> Value {
+    campaign_threads(store, seconds, seed, 1)
+}
+
+/// A campaign whose worker processes each take locks on `threads` threads
+/// at once.
+fn campaign_threads(store: &str, seconds: u64, seed: u64, threads: u32) -> Value {
     let exe = std::env::current_exe().unwrap().display().to_string();
     let opts = controller::Options {
         store: store.into(),
         seconds,
         seed: Some(seed),
         workers: 4,
+        threads,
         persist: true,
         keep: false,
         worker_command: vec![
@@ -94,6 +101,14 @@ fn assert_properties(s: &Value) {
 #[test]
 fn campaign_on_redis() {
     assert_properties(&campaign("redis", 25, 20_261_202));
+}
+
+/// Four threads per worker process: waiters of one process queue in its
+/// local line, and a release hands the lock to the next of them in its own
+/// script (`RELEASE_TO`), under the same faults.
+#[test]
+fn campaign_on_redis_with_threads() {
+    assert_properties(&campaign_threads("redis", 20, 20_261_208, 4));
 }
 
 #[test]

@@ -28,6 +28,8 @@ pub struct Options {
     pub seconds: u64,
     pub seed: Option<u64>,
     pub workers: usize,
+    /// Threads taking locks at once in each worker process.
+    pub threads: u32,
     /// Single Redis: AOF with `appendfsync always`, so that a restart keeps
     /// held locks and the fencing counter.
     pub persist: bool,
@@ -315,6 +317,7 @@ pub fn run(opts: &Options) -> Result<serde_json::Value, String> {
             resource: resource.addr(),
             dir: dir.clone(),
             seed,
+            threads: opts.threads,
         },
         dir: dir.clone(),
     };

@@ -30,15 +30,19 @@ pub struct Args {
     pub resource: SocketAddr,
     pub dir: PathBuf,
     pub seed: u64,
+    /// Threads taking locks at once in this process (`--threads`), so that
+    /// waiters of one process meet in its local line and hand the lock to
+    /// each other.
+    pub threads: u32,
 }
 
 impl Args {
-    /// `index store url,url resource-addr dir seed`, as
+    /// `index store url,url resource-addr dir seed threads`, as
     /// [`to_env`](Self::to_env) writes it.
     pub fn parse(text: &str) -> Result<Args, String> {
         let parts: Vec<&str> = text.split('\t').collect();
-        let [index, store, urls, resource, dir, seed] = parts.as_slice() else {
-            return Err(format!("worker arguments {text:?}: expected 6 fields"));
+        let [index, store, urls, resource, dir, seed, threads] = parts.as_slice() else {
+            return Err(format!("worker arguments {text:?}: expected 7 fields"));
         };
         Ok(Args {
             index: index.parse().map_err(|e| format!("index: {e}"))?,
@@ -47,18 +51,20 @@ impl Args {
             resource: resource.parse().map_err(|e| format!("resource: {e}"))?,
             dir: dir.into(),
             seed: seed.parse().map_err(|e| format!("seed: {e}"))?,
+            threads: threads.parse().map_err(|e| format!("threads: {e}"))?,
         })
     }
 
     pub fn to_env(&self) -> String {
         format!(
-            "{}\t{}\t{}\t{}\t{}\t{}",
+            "{}\t{}\t{}\t{}\t{}\t{}\t{}",
             self.index,
             self.store,
             self.urls.join(","),
             self.resource,
             self.dir.display(),
-            self.seed
+            self.seed,
+            self.threads
         )
     }
 }
@@ -79,6 +85,8 @@ struct Worker {
     log: Mutex<File>,
     resource: Mutex<Client>,
     pid: u32,
+    /// The last hold's number in this process, over all its threads.
+    holds: AtomicU64,
 }
 
 pub fn run(args: Args) -> Result<(), String> {
@@ -96,21 +104,43 @@ pub fn run(args: Args) -> Result<(), String> {
         .enable_all()
         .build()
         .map_err(|e| e.to_string())?;
-    let stop = args.dir.join("stop");
-    let mut rng =
-        Rng::new(args.seed ^ (u64::from(args.index) + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    let threads = args.threads.max(1);
     let w = Arc::new(Worker {
         resource: Mutex::new(Client::new(args.resource)),
         args,
         settings,
         log: Mutex::new(log),
         pid: std::process::id(),
+        holds: AtomicU64::new(0),
     });
-    let mut n = 0u64;
+    std::thread::scope(|scope| {
+        let loops: Vec<_> = (0..threads)
+            .map(|thread| {
+                let (w, rt) = (&w, &rt);
+                scope.spawn(move || drive(w, rt, thread))
+            })
+            .collect();
+        loops
+            .into_iter()
+            .map(|l| {
+                l.join()
+                    .unwrap_or_else(|_| Err("a worker thread panicked".into()))
+            })
+            .collect::<Result<(), String>>()
+    })
+}
+
+/// One thread's critical sections, until the stop file appears.
+fn drive(w: &Arc<Worker>, rt: &tokio::runtime::Runtime, thread: u32) -> Result<(), String> {
+    let stop = w.args.dir.join("stop");
+    let stream = u64::from(w.args.index) + 1 + (u64::from(thread) << 32);
+    let mut rng = Rng::new(w.args.seed ^ stream.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    let mut turn = 0u64;
     while !Path::new(&stop).exists() {
-        n += 1;
+        turn += 1;
+        let n = w.holds.fetch_add(1, Ordering::SeqCst) + 1;
         let key = KEYS[rng.below(KEYS.len() as u64) as usize];
-        let mode = MODES[(n % MODES.len() as u64) as usize];
+        let mode = MODES[(turn % MODES.len() as u64) as usize];
         // Builder holds are now and then longer than the lease, so that
         // renewals (and their failure under faults) are part of the run.
         let long = mode.starts_with("builder") && rng.below(8) == 0;
@@ -137,29 +167,25 @@ pub fn run(args: Args) -> Result<(), String> {
             guard_lost: None,
         };
         let outcome = match mode {
-            "builder_sync" => builder_sync(&w, &rt, body),
-            "builder_async" => rt.block_on(builder_async(Arc::clone(&w), body)),
+            "builder_sync" => builder_sync(w, rt, body),
+            "builder_async" => rt.block_on(builder_async(Arc::clone(w), body)),
             "attr_sync" => {
                 let cell = Mutex::new(body);
-                let r = attr_sync(key, &w, &cell);
+                let r = attr_sync(key, w, &cell);
                 finish_attr(
-                    &w,
+                    w,
                     cell.into_inner().unwrap_or_else(PoisonError::into_inner),
                     r,
                 )
             }
             _ => {
                 let cell = Arc::new(Mutex::new(body));
-                let r = rt.block_on(attr_async(
-                    key.to_owned(),
-                    Arc::clone(&w),
-                    Arc::clone(&cell),
-                ));
+                let r = rt.block_on(attr_async(key.to_owned(), Arc::clone(w), Arc::clone(&cell)));
                 let body = Arc::try_unwrap(cell)
                     .map_err(|_| "the async body outlived its call".to_owned())?
                     .into_inner()
                     .unwrap_or_else(PoisonError::into_inner);
-                finish_attr(&w, body, r)
+                finish_attr(w, body, r)
             }
         };
         if let Err(e) = outcome {
