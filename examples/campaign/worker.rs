@@ -120,13 +120,10 @@ pub fn run(args: Args) -> Result<(), String> {
                 scope.spawn(move || drive(w, rt, thread))
             })
             .collect();
-        loops
-            .into_iter()
-            .map(|l| {
-                l.join()
-                    .unwrap_or_else(|_| Err("a worker thread panicked".into()))
-            })
-            .collect::<Result<(), String>>()
+        loops.into_iter().try_for_each(|l| {
+            l.join()
+                .unwrap_or_else(|_| Err("a worker thread panicked".into()))
+        })
     })
 }
 
