@@ -310,12 +310,29 @@ impl<'a> Queued<'a> {
         })
     }
 
-    /// When to look next at the latest: the deadline, or in time to take
-    /// over from a stalled holder.
-    fn until(&self, now: Instant, deadline: Option<Instant>) -> Instant {
+    /// What a queued waiter does next, for both drivers: it has the turn,
+    /// or its deadline passed, or it sleeps until a signal or the instant
+    /// given (its deadline, or when to look for a stalled turn).
+    fn next(&mut self, deadline: Option<Instant>) -> Next<'a> {
+        let now = Instant::now();
+        if let Some(turn) = self.poll(now) {
+            return Next::Turn(turn);
+        }
+        if deadline.is_some_and(|d| now >= d) {
+            return Next::GaveUp;
+        }
+        // Looks again after STALL at the latest: the turn's holder may have
+        // stalled.
         let check = now + STALL;
-        deadline.map_or(check, |d| d.min(check))
+        Next::Sleep(deadline.map_or(check, |d| d.min(check)))
     }
+}
+
+/// A queued waiter's next step ([`Queued::next`]).
+enum Next<'a> {
+    Turn(Turn<'a>),
+    GaveUp,
+    Sleep(Instant),
 }
 
 impl Gates {
@@ -389,14 +406,11 @@ impl Gates {
             Entry::Queued(q) => q,
         };
         loop {
-            let now = Instant::now();
-            if let Some(turn) = queued.poll(now) {
-                return Some(turn);
+            match queued.next(deadline) {
+                Next::Turn(turn) => return Some(turn),
+                Next::GaveUp => return None,
+                Next::Sleep(until) => queued.waiter.park_until(Some(until)),
             }
-            if deadline.is_some_and(|d| now >= d) {
-                return None;
-            }
-            queued.waiter.park_until(Some(queued.until(now, deadline)));
             queued.waiter.take_signal();
         }
     }
@@ -415,15 +429,13 @@ impl Gates {
             Entry::Queued(q) => q,
         };
         loop {
-            let now = Instant::now();
-            if let Some(turn) = queued.poll(now) {
-                return Some(turn);
+            match queued.next(deadline) {
+                Next::Turn(turn) => return Some(turn),
+                Next::GaveUp => return None,
+                Next::Sleep(until) => {
+                    let _ = tokio::time::timeout_at(until.into(), queued.waiter.signalled()).await;
+                }
             }
-            if deadline.is_some_and(|d| now >= d) {
-                return None;
-            }
-            let until = queued.until(now, deadline);
-            let _ = tokio::time::timeout_at(until.into(), queued.waiter.signalled()).await;
             queued.waiter.take_signal();
         }
     }
