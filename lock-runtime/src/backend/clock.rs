@@ -6,6 +6,9 @@
 //! in, and a record of another boot counts as ended. Elsewhere it is the
 //! wall clock, with the risk that brings (see the SQLite store's docs).
 
+// The memory store reads only `monotonic_ns`.
+#![cfg_attr(not(any(feature = "sqlite", feature = "file")), allow(dead_code))]
+
 use std::io;
 
 /// A reading of the shared clock: which clock (its epoch) and where on it.
@@ -44,19 +47,28 @@ fn epoch() -> io::Result<&'static str> {
 
 #[cfg(target_os = "linux")]
 fn micros() -> io::Result<i64> {
+    let nanos = monotonic_ns().ok_or_else(io::Error::last_os_error)?;
+    Ok(i64::try_from(nanos / 1_000).unwrap_or(i64::MAX))
+}
+
+/// `CLOCK_MONOTONIC` in nanoseconds, as a plain number (`Instant` keeps it
+/// private); `None` if it cannot be read (`errno` says why).
+#[cfg(target_os = "linux")]
+pub(crate) fn monotonic_ns() -> Option<u64> {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
     };
     // SAFETY: `ts` is a valid, writable timespec for the call's duration.
     let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // `time_t` and `c_long` are 32 bits on some targets.
+    // Both fields are non-negative for this clock; `time_t` and `c_long`
+    // are 32 bits on some targets.
     #[allow(clippy::useless_conversion)]
-    let (secs, nanos) = (i64::from(ts.tv_sec), i64::from(ts.tv_nsec));
-    Ok(secs.saturating_mul(1_000_000).saturating_add(nanos / 1_000))
+    let (secs, nanos) = (
+        u64::try_from(ts.tv_sec).ok()?,
+        u64::try_from(ts.tv_nsec).ok()?,
+    );
+    (rc == 0).then(|| secs.saturating_mul(1_000_000_000).saturating_add(nanos))
 }
 
 #[cfg(not(target_os = "linux"))]

@@ -1184,21 +1184,11 @@ fn now() -> u64 {
     nanos(EPOCH.at.elapsed())
 }
 
-/// `CLOCK_MONOTONIC` in nanoseconds.
+/// The monotonic clock; a reading that failed (it cannot on Linux) counts
+/// as the epoch, never later.
 #[cfg(target_os = "linux")]
 fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid, writable timespec for the call's duration.
-    // CLOCK_MONOTONIC always exists on Linux; were the call to fail, `ts`
-    // stays zero and the reading saturates to the epoch (never later).
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    // Both fields are non-negative for this clock.
-    (ts.tv_sec as u64)
-        .wrapping_mul(1_000_000_000)
-        .wrapping_add(ts.tv_nsec as u64)
+    super::clock::monotonic_ns().unwrap_or(0)
 }
 
 fn nanos(d: Duration) -> u64 {

@@ -180,7 +180,6 @@ pub use crate::admin::Owner;
 use crate::admin::{Forced, Page};
 pub use crate::error::{BackendError, BackendErrorKind};
 
-#[cfg(any(feature = "sqlite", feature = "file"))]
 mod clock;
 mod drive;
 #[cfg(feature = "file")]
