@@ -109,7 +109,15 @@ fn main() -> ExitCode {
 /// The sections `--only` can pick, in the order a full run goes through
 /// them.
 const SECTIONS: &[&str] = &[
-    "redis", "memory", "burst", "scale", "sql", "file", "memcache", "picture",
+    "redis",
+    "uncontended",
+    "memory",
+    "burst",
+    "scale",
+    "sql",
+    "file",
+    "memcache",
+    "picture",
 ];
 
 /// `[--quick] [--only SECTION]`, in any order: whether quick, and the one
@@ -139,9 +147,11 @@ fn run(quick: bool, only: Option<&str>) -> BenchResult<()> {
     machine(&mut report, &server, quick);
     registry::add(ALIAS, AliasConfig::from_url(&server.url())?)?;
 
-    if runs("redis") {
+    if runs("redis") || only == Some("uncontended") {
         let rtt_us = uncontended::run(&server, &mut report, quick)?;
-        contended::run(&server, &mut report, quick, rtt_us)?;
+        if runs("redis") {
+            contended::run(&server, &mut report, quick, rtt_us)?;
+        }
     }
     if runs("memory") {
         memory::run(&mut report, quick)?;

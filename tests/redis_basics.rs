@@ -393,3 +393,61 @@ async fn async_callers_share_the_same_locks() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
+
+/// Scripts the server forgot (`SCRIPT FLUSH`, or a restart without
+/// persistence) are loaded again by the call that finds them missing, sync
+/// and async, for every kind of call: taking, extending, waiting in line,
+/// handing over and releasing.
+#[test]
+fn scripts_the_server_forgot_are_loaded_again() {
+    let server = RedisServer::start();
+    let a = redis_alias(&server, "basics-noscript");
+    let flush = || {
+        let ok = server.cmd(&["SCRIPT", "FLUSH"]);
+        assert_eq!(ok.as_str(), Some("OK"), "{ok:?}");
+    };
+    let busy = Lock::new("noscript").alias(a).acquire().unwrap();
+    flush();
+    // A barging look and a fair one, both through a script, on a busy lock.
+    for fair in [false, true] {
+        let refused = Lock::new("noscript")
+            .alias(a)
+            .fair(fair)
+            .wait_for(Duration::from_millis(30))
+            .acquire()
+            .unwrap_err();
+        assert!(matches!(refused, LockError::Timeout { .. }), "{refused:?}");
+        flush();
+    }
+    busy.release().unwrap();
+    assert!(!server.exists("lock:noscript"), "the release got through");
+
+    let mut guard = Lock::new("noscript").alias(a).acquire().unwrap();
+    flush();
+    guard.extend(Duration::from_secs(40)).unwrap();
+    assert!(
+        server.pttl("lock:noscript") > 30_000,
+        "the extension got through"
+    );
+    flush();
+    guard.release().unwrap();
+    assert!(!server.exists("lock:noscript"));
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut guard = Lock::new("noscript")
+            .alias(a)
+            .acquire_async()
+            .await
+            .unwrap();
+        flush();
+        guard.extend_async(Duration::from_secs(40)).await.unwrap();
+        assert!(server.pttl("lock:noscript") > 30_000);
+        flush();
+        guard.release_async().await.unwrap();
+        assert!(!server.exists("lock:noscript"));
+    });
+}

@@ -12,10 +12,11 @@ use redis::aio::MultiplexedConnection;
 
 use super::gate::Turn;
 use super::io::{self, Place};
+use super::scripts::{self, Call};
 use super::waiting::{Action, Outcome, Waiting};
 use super::wake::{LocalWaiter, Wakeups, Watch};
-use super::{AcquireArgs, Inner, handover_invocation, scripts};
-use crate::backend::{Acquired, BackendError, Token};
+use super::{AcquireArgs, Inner, Tried, handover_invocation};
+use crate::backend::{Acquired, Attempt, BackendError, Token};
 
 /// A sync waiting acquisition: blocking pool, parked thread, subscriptions
 /// made on the I/O thread.
@@ -24,6 +25,17 @@ pub(super) fn acquire_blocking(
     args: &AcquireArgs,
     waiting: Waiting,
 ) -> Result<Option<Acquired>, BackendError> {
+    let mut last = Outcome::Start;
+    if !waiting.fair()
+        && let Some(solo) = inner.gates.solo()
+    {
+        let tried = inner.sync_try(args, false, true)?;
+        drop(solo);
+        match tried.attempt {
+            Attempt::Acquired(a) => return Ok(Some(a)),
+            busy => last = Outcome::Attempted(busy, tried.fence_now),
+        }
+    }
     // Behind another waiter of this process for the key: wait here first.
     let Some(turn) = inner
         .gates
@@ -40,8 +52,9 @@ pub(super) fn acquire_blocking(
     };
     let mut listening = Listening::default();
     let make = || LocalWaiter::for_thread(args.token);
-    let mut last = Outcome::Start;
     if turn.was_queued() {
+        // The attempt made before the line (if any) is of no use now.
+        last = Outcome::Start;
         let now = Instant::now();
         line.waiting.contended(now);
         listening.waiter = turn.waiter().cloned();
@@ -91,6 +104,31 @@ pub(super) async fn acquire(
     args: AcquireArgs,
     waiting: Waiting,
 ) -> Result<Option<Acquired>, BackendError> {
+    let mut last = Outcome::Start;
+    if !waiting.fair()
+        && let Some(solo) = inner.gates.solo()
+    {
+        let tried = inner.try_acquire_on(&mut conn, &args, false, true).await;
+        drop(solo);
+        match tried {
+            Ok(Tried {
+                attempt: Attempt::Acquired(a),
+                ..
+            }) => return Ok(Some(a)),
+            Ok(busy) => last = Outcome::Attempted(busy.attempt, busy.fence_now),
+            Err(e) => {
+                // The request may have landed all the same.
+                let leftover = Leftover {
+                    key: args.key,
+                    token: args.token,
+                    release: Release::MayHaveWon,
+                    leave: None,
+                };
+                inner.hand_off(Some(conn), leftover);
+                return Err(e);
+            }
+        }
+    }
     // Behind another waiter of this process for the key: wait here first.
     let Some(turn) = inner
         .gates
@@ -108,8 +146,9 @@ pub(super) async fn acquire(
     };
     let mut listening = Listening::default();
     let make = || LocalWaiter::for_task(args.token);
-    let mut last = Outcome::Start;
     if turn.was_queued() {
+        // The attempt made before the line (if any) is of no use now.
+        last = Outcome::Start;
         let now = Instant::now();
         line.waiting.contended(now);
         listening.waiter = turn.waiter().cloned();
@@ -250,7 +289,7 @@ struct LineGuard<'a> {
 }
 
 impl LineGuard<'_> {
-    fn leave_invocation(&self) -> redis::ScriptInvocation<'static> {
+    fn leave_invocation(&self) -> Call {
         handover_invocation(
             &scripts::LEAVE,
             &self.inner.fence_key,

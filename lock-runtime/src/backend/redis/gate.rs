@@ -18,7 +18,7 @@
 //! subscriber.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -41,6 +41,19 @@ pub(super) struct Gates {
     departed: Mutex<HashMap<u64, bool>>,
     /// Numbers turns and queued waiters, in arrival order.
     next: AtomicU64,
+    /// The lines open, plus one while a [`Solo`] attempt is in flight: at
+    /// zero, no release needs to look for a successor.
+    active: AtomicUsize,
+}
+
+/// A first attempt made before the local line (see [`Gates::solo`]); the
+/// next may go once it is dropped.
+pub(super) struct Solo<'a>(&'a AtomicUsize);
+
+impl Drop for Solo<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Release);
+    }
 }
 
 /// A key someone in this process is waiting for in Redis.
@@ -191,7 +204,7 @@ impl Drop for Turn<'_> {
         // a second give-back by token changes nothing.
         self.finish(false);
         let mut lines = lock(&self.gates.lines);
-        pass_on(&mut lines, self.key, self.number, self.acquired);
+        pass_on(self.gates, &mut lines, self.key, self.number, self.acquired);
     }
 }
 
@@ -199,7 +212,13 @@ impl Drop for Turn<'_> {
 /// there, offered as the successor at once, or closes the line if none is
 /// (unless another took the turn over). `acquired`: the turn ended with the
 /// lock.
-fn pass_on(lines: &mut HashMap<String, Line>, key: &str, number: u64, acquired: bool) {
+fn pass_on(
+    gates: &Gates,
+    lines: &mut HashMap<String, Line>,
+    key: &str,
+    number: u64,
+    acquired: bool,
+) {
     let Some(line) = lines.get_mut(key) else {
         return;
     };
@@ -217,6 +236,7 @@ fn pass_on(lines: &mut HashMap<String, Line>, key: &str, number: u64, acquired: 
         }
         None => {
             lines.remove(key);
+            gates.active.fetch_sub(1, Ordering::Release);
         }
     }
 }
@@ -263,7 +283,7 @@ impl Drop for Queued<'_> {
                 lock(&self.gates.departed).insert(self.number, false);
             }
             let held_here = line.held_here;
-            pass_on(&mut lines, self.key, self.number, held_here);
+            pass_on(self.gates, &mut lines, self.key, self.number, held_here);
         } else {
             line.queue.remove(&self.number);
         }
@@ -336,6 +356,19 @@ enum Next<'a> {
 }
 
 impl Gates {
+    /// Leave to make a first attempt before the local line, given while
+    /// this store has no line open in this process and no other such
+    /// attempt is in flight: an uncontended acquisition then costs the line
+    /// nothing, and a burst of waiters sends one attempt, not one each (the
+    /// others queue here). No waiter of this process is in line then, so
+    /// the attempt passes nobody who queued.
+    pub(super) fn solo(&self) -> Option<Solo<'_>> {
+        self.active
+            .compare_exchange(0, 1, Ordering::AcqRel, Ordering::Relaxed)
+            .ok()
+            .map(|_| Solo(&self.active))
+    }
+
     fn enter<'a>(
         &'a self,
         key: &'a str,
@@ -347,6 +380,7 @@ impl Gates {
         match lines.get_mut(key) {
             None => {
                 let beat = Beat::new();
+                self.active.fetch_add(1, Ordering::AcqRel);
                 lines.insert(
                     key.to_owned(),
                     Line {
@@ -443,6 +477,11 @@ impl Gates {
     /// Claims the successor offered for `key`, if one is and no other
     /// release is handing it the lock already.
     pub(super) fn claim(&self, key: &str) -> Option<Claim> {
+        // No line open: no successor, and no lock to take for finding out.
+        // A line opening meanwhile is as if it opened after this release.
+        if self.active.load(Ordering::Acquire) == 0 {
+            return None;
+        }
         let mut lines = lock(&self.lines);
         let line = lines.get_mut(key)?;
         let number = line.turn;
@@ -513,6 +552,23 @@ mod tests {
             lease_ms: 1000,
             meta: "",
         }
+    }
+
+    #[test]
+    fn a_solo_attempt_goes_only_while_no_line_is_open_and_no_other_goes() {
+        let gates = Gates::default();
+        let solo = gates.solo().expect("nobody waits");
+        assert!(gates.solo().is_none(), "one solo attempt at a time");
+        drop(solo);
+        let turn = gates.turn_blocking("k", seat(), None).expect("free");
+        assert!(gates.solo().is_none(), "a line is open");
+        let (offered, waiter) = (turn, LocalWaiter::for_thread(token()));
+        offered.offer(token(), 1000, "", &waiter);
+        assert!(gates.claim("k").is_some(), "a release finds the successor");
+        drop(offered);
+        assert!(lock(&gates.lines).is_empty());
+        assert!(gates.solo().is_some(), "the line closed with its last turn");
+        assert!(gates.claim("k").is_none(), "no line, no successor");
     }
 
     #[test]

@@ -47,13 +47,13 @@ mod wake;
 
 pub use quorum::{NodeOutcome, NodeState, QuorumBackend, QuorumError};
 
-use std::fmt;
+use std::fmt::{self, Write as _};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, Client, FromRedisValue, RedisError, ScriptInvocation};
+use redis::{AsyncConnectionConfig, Client, FromRedisValue, RedisError};
 
 use super::kind::{Opening, StoreKind};
 use super::{
@@ -64,6 +64,7 @@ use crate::admin::{AUDIT_LOG_LEN, Forced, Page};
 use crate::lease::DEFAULT_LEASE;
 use drivers::{Leftover, Release};
 use io::Place;
+use scripts::Call;
 use waiting::Waiting;
 use wake::Subscribers;
 
@@ -305,7 +306,14 @@ const FENCE: &str = "fence";
 /// counter's name), so that no lock key can name them.
 fn line_keys(fence_key: &str, key: &str) -> [String; 2] {
     let books = fence_key.strip_suffix(FENCE).unwrap_or(fence_key);
-    [format!("{books}line:{key}"), format!("{books}alive:{key}")]
+    let named = |kind: &str| {
+        let mut name = String::with_capacity(books.len() + kind.len() + key.len());
+        name.push_str(books);
+        name.push_str(kind);
+        name.push_str(key);
+        name
+    };
+    [named("line:"), named("alive:")]
 }
 
 /// The arguments of one acquisition, owned so that they can travel to the
@@ -353,51 +361,48 @@ impl AcquireArgs {
         if self.steal_ms != 0 || in_line {
             return None;
         }
-        let value = format!(
-            "{}{}{}",
-            self.token.encode().as_str(),
-            self.lease_ms,
-            self.meta
-        );
-        let mut pipe = redis::pipe();
-        pipe.cmd("SET")
+        let token = self.token.encode();
+        let mut value = String::with_capacity(token.as_str().len() + 20 + self.meta.len());
+        value.push_str(token.as_str());
+        let _ = write!(value, "{}{}", self.lease_ms, self.meta);
+        let mut set = redis::Cmd::with_capacity(6, 128);
+        set.arg("SET")
             .arg(&self.key)
             .arg(value)
             .arg("NX")
             .arg("PX")
-            .arg(self.lease_ms)
-            .cmd("INCR")
-            .arg(fence_key);
+            .arg(self.lease_ms);
+        let mut incr = redis::Cmd::with_capacity(2, 64);
+        incr.arg("INCR").arg(fence_key);
+        let mut pipe = redis::Pipeline::with_capacity(2);
+        pipe.add_command(set).add_command(incr);
         Some(pipe)
     }
 
-    fn invocation<'a>(&self, fence_key: &str, in_line: bool) -> ScriptInvocation<'a> {
+    fn invocation(&self, fence_key: &str, in_line: bool) -> Call {
         let token = self.token.encode();
         if self.will_wait && in_line {
             // The line's keys are made only for waiters that join it.
             let [line, alive] = line_keys(fence_key, &self.key);
-            let mut inv = scripts::ACQUIRE_FAIR.prepare_invoke();
-            inv.key(&self.key)
-                .key(fence_key)
-                .key(line)
-                .key(alive)
-                .arg(token.as_str())
+            let mut call = Call::new(
+                &scripts::ACQUIRE_FAIR,
+                &[&self.key, fence_key, &line, &alive],
+            );
+            call.arg(token.as_str())
                 .arg(self.lease_ms)
                 .arg(self.steal_ms)
                 .arg(millis(WAITER_TTL))
                 .arg(&self.key)
                 .arg(&self.meta);
-            return inv;
+            return call;
         }
-        let mut inv = scripts::ACQUIRE.prepare_invoke();
-        inv.key(&self.key)
-            .key(fence_key)
-            .arg(token.as_str())
+        let mut call = Call::new(&scripts::ACQUIRE, &[&self.key, fence_key]);
+        call.arg(token.as_str())
             .arg(self.lease_ms)
             .arg(self.steal_ms)
             .arg(if self.will_wait { "1" } else { "0" })
             .arg(&self.meta);
-        inv
+        call
     }
 }
 
@@ -405,26 +410,22 @@ impl AcquireArgs {
 /// the lease the waiter asked for and its meta suffix, which with its
 /// token name its place): the same keys, since either may hand the lock to
 /// the head of the line.
-fn handover_invocation<'a>(
-    script: &'a redis::Script,
+fn handover_invocation(
+    script: &'static redis::Script,
     fence_key: &str,
     key: &str,
     token: Token,
     place: Option<&str>,
-) -> ScriptInvocation<'a> {
+) -> Call {
     let [line, alive] = line_keys(fence_key, key);
-    let mut inv = script.prepare_invoke();
-    inv.key(key)
-        .key(line)
-        .key(alive)
-        .key(fence_key)
-        .arg(token.encode().as_str())
+    let mut call = Call::new(script, &[key, &line, &alive, fence_key]);
+    call.arg(token.encode().as_str())
         .arg(key)
         .arg(millis(WAITER_TTL));
     if let Some(place) = place {
-        inv.arg(place);
+        call.arg(place);
     }
-    inv
+    call
 }
 
 /// The lease of a lock granted by a release to the head of the line: what
@@ -433,10 +434,10 @@ fn granted_lease(asked_ms: u64) -> Duration {
     Duration::from_millis(asked_ms.min(millis(WAITER_TTL)))
 }
 
-fn extend_invocation<'a>(key: &str, token: Token, lease: Duration) -> ScriptInvocation<'a> {
-    let mut inv = scripts::EXTEND.prepare_invoke();
-    inv.key(key).arg(token.encode().as_str()).arg(millis(lease));
-    inv
+fn extend_invocation(key: &str, token: Token, lease: Duration) -> Call {
+    let mut call = Call::new(&scripts::EXTEND, &[key]);
+    call.arg(token.encode().as_str()).arg(millis(lease));
+    call
 }
 
 /// The lease a request asks for, in the milliseconds Redis counts.
@@ -581,12 +582,10 @@ impl Inner {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
-        let mut inv = scripts::INSPECT.prepare_invoke();
-        for k in &keys {
-            inv.key(k);
-        }
-        inv.arg(self.books.procs());
-        let read: Vec<books::Inspected> = self.sync(&inv)?;
+        let names: Vec<&str> = keys.iter().map(String::as_str).collect();
+        let mut call = Call::new(&scripts::INSPECT, &names);
+        call.arg(self.books.procs());
+        let read: Vec<books::Inspected> = self.sync(&call)?;
         Ok(keys
             .into_iter()
             .zip(read)
@@ -598,18 +597,22 @@ impl Inner {
     /// [`scripts::FORCE`]); the entry as recorded.
     fn force(&self, entry: &Forced) -> Result<Forced, BackendError> {
         let [line, alive] = line_keys(&self.fence_key, &entry.key);
-        let mut inv = scripts::FORCE.prepare_invoke();
-        inv.key(&entry.key)
-            .key(line)
-            .key(alive)
-            .key(&self.fence_key)
-            .key(&self.books.audit)
-            .arg(&entry.key)
+        let mut call = Call::new(
+            &scripts::FORCE,
+            &[
+                &entry.key,
+                &line,
+                &alive,
+                &self.fence_key,
+                &self.books.audit,
+            ],
+        );
+        call.arg(&entry.key)
             .arg(millis(WAITER_TTL))
             .arg(books::entry_head(entry))
             .arg(AUDIT_LOG_LEN)
             .arg(self.books.procs());
-        let recorded = self.sync::<String>(&inv)?;
+        let recorded = self.sync::<String>(&call)?;
         books::entry(&recorded).ok_or_else(|| {
             BackendError::new(BackendErrorKind::Protocol, "an unreadable audit entry")
         })
@@ -726,26 +729,23 @@ impl Inner {
         backend_error(e)
     }
 
-    fn sync<T: FromRedisValue>(&self, inv: &ScriptInvocation<'_>) -> Result<T, BackendError> {
+    fn sync<T: FromRedisValue>(&self, call: &Call) -> Result<T, BackendError> {
         self.pool
-            .with(|c| inv.invoke(c))
+            .with(|c| call.query(c))
             .map_err(|e| self.sync_failed(e))
     }
 
-    async fn invoke<T: FromRedisValue>(
-        &self,
-        inv: ScriptInvocation<'_>,
-    ) -> Result<T, BackendError> {
+    async fn invoke<T: FromRedisValue>(&self, call: Call) -> Result<T, BackendError> {
         let mut conn = self.conn.get().await.map_err(backend_error)?;
-        self.invoke_on(&mut conn, inv).await
+        self.invoke_on(&mut conn, call).await
     }
 
     async fn invoke_on<T: FromRedisValue>(
         &self,
         conn: &mut MultiplexedConnection,
-        inv: ScriptInvocation<'_>,
+        call: Call,
     ) -> Result<T, BackendError> {
-        inv.invoke_async(conn)
+        call.query_async(conn)
             .await
             .map_err(|e| self.async_failed(e))
     }
@@ -814,12 +814,12 @@ impl Inner {
 
     /// A release by `token` that hands the lock to `claim`'s successor (see
     /// [`scripts::RELEASE_TO`]).
-    fn release_to<'a>(&self, key: &str, token: Token, claim: &gate::Claim) -> ScriptInvocation<'a> {
-        let mut inv = handover_invocation(&scripts::RELEASE_TO, &self.fence_key, key, token, None);
-        inv.arg(claim.token.encode().as_str())
+    fn release_to(&self, key: &str, token: Token, claim: &gate::Claim) -> Call {
+        let mut call = handover_invocation(&scripts::RELEASE_TO, &self.fence_key, key, token, None);
+        call.arg(claim.token.encode().as_str())
             .arg(claim.lease_ms)
             .arg(&claim.meta);
-        inv
+        call
     }
 
     /// After a [`release_to`](Self::release_to) answered `reply` (`None`:
@@ -846,7 +846,7 @@ impl Inner {
     }
 
     /// The release of a lock granted to a successor that left.
-    fn successor_release<'a>(&self, key: &str, claim: &gate::Claim) -> ScriptInvocation<'a> {
+    fn successor_release(&self, key: &str, claim: &gate::Claim) -> Call {
         handover_invocation(&scripts::RELEASE, &self.fence_key, key, claim.token, None)
     }
 

@@ -497,9 +497,9 @@ impl QuorumBackend {
     ) -> Result<(), BackendError> {
         let started = Instant::now();
         let mut answers = self.spawn_each(|inner| async move {
-            let mut inv = RAISE_FENCE.prepare_invoke();
-            inv.key(&inner.fence_key).arg(fence);
-            inner.invoke::<i64>(inv).await
+            let mut call = scripts::Call::new(&RAISE_FENCE, &[&inner.fence_key]);
+            call.arg(fence);
+            inner.invoke::<i64>(call).await
         });
         let window = self.node_timeout.min(budget);
         let (results, cut_short) = gather(&mut answers, self.nodes.len(), started, window, |r| {

@@ -29,7 +29,8 @@
 //! once its deadline passes.
 
 use once_cell::sync::Lazy;
-use redis::Script;
+use redis::aio::MultiplexedConnection;
+use redis::{Cmd, ConnectionLike, FromRedisValue, RedisResult, Script, ToRedisArgs};
 
 /// Shared helpers, pasted at the top of each script (Redis scripts cannot
 /// call each other).
@@ -104,6 +105,64 @@ end
 
 fn script(body: &str) -> Script {
     Script::new(&format!("{PRELUDE}{body}"))
+}
+
+/// One call of a script: `EVALSHA`, its hash, its keys and its arguments,
+/// written straight into one command (redis-rs's `ScriptInvocation` copies
+/// each key and argument into a buffer of its own first, then into the
+/// command, which costs every lock operation several allocations).
+/// Loaded and sent again if the server answers `NOSCRIPT` (after a restart,
+/// or `SCRIPT FLUSH`).
+pub(crate) struct Call {
+    script: &'static Script,
+    cmd: Cmd,
+}
+
+impl Call {
+    /// A call of `script` on `keys`; its arguments follow with
+    /// [`arg`](Self::arg).
+    pub(crate) fn new(script: &'static Script, keys: &[&str]) -> Self {
+        // Sized once for what a lock operation sends (a few keys, tokens and
+        // numbers), so that writing it does not grow the buffers step by step.
+        let mut cmd = Cmd::with_capacity(16, 256);
+        cmd.arg("EVALSHA").arg(script.get_hash()).arg(keys.len());
+        for key in keys {
+            cmd.arg(*key);
+        }
+        Self { script, cmd }
+    }
+
+    pub(crate) fn arg(&mut self, arg: impl ToRedisArgs) -> &mut Self {
+        self.cmd.arg(arg);
+        self
+    }
+
+    pub(crate) fn query<T: FromRedisValue>(&self, con: &mut dyn ConnectionLike) -> RedisResult<T> {
+        match self.cmd.query(con) {
+            Err(e) if is_noscript(&e) => {
+                self.script.load(con)?;
+                self.cmd.query(con)
+            }
+            out => out,
+        }
+    }
+
+    pub(crate) async fn query_async<T: FromRedisValue>(
+        &self,
+        con: &mut MultiplexedConnection,
+    ) -> RedisResult<T> {
+        match self.cmd.query_async(con).await {
+            Err(e) if is_noscript(&e) => {
+                self.script.load_async(con).await?;
+                self.cmd.query_async(con).await
+            }
+            out => out,
+        }
+    }
+}
+
+fn is_noscript(e: &redis::RedisError) -> bool {
+    e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript)
 }
 
 /// Barging acquisition. `KEYS`: lock, fence counter. `ARGV`: token, lease ms,

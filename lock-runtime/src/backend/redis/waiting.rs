@@ -119,6 +119,12 @@ impl Waiting {
         Outcome::Listening { fresh: false }
     }
 
+    /// Whether it waits in line from the start (`fair`), so that it never
+    /// passes a waiter of its own process.
+    pub(super) fn fair(&self) -> bool {
+        self.in_line
+    }
+
     /// When this acquisition gives up, if ever.
     pub(super) fn deadline(&self) -> Option<Instant> {
         self.deadline
