@@ -419,9 +419,7 @@ fn handover_invocation(
 ) -> Call {
     let [line, alive] = line_keys(fence_key, key);
     let mut call = Call::new(script, &[key, &line, &alive, fence_key]);
-    call.arg(token.encode().as_str())
-        .arg(key)
-        .arg(millis(WAITER_TTL));
+    call.arg(token.encode().as_str());
     if let Some(place) = place {
         call.arg(place);
     }

@@ -104,7 +104,16 @@ end
 "#;
 
 fn script(body: &str) -> Script {
-    Script::new(&format!("{PRELUDE}{body}"))
+    script_after("", body)
+}
+
+/// A script whose `first` part runs before the helpers are defined (Lua
+/// makes a closure for each helper every time the script runs), so that a
+/// common case needing none of them can return first. `TTL` is the waiter
+/// TTL in ms.
+fn script_after(first: &str, body: &str) -> Script {
+    let ttl = super::WAITER_TTL.as_millis();
+    Script::new(&format!("{first}local TTL = {ttl}\n{PRELUDE}{body}"))
 }
 
 /// One call of a script: `EVALSHA`, its hash, its keys and its arguments,
@@ -248,19 +257,23 @@ return {0, redis.call('PTTL', KEYS[1]), fence_now()}
     )
 });
 
-/// `KEYS`: lock, line, liveness set, fence counter. `ARGV`: token, wake-up
-/// channel, waiter TTL ms. Frees the lock if the token owns it (handing it
-/// to the line when someone waits); returns 1 if it did, else 0.
+/// `KEYS`: lock, line, liveness set, fence counter. `ARGV`: token. Frees
+/// the lock if the token owns it (handing it to the line when someone
+/// waits; the wake-up goes out on the lock's own name); returns 1 if it
+/// did, else 0. A lock nobody waits for is deleted before the helpers are
+/// even defined: that common case pays for none of their closures.
 pub(crate) static RELEASE: Lazy<Script> = Lazy::new(|| {
-    script(
+    script_after(
         r#"
 local held = redis.call('GET', KEYS[1])
-if not held or owner(held) ~= ARGV[1] then return 0 end
-if waiting(held) then
-  pass_on(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[2], tonumber(ARGV[3]), false)
-else
+if not held or string.sub(held, 1, 22) ~= ARGV[1] then return 0 end
+if not string.find(held, '*', 23, true) then
   redis.call('DEL', KEYS[1])
+  return 1
 end
+"#,
+        r#"
+pass_on(KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[1], TTL, false)
 return 1
 "#,
     )
@@ -271,20 +284,19 @@ return 1
 /// which the successor tops up) and its meta suffix, keeping the waiting
 /// mark; unless Redis keeps a line for the lock whose live head is someone
 /// else, who gets it as from [`RELEASE`]. `KEYS` as for [`RELEASE`];
-/// `ARGV`: token, wake-up channel, waiter TTL ms, the successor's token, the
-/// lease it asked for, its meta suffix. Returns `{0, 0}` if the token did
-/// not own the lock, `{1, 0}` if it was freed or handed to the line's head,
-/// `{1, fence}` if the successor has it.
+/// `ARGV`: token, the successor's token, the lease it asked for, its meta
+/// suffix. Returns `{0, 0}` if the token did not own the lock, `{1, 0}` if
+/// it was freed or handed to the line's head, `{1, fence}` if the successor
+/// has it.
 pub(crate) static RELEASE_TO: Lazy<Script> = Lazy::new(|| {
     script(
         r#"
 local held = redis.call('GET', KEYS[1])
 if not held or owner(held) ~= ARGV[1] then return {0, 0} end
-local ttl = tonumber(ARGV[3])
 if waiting(held) and redis.call('EXISTS', KEYS[2]) == 1 then
   local head = head_of_line(KEYS[2], KEYS[3])
-  if head and head ~= ARGV[4] .. ARGV[5] .. ARGV[6] then
-    pass_on(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[2], ttl, false)
+  if head and head ~= ARGV[2] .. ARGV[3] .. ARGV[4] then
+    pass_on(KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[1], TTL, false)
     return {1, 0}
   end
   if head then
@@ -292,27 +304,27 @@ if waiting(held) and redis.call('EXISTS', KEYS[2]) == 1 then
     redis.call('ZREM', KEYS[3], head)
   end
 end
-local lease = math.min(tonumber(ARGV[5]), ttl)
-redis.call('SET', KEYS[1], ARGV[4] .. lease .. ARGV[6] .. (waiting(held) and '*' or ''), 'PX', lease)
+local lease = math.min(tonumber(ARGV[3]), TTL)
+redis.call('SET', KEYS[1], ARGV[2] .. lease .. ARGV[4] .. (waiting(held) and '*' or ''), 'PX', lease)
 return {1, redis.call('INCR', KEYS[4])}
 "#,
     )
 });
 
-/// `KEYS`: lock, line, liveness set, fence counter. `ARGV`: token, wake-up
-/// channel, waiter TTL ms, the lease the waiter asked for and its meta
-/// suffix (the rest of its entry). A waiter gives up
-/// its place in line, and passes on a grant it never took up.
+/// `KEYS`: lock, line, liveness set, fence counter. `ARGV`: token, the
+/// lease the waiter asked for and its meta suffix (the rest of its entry).
+/// A waiter gives up its place in line, and passes on a grant it never took
+/// up.
 pub(crate) static LEAVE: Lazy<Script> = Lazy::new(|| {
     script(
         r#"
-local entry = ARGV[1] .. ARGV[4]
+local entry = ARGV[1] .. ARGV[2]
 if redis.call('ZREM', KEYS[3], entry) == 1 then
   redis.call('LREM', KEYS[2], 1, entry)
 end
 local held = redis.call('GET', KEYS[1])
 if held and owner(held) == ARGV[1] then
-  pass_on(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[2], tonumber(ARGV[3]), waiting(held))
+  pass_on(KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[1], TTL, waiting(held))
 end
 return 1
 "#,
