@@ -318,10 +318,7 @@ impl Ord for Timer {
 
 struct Job {
     backend: Arc<dyn Backend>,
-    alias: String,
-    key: String,
-    /// The key as the user gave it (without the alias prefix), for events.
-    shown: String,
+    names: Names,
     token: Token,
     kind: Kind,
     status: Arc<Status>,
@@ -331,11 +328,47 @@ struct Job {
     flight: AtomicU64,
 }
 
+/// A job's alias, key as stored, and key as the user gave it (without the
+/// alias prefix, for events), kept in one allocation: a job is made for
+/// every leased acquisition, and most are dropped unused.
+struct Names {
+    all: Box<str>,
+    /// Where the key, then the key as shown, start in `all`.
+    key_at: usize,
+    shown_at: usize,
+}
+
+impl Names {
+    fn new(alias: &str, key: &str, shown: &str) -> Self {
+        let mut all = String::with_capacity(alias.len() + key.len() + shown.len());
+        all.push_str(alias);
+        all.push_str(key);
+        all.push_str(shown);
+        Self {
+            all: all.into_boxed_str(),
+            key_at: alias.len(),
+            shown_at: alias.len() + key.len(),
+        }
+    }
+
+    fn alias(&self) -> &str {
+        &self.all[..self.key_at]
+    }
+
+    fn key(&self) -> &str {
+        &self.all[self.key_at..self.shown_at]
+    }
+
+    fn shown(&self) -> &str {
+        &self.all[self.shown_at..]
+    }
+}
+
 impl Job {
     /// Marks the lock lost and counts the loss, once.
     fn lose(&self) {
         if self.status.mark_lost() {
-            crate::observe::lost(&self.alias, &self.shown);
+            crate::observe::lost(self.names.alias(), self.names.shown());
         }
     }
 
@@ -444,9 +477,7 @@ fn add(
 ) {
     let job = Arc::new(Job {
         backend,
-        alias: alias.to_owned(),
-        key: key.to_owned(),
-        shown: shown.to_owned(),
+        names: Names::new(alias, key, shown),
         token,
         kind,
         status,
@@ -580,14 +611,14 @@ impl Overdue {
         let job = &self.job;
         match job.kind {
             _ if self.unanswered => {
-                tracing::error!(alias = %job.alias, key = %job.shown, "lock lost: the store did not answer before its lease ran out");
+                tracing::error!(alias = %job.names.alias(), key = %job.names.shown(), "lock lost: the store did not answer before its lease ran out");
             }
             // A fixed lease ending is no failure.
             Kind::Check => {
-                tracing::warn!(alias = %job.alias, key = %job.shown, "lock lost: its lease ran out")
+                tracing::warn!(alias = %job.names.alias(), key = %job.names.shown(), "lock lost: its lease ran out")
             }
             Kind::Renew(_) | Kind::TopUp(_) => {
-                tracing::error!(alias = %job.alias, key = %job.shown, "lock lost: its lease ran out before a renewal got through");
+                tracing::error!(alias = %job.names.alias(), key = %job.names.shown(), "lock lost: its lease ran out before a renewal got through");
             }
         }
         job.lose();
@@ -694,7 +725,7 @@ fn answer(call: &Call) -> Option<Instant> {
         .compare_exchange(call.attempt, 0, Ordering::AcqRel, Ordering::Acquire)
         .is_err()
     {
-        tracing::debug!(alias = %job.alias, key = %job.shown, "an answer that came after the lock's validity ended was ignored");
+        tracing::debug!(alias = %job.names.alias(), key = %job.names.shown(), "an answer that came after the lock's validity ended was ignored");
         return None;
     }
     let outcome = match outcome {
@@ -711,14 +742,14 @@ fn answer(call: &Call) -> Option<Instant> {
 /// The call a job makes; `None` when there is none to make.
 fn call_store(job: &Job, sent: Instant) -> Option<Result<bool, BackendError>> {
     match job.kind {
-        Kind::Renew(lease) => Some(job.backend.extend(&job.key, job.token, lease)),
-        Kind::Check => job.backend.check(&job.key, job.token),
+        Kind::Renew(lease) => Some(job.backend.extend(job.names.key(), job.token, lease)),
+        Kind::Check => job.backend.check(job.names.key(), job.token),
         Kind::TopUp(until) => {
             let left = until.saturating_duration_since(sent);
             if left.is_zero() {
                 return None;
             }
-            Some(job.backend.extend(&job.key, job.token, left))
+            Some(job.backend.extend(job.names.key(), job.token, left))
         }
     }
 }
@@ -738,7 +769,7 @@ fn settle(
             // The store renewed the lock, but only after a moment when we
             // could no longer count on it: someone else may have held it
             // meanwhile.
-            tracing::error!(alias = %job.alias, key = %job.shown, "lock lost: the store answered only after its lease ran out");
+            tracing::error!(alias = %job.names.alias(), key = %job.names.shown(), "lock lost: the store answered only after its lease ran out");
             job.lose();
             None
         }
@@ -755,23 +786,23 @@ fn settle(
             Kind::Check => Some(sent + CHECK_EVERY),
         },
         Ok(false) => {
-            tracing::warn!(alias = %job.alias, key = %job.shown, "lock lost: it has another owner or none");
+            tracing::warn!(alias = %job.names.alias(), key = %job.names.shown(), "lock lost: it has another owner or none");
             job.lose();
             None
         }
         Err(e) if late => {
             if !matches!(job.kind, Kind::Check) {
-                crate::observe::renew_failed(&job.alias, &job.shown);
+                crate::observe::renew_failed(job.names.alias(), job.names.shown());
             }
-            tracing::error!(alias = %job.alias, key = %job.shown, error = %e, "lock lost: its lease ran out while the store was unreachable");
+            tracing::error!(alias = %job.names.alias(), key = %job.names.shown(), error = %e, "lock lost: its lease ran out while the store was unreachable");
             job.lose();
             None
         }
         Err(e) => {
             if !matches!(job.kind, Kind::Check) {
-                crate::observe::renew_failed(&job.alias, &job.shown);
+                crate::observe::renew_failed(job.names.alias(), job.names.shown());
             }
-            tracing::warn!(alias = %job.alias, key = %job.shown, error = %e, "could not reach the store to renew or check a lock; retrying");
+            tracing::warn!(alias = %job.names.alias(), key = %job.names.shown(), error = %e, "could not reach the store to renew or check a lock; retrying");
             let retry = match job.kind {
                 Kind::Renew(lease) => {
                     (lease / 10).clamp(Duration::from_millis(10), Duration::from_secs(1))

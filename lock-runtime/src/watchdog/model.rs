@@ -77,9 +77,7 @@ fn renewal_races_release(kind: fn() -> Kind) {
     let status = Arc::new(Status::new(Instant::now(), Some(LEASE)));
     let job = Arc::new(Job {
         backend: Arc::clone(&store) as Arc<dyn Backend>,
-        alias: "model".into(),
-        key: KEY.into(),
-        shown: KEY.into(),
+        names: Names::new("model", KEY, KEY),
         token: req.token,
         kind: kind(),
         status: Arc::clone(&status),

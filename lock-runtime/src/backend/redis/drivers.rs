@@ -129,6 +129,20 @@ pub(super) async fn acquire(
             }
         }
     }
+    // The waiting driver is a large future: boxed apart, it costs the
+    // uncontended acquisition above neither its allocation nor its moves.
+    Box::pin(wait(inner, conn, args, waiting, last)).await
+}
+
+/// The rest of [`acquire`]: waits in the local line, then in Redis, `last`
+/// being what the attempt made before the line (if any) found.
+async fn wait(
+    inner: Arc<Inner>,
+    mut conn: MultiplexedConnection,
+    args: AcquireArgs,
+    waiting: Waiting,
+    mut last: Outcome,
+) -> Result<Option<Acquired>, BackendError> {
     // Behind another waiter of this process for the key: wait here first.
     let Some(turn) = inner
         .gates
