@@ -117,14 +117,7 @@ pub(super) async fn acquire(
             }) => return Ok(Some(a)),
             Ok(busy) => last = Outcome::Attempted(busy.attempt, busy.fence_now),
             Err(e) => {
-                // The request may have landed all the same.
-                let leftover = Leftover {
-                    key: args.key,
-                    token: args.token,
-                    release: Release::MayHaveWon,
-                    leave: None,
-                };
-                inner.hand_off(Some(conn), leftover);
+                inner.attempt_failed(conn, &args);
                 return Err(e);
             }
         }
@@ -385,6 +378,22 @@ pub(super) enum Release {
 }
 
 impl Inner {
+    /// An attempt sent on `conn` failed: its request may have landed all
+    /// the same, so whatever it won is given back after it.
+    pub(super) fn attempt_failed(
+        self: &Arc<Self>,
+        conn: MultiplexedConnection,
+        args: &AcquireArgs,
+    ) {
+        let leftover = Leftover {
+            key: args.key.clone(),
+            token: args.token,
+            release: Release::MayHaveWon,
+            leave: None,
+        };
+        self.hand_off(Some(conn), leftover);
+    }
+
     /// Sends `leftover` without making anyone wait: on `conn` when given,
     /// the connection of a request it must not overtake, else on the
     /// connection of wherever this runs (the caller's runtime, or the I/O

@@ -975,14 +975,7 @@ impl Backend for RedisBackend {
                 .await
                 .map(|t| t.attempt);
             if out.is_err() {
-                // The request may have landed all the same.
-                let leftover = Leftover {
-                    key: args.key,
-                    token: args.token,
-                    release: Release::MayHaveWon,
-                    leave: None,
-                };
-                inner.hand_off(Some(conn), leftover);
+                inner.attempt_failed(conn, &args);
             }
             out
         })
