@@ -10,9 +10,10 @@
 //! It starts its own `redis-server` on a free port (set `REDIS_SERVER_BIN`
 //! to pick one) and measures, in one run (`--only` names in brackets):
 //!
-//! 1. (`redis`) uncontended acquire + release on Redis, one fresh `Lock` per
-//!    cycle: sync with the default lease (the headline) and with a 30 s
-//!    `expire`, async on a current-thread and on a multi-thread runtime;
+//! 1. (`redis`, or `uncontended` alone) uncontended acquire + release on
+//!    Redis, one fresh `Lock` per cycle: sync with the default lease (the
+//!    headline) and with a 30 s `expire`, async on a current-thread and on
+//!    a multi-thread runtime;
 //!    each next to the raw two-command lock on the same kind of connection
 //!    and to rslock's `LockManager`, interleaved in the same rounds;
 //! 2. (`redis`) eight workers contending for one Redis key, 1 ms hold, no
