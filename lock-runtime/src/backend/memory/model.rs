@@ -129,7 +129,7 @@ fn model_fair_waiters_are_served_in_queue_order() {
             thread::yield_now();
         }
         let queued: Vec<Token> = {
-            let hash = store.hasher.hash_one(KEY);
+            let hash = store.hash(KEY);
             let mut st = store.shard(hash);
             let slot = st.find(hash, KEY).expect("the key has a slot");
             slot.waiters().iter().map(|w| w.token).collect()
