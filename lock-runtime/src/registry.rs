@@ -1159,6 +1159,7 @@ thread_local! {
 /// `ArcSwap` load, its debt paid back on drop, then a clone) was a tenth of
 /// an uncontended in-memory lock. A thread's cached copy, checked against
 /// the generation and upgraded, costs one shared-count update.
+#[inline]
 fn default_alias() -> Alias {
     let generation = GENERATION.load(Ordering::Acquire);
     let cached = DEFAULT
@@ -1507,6 +1508,7 @@ pub fn aliases() -> Vec<String> {
 /// assert!(matches!(err, LockError::UnknownAlias { .. }));
 /// assert!(err.to_string().contains("doc-alias-lookup"), "the message lists the known aliases");
 /// ```
+#[inline]
 pub fn alias(name: &str) -> Result<Alias, LockError> {
     if name == DEFAULT_ALIAS {
         return Ok(default_alias());

@@ -180,6 +180,7 @@ enum Key {
 }
 
 impl Key {
+    #[inline(always)]
     fn new(key: &str) -> Self {
         let src = key.as_bytes();
         match u8::try_from(src.len()) {
@@ -192,6 +193,24 @@ impl Key {
         }
     }
 
+    /// Makes this `key`, in place when both are short: a key built
+    /// aside and moved in was copied twice, and reading back what the copy
+    /// had just written stalled on its overlapping stores.
+    #[inline(always)]
+    fn set(&mut self, key: &str) {
+        let src = key.as_bytes();
+        match self {
+            Self::Inline { len, bytes } if src.len() <= INLINE => {
+                if let Some(to) = bytes.get_mut(..src.len()) {
+                    to.copy_from_slice(src);
+                    *len = src.len() as u8;
+                }
+            }
+            _ => *self = Self::new(key),
+        }
+    }
+
+    #[inline(always)]
     fn bytes(&self) -> &[u8] {
         match self {
             Self::Inline { len, bytes } => bytes.get(..*len as usize).unwrap_or_default(),
@@ -204,6 +223,7 @@ impl Key {
         std::str::from_utf8(self.bytes()).unwrap_or_default()
     }
 
+    #[inline(always)]
     fn is(&self, key: &str) -> bool {
         self.bytes() == key.as_bytes()
     }
@@ -218,6 +238,7 @@ struct Meta {
 }
 
 impl Meta {
+    #[inline(always)]
     fn of(req: &Request<'_>) -> Option<Self> {
         if req.label.is_none() && req.function.is_none() {
             return None;
@@ -243,6 +264,7 @@ struct Holder {
 }
 
 impl Holder {
+    #[inline(always)]
     fn new(token: Token, now: u64, lease: Option<Duration>, fence: u64) -> Self {
         let t = token.as_u128();
         Self {
@@ -304,6 +326,7 @@ impl Slot {
     }
 
     /// A new holder (or none): its label and function replace the last one's.
+    #[inline(always)]
     fn hold(&mut self, holder: Option<Holder>, meta: Option<Meta>) {
         self.holder = holder;
         match (meta, self.extra.as_deref_mut()) {
@@ -880,6 +903,7 @@ impl ShardState {
 }
 
 /// A box for a new slot: the `spare` one if there is one.
+#[inline(always)]
 fn fresh(
     spare: &mut Option<Box<Slot>>,
     key: &str,
@@ -888,7 +912,7 @@ fn fresh(
 ) -> Box<Slot> {
     let mut slot = match spare.take() {
         Some(mut spare) => {
-            spare.key = Key::new(key);
+            spare.key.set(key);
             spare
         }
         None => Box::new(Slot {
