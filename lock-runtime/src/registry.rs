@@ -17,9 +17,11 @@
 //! ```
 
 use std::borrow::Cow;
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -1133,6 +1135,53 @@ static REGISTRY: Lazy<ArcSwap<Registry>> = Lazy::new(|| {
     })
 });
 
+/// How many times the registry was replaced. A thread's cached default
+/// alias (below) is good while this has not moved.
+static GENERATION: AtomicU64 = AtomicU64::new(0);
+
+/// Makes `registry` the one every lookup sees. The generation moves after
+/// the store: a lookup that reads the new generation then loads the new
+/// registry.
+fn publish(registry: Arc<Registry>) {
+    REGISTRY.store(registry);
+    GENERATION.fetch_add(1, Ordering::Release);
+}
+
+thread_local! {
+    /// The default alias as this thread last looked it up, and the
+    /// generation it was read under. Weak: a replaced alias (or a test
+    /// scope's) is not kept alive by a thread that stopped locking; its
+    /// store goes when the last guard and the registry let go of it.
+    static DEFAULT: RefCell<(u64, Weak<AliasInner>)> = const { RefCell::new((u64::MAX, Weak::new())) };
+}
+
+/// The default alias: most locks name it, and the registry's lookup (an
+/// `ArcSwap` load, its debt paid back on drop, then a clone) was a tenth of
+/// an uncontended in-memory lock. A thread's cached copy, checked against
+/// the generation and upgraded, costs one shared-count update.
+#[inline]
+fn default_alias() -> Alias {
+    let generation = GENERATION.load(Ordering::Acquire);
+    let cached = DEFAULT
+        .try_with(|d| {
+            let d = d.try_borrow().ok()?;
+            (d.0 == generation).then(|| d.1.upgrade()).flatten()
+        })
+        .ok()
+        .flatten();
+    if let Some(inner) = cached {
+        return Alias(inner);
+    }
+    // Read after the generation: an alias cached under it is never older.
+    let alias = REGISTRY.load().default.clone();
+    let _ = DEFAULT.try_with(|d| {
+        if let Ok(mut d) = d.try_borrow_mut() {
+            *d = (generation, Arc::downgrade(&alias.0));
+        }
+    });
+    alias
+}
+
 /// Held by whatever replaces the registry, so that a change made inside a
 /// scope cannot land after the scope was left (and outlive it). Holds the
 /// registries the active scopes replaced, the innermost scope's last.
@@ -1180,7 +1229,7 @@ pub(crate) fn enter(scope: &Arc<Scope>) {
             alias
         }
     };
-    REGISTRY.store(Arc::new(Registry {
+    publish(Arc::new(Registry {
         default,
         by_name,
         scope: Some(Arc::clone(scope)),
@@ -1202,7 +1251,7 @@ pub(crate) fn exit(scope: &Arc<Scope>) {
     let ended = writers.remove(at);
     match writers.get_mut(at) {
         Some(next) => next.previous = ended.previous,
-        None => REGISTRY.store(ended.previous),
+        None => publish(ended.previous),
     }
 }
 
@@ -1251,7 +1300,7 @@ where
             alias
         }
     };
-    REGISTRY.store(Arc::new(Registry {
+    publish(Arc::new(Registry {
         default,
         by_name,
         scope,
@@ -1281,7 +1330,7 @@ pub fn add(name: impl Into<String>, config: AliasConfig) -> Result<(), LockError
         reg.default.clone()
     };
     by_name.insert(name, alias);
-    REGISTRY.store(Arc::new(Registry {
+    publish(Arc::new(Registry {
         default,
         by_name,
         scope: reg.scope.clone(),
@@ -1459,11 +1508,12 @@ pub fn aliases() -> Vec<String> {
 /// assert!(matches!(err, LockError::UnknownAlias { .. }));
 /// assert!(err.to_string().contains("doc-alias-lookup"), "the message lists the known aliases");
 /// ```
+#[inline]
 pub fn alias(name: &str) -> Result<Alias, LockError> {
-    let reg = REGISTRY.load();
     if name == DEFAULT_ALIAS {
-        return Ok(reg.default.clone());
+        return Ok(default_alias());
     }
+    let reg = REGISTRY.load();
     reg.by_name.get(name).cloned().ok_or_else(|| {
         let mut known: Vec<String> = reg.by_name.keys().cloned().collect();
         known.sort();

@@ -138,27 +138,95 @@ struct Shard {
 
 #[derive(Default)]
 struct ShardState {
-    table: HashTable<Slot>,
+    /// Slots are boxed: a bucket is one pointer, so a table sized for
+    /// growth costs 9 bytes per bucket, not a whole slot's.
+    table: HashTable<Box<Slot>>,
     /// The last fencing token handed out for a key of this shard. Keys never
     /// move between shards, so it is strictly increasing per key.
     fence: u64,
     inserts: u32,
+    /// The box of the last slot dropped, emptied, for the next new key: a
+    /// key taken and given back over and over allocates nothing. One per
+    /// shard, holding no key, so it keeps no memory a key would.
+    spare: Option<Box<Slot>>,
 }
 
 /// One key: its holder, if any, and who waits for it. Kept small (72
-/// bytes, 16 of them for the admin API: the holder's fencing token and its
-/// label and function, boxed): a store may hold hundreds of thousands of
-/// them.
+/// bytes, boxed, a short key inside it): a store may hold hundreds of
+/// thousands of them.
 struct Slot {
-    key: Box<str>,
+    key: Key,
     holder: Option<Holder>,
-    // Boxed on purpose: 8 bytes in every slot instead of 32, and only keys
-    // that someone waits for pay for a queue.
-    #[allow(clippy::box_collection)]
-    waiters: Option<Box<VecDeque<Arc<Waiter>>>>,
-    /// The holder's label and function, boxed so that a lock taken with
-    /// neither pays 8 bytes, not 32.
-    meta: Option<Box<Meta>>,
+    /// The line of waiters and the holder's label and function, behind one
+    /// pointer that is null for a key nobody waited for, taken with neither.
+    extra: Option<Box<Extra>>,
+}
+
+#[derive(Default)]
+struct Extra {
+    line: VecDeque<Arc<Waiter>>,
+    /// The holder's label and function, for the admin API.
+    meta: Option<Meta>,
+}
+
+/// The most bytes a key keeps inside its slot.
+const INLINE: usize = 22;
+
+/// A stored key: a short one inside the slot (taking it allocates
+/// nothing), a longer one on the heap.
+enum Key {
+    Inline { len: u8, bytes: [u8; INLINE] },
+    Heap(Box<str>),
+}
+
+impl Key {
+    #[inline(always)]
+    fn new(key: &str) -> Self {
+        let src = key.as_bytes();
+        match u8::try_from(src.len()) {
+            Ok(len) if src.len() <= INLINE => {
+                let mut bytes = [0; INLINE];
+                bytes[..src.len()].copy_from_slice(src);
+                Self::Inline { len, bytes }
+            }
+            _ => Self::Heap(key.into()),
+        }
+    }
+
+    /// Makes this `key`, in place when both are short: a key built
+    /// aside and moved in was copied twice, and reading back what the copy
+    /// had just written stalled on its overlapping stores.
+    #[inline(always)]
+    fn set(&mut self, key: &str) {
+        let src = key.as_bytes();
+        match self {
+            Self::Inline { len, bytes } if src.len() <= INLINE => {
+                if let Some(to) = bytes.get_mut(..src.len()) {
+                    to.copy_from_slice(src);
+                    *len = src.len() as u8;
+                }
+            }
+            _ => *self = Self::new(key),
+        }
+    }
+
+    #[inline(always)]
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Self::Inline { len, bytes } => bytes.get(..*len as usize).unwrap_or_default(),
+            Self::Heap(key) => key.as_bytes(),
+        }
+    }
+
+    /// The key as text (it was copied from a `str`, so it always is).
+    fn as_str(&self) -> &str {
+        std::str::from_utf8(self.bytes()).unwrap_or_default()
+    }
+
+    #[inline(always)]
+    fn is(&self, key: &str) -> bool {
+        self.bytes() == key.as_bytes()
+    }
 }
 
 /// What a holder said about itself, for the admin API. The function path
@@ -170,14 +238,15 @@ struct Meta {
 }
 
 impl Meta {
-    fn of(req: &Request<'_>) -> Option<Box<Self>> {
+    #[inline(always)]
+    fn of(req: &Request<'_>) -> Option<Self> {
         if req.label.is_none() && req.function.is_none() {
             return None;
         }
-        Some(Box::new(Self {
+        Some(Self {
             label: req.label.map(Into::into),
             function: req.function,
-        }))
+        })
     }
 }
 
@@ -195,6 +264,7 @@ struct Holder {
 }
 
 impl Holder {
+    #[inline(always)]
     fn new(token: Token, now: u64, lease: Option<Duration>, fence: u64) -> Self {
         let t = token.as_u128();
         Self {
@@ -222,32 +292,48 @@ impl Holder {
 }
 
 impl Slot {
+    fn line(&self) -> Option<&VecDeque<Arc<Waiter>>> {
+        self.extra.as_deref().map(|e| &e.line)
+    }
+
+    fn meta(&self) -> Option<&Meta> {
+        self.extra.as_deref().and_then(|e| e.meta.as_ref())
+    }
+
     /// Someone is in line (not counting those who left it).
     fn has_waiters(&self) -> bool {
-        self.waiters
-            .as_ref()
-            .is_some_and(|q| q.iter().any(|w| !w.left()))
+        self.line().is_some_and(|q| q.iter().any(|w| !w.left()))
     }
 
     /// How many are in line (not counting those who left it).
     fn in_line(&self) -> usize {
-        self.waiters
-            .as_ref()
+        self.line()
             .map_or(0, |q| q.iter().filter(|w| !w.left()).count())
     }
 
     /// The line holds anyone, or anyone who left it and is still to be
     /// dropped: a release must look at it.
     fn queued(&self) -> bool {
-        self.waiters.as_ref().is_some_and(|q| !q.is_empty())
+        self.line().is_some_and(|q| !q.is_empty())
     }
 
     fn waiters(&mut self) -> &mut VecDeque<Arc<Waiter>> {
-        self.waiters.get_or_insert_with(Default::default)
+        &mut self.extra.get_or_insert_with(Default::default).line
     }
 
     fn unused(&self) -> bool {
         self.holder.is_none() && !self.has_waiters()
+    }
+
+    /// A new holder (or none): its label and function replace the last one's.
+    #[inline(always)]
+    fn hold(&mut self, holder: Option<Holder>, meta: Option<Meta>) {
+        self.holder = holder;
+        match (meta, self.extra.as_deref_mut()) {
+            (None, None) => {}
+            (None, Some(extra)) => extra.meta = None,
+            (meta, _) => self.extra.get_or_insert_with(Default::default).meta = meta,
+        }
     }
 }
 
@@ -412,7 +498,7 @@ impl MemoryBackend {
         for shard in &self.shards[..] {
             let st = lock(&shard.state);
             for slot in st.table.iter() {
-                for w in slot.waiters.iter().flat_map(|q| q.iter()) {
+                for w in slot.line().into_iter().flatten() {
                     if w.waiting() {
                         w.signal(NUDGED);
                     }
@@ -505,8 +591,13 @@ impl MemoryBackend {
     /// assert_eq!(store.waiting("k"), 0);
     /// ```
     pub fn waiting(&self, key: &str) -> usize {
-        let hash = self.hasher.hash_one(key);
+        let hash = self.hash(key);
         self.shard(hash).find(hash, key).map_or(0, |s| s.in_line())
+    }
+
+    /// Keys hash by their bytes, as the table rehashes its slots' keys.
+    fn hash(&self, key: &str) -> u64 {
+        self.hasher.hash_one(key.as_bytes())
     }
 
     #[cfg(test)]
@@ -530,7 +621,7 @@ impl MemoryBackend {
         wait: Wait,
         wake: impl FnOnce() -> Wake,
     ) -> Result<(Ticket<'a>, Option<u64>), Option<Acquired>> {
-        let hash = self.hasher.hash_one(req.key);
+        let hash = self.hash(req.key);
         let now = self.now();
         let mut st = self.shard(hash);
         match st.take(&self.hasher, hash, req, now, false) {
@@ -632,20 +723,41 @@ fn past(deadline: Option<Instant>) -> bool {
 
 impl ShardState {
     fn find(&mut self, hash: u64, key: &str) -> Option<&mut Slot> {
-        self.table.find_mut(hash, |s| &*s.key == key)
+        self.table
+            .find_mut(hash, |s| s.key.is(key))
+            .map(|s| &mut **s)
+    }
+
+    /// Keeps the box of a slot that leaves the table for the next new key,
+    /// emptied of whatever a key, a line or a holder had put in it.
+    fn drop_slot(&mut self, mut slot: Box<Slot>) {
+        if self.spare.is_some() {
+            return;
+        }
+        slot.key = Key::Inline {
+            len: 0,
+            bytes: [0; INLINE],
+        };
+        slot.holder = None;
+        // An empty line that never held anyone has no buffer: its box is
+        // kept (a #[lock] holder's function goes there), any other dropped.
+        match slot.extra.as_deref_mut() {
+            Some(extra) if extra.line.capacity() == 0 => extra.meta = None,
+            _ => slot.extra = None,
+        }
+        self.spare = Some(slot);
     }
 
     /// The slot for `key`, created empty if it is not there.
     fn slot(&mut self, hasher: &DefaultHashBuilder, hash: u64, key: &str) -> &mut Slot {
-        self.table
-            .entry(hash, |s| &*s.key == key, |s| hasher.hash_one(&*s.key))
-            .or_insert_with(|| Slot {
-                key: key.into(),
-                holder: None,
-                waiters: None,
-                meta: None,
-            })
-            .into_mut()
+        let mut spare = self.spare.take();
+        let slot = self
+            .table
+            .entry(hash, |s| s.key.is(key), |s| hasher.hash_one(s.key.bytes()))
+            .or_insert_with(|| fresh(&mut spare, key, None, None))
+            .into_mut();
+        self.spare = spare;
+        slot
     }
 
     /// Takes the lock for `req` if it is free, expired or stealable; else the
@@ -661,17 +773,17 @@ impl ShardState {
     ) -> Result<u64, Option<u64>> {
         let holder = Holder::new(req.token, now, req.lease, self.fence + 1);
         // One probe of the table, whether the key is there or not.
-        match self
-            .table
-            .entry(hash, |s| &*s.key == req.key, |s| hasher.hash_one(&*s.key))
-        {
+        let table = &mut self.table;
+        match table.entry(
+            hash,
+            |s| s.key.is(req.key),
+            |s| hasher.hash_one(s.key.bytes()),
+        ) {
             hashbrown::hash_table::Entry::Vacant(vacant) => {
-                vacant.insert(Slot {
-                    key: req.key.into(),
-                    holder: Some(holder),
-                    waiters: None,
-                    meta: Meta::of(req),
-                });
+                let mut spare = self.spare.take();
+                let slot = fresh(&mut spare, req.key, Some(holder), Meta::of(req));
+                self.spare = spare;
+                vacant.insert(slot);
                 self.inserts += 1;
                 if self.inserts.is_multiple_of(SWEEP_EVERY) {
                     self.sweep(now);
@@ -692,8 +804,7 @@ impl ShardState {
                     // look again when it ends.
                     return Err(slot.holder.map(|h| h.until).filter(|&u| u != NO_LEASE));
                 }
-                slot.holder = Some(holder);
-                slot.meta = Meta::of(req);
+                slot.hold(Some(holder), Meta::of(req));
             }
         }
         self.fence += 1;
@@ -702,56 +813,59 @@ impl ShardState {
 
     fn release(&mut self, hash: u64, key: &str, token: Token, clock: &mut Clock) -> bool {
         // One probe: the entry found is the one removed.
-        let Ok(mut entry) = self.table.find_entry(hash, |s| &*s.key == key) else {
+        let Ok(mut entry) = self.table.find_entry(hash, |s| s.key.is(key)) else {
             return false;
         };
         let slot = entry.get_mut();
         let Some(h) = slot.holder.filter(|h| h.owned_by(token)) else {
             return false;
         };
-        slot.holder = None;
-        slot.meta = None;
+        slot.hold(None, None);
         // Only a leased lock can have run out; only waiters need the time.
         let live = !h.leased() || h.live(clock.now());
         if slot.queued() {
             self.hand_off(hash, key, clock.now());
         } else {
-            entry.remove();
+            let (slot, _) = entry.remove();
+            self.drop_slot(slot);
         }
         live
     }
 
     fn remove(&mut self, hash: u64, key: &str) {
-        if let Ok(entry) = self.table.find_entry(hash, |s| &*s.key == key) {
-            entry.remove();
+        if let Ok(entry) = self.table.find_entry(hash, |s| s.key.is(key)) {
+            let (slot, _) = entry.remove();
+            self.drop_slot(slot);
         }
     }
 
     /// After a release: grant the lock to the first waiter if it is fair or
     /// starving, else wake it to compete. Drops the slot when nothing is left.
     fn hand_off(&mut self, hash: u64, key: &str, now: u64) {
-        let Some(slot) = self.table.find_mut(hash, |s| &*s.key == key) else {
+        let fence = &mut self.fence;
+        let Some(slot) = self.table.find_mut(hash, |s| s.key.is(key)) else {
             return;
         };
         if slot.holder.is_some_and(|h| !h.live(now)) {
-            slot.holder = None;
-            slot.meta = None;
+            slot.hold(None, None);
         }
         // Those who left the line are dropped as they reach its front: taking
         // each out of the middle when it gave up cost a pass over the whole
         // line, under the shard's lock, and a burst of thousands of waiters
         // timing out together stalled every hand-off behind those passes.
         while slot.holder.is_none()
-            && let Some(w) = slot.waiters.as_mut().and_then(|q| q.pop_front())
+            && let Some(w) = slot.extra.as_mut().and_then(|e| e.line.pop_front())
         {
             if w.left() {
                 continue;
             }
             if w.fair || now.saturating_sub(w.queued_at) >= nanos(STARVATION) {
-                self.fence += 1;
-                slot.holder = Some(Holder::new(w.token, now, w.lease, self.fence));
-                slot.meta = w.meta.clone();
-                w.fence.store(self.fence, Ordering::Release);
+                *fence += 1;
+                slot.hold(
+                    Some(Holder::new(w.token, now, w.lease, *fence)),
+                    w.meta.clone(),
+                );
+                w.fence.store(*fence, Ordering::Release);
                 w.granted_at.store(now, Ordering::Release);
                 w.signal(GRANTED);
             } else {
@@ -788,6 +902,29 @@ impl ShardState {
     }
 }
 
+/// A box for a new slot: the `spare` one if there is one.
+#[inline(always)]
+fn fresh(
+    spare: &mut Option<Box<Slot>>,
+    key: &str,
+    holder: Option<Holder>,
+    meta: Option<Meta>,
+) -> Box<Slot> {
+    let mut slot = match spare.take() {
+        Some(mut spare) => {
+            spare.key.set(key);
+            spare
+        }
+        None => Box::new(Slot {
+            key: Key::new(key),
+            holder: None,
+            extra: None,
+        }),
+    };
+    slot.hold(holder, meta);
+    slot
+}
+
 enum Step {
     Done(Option<Acquired>),
     Again(Option<u64>),
@@ -804,7 +941,7 @@ const LEFT: u8 = 4;
 
 /// One queued acquisition. Its state changes only under its shard's lock.
 struct Waiter {
-    meta: Option<Box<Meta>>,
+    meta: Option<Meta>,
     token: Token,
     lease: Option<Duration>,
     fair: bool,
@@ -912,7 +1049,7 @@ fn wake_deadline(
 impl Backend for MemoryBackend {
     fn try_acquire(&self, req: &Request<'_>) -> Result<Attempt, BackendError> {
         let now = self.now();
-        let hash = self.hasher.hash_one(req.key);
+        let hash = self.hash(req.key);
         Ok(
             match self.shard(hash).take(&self.hasher, hash, req, now, false) {
                 Ok(fence) => Attempt::Acquired(self.granted(fence, now)),
@@ -926,7 +1063,7 @@ impl Backend for MemoryBackend {
     }
 
     fn release(&self, key: &str, token: Token) -> Result<bool, BackendError> {
-        let hash = self.hasher.hash_one(key);
+        let hash = self.hash(key);
         Ok(self
             .shard(hash)
             .release(hash, key, token, &mut Clock::lazy(self)))
@@ -934,7 +1071,7 @@ impl Backend for MemoryBackend {
 
     fn extend(&self, key: &str, token: Token, lease: Duration) -> Result<bool, BackendError> {
         let now = self.now();
-        let hash = self.hasher.hash_one(key);
+        let hash = self.hash(key);
         let mut st = self.shard(hash);
         Ok(match st.find(hash, key).and_then(|s| s.holder.as_mut()) {
             Some(h) if h.owned_by(token) && h.live(now) => {
@@ -1014,7 +1151,7 @@ impl Backend for MemoryBackend {
 
     fn check(&self, key: &str, token: Token) -> Option<Result<bool, BackendError>> {
         let now = self.now();
-        let hash = self.hasher.hash_one(key);
+        let hash = self.hash(key);
         let mut st = self.shard(hash);
         let holder = st.find(hash, key).and_then(|s| s.holder);
         Some(Ok(holder.is_some_and(|h| h.owned_by(token) && h.live(now))))
@@ -1029,7 +1166,7 @@ impl Backend for MemoryBackend {
                 let Some(h) = slot.holder.filter(|h| h.live(now)) else {
                     continue;
                 };
-                if ns.key_of(&slot.key).is_none() {
+                if ns.key_of(slot.key.as_str()).is_none() {
                     continue;
                 }
                 held.push(slot.held(&h, now));
@@ -1050,7 +1187,7 @@ impl Backend for MemoryBackend {
 
     fn show(&self, key: &str) -> Option<Result<Option<Held>, BackendError>> {
         let now = self.now();
-        let hash = self.hasher.hash_one(key);
+        let hash = self.hash(key);
         let mut st = self.shard(hash);
         let slot = st.find(hash, key);
         Some(Ok(slot.and_then(|s| {
@@ -1066,15 +1203,14 @@ impl Backend for MemoryBackend {
     ) -> Option<Result<Forced, BackendError>> {
         let _ = ns;
         let now = self.now();
-        let hash = self.hasher.hash_one(entry.key.as_str());
+        let hash = self.hash(&entry.key);
         {
             let mut st = self.shard(hash);
             if let Some(slot) = st.find(hash, &entry.key) {
                 if let Some(h) = slot.holder.filter(|h| h.live(now)) {
                     entry.removed = Some(slot.held(&h, now));
                 }
-                slot.holder = None;
-                slot.meta = None;
+                slot.hold(None, None);
                 // Wakes (or grants to) the first waiter, as a release does;
                 // the shard's counter goes on, so the next token is higher.
                 st.hand_off(hash, &entry.key, now);
@@ -1103,11 +1239,11 @@ impl Slot {
     /// What the admin API shows of this slot, held by `h`.
     fn held(&self, h: &Holder, now: u64) -> Held {
         let held_for = Duration::from_nanos(now.saturating_sub(h.since));
-        let meta = self.meta.as_deref();
+        let meta = self.meta();
         let owner = Owner::of_this_process()
             .label(meta.and_then(|m| m.label.as_deref()).map(str::to_owned))
             .function(meta.and_then(|m| m.function).map(str::to_owned));
-        Held::new(&*self.key)
+        Held::new(self.key.as_str())
             .held_for(Some(held_for))
             .lease_left(h.leased().then(|| Duration::from_nanos(h.until - now)))
             .fencing(Some(h.fence.get()))
@@ -1130,8 +1266,9 @@ impl MemoryBackend {
                 let Some(h) = slot.holder.filter(|h| h.live(now)) else {
                     continue;
                 };
-                let after = cursor.is_none_or(|c| *slot.key > *c);
-                if after && slot.key.starts_with(prefix) && ns.key_of(&slot.key).is_some() {
+                let key = slot.key.as_str();
+                let after = cursor.is_none_or(|c| key > c);
+                if after && key.starts_with(prefix) && ns.key_of(key).is_some() {
                     held.push(slot.held(&h, now));
                 }
             }
@@ -1589,11 +1726,46 @@ mod tests {
 
     #[test]
     fn a_slot_stays_small() {
+        assert_eq!(std::mem::size_of::<Key>(), 24);
+        assert_eq!(std::mem::size_of::<Slot>(), 72);
+        assert_eq!(std::mem::size_of::<Box<Slot>>(), 8, "a bucket is a pointer");
+    }
+
+    #[test]
+    fn keys_short_and_long_are_kept_exactly() {
+        for len in [0, 1, INLINE - 1, INLINE, INLINE + 1, 200] {
+            let text: String = "ab:%é".chars().cycle().take(len).collect();
+            let key = Key::new(&text);
+            assert_eq!(key.as_str(), text);
+            assert!(key.is(&text));
+            assert!(!key.is(&format!("{text}x")));
+            assert_eq!(matches!(key, Key::Inline { .. }), text.len() <= INLINE);
+        }
+    }
+
+    /// A slot dropped from the table leaves its box for the next key, with
+    /// nothing of the last holder's in it; one box at most.
+    #[test]
+    fn a_dropped_slot_is_reused_empty() {
+        let store = MemoryBackend::new();
+        let labelled = req("spare-a").label(Some("report"));
+        acquired(store.try_acquire(&labelled).unwrap());
+        store.release("spare-a", labelled.token).unwrap();
+        let hash = store.hash("spare-a");
         assert!(
-            std::mem::size_of::<Slot>() <= 72,
-            "{}",
-            std::mem::size_of::<Slot>()
+            lock(&store.shards[(hash >> 32) as usize % SHARDS].state)
+                .spare
+                .is_some()
         );
+        let plain = req("spare-a");
+        acquired(store.try_acquire(&plain).unwrap());
+        let shown = store.show("spare-a").unwrap().unwrap().unwrap();
+        assert_eq!(
+            shown.owner.as_ref().and_then(|o| o.label.clone()),
+            None,
+            "the last label went"
+        );
+        assert_eq!(store.slots(), 1);
     }
 
     #[test]

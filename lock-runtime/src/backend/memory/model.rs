@@ -129,7 +129,7 @@ fn model_fair_waiters_are_served_in_queue_order() {
             thread::yield_now();
         }
         let queued: Vec<Token> = {
-            let hash = store.hasher.hash_one(KEY);
+            let hash = store.hash(KEY);
             let mut st = store.shard(hash);
             let slot = st.find(hash, KEY).expect("the key has a slot");
             slot.waiters().iter().map(|w| w.token).collect()
@@ -144,8 +144,8 @@ fn model_fair_waiters_are_served_in_queue_order() {
 }
 
 /// A waiter after a cancelled one, as a parked thread or as a task.
-fn next_waiter(store: Arc<MemoryBackend>, section: Arc<Section>, as_task: bool) {
-    let req = Request::new(KEY).fair(true);
+fn next_waiter(store: Arc<MemoryBackend>, section: Arc<Section>, as_task: bool, fair: bool) {
+    let req = Request::new(KEY).fair(fair);
     let got = if as_task {
         shuttle::future::block_on(store.acquire_async(&req, untimed()))
     } else {
@@ -184,6 +184,11 @@ fn cancelled_waiter(store: &MemoryBackend, section: &Section, fair: bool) {
 }
 
 fn cancelled_grant(fair: bool, next_as_task: bool) {
+    cancelled_before(fair, next_as_task, true);
+}
+
+/// A cancelled waiter, then `next` (fair or barging), then the release.
+fn cancelled_before(fair: bool, next_as_task: bool, next_fair: bool) {
     let store = Arc::new(MemoryBackend::new());
     let section = Arc::new(Section::default());
     let holder = Request::new(KEY);
@@ -197,7 +202,7 @@ fn cancelled_grant(fair: bool, next_as_task: bool) {
     });
     let next = thread::spawn({
         let (store, section) = (Arc::clone(&store), Arc::clone(&section));
-        move || next_waiter(store, section, next_as_task)
+        move || next_waiter(store, section, next_as_task, next_fair)
     });
     let releaser = thread::spawn({
         let store = Arc::clone(&store);
@@ -223,6 +228,14 @@ fn model_a_cancelled_fair_waiter_passes_its_grant_to_a_task() {
 #[test]
 fn model_a_cancelled_woken_waiter_passes_the_wake_up_on() {
     crate::sync::explore(|| cancelled_grant(false, false));
+}
+
+/// A release wakes no second waiter while the one it woke is on its way;
+/// that one, cancelled, must wake the next itself, or a barging waiter
+/// behind it (which no grant reaches) is stranded.
+#[test]
+fn model_a_cancelled_woken_waiter_wakes_a_barging_waiter_behind_it() {
+    crate::sync::explore(|| cancelled_before(false, false, false));
 }
 
 /// The same through the `Lock` API, whose cancelled acquisition also gives
