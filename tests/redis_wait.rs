@@ -74,6 +74,59 @@ fn a_waiter_in_another_process_is_woken_by_the_release() {
     }
 }
 
+/// A release that grants the lock to a waiter in line sends the grant on
+/// the channel of the waiter's process, which that process subscribes to:
+/// the waiter has the lock by that message, long before its next look (a
+/// waiter in line looks every third of the waiter TTL, 1.67 s).
+#[test]
+fn a_grant_reaches_a_waiter_of_another_process_by_its_message() {
+    match support::child_role().as_deref() {
+        Some(_) => {
+            let a = slow_polling_alias(&std::env::var("REDIS_URL").unwrap(), "wait-granted");
+            let guard = Lock::new("g").alias(a).fair(true).acquire().unwrap();
+            let at = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap();
+            support::report(at.as_micros());
+            guard.release().unwrap();
+        }
+        None => {
+            let server = RedisServer::start();
+            let a = slow_polling_alias(&server.url(), "wait-granted");
+            let held = Lock::new("g").alias(a).acquire().unwrap();
+            let children = support::spawn_children(
+                &support::test_name!(),
+                "fair-waiter",
+                1,
+                &[("REDIS_URL", &server.url())],
+            );
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while list(&server, "lock%:line:lock:g").is_empty() {
+                assert!(Instant::now() < deadline, "the child never joined the line");
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            let channels = match server.cmd(&["PUBSUB", "CHANNELS", "lock%:wake:*"]) {
+                RespValue::Array(items) => items.len(),
+                other => panic!("{other:?}"),
+            };
+            assert!(channels >= 1, "the waiter's process listens on its own channel");
+            // Well past the child's look: its next one is over a second away.
+            std::thread::sleep(Duration::from_millis(300));
+            let released = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap();
+            held.release().unwrap();
+            let out = support::wait_children(children, Duration::from_secs(30));
+            let got: u128 = out[0].reports()[0].parse().unwrap();
+            let latency = Duration::from_micros((got - released.as_micros()) as u64);
+            assert!(
+                latency < Duration::from_secs(1),
+                "the granted waiter took {latency:?}: it found the lock by a look, the grant did not reach it"
+            );
+        }
+    }
+}
+
 #[test]
 fn fair_waiters_of_different_processes_are_served_in_arrival_order() {
     const WAITERS: usize = 5;

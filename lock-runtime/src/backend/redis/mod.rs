@@ -249,13 +249,15 @@ impl RedisBackend {
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(connect_timeout))
             .set_response_timeout(Some(command_timeout));
+        let fence_key = Namespace::new(prefix).internal(FENCE);
+        let own = wake_channel(&fence_key);
         Ok(Self {
             inner: Arc::new(Inner {
                 url: shown,
-                fence_key: Namespace::new(prefix).internal(FENCE),
+                fence_key,
                 books: books::Books::new(&Namespace::new(prefix)),
                 pool: pool::Pool::new(client.clone(), connect_timeout, command_timeout),
-                wakeups: Subscribers::new(client.clone(), connect_timeout, command_timeout),
+                wakeups: Subscribers::new(client.clone(), connect_timeout, command_timeout, own),
                 gates: gate::Gates::default(),
                 conn: io::AsyncConn::new(client, config),
             }),
@@ -314,6 +316,15 @@ fn line_keys(fence_key: &str, key: &str) -> [String; 2] {
         name
     };
     [named("line:"), named("alive:")]
+}
+
+/// The channel on which releases send this process's waiters their grants:
+/// beside the fencing counter, named by the head every token of this
+/// process shares (the scripts' `pass_on` derives the same name from the
+/// counter's key and the waiter's token).
+fn wake_channel(fence_key: &str) -> String {
+    let books = fence_key.strip_suffix(FENCE).unwrap_or(fence_key);
+    format!("{books}wake:{}", crate::admin::process_tag())
 }
 
 /// The arguments of one acquisition, owned so that they can travel to the

@@ -20,8 +20,10 @@
 //! entry is the waiter's token followed by the lease it asked for and its
 //! meta suffix. A release
 //! hands the lock straight to the live head of the line (a grant) and
-//! publishes `<token>:<fencing token>`, so the waiter has the lock the
-//! moment the message arrives, with no round trip to claim it. The grant's
+//! publishes `<token>:<fencing token>:<lock>` on the channel of the
+//! waiter's process (`<books>wake:<the token's first 11>`), which only that
+//! process reads, so the waiter has the lock the moment the message
+//! arrives, with no round trip to claim it. The grant's
 //! lease is at most the waiter TTL, and the waiter tops it up to what it
 //! asked for once it runs: a waiter whose process died just before its
 //! grant blocks the line no longer than the TTL. Waiters refresh their
@@ -95,7 +97,10 @@ local function pass_on(lock, line, alive, fence, channel, ttl, marked)
     local more = marked or redis.call('LLEN', line) > 0
     redis.call('SET', lock, token .. lease .. meta .. (more and '*' or ''), 'PX', lease)
     local granted = redis.call('INCR', fence)
-    redis.call('PUBLISH', channel, token .. ':' .. granted)
+    -- To the waiter's process alone: its channel sits beside the fencing
+    -- counter (whose name ends in 'fence'), named by the token's head.
+    local own = string.sub(fence, 1, -6) .. 'wake:' .. string.sub(token, 1, 11)
+    redis.call('PUBLISH', own, token .. ':' .. granted .. ':' .. lock)
   else
     redis.call('DEL', lock)
     redis.call('PUBLISH', channel, '')

@@ -48,21 +48,33 @@ pub(crate) struct Subscribers {
     client: Client,
     connect_timeout: Duration,
     command_timeout: Duration,
+    /// This process's own channel (see [`Shared::own`]).
+    own: Arc<str>,
     io: Wakeups,
     by_runtime: Mutex<VecDeque<(tokio::runtime::Id, Wakeups)>>,
 }
 
 impl Subscribers {
+    /// `own`: the channel on which releases send this process's waiters
+    /// their grants.
     pub(crate) fn new(
         client: Client,
         connect_timeout: Duration,
         command_timeout: Duration,
+        own: String,
     ) -> Self {
+        let own: Arc<str> = own.into();
         Self {
-            io: Wakeups::new(client.clone(), connect_timeout, command_timeout),
+            io: Wakeups::new(
+                client.clone(),
+                connect_timeout,
+                command_timeout,
+                Arc::clone(&own),
+            ),
             client,
             connect_timeout,
             command_timeout,
+            own,
             by_runtime: Mutex::new(VecDeque::new()),
         }
     }
@@ -91,6 +103,7 @@ impl Subscribers {
             self.client.clone(),
             self.connect_timeout,
             self.command_timeout,
+            Arc::clone(&self.own),
         );
         subs.push_back((id, w.clone()));
         w
@@ -101,6 +114,12 @@ struct Shared {
     client: Client,
     connect_timeout: Duration,
     command_timeout: Duration,
+    /// The channel of this process (named by its tokens' common head),
+    /// subscribed with every connection before any lock's channel: a
+    /// release that grants a lock to a waiter in line sends the grant there,
+    /// so that only the waiter's process reads it, not every process
+    /// subscribed to the lock.
+    own: Arc<str>,
     state: Mutex<State>,
     connecting: tokio::sync::Mutex<()>,
 }
@@ -271,12 +290,14 @@ impl Wakeups {
         client: Client,
         connect_timeout: Duration,
         command_timeout: Duration,
+        own: Arc<str>,
     ) -> Self {
         Self {
             shared: Arc::new(Shared {
                 client,
                 connect_timeout,
                 command_timeout,
+                own,
                 state: Mutex::new(State::default()),
                 connecting: tokio::sync::Mutex::new(()),
             }),
@@ -370,7 +391,19 @@ async fn connected(shared: &Arc<Shared>) -> Result<(PubSubSink, u64), BackendErr
             ));
         }
     };
-    let (sink, stream) = pubsub.split();
+    let (mut sink, stream) = pubsub.split();
+    // Before any lock's channel: a waiter whose lock's channel is
+    // subscribed on this connection gets its grants here too.
+    match tokio::time::timeout(shared.command_timeout, sink.subscribe(&*shared.own)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return Err(super::backend_error(e)),
+        Err(_) => {
+            return Err(BackendError::new(
+                BackendErrorKind::Timeout,
+                "SUBSCRIBE got no reply in time",
+            ));
+        }
+    }
     let generation = {
         let mut st = lock(&shared.state);
         st.generation += 1;
@@ -421,6 +454,22 @@ async fn read(
 
 fn dispatch(shared: &Shared, channel: &str, payload: &[u8]) {
     let st = lock(&shared.state);
+    if channel == &*shared.own {
+        // `<token>:<fence>:<lock>`: the lock was granted to that waiter of
+        // this process (the lock's name last: it may hold any character).
+        let mut parts = payload.splitn(3, |&b| b == b':');
+        let (Some(token), Some(fence), Some(key)) = (parts.next(), parts.next(), parts.next())
+        else {
+            return;
+        };
+        if let Some(ch) = std::str::from_utf8(key)
+            .ok()
+            .and_then(|k| st.channels.get(k))
+        {
+            granted(ch, token, fence);
+        }
+        return;
+    }
     let Some(ch) = st.channels.get(channel) else {
         return;
     };
@@ -435,11 +484,18 @@ fn dispatch(shared: &Shared, channel: &str, payload: &[u8]) {
         }
         return;
     }
-    // `<token>:<fence>`: the lock was granted to that waiter.
+    // `<token>:<fence>` on the lock's own channel, as releases made before
+    // grants went to a process's channel sent it.
     let (token, fence) = match payload.iter().position(|&b| b == b':') {
         Some(i) => (&payload[..i], &payload[i + 1..]),
         None => (payload, &[][..]),
     };
+    granted(ch, token, fence);
+}
+
+/// Wakes the waiter of `ch` whose token is `token` with the lock, numbered
+/// `fence` (its decimal digits; unreadable, it wakes to look).
+fn granted(ch: &Channel, token: &[u8], fence: &[u8]) {
     let fence = std::str::from_utf8(fence)
         .ok()
         .and_then(|f| f.parse::<u64>().ok());
