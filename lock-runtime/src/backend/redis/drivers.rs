@@ -69,6 +69,7 @@ pub(super) fn acquire_blocking(
         turn.step();
         last = match line.waiting.next(Instant::now(), last) {
             Action::Attempt { in_line, first } => {
+                listening.before_look(|| inner.wakeups.io());
                 let tried = inner.sync_try(args, in_line, first)?;
                 Outcome::Attempted(tried.attempt, tried.fence_now)
             }
@@ -76,7 +77,10 @@ pub(super) fn acquire_blocking(
                 let fresh = listening.register(|| inner.wakeups.io(), &args.key, make);
                 listening.offer(&turn, args);
                 match listening.subscription() {
-                    None => Outcome::Listening { fresh },
+                    None => Outcome::Listening {
+                        fresh,
+                        in_time: listening.in_time(|| inner.wakeups.io()),
+                    },
                     Some(sub) => subscribed(&args.key, io::block_on(sub)),
                 }
             }
@@ -170,6 +174,7 @@ async fn wait(
         turn.step();
         last = match line.waiting.next(Instant::now(), last) {
             Action::Attempt { in_line, first } => {
+                listening.before_look(|| inner.wakeups.here());
                 match inner.try_acquire_on(&mut conn, &args, in_line, first).await {
                     Ok(tried) => Outcome::Attempted(tried.attempt, tried.fence_now),
                     Err(e) => {
@@ -185,7 +190,10 @@ async fn wait(
                 let fresh = listening.register(|| inner.wakeups.here(), &args.key, make);
                 listening.offer(&turn, &args);
                 match listening.subscription() {
-                    None => Outcome::Listening { fresh },
+                    None => Outcome::Listening {
+                        fresh,
+                        in_time: listening.in_time(|| inner.wakeups.here()),
+                    },
                     Some(sub) => subscribed(&args.key, sub.await),
                 }
             }
@@ -230,9 +238,24 @@ fn woke(waiter: &LocalWaiter) -> Outcome {
 struct Listening {
     waiter: Option<Arc<LocalWaiter>>,
     watch: Option<Watch>,
+    /// The subscriber connection up when the last look was sent.
+    before: Option<u64>,
 }
 
 impl Listening {
+    /// Notes which subscriber connection is up as a look is sent.
+    fn before_look(&mut self, subscriber: impl FnOnce() -> Wakeups) {
+        self.before = subscriber().live_generation();
+    }
+
+    /// Whether the subscriber connection up when the last look was sent is
+    /// still the live one: this process's channel was subscribed all along,
+    /// so a grant sent after the look reached this waiter (the registration
+    /// picks up one that came before it).
+    fn in_time(&self, subscriber: impl FnOnce() -> Wakeups) -> bool {
+        self.before.is_some() && self.before == subscriber().live_generation()
+    }
+
     /// Registers for wake-ups on `key` unless it did already; whether it
     /// registered just now. `subscriber` is asked for only then.
     fn register(

@@ -34,8 +34,10 @@ pub(super) enum Outcome {
     /// and the fencing counter as a busy attempt in line found it.
     Attempted(Attempt, Option<u64>),
     /// [`Action::Listen`] found the channel subscribed; `fresh` when the
-    /// waiter registered just now.
-    Listening { fresh: bool },
+    /// waiter registered just now; `in_time` when the subscriber connection
+    /// was up since before the last look was sent, so that a grant sent
+    /// after it reached the waiter.
+    Listening { fresh: bool, in_time: bool },
     /// [`Action::Listen`] had to subscribe the channel, with this result.
     Subscribed(Result<(), BackendError>),
     /// [`Action::Sleep`] ended; `grant` is the fencing token of a lock a
@@ -116,7 +118,10 @@ impl Waiting {
         let until = self.sleep_until(now, None);
         let soon = now + STARVATION;
         self.until = Some(until.map_or(soon, |u| u.min(soon)));
-        Outcome::Listening { fresh: false }
+        Outcome::Listening {
+            fresh: false,
+            in_time: false,
+        }
     }
 
     /// Whether it waits in line from the start (`fair`), so that it never
@@ -144,9 +149,17 @@ impl Waiting {
     /// [`Action::Done`].
     pub(super) fn next(&mut self, now: Instant, last: Outcome) -> Action {
         match last {
+            // Registered just now, but in line since a look the subscriber
+            // was up for: a release hands the lock to the line and sends
+            // the grant to this process, where it reached the waiter (or
+            // waits for its registration). No second look.
+            Outcome::Listening {
+                fresh: true,
+                in_time: true,
+            } if self.joined => Action::Sleep { until: self.until },
             Outcome::Start
             | Outcome::Subscribed(Ok(()))
-            | Outcome::Listening { fresh: true }
+            | Outcome::Listening { fresh: true, .. }
             | Outcome::Woke { grant: None } => self.attempt(now),
             Outcome::Attempted(Attempt::Acquired(a), _) => self.done(a),
             Outcome::Attempted(Attempt::Busy(busy), fence) => {
@@ -168,7 +181,7 @@ impl Waiting {
             }
             // A release between the busy reply and the registration woke
             // nobody: only a sleep after a look that followed it is safe.
-            Outcome::Listening { fresh: false } => Action::Sleep { until: self.until },
+            Outcome::Listening { fresh: false, .. } => Action::Sleep { until: self.until },
             Outcome::Subscribed(Err(_)) => {
                 self.polling = true;
                 self.attempt(now)
@@ -252,7 +265,13 @@ mod tests {
     /// Busy at `now`, registered and subscribed: the instant it sleeps until.
     fn sleeps_after_busy(w: &mut Waiting, now: Instant, retry_in: Option<Duration>) -> Instant {
         assert_eq!(w.next(now, busy(retry_in)), Action::Listen);
-        match w.next(now, Outcome::Listening { fresh: false }) {
+        match w.next(
+            now,
+            Outcome::Listening {
+                fresh: false,
+                in_time: false,
+            },
+        ) {
             Action::Sleep { until: Some(u) } => u,
             other => panic!("expected a bounded sleep, got {other:?}"),
         }
@@ -272,13 +291,51 @@ mod tests {
         );
         assert_eq!(w.next(t0, busy(None)), Action::Listen);
         assert_eq!(
-            w.next(t0, Outcome::Listening { fresh: true }),
+            w.next(
+                t0,
+                Outcome::Listening {
+                    fresh: true,
+                    in_time: false
+                }
+            ),
             Action::Attempt {
                 in_line: false,
                 first: false
             },
             "just registered: looks once more before sleeping"
         );
+    }
+
+    #[test]
+    fn a_waiter_in_line_since_a_look_the_subscriber_was_up_for_does_not_look_again() {
+        let t0 = Instant::now();
+        for (in_time, fair) in [(true, true), (false, true), (true, false)] {
+            let req = Request::new("k").fair(fair);
+            let mut w = waiting(&req, None, t0);
+            w.next(t0, Outcome::Start);
+            assert_eq!(
+                w.next(t0, busy(Some(Duration::from_secs(1)))),
+                Action::Listen
+            );
+            let next = w.next(
+                t0,
+                Outcome::Listening {
+                    fresh: true,
+                    in_time,
+                },
+            );
+            if in_time && fair {
+                assert!(
+                    matches!(next, Action::Sleep { until: Some(_) }),
+                    "in line, its grant reaches it: {next:?}"
+                );
+            } else {
+                assert!(
+                    matches!(next, Action::Attempt { .. }),
+                    "in_time {in_time}, fair {fair}: a release may have gone unheard, so it looks: {next:?}"
+                );
+            }
+        }
     }
 
     #[test]
@@ -475,7 +532,13 @@ mod tests {
         w.next(t0, Outcome::Start);
         let t1 = t0 + Duration::from_secs(3);
         assert_eq!(w.next(t1, refreshed_at(10)), Action::Listen);
-        w.next(t1, Outcome::Listening { fresh: false });
+        w.next(
+            t1,
+            Outcome::Listening {
+                fresh: false,
+                in_time: false,
+            },
+        );
         assert_eq!(
             w.next(t1, Outcome::Woke { grant: Some(9) }),
             Action::Attempt {
@@ -487,7 +550,13 @@ mod tests {
         // A grant made after that look counts, from the look's sending.
         let t2 = t1 + Duration::from_millis(5);
         assert_eq!(w.next(t2, refreshed_at(11)), Action::Listen);
-        w.next(t2, Outcome::Listening { fresh: false });
+        w.next(
+            t2,
+            Outcome::Listening {
+                fresh: false,
+                in_time: false,
+            },
+        );
         match w.next(t2, Outcome::Woke { grant: Some(12) }) {
             Action::Done(Some(a)) => assert_eq!(a.fencing, Some(12)),
             other => panic!("expected the granted lock, got {other:?}"),

@@ -124,8 +124,17 @@ struct Shared {
     connecting: tokio::sync::Mutex<()>,
 }
 
+/// The most grants kept for waiters not (yet) registered, per subscriber.
+const UNCLAIMED: usize = 64;
+
 #[derive(Default)]
 struct State {
+    /// Grants that came on this process's channel for a waiter not
+    /// registered here (yet): a waiter in line registers after its look, and
+    /// a release may grant it the lock in between. Its registration picks
+    /// the grant up. The newest [`UNCLAIMED`], none older than the waiter
+    /// TTL.
+    unclaimed: VecDeque<(Vec<u8>, u64, Instant)>,
     sink: Option<PubSubSink>,
     /// Bumped on every new subscriber connection; a channel subscribed in an
     /// older generation is not subscribed any more.
@@ -311,11 +320,29 @@ impl Wakeups {
         let ch = st.channels.entry(channel.to_owned()).or_default();
         ch.waiters.push_back(Arc::clone(waiter));
         ch.idle_since = None;
+        let mine = waiter.token.as_str().as_bytes();
+        if let Some(i) = st.unclaimed.iter().position(|(t, _, _)| t == mine)
+            && let Some((_, fence, _)) = st.unclaimed.remove(i)
+        {
+            waiter.grant(fence);
+        }
         Watch {
             shared: Arc::clone(&self.shared),
             channel: channel.to_owned(),
             waiter: Arc::clone(waiter),
         }
+    }
+}
+
+impl Wakeups {
+    /// The number of the live subscriber connection, if one is up. Taken
+    /// before a look and again after the registration that follows it: the
+    /// same number means this process's channel was subscribed all along,
+    /// so a grant sent after the look reached the waiter (at once, or on
+    /// registering).
+    pub(crate) fn live_generation(&self) -> Option<u64> {
+        let st = lock(&self.shared.state);
+        st.sink.as_ref().map(|_| st.generation)
     }
 }
 
@@ -453,7 +480,7 @@ async fn read(
 }
 
 fn dispatch(shared: &Shared, channel: &str, payload: &[u8]) {
-    let st = lock(&shared.state);
+    let mut st = lock(&shared.state);
     if channel == &*shared.own {
         // `<token>:<fence>:<lock>`: the lock was granted to that waiter of
         // this process (the lock's name last: it may hold any character).
@@ -462,11 +489,21 @@ fn dispatch(shared: &Shared, channel: &str, payload: &[u8]) {
         else {
             return;
         };
-        if let Some(ch) = std::str::from_utf8(key)
+        let woke = std::str::from_utf8(key)
             .ok()
             .and_then(|k| st.channels.get(k))
-        {
-            granted(ch, token, fence);
+            .is_some_and(|ch| granted(ch, token, fence));
+        if let (false, Some(fence)) = (woke, number(fence)) {
+            let now = Instant::now();
+            let kept = &mut st.unclaimed;
+            while kept.len() >= UNCLAIMED
+                || kept
+                    .front()
+                    .is_some_and(|(_, _, at)| now.duration_since(*at) >= super::WAITER_TTL)
+            {
+                kept.pop_front();
+            }
+            kept.push_back((token.to_vec(), fence, now));
         }
         return;
     }
@@ -494,21 +531,25 @@ fn dispatch(shared: &Shared, channel: &str, payload: &[u8]) {
 }
 
 /// Wakes the waiter of `ch` whose token is `token` with the lock, numbered
-/// `fence` (its decimal digits; unreadable, it wakes to look).
-fn granted(ch: &Channel, token: &[u8], fence: &[u8]) {
-    let fence = std::str::from_utf8(fence)
-        .ok()
-        .and_then(|f| f.parse::<u64>().ok());
-    if let Some(w) = ch
+/// `fence` (its decimal digits; unreadable, it wakes to look); whether one
+/// was there.
+fn granted(ch: &Channel, token: &[u8], fence: &[u8]) -> bool {
+    let Some(w) = ch
         .waiters
         .iter()
         .find(|w| w.token.as_str().as_bytes() == token)
-    {
-        if let Some(fence) = fence {
-            w.grant.store(fence, Ordering::Release);
-        }
-        w.signal();
+    else {
+        return false;
+    };
+    if let Some(fence) = number(fence) {
+        w.grant.store(fence, Ordering::Release);
     }
+    w.signal();
+    true
+}
+
+fn number(digits: &[u8]) -> Option<u64> {
+    std::str::from_utf8(digits).ok()?.parse().ok()
 }
 
 fn unsubscribe_idle(shared: &Shared, sink: &PubSubSink) {
@@ -535,4 +576,61 @@ fn unsubscribe_idle(shared: &Shared, sink: &PubSubSink) {
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wakeups() -> Wakeups {
+        let client = Client::open("redis://127.0.0.1:1").unwrap();
+        Wakeups::new(
+            client,
+            Duration::from_secs(1),
+            Duration::from_secs(1),
+            "own".into(),
+        )
+    }
+
+    #[test]
+    fn a_grant_on_the_process_channel_wakes_its_waiter_whatever_the_lock_is_named() {
+        let w = wakeups();
+        let waiter = LocalWaiter::for_thread(Token::new());
+        let _watch = w.register("lock:a:b", &waiter);
+        let other = LocalWaiter::for_thread(Token::new());
+        let _other = w.register("lock:a:b", &other);
+        let payload = format!("{}:42:lock:a:b", waiter.token.as_str());
+        dispatch(&w.shared, "own", payload.as_bytes());
+        assert_eq!(waiter.take_grant(), Some(42));
+        assert_eq!(other.take_grant(), None, "only the waiter named");
+        assert!(!other.take_signal());
+    }
+
+    #[test]
+    fn a_grant_that_came_before_the_registration_is_picked_up_by_it() {
+        let w = wakeups();
+        let waiter = LocalWaiter::for_thread(Token::new());
+        let payload = format!("{}:7:lock:k", waiter.token.as_str());
+        dispatch(&w.shared, "own", payload.as_bytes());
+        let stranger = LocalWaiter::for_thread(Token::new());
+        let _s = w.register("lock:k", &stranger);
+        assert_eq!(stranger.take_grant(), None, "another token's grant stays");
+        let _watch = w.register("lock:k", &waiter);
+        assert!(waiter.take_signal(), "woken at once");
+        assert_eq!(waiter.take_grant(), Some(7));
+        assert!(
+            lock(&w.shared.state).unclaimed.is_empty(),
+            "taken, not kept"
+        );
+    }
+
+    #[test]
+    fn grants_nobody_claims_are_kept_a_bounded_while() {
+        let w = wakeups();
+        for i in 0..(UNCLAIMED + 10) {
+            let payload = format!("{}:{i}:lock:k", Token::new().encode().as_str());
+            dispatch(&w.shared, "own", payload.as_bytes());
+        }
+        assert_eq!(lock(&w.shared.state).unclaimed.len(), UNCLAIMED);
+    }
 }
