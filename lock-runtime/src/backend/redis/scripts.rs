@@ -222,14 +222,16 @@ pub(crate) static ACQUIRE_FAIR: Lazy<Script> = Lazy::new(|| {
         r#"
 local token, lease, ttl = ARGV[1], ARGV[2], tonumber(ARGV[4])
 local entry = token .. lease .. ARGV[6]
-local head, now = head_of_line(KEYS[3], KEYS[4])
 local held = redis.call('GET', KEYS[1])
 local pttl = -2
-local take
+local take, head, now
 if held then
   pttl = redis.call('PTTL', KEYS[1])
   take = owner(held) == token or stale(held, pttl, tonumber(ARGV[3]))
 else
+  -- Only a free lock needs the line's head (a held one's release prunes
+  -- the dead and finds it).
+  head, now = head_of_line(KEYS[3], KEYS[4])
   take = head == nil or head == entry
 end
 if take then
