@@ -29,19 +29,37 @@ fn list(server: &RedisServer, key: &str) -> Vec<String> {
     }
 }
 
+/// Microseconds on the wall clock a parent and its children share.
+fn wall_us() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros()
+}
+
+/// A child's part: takes `key` on the alias `name` (in line if `fair`),
+/// reports when the lock arrived, and releases it.
+fn take_and_report(name: &'static str, key: &'static str, fair: bool) {
+    let a = slow_polling_alias(&std::env::var("REDIS_URL").unwrap(), name);
+    let guard = Lock::new(key).alias(a).fair(fair).acquire().unwrap();
+    support::report(wall_us());
+    guard.release().unwrap();
+}
+
+/// The parent's part once its one child waits for `held`: releases it and
+/// answers how long the child took to get the lock.
+fn release_to_child(held: lock_runtime::LockGuard, children: Vec<support::TestChild>) -> Duration {
+    let released = wall_us();
+    held.release().unwrap();
+    let out = support::wait_children(children, Duration::from_secs(30));
+    let got: u128 = out[0].reports()[0].parse().unwrap();
+    Duration::from_micros((got - released) as u64)
+}
+
 #[test]
 fn a_waiter_in_another_process_is_woken_by_the_release() {
     match support::child_role().as_deref() {
-        Some(_) => {
-            let a = slow_polling_alias(&std::env::var("REDIS_URL").unwrap(), "wait-woken");
-            let guard = Lock::new("k").alias(a).acquire().unwrap();
-            // Report when the lock arrived, on the wall clock both share.
-            let at = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap();
-            support::report(at.as_micros());
-            guard.release().unwrap();
-        }
+        Some(_) => take_and_report("wait-woken", "k", false),
         None => {
             let server = RedisServer::start();
             let a = slow_polling_alias(&server.url(), "wait-woken");
@@ -59,13 +77,7 @@ fn a_waiter_in_another_process_is_woken_by_the_release() {
                 std::thread::sleep(Duration::from_millis(5));
             }
             std::thread::sleep(Duration::from_millis(50));
-            let released = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap();
-            held.release().unwrap();
-            let out = support::wait_children(children, Duration::from_secs(30));
-            let got: u128 = out[0].reports()[0].parse().unwrap();
-            let latency = Duration::from_micros((got - released.as_micros()) as u64);
+            let latency = release_to_child(held, children);
             assert!(
                 latency < Duration::from_secs(2),
                 "the waiter took {latency:?}: it polled, it was not woken"
@@ -81,15 +93,7 @@ fn a_waiter_in_another_process_is_woken_by_the_release() {
 #[test]
 fn a_grant_reaches_a_waiter_of_another_process_by_its_message() {
     match support::child_role().as_deref() {
-        Some(_) => {
-            let a = slow_polling_alias(&std::env::var("REDIS_URL").unwrap(), "wait-granted");
-            let guard = Lock::new("g").alias(a).fair(true).acquire().unwrap();
-            let at = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap();
-            support::report(at.as_micros());
-            guard.release().unwrap();
-        }
+        Some(_) => take_and_report("wait-granted", "g", true),
         None => {
             let server = RedisServer::start();
             let a = slow_polling_alias(&server.url(), "wait-granted");
@@ -119,13 +123,7 @@ fn a_grant_reaches_a_waiter_of_another_process_by_its_message() {
             }
             // Well past the child's look: its next one is over a second away.
             std::thread::sleep(Duration::from_millis(300));
-            let released = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap();
-            held.release().unwrap();
-            let out = support::wait_children(children, Duration::from_secs(30));
-            let got: u128 = out[0].reports()[0].parse().unwrap();
-            let latency = Duration::from_micros((got - released.as_micros()) as u64);
+            let latency = release_to_child(held, children);
             assert!(
                 latency < Duration::from_secs(1),
                 "the granted waiter took {latency:?}: it found the lock by a look, the grant did not reach it"

@@ -373,16 +373,7 @@ async fn subscribe(shared: &Arc<Shared>, channel: &str) -> Result<(), BackendErr
             return Ok(());
         }
     }
-    match tokio::time::timeout(shared.command_timeout, sink.subscribe(channel)).await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => return Err(super::backend_error(e)),
-        Err(_) => {
-            return Err(BackendError::new(
-                BackendErrorKind::Timeout,
-                "SUBSCRIBE got no reply in time",
-            ));
-        }
-    }
+    subscribe_on(&mut sink, channel, shared.command_timeout).await?;
     let mut st = lock(&shared.state);
     if st.generation == generation {
         st.channels
@@ -391,6 +382,22 @@ async fn subscribe(shared: &Arc<Shared>, channel: &str) -> Result<(), BackendErr
             .subscribed_in = Some(generation);
     }
     Ok(())
+}
+
+/// `SUBSCRIBE channel` on `sink`, answered within `timeout`.
+async fn subscribe_on(
+    sink: &mut PubSubSink,
+    channel: &str,
+    timeout: Duration,
+) -> Result<(), BackendError> {
+    match tokio::time::timeout(timeout, sink.subscribe(channel)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(super::backend_error(e)),
+        Err(_) => Err(BackendError::new(
+            BackendErrorKind::Timeout,
+            "SUBSCRIBE got no reply in time",
+        )),
+    }
 }
 
 /// The live subscriber connection, connecting (one caller at a time) if
@@ -421,16 +428,7 @@ async fn connected(shared: &Arc<Shared>) -> Result<(PubSubSink, u64), BackendErr
     let (mut sink, stream) = pubsub.split();
     // Before any lock's channel: a waiter whose lock's channel is
     // subscribed on this connection gets its grants here too.
-    match tokio::time::timeout(shared.command_timeout, sink.subscribe(&*shared.own)).await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => return Err(super::backend_error(e)),
-        Err(_) => {
-            return Err(BackendError::new(
-                BackendErrorKind::Timeout,
-                "SUBSCRIBE got no reply in time",
-            ));
-        }
-    }
+    subscribe_on(&mut sink, &shared.own, shared.command_timeout).await?;
     let generation = {
         let mut st = lock(&shared.state);
         st.generation += 1;
