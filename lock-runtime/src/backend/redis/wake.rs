@@ -1,13 +1,19 @@
 //! Wake-ups for waiters on busy Redis locks: one subscriber connection per
 //! store, one channel per waited-on key (subscribed while someone in this
 //! process waits on it, plus a short linger), and a local queue of waiters
-//! per key. A release publishes on the key's channel: an empty message wakes
-//! the first local waiter that is not awake yet, a token wakes the waiter
-//! that owns it (the release reserved the lock for it).
+//! per key. A release that frees a lock publishes an empty message on the
+//! key's channel, which wakes the first local waiter that is not awake yet.
+//! A release that grants the lock to the head of the line sends
+//! `<token>:<fence>:<key>` on the channel of the head's process alone (each
+//! connection subscribes to its process's channel first), which wakes the
+//! waiter that owns the token with the lock; a grant that comes before that
+//! waiter registered is kept for its registration.
 //!
 //! A waiter registers before its last look at the lock, so a release that
-//! happens in between is never missed. If the subscriber connection drops,
-//! every waiter is woken to look again; the next wait subscribes anew.
+//! happens in between is never missed; a waiter in line whose subscriber
+//! connection stayed up since its look needs no look after registering. If
+//! the subscriber connection drops, every waiter is woken to look again; the
+//! next wait subscribes anew.
 //!
 //! Sync waiters share a subscriber on the store's I/O thread; async waiters
 //! in a Tokio runtime share one driven by that runtime, so the wake-up does
