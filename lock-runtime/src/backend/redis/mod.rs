@@ -307,7 +307,7 @@ const FENCE: &str = "fence";
 /// line for it: internal names of the lock's alias (found from its fencing
 /// counter's name), so that no lock key can name them.
 fn line_keys(fence_key: &str, key: &str) -> [String; 2] {
-    let books = fence_key.strip_suffix(FENCE).unwrap_or(fence_key);
+    let books = books_of(fence_key);
     let named = |kind: &str| {
         let mut name = String::with_capacity(books.len() + kind.len() + key.len());
         name.push_str(books);
@@ -323,8 +323,17 @@ fn line_keys(fence_key: &str, key: &str) -> [String; 2] {
 /// process shares (the scripts' `pass_on` derives the same name from the
 /// counter's key and the waiter's token).
 fn wake_channel(fence_key: &str) -> String {
-    let books = fence_key.strip_suffix(FENCE).unwrap_or(fence_key);
-    format!("{books}wake:{}", crate::admin::process_tag())
+    format!(
+        "{}wake:{}",
+        books_of(fence_key),
+        crate::admin::process_tag()
+    )
+}
+
+/// The head of an alias's internal names, found from its fencing counter's
+/// (the scripts find it the same way, by cutting `fence` off).
+fn books_of(fence_key: &str) -> &str {
+    fence_key.strip_suffix(FENCE).unwrap_or(fence_key)
 }
 
 /// The arguments of one acquisition, owned so that they can travel to the
@@ -402,8 +411,6 @@ impl AcquireArgs {
             call.arg(token.as_str())
                 .arg(self.lease_ms)
                 .arg(self.steal_ms)
-                .arg(millis(WAITER_TTL))
-                .arg(&self.key)
                 .arg(&self.meta);
             return call;
         }
@@ -616,9 +623,7 @@ impl Inner {
                 &self.books.audit,
             ],
         );
-        call.arg(&entry.key)
-            .arg(millis(WAITER_TTL))
-            .arg(books::entry_head(entry))
+        call.arg(books::entry_head(entry))
             .arg(AUDIT_LOG_LEN)
             .arg(self.books.procs());
         let recorded = self.sync::<String>(&call)?;

@@ -84,15 +84,16 @@ local function head_of_line(line, alive)
   return nil, now
 end
 -- Frees the lock: granted to the live head of the line if there is one
--- (so newcomers cannot barge in), else deleted; tells whoever may take it.
--- `marked`: somebody outside the line waits too.
-local function pass_on(lock, line, alive, fence, channel, ttl, marked)
+-- (so newcomers cannot barge in; its lease at most the waiter TTL), else
+-- deleted, with a wake-up on the lock's own name. `marked`: somebody
+-- outside the line waits too.
+local function pass_on(lock, line, alive, fence, marked)
   local head = head_of_line(line, alive)
   if head then
     redis.call('LPOP', line)
     redis.call('ZREM', alive, head)
     local token = string.sub(head, 1, 22)
-    local lease = math.min(tonumber(string.match(head, '^%d+', 23)) or ttl, ttl)
+    local lease = math.min(tonumber(string.match(head, '^%d+', 23)) or TTL, TTL)
     local meta = string.match(head, '#%d+$', 23) or ''
     local more = marked or redis.call('LLEN', line) > 0
     redis.call('SET', lock, token .. lease .. meta .. (more and '*' or ''), 'PX', lease)
@@ -103,7 +104,7 @@ local function pass_on(lock, line, alive, fence, channel, ttl, marked)
     redis.call('PUBLISH', own, token .. ':' .. granted .. ':' .. lock)
   else
     redis.call('DEL', lock)
-    redis.call('PUBLISH', channel, '')
+    redis.call('PUBLISH', lock, '')
   end
 end
 "#;
@@ -209,8 +210,7 @@ return {0, retry_in(held, pttl, tonumber(ARGV[3]))}
 });
 
 /// Acquisition in line. `KEYS`: lock, fence counter, line, liveness set.
-/// `ARGV`: token, lease ms, steal age ms, waiter TTL ms, wake-up channel,
-/// meta suffix. A line entry is the token, the lease and the meta suffix,
+/// `ARGV`: token, lease ms, steal age ms, meta suffix. A line entry is the token, the lease and the meta suffix,
 /// so a lock a release hands to the line's head keeps its holder's label.
 /// Takes the lock if it is ours (granted while the message was on its way,
 /// or a retry), stale, or free with nobody ahead; else joins the line (or
@@ -220,8 +220,8 @@ return {0, retry_in(held, pttl, tonumber(ARGV[3]))}
 pub(crate) static ACQUIRE_FAIR: Lazy<Script> = Lazy::new(|| {
     script(
         r#"
-local token, lease, ttl = ARGV[1], ARGV[2], tonumber(ARGV[4])
-local entry = token .. lease .. ARGV[6]
+local token, lease = ARGV[1], ARGV[2]
+local entry = token .. lease .. ARGV[4]
 local held = redis.call('GET', KEYS[1])
 local pttl = -2
 local take, head, now
@@ -240,25 +240,25 @@ if take then
   end
   -- Keep waking whoever waits: the line, or barging waiters that marked it.
   local more = (held and waiting(held)) or redis.call('LLEN', KEYS[3]) > 0
-  redis.call('SET', KEYS[1], token .. lease .. ARGV[6] .. (more and '*' or ''), 'PX', lease)
+  redis.call('SET', KEYS[1], token .. lease .. ARGV[4] .. (more and '*' or ''), 'PX', lease)
   return {1, redis.call('INCR', KEYS[2])}
 end
 if not now then
   local t = redis.call('TIME')
   now = t[1] * 1000 + math.floor(t[2] / 1000)
 end
-if redis.call('ZADD', KEYS[4], now + ttl, entry) == 1 then
+if redis.call('ZADD', KEYS[4], now + TTL, entry) == 1 then
   redis.call('RPUSH', KEYS[3], entry)
 end
-redis.call('PEXPIRE', KEYS[3], 2 * ttl)
-redis.call('PEXPIRE', KEYS[4], 2 * ttl)
+redis.call('PEXPIRE', KEYS[3], 2 * TTL)
+redis.call('PEXPIRE', KEYS[4], 2 * TTL)
 local function fence_now() return tonumber(redis.call('GET', KEYS[2]) or '0') end
 if held then
   if not waiting(held) then redis.call('APPEND', KEYS[1], '*') end
   return {0, retry_in(held, pttl, tonumber(ARGV[3])), fence_now()}
 end
 -- Free, with somebody else at the head: hand it to them.
-pass_on(KEYS[1], KEYS[3], KEYS[4], KEYS[2], ARGV[5], ttl, true)
+pass_on(KEYS[1], KEYS[3], KEYS[4], KEYS[2], true)
 return {0, redis.call('PTTL', KEYS[1]), fence_now()}
 "#,
     )
@@ -280,7 +280,7 @@ if not string.find(held, '*', 23, true) then
 end
 "#,
         r#"
-pass_on(KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[1], TTL, false)
+pass_on(KEYS[1], KEYS[2], KEYS[3], KEYS[4], false)
 return 1
 "#,
     )
@@ -303,7 +303,7 @@ if not held or owner(held) ~= ARGV[1] then return {0, 0} end
 if waiting(held) and redis.call('EXISTS', KEYS[2]) == 1 then
   local head = head_of_line(KEYS[2], KEYS[3])
   if head and head ~= ARGV[2] .. ARGV[3] .. ARGV[4] then
-    pass_on(KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[1], TTL, false)
+    pass_on(KEYS[1], KEYS[2], KEYS[3], KEYS[4], false)
     return {1, 0}
   end
   if head then
@@ -331,7 +331,7 @@ if redis.call('ZREM', KEYS[3], entry) == 1 then
 end
 local held = redis.call('GET', KEYS[1])
 if held and owner(held) == ARGV[1] then
-  pass_on(KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[1], TTL, waiting(held))
+  pass_on(KEYS[1], KEYS[2], KEYS[3], KEYS[4], waiting(held))
 end
 return 1
 "#,
@@ -381,9 +381,8 @@ return out
 /// Frees a lock whoever holds it, as a release does (handing it to the
 /// line, publishing the wake-up; the fencing counter goes on), and records
 /// it in the capped audit list. `KEYS`: lock, line, liveness set, fence
-/// counter, audit list. `ARGV`: wake-up channel, waiter TTL ms, the entry's
-/// head (fields joined by NUL), the audit list's length, the records'
-/// prefix. Returns the entry as recorded: its head, then `1` and the holder
+/// counter, audit list. `ARGV`: the entry's head (fields joined by NUL),
+/// the audit list's length, the records' prefix. Returns the entry as recorded: its head, then `1` and the holder
 /// removed (host, pid, label, function, age ms, PTTL, token), or `0`.
 pub(crate) static FORCE: Lazy<Script> = Lazy::new(|| {
     script(
@@ -393,15 +392,15 @@ if redis.call('TYPE', KEYS[1])['ok'] == 'string' then held = redis.call('GET', K
 local tail = '0'
 if held and string.len(held) > 22 then
   local pttl = redis.call('PTTL', KEYS[1])
-  local host, pid, label, fn = record(ARGV[5], held)
+  local host, pid, label, fn = record(ARGV[3], held)
   local age = (span(held) or 0) - math.max(pttl, 0)
   tail = table.concat({'1', host or '', pid or '', label or '', fn or '',
     tostring(math.max(age, 0)), tostring(pttl), owner(held)}, '\0')
-  pass_on(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[1], tonumber(ARGV[2]), waiting(held))
+  pass_on(KEYS[1], KEYS[2], KEYS[3], KEYS[4], waiting(held))
 end
-local entry = ARGV[3] .. '\0' .. tail
+local entry = ARGV[1] .. '\0' .. tail
 redis.call('LPUSH', KEYS[5], entry)
-redis.call('LTRIM', KEYS[5], 0, tonumber(ARGV[4]) - 1)
+redis.call('LTRIM', KEYS[5], 0, tonumber(ARGV[2]) - 1)
 return entry
 "#,
     )
