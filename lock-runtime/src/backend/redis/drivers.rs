@@ -52,17 +52,10 @@ pub(super) fn acquire_blocking(
     };
     let mut listening = Listening::default();
     let make = || LocalWaiter::for_thread(args.token);
-    if turn.was_queued() {
-        // The attempt made before the line (if any) is of no use now.
-        last = Outcome::Start;
-        let now = Instant::now();
-        line.waiting.contended(now);
-        listening.waiter = turn.waiter().cloned();
-        listening.register(|| inner.wakeups.io(), &args.key, make);
-        listening.offer(&turn, args);
-        if turn.held_here() {
-            last = line.waiting.skip_look(now);
-        }
+    if let Some(start) =
+        listening.queued_turn(&turn, &mut line.waiting, || inner.wakeups.io(), args, make)
+    {
+        last = start;
     }
     let mut turn = turn;
     loop {
@@ -157,17 +150,14 @@ async fn wait(
     };
     let mut listening = Listening::default();
     let make = || LocalWaiter::for_task(args.token);
-    if turn.was_queued() {
-        // The attempt made before the line (if any) is of no use now.
-        last = Outcome::Start;
-        let now = Instant::now();
-        line.waiting.contended(now);
-        listening.waiter = turn.waiter().cloned();
-        listening.register(|| inner.wakeups.here(), &args.key, make);
-        listening.offer(&turn, &args);
-        if turn.held_here() {
-            last = line.waiting.skip_look(now);
-        }
+    if let Some(start) = listening.queued_turn(
+        &turn,
+        &mut line.waiting,
+        || inner.wakeups.here(),
+        &args,
+        make,
+    ) {
+        last = start;
     }
     let mut turn = turn;
     loop {
@@ -254,6 +244,35 @@ impl Listening {
     /// picks up one that came before it).
     fn in_time(&self, subscriber: impl FnOnce() -> Wakeups) -> bool {
         self.before.is_some() && self.before == subscriber().live_generation()
+    }
+
+    /// A turn that waited behind another waiter of this process: the key is
+    /// contended, so the waiter registers for wake-ups and is offered as the
+    /// successor of a release made here at once. The outcome its wait
+    /// starts from (an attempt made before the line is of no use now):
+    /// asleep, without a look, if a holder in this process has the lock.
+    /// `None` for a turn that did not wait.
+    fn queued_turn(
+        &mut self,
+        turn: &Turn<'_>,
+        waiting: &mut Waiting,
+        subscriber: impl FnOnce() -> Wakeups,
+        args: &AcquireArgs,
+        make: impl FnOnce() -> Arc<LocalWaiter>,
+    ) -> Option<Outcome> {
+        if !turn.was_queued() {
+            return None;
+        }
+        let now = Instant::now();
+        waiting.contended(now);
+        self.waiter = turn.waiter().cloned();
+        self.register(subscriber, &args.key, make);
+        self.offer(turn, args);
+        Some(if turn.held_here() {
+            waiting.skip_look(now)
+        } else {
+            Outcome::Start
+        })
     }
 
     /// Registers for wake-ups on `key` unless it did already; whether it
