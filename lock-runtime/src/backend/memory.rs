@@ -38,6 +38,7 @@ use crate::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use crate::sync::thread::{self, Thread};
 use crate::sync::{Arc, Mutex, MutexGuard, Weak};
 
+use super::timer::Timer;
 use super::{
     Acquired, Attempt, Backend, BackendError, BoxFuture, Busy, Held, Namespace, Request, Token,
     Wait,
@@ -1005,7 +1006,7 @@ impl Drop for Ticket<'_> {
 /// Resolves when the waiter is signalled or the timer fires.
 struct Signalled<'a> {
     waiter: &'a Waiter,
-    timer: Option<&'a mut futures_timer::Delay>,
+    timer: Option<&'a mut Timer>,
 }
 
 impl Future for Signalled<'_> {
@@ -1120,20 +1121,14 @@ impl Backend for MemoryBackend {
                 Err(outcome) => return Ok(outcome),
             };
             // Kept across turns while the time to look again stays the same
-            // (a deadline): every new timer, and every drop of one, wakes
-            // the timer's thread, which in a burst of waiters cost more than
-            // the locking itself.
-            let mut timer: Option<(Instant, futures_timer::Delay)> = None;
+            // (a deadline).
+            let mut timer: Option<(Instant, Timer)> = None;
             loop {
                 let until = wake_deadline(self, retry_at, wait.deadline);
                 match (until, &timer) {
                     // Not yet fired: a fired one would be ready at once.
                     (Some(u), Some((at, _))) if *at == u && Instant::now() < u => {}
-                    (Some(u), _) => {
-                        let delay =
-                            futures_timer::Delay::new(u.saturating_duration_since(Instant::now()));
-                        timer = Some((u, delay));
-                    }
+                    (Some(u), _) => timer = Some((u, Timer::at(u))),
                     (None, _) => timer = None,
                 }
                 Signalled {

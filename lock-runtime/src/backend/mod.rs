@@ -196,6 +196,7 @@ pub mod redis;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
 mod store;
+mod timer;
 mod wait;
 
 pub use drive::{blocking, dual, non_blocking};

@@ -9,6 +9,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use super::timer::Timer;
 use super::{
     Acquired, Attempt, Backend, BackendError, Busy, Jitter, Request, Signal, Wait, WakeUps, Watch,
 };
@@ -174,9 +175,7 @@ pub(crate) async fn acquire_async<B: Backend + ?Sized>(
             Step::Watch => listener.watch(&mut waiting, req),
             Step::Sleep(until) => {
                 let signal = listener.signal();
-                let timer = until.map(|u| {
-                    futures_timer::Delay::new(u.saturating_duration_since(Instant::now()))
-                });
+                let timer = until.map(Timer::at);
                 Sleep { signal, timer }.await;
                 signal.take_notified();
             }
@@ -187,7 +186,7 @@ pub(crate) async fn acquire_async<B: Backend + ?Sized>(
 /// Resolves when the signal is notified or the timer fires.
 struct Sleep<'a> {
     signal: &'a Signal,
-    timer: Option<futures_timer::Delay>,
+    timer: Option<Timer>,
 }
 
 impl Future for Sleep<'_> {
