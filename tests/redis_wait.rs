@@ -488,3 +488,64 @@ fn a_release_hands_the_lock_to_a_waiter_of_its_own_process_without_a_message() {
     got.release().unwrap();
     assert!(!server.exists("lock:k"), "the waiter's release freed it");
 }
+
+/// A waiter that is not `fair` stands in Redis's line from its second look
+/// when another process holds the lock: that process's release then grants
+/// it the lock and tells its process alone, instead of waking a waiter in
+/// every waiting process to race for it. Before, it barged for its first
+/// 10 ms, looking three times before it joined.
+#[test]
+fn a_waiter_joins_the_line_at_once_when_another_process_holds_the_lock() {
+    let server = RedisServer::start();
+    let a = slow_polling_alias(&server.url(), "wait-remote");
+    // This process's record and scripts are in place before the count.
+    drop(Lock::new("warm-up").alias(a).acquire().unwrap());
+    // Held by another process: its token's head ('.' is in no token of ours).
+    let foreign = "...........abcdefghijk";
+    server.cmd(&["SET", "lock:r", &format!("{foreign}60000"), "PX", "60000"]);
+    server.cmd(&["CONFIG", "RESETSTAT"]);
+    let waiter = std::thread::spawn(move || {
+        Lock::new("r")
+            .alias(a)
+            .wait_for(Duration::from_secs(20))
+            .acquire()
+            .map(|g| g.fencing_token())
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while list(&server, "lock%:line:lock:r").is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the waiter never joined the line"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    // Past the 10 ms a barging waiter looked for before it joined.
+    std::thread::sleep(Duration::from_millis(100));
+    // Scripts the server does not know yet are loaded and run again.
+    let stats = server.info("commandstats");
+    let evalsha = &stats["cmdstat_evalsha"];
+    let field = |name: &str| -> u64 {
+        evalsha
+            .split(',')
+            .find_map(|f| f.strip_prefix(name))
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    assert_eq!(
+        field("calls=") - field("failed_calls="),
+        1,
+        "the plain first attempt, then one look, which joined the line: {evalsha}"
+    );
+    // The holder goes the way a release goes: the line's head gets it.
+    let forced = lock_runtime::registry::alias(a)
+        .unwrap()
+        .force_release("r", "the other process's release")
+        .unwrap();
+    assert!(
+        forced.removed.is_some(),
+        "the other process's lock was there"
+    );
+    let granted = waiter.join().unwrap().unwrap();
+    assert!(granted.is_some(), "a granted lock has its fencing token");
+}

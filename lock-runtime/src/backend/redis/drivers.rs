@@ -13,7 +13,7 @@ use redis::aio::MultiplexedConnection;
 use super::gate::Turn;
 use super::io::{self, Place};
 use super::scripts::{self, Call};
-use super::waiting::{Action, Outcome, Waiting};
+use super::waiting::{Action, Line, Outcome, Waiting};
 use super::wake::{LocalWaiter, Wakeups, Watch};
 use super::{AcquireArgs, Inner, Tried, handover_invocation};
 use crate::backend::{Acquired, Attempt, BackendError, Token};
@@ -29,7 +29,7 @@ pub(super) fn acquire_blocking(
     if !waiting.fair()
         && let Some(solo) = inner.gates.solo()
     {
-        let tried = inner.sync_try(args, false, true)?;
+        let tried = inner.sync_try(args, Line::Out, true)?;
         drop(solo);
         match tried.attempt {
             Attempt::Acquired(a) => return Ok(Some(a)),
@@ -61,9 +61,9 @@ pub(super) fn acquire_blocking(
     loop {
         turn.step();
         last = match line.waiting.next(Instant::now(), last) {
-            Action::Attempt { in_line, first } => {
+            Action::Attempt { line, first } => {
                 listening.before_look(|| inner.wakeups.io());
-                let tried = inner.sync_try(args, in_line, first)?;
+                let tried = inner.sync_try(args, line, first)?;
                 Outcome::Attempted(tried.attempt, tried.fence_now)
             }
             Action::Listen => {
@@ -105,7 +105,9 @@ pub(super) async fn acquire(
     if !waiting.fair()
         && let Some(solo) = inner.gates.solo()
     {
-        let tried = inner.try_acquire_on(&mut conn, &args, false, true).await;
+        let tried = inner
+            .try_acquire_on(&mut conn, &args, Line::Out, true)
+            .await;
         drop(solo);
         match tried {
             Ok(Tried {
@@ -163,9 +165,9 @@ async fn wait(
     loop {
         turn.step();
         last = match line.waiting.next(Instant::now(), last) {
-            Action::Attempt { in_line, first } => {
+            Action::Attempt { line: stand, first } => {
                 listening.before_look(|| inner.wakeups.here());
-                match inner.try_acquire_on(&mut conn, &args, in_line, first).await {
+                match inner.try_acquire_on(&mut conn, &args, stand, first).await {
                     Ok(tried) => Outcome::Attempted(tried.attempt, tried.fence_now),
                     Err(e) => {
                         // The request may have landed all the same.

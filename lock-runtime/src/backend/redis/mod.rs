@@ -18,10 +18,12 @@
 //! by the release itself (pub/sub, one subscriber connection per store) and
 //! looks again at the holder's lease end in case no release comes; a release
 //! made in its own process hands it the lock in the release's own script and
-//! wakes it directly, with no look and no message. A waiter that has waited
-//! [`STARVATION`] in Redis joins a line kept there, and from then on every
-//! release hands the lock to the head of the line, so no process starves;
-//! `fair` requests join the line at once. So `fair = true` means: waiters of
+//! wakes it directly, with no look and no message. A waiter whose look finds
+//! the lock held by another process (or that has waited [`STARVATION`] in
+//! Redis) joins a line kept there, and from then on every release hands the
+//! lock to the head of the line and tells that waiter's process alone, so no
+//! process starves and no release wakes every waiting process to race for
+//! the lock; `fair` requests join the line at once. So `fair = true` means: waiters of
 //! one process are served in arrival order, and processes in the order their
 //! current waiter joined the line (a process with many waiters gets one turn
 //! in the line at a time, not one per waiter). One step machine decides all
@@ -65,11 +67,12 @@ use crate::lease::DEFAULT_LEASE;
 use drivers::{Leftover, Release};
 use io::Place;
 use scripts::Call;
-use waiting::Waiting;
+use waiting::{Line, Waiting};
 use wake::Subscribers;
 
-/// How long a barging waiter may wait before it joins the line, after which
-/// releases hand the lock to it in turn.
+/// How long a barging waiter may wait behind a holder of its own process
+/// before it joins the line, after which releases hand the lock to it in
+/// turn. (Behind another process's holder it joins at its second look.)
 ///
 /// Needs a Redis server:
 ///
@@ -377,8 +380,8 @@ impl AcquireArgs {
     /// lock is busy the counter moved for nothing, which keeps tokens
     /// increasing all the same. Later looks go through the script, which also
     /// marks the lock as waited for and reports its lease.
-    fn fast(&self, fence_key: &str, in_line: bool) -> Option<redis::Pipeline> {
-        if self.steal_ms != 0 || in_line {
+    fn fast(&self, fence_key: &str, line: Line) -> Option<redis::Pipeline> {
+        if self.steal_ms != 0 || line != Line::Out {
             return None;
         }
         let token = self.token.encode();
@@ -399,19 +402,21 @@ impl AcquireArgs {
         Some(pipe)
     }
 
-    fn invocation(&self, fence_key: &str, in_line: bool) -> Call {
+    /// The script call of an attempt standing in `line`.
+    fn invocation(&self, fence_key: &str, line: Line) -> Call {
         let token = self.token.encode();
-        if self.will_wait && in_line {
+        if self.will_wait && line != Line::Out {
             // The line's keys are made only for waiters that join it.
-            let [line, alive] = line_keys(fence_key, &self.key);
+            let [queue, alive] = line_keys(fence_key, &self.key);
             let mut call = Call::new(
                 &scripts::ACQUIRE_FAIR,
-                &[&self.key, fence_key, &line, &alive],
+                &[&self.key, fence_key, &queue, &alive],
             );
             call.arg(token.as_str())
                 .arg(self.lease_ms)
                 .arg(self.steal_ms)
-                .arg(&self.meta);
+                .arg(&self.meta)
+                .arg(if line == Line::IfRemote { "1" } else { "" });
             return call;
         }
         let mut call = Call::new(&scripts::ACQUIRE, &[&self.key, fence_key]);
@@ -765,26 +770,21 @@ impl Inner {
     }
 
     /// One attempt; `first` allows the plain fast path.
-    fn sync_try(
-        &self,
-        args: &AcquireArgs,
-        in_line: bool,
-        first: bool,
-    ) -> Result<Tried, BackendError> {
+    fn sync_try(&self, args: &AcquireArgs, line: Line, first: bool) -> Result<Tried, BackendError> {
         if let Some(record) = self.books.due() {
             let written = self.pool.with(|c| record.query::<()>(c));
             self.books.written(written.is_ok());
             written.map_err(|e| self.sync_failed(e))?;
         }
         let sent = Instant::now();
-        if first && let Some(pipe) = args.fast(&self.fence_key, in_line) {
+        if first && let Some(pipe) = args.fast(&self.fence_key, line) {
             return self
                 .pool
                 .with(|c| pipe.query(c))
                 .map(|reply| fast_attempt(reply, sent).into())
                 .map_err(|e| self.sync_failed(e));
         }
-        let reply: Vec<i64> = self.sync(&args.invocation(&self.fence_key, in_line))?;
+        let reply: Vec<i64> = self.sync(&args.invocation(&self.fence_key, line))?;
         Ok(attempt(&reply, sent))
     }
 
@@ -792,7 +792,7 @@ impl Inner {
         &self,
         conn: &mut MultiplexedConnection,
         args: &AcquireArgs,
-        in_line: bool,
+        line: Line,
         first: bool,
     ) -> Result<Tried, BackendError> {
         if let Some(record) = self.books.due() {
@@ -801,7 +801,7 @@ impl Inner {
             written.map_err(|e| self.async_failed(e))?;
         }
         let sent = Instant::now();
-        if first && let Some(pipe) = args.fast(&self.fence_key, in_line) {
+        if first && let Some(pipe) = args.fast(&self.fence_key, line) {
             return pipe
                 .query_async(conn)
                 .await
@@ -809,7 +809,7 @@ impl Inner {
                 .map_err(|e| self.async_failed(e));
         }
         let reply: Vec<i64> = self
-            .invoke_on(conn, args.invocation(&self.fence_key, in_line))
+            .invoke_on(conn, args.invocation(&self.fence_key, line))
             .await?;
         Ok(attempt(&reply, sent))
     }
@@ -887,7 +887,9 @@ impl Inner {
 impl Backend for RedisBackend {
     fn try_acquire(&self, req: &Request<'_>) -> Result<Attempt, BackendError> {
         let args = AcquireArgs::new(req, false, self.inner.books.meta_of(req));
-        self.inner.sync_try(&args, false, true).map(|t| t.attempt)
+        self.inner
+            .sync_try(&args, Line::Out, true)
+            .map(|t| t.attempt)
     }
 
     fn release(&self, key: &str, token: Token) -> Result<bool, BackendError> {
@@ -987,7 +989,7 @@ impl Backend for RedisBackend {
         let args = AcquireArgs::new(req, false, self.inner.books.meta_of(req));
         self.inner.run(move |inner, mut conn| async move {
             let out = inner
-                .try_acquire_on(&mut conn, &args, false, true)
+                .try_acquire_on(&mut conn, &args, Line::Out, true)
                 .await
                 .map(|t| t.attempt);
             if out.is_err() {

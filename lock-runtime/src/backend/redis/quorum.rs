@@ -24,6 +24,7 @@ use once_cell::sync::Lazy;
 use redis::Script;
 use tokio::sync::{mpsc, watch};
 
+use super::waiting::Line;
 use super::{
     AcquireArgs, Inner, RedisBackend, extend_invocation, handover_invocation, io, scripts,
 };
@@ -701,7 +702,7 @@ async fn acquire_on(
     };
     conn.set_response_timeout(patience);
     let answer = inner
-        .try_acquire_on(&mut conn, &args, false, true)
+        .try_acquire_on(&mut conn, &args, Line::Out, true)
         .await
         .map(|t| t.attempt);
     // An error after sending (a dropped connection, say) leaves it unknown

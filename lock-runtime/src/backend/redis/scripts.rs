@@ -210,13 +210,18 @@ return {0, retry_in(held, pttl, tonumber(ARGV[3]))}
 });
 
 /// Acquisition in line. `KEYS`: lock, fence counter, line, liveness set.
-/// `ARGV`: token, lease ms, steal age ms, meta suffix. A line entry is the token, the lease and the meta suffix,
+/// `ARGV`: token, lease ms, steal age ms, meta suffix, and `1` to join only
+/// if the lock's holder is another process's. A line entry is the token, the lease and the meta suffix,
 /// so a lock a release hands to the line's head keeps its holder's label.
 /// Takes the lock if it is ours (granted while the message was on its way,
 /// or a retry), stale, or free with nobody ahead; else joins the line (or
 /// refreshes its place) and returns `{0, pttl, fencing counter}`: a grant
 /// message numbered no higher than that counter was sent before this look,
 /// which found the lock not ours, so the waiter must not count on it.
+/// With `ARGV[5]` = `1`, a lock held in the caller's own process (its
+/// token's head is the caller's) is only marked as waited for, and the
+/// reply is `{0, ms}` as from [`ACQUIRE`]: that holder's release hands the
+/// lock to the process's waiter itself, with no line in Redis.
 pub(crate) static ACQUIRE_FAIR: Lazy<Script> = Lazy::new(|| {
     script(
         r#"
@@ -228,6 +233,11 @@ local take, head, now
 if held then
   pttl = redis.call('PTTL', KEYS[1])
   take = owner(held) == token or stale(held, pttl, tonumber(ARGV[3]))
+  if not take and ARGV[5] == '1' and string.sub(held, 1, 11) == string.sub(token, 1, 11)
+    and not redis.call('ZSCORE', KEYS[4], entry) then
+    if not waiting(held) then redis.call('APPEND', KEYS[1], '*') end
+    return {0, retry_in(held, pttl, tonumber(ARGV[3]))}
+  end
 else
   -- Only a free lock needs the line's head (a held one's release prunes
   -- the dead and finds it).

@@ -9,11 +9,23 @@ use std::time::{Duration, Instant};
 use super::{REFRESH, STARVATION, asked_lease_ms, granted_lease};
 use crate::backend::{Acquired, Attempt, BackendError, Jitter, Request, Wait};
 
+/// How an attempt stands in the line Redis keeps for the lock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Line {
+    /// Barging: outside the line.
+    Out,
+    /// In the line if the lock's holder is another process's (one in this
+    /// process hands the lock to this process's waiter itself).
+    IfRemote,
+    /// In the line (fair, starving, or there already).
+    In,
+}
+
 /// What the driver does next.
 #[derive(Debug, PartialEq)]
 pub(super) enum Action {
     /// Send one acquisition; `first` allows the plain `SET NX` fast path.
-    Attempt { in_line: bool, first: bool },
+    Attempt { line: Line, first: bool },
     /// Make sure a release of the key wakes this waiter: register for its
     /// channel and subscribe it if needed, then report
     /// [`Outcome::Listening`] or [`Outcome::Subscribed`].
@@ -53,10 +65,15 @@ pub(super) struct Waiting {
     poll: Duration,
     jitter: Jitter,
     lease_ms: u64,
-    /// The next attempts go through the line.
-    in_line: bool,
+    /// Whether the next attempts go through the line.
+    line: Line,
+    /// Asked for `fair`.
+    fair: bool,
     /// An attempt was sent in line, so Redis may keep a place for it.
     joined: bool,
+    /// Redis keeps a place in line for it: a release grants it the lock
+    /// and sends it the grant.
+    queued: bool,
     /// Wake-ups are unavailable (the subscriber could not subscribe): poll.
     polling: bool,
     first: bool,
@@ -81,8 +98,10 @@ impl Waiting {
             poll: wait.poll_interval,
             jitter: Jitter::new(req.token),
             lease_ms: asked_lease_ms(req),
-            in_line: req.fair,
+            line: if req.fair { Line::In } else { Line::Out },
+            fair: req.fair,
             joined: false,
+            queued: false,
             polling: false,
             first: true,
             sent: now,
@@ -105,6 +124,17 @@ impl Waiting {
     pub(super) fn contended(&mut self, now: Instant) {
         self.first = false;
         self.started = now;
+        self.stand_in_line();
+    }
+
+    /// From its first busy reply on, a barging waiter stands in the line
+    /// whenever the lock's holder is another process's: a release then
+    /// grants it the lock and tells its process alone, instead of waking a
+    /// waiter in every waiting process to race for it.
+    fn stand_in_line(&mut self) {
+        if self.line == Line::Out {
+            self.line = Line::IfRemote;
+        }
     }
 
     /// Starts the waiter asleep, without a look: a holder in its own process
@@ -127,7 +157,7 @@ impl Waiting {
     /// Whether it waits in line from the start (`fair`), so that it never
     /// passes a waiter of its own process.
     pub(super) fn fair(&self) -> bool {
-        self.in_line
+        self.fair
     }
 
     /// When this acquisition gives up, if ever.
@@ -143,6 +173,7 @@ impl Waiting {
     /// The place in line was left (or never needs leaving).
     pub(super) fn left(&mut self) {
         self.joined = false;
+        self.queued = false;
     }
 
     /// What to do at `now` after `last` (first [`Outcome::Start`]), until
@@ -156,7 +187,7 @@ impl Waiting {
             Outcome::Listening {
                 fresh: true,
                 in_time: true,
-            } if self.joined => Action::Sleep { until: self.until },
+            } if self.queued => Action::Sleep { until: self.until },
             Outcome::Start
             | Outcome::Subscribed(Ok(()))
             | Outcome::Listening { fresh: true, .. }
@@ -164,12 +195,18 @@ impl Waiting {
             Outcome::Attempted(Attempt::Acquired(a), _) => self.done(a),
             Outcome::Attempted(Attempt::Busy(busy), fence) => {
                 self.first = false;
-                self.seen_fence = self.seen_fence.max(fence.unwrap_or(0));
+                if let Some(f) = fence {
+                    // Only a look that holds a place in line reads the counter.
+                    self.seen_fence = self.seen_fence.max(f);
+                    self.queued = true;
+                    self.line = Line::In;
+                }
                 if self.deadline.is_some_and(|d| now >= d) {
                     return Action::Done(None);
                 }
-                if !self.in_line && now - self.started >= STARVATION {
-                    self.in_line = true;
+                self.stand_in_line();
+                if self.line != Line::In && now - self.started >= STARVATION {
+                    self.line = Line::In;
                     return self.attempt(now);
                 }
                 self.until = self.sleep_until(now, busy.retry_in);
@@ -211,10 +248,12 @@ impl Waiting {
     }
 
     fn attempt(&mut self, now: Instant) -> Action {
-        self.joined |= self.in_line;
+        self.joined |= self.line != Line::Out;
+        // An attempt in line joins it unless it takes the lock.
+        self.queued |= self.line == Line::In;
         self.sent = now;
         Action::Attempt {
-            in_line: self.in_line,
+            line: self.line,
             first: self.first,
         }
     }
@@ -222,6 +261,7 @@ impl Waiting {
     fn done(&mut self, a: Acquired) -> Action {
         // Taking the lock in line took it out of the line too.
         self.joined = false;
+        self.queued = false;
         Action::Done(Some(a))
     }
 
@@ -232,12 +272,13 @@ impl Waiting {
             // No release announces a lease that runs out.
             cap(now + r + Duration::from_millis(1));
         }
-        if self.in_line {
+        if self.line == Line::In {
             // Show the line it is alive before its place expires.
             cap(now + REFRESH);
         } else {
-            // Join the line on time even if no wake-up comes: a barging
-            // waiter is only woken when it is first in its process's queue.
+            // Join the line on time even if no wake-up comes: a waiter
+            // outside it is not told when a release grants the lock to the
+            // line's head.
             cap(self.started + STARVATION);
         }
         if self.polling {
@@ -285,7 +326,7 @@ mod tests {
         assert_eq!(
             w.next(t0, Outcome::Start),
             Action::Attempt {
-                in_line: false,
+                line: Line::Out,
                 first: true
             }
         );
@@ -299,10 +340,11 @@ mod tests {
                 }
             ),
             Action::Attempt {
-                in_line: false,
+                line: Line::IfRemote,
                 first: false
             },
-            "just registered: looks once more before sleeping"
+            "just registered: looks once more before sleeping, in line if \
+             another process holds the lock"
         );
     }
 
@@ -369,7 +411,7 @@ mod tests {
         assert_eq!(
             w.next(later, Outcome::Woke { grant: None }),
             Action::Attempt {
-                in_line: true,
+                line: Line::In,
                 first: false
             }
         );
@@ -394,7 +436,7 @@ mod tests {
         assert_eq!(
             w.next(starving, busy(None)),
             Action::Attempt {
-                in_line: true,
+                line: Line::In,
                 first: false
             },
             "it joins the line at once"
@@ -423,7 +465,7 @@ mod tests {
             assert_eq!(
                 w.next(now, Outcome::Woke { grant: None }),
                 Action::Attempt {
-                    in_line: true,
+                    line: Line::In,
                     first: false
                 },
                 "the next look refreshes its place"
@@ -456,7 +498,7 @@ mod tests {
         assert_eq!(
             w.next(t0, Outcome::Subscribed(Err(failed))),
             Action::Attempt {
-                in_line: true,
+                line: Line::In,
                 first: false
             },
             "it looks again before it sleeps unwoken"
@@ -483,7 +525,7 @@ mod tests {
         assert_eq!(
             w.next(t0, Outcome::Subscribed(Ok(()))),
             Action::Attempt {
-                in_line: false,
+                line: Line::IfRemote,
                 first: false
             }
         );
@@ -542,7 +584,7 @@ mod tests {
         assert_eq!(
             w.next(t1, Outcome::Woke { grant: Some(9) }),
             Action::Attempt {
-                in_line: true,
+                line: Line::In,
                 first: false
             },
             "a stale grant is looked at again, not taken"
@@ -585,7 +627,7 @@ mod tests {
         assert_eq!(
             w.next(late, Outcome::Woke { grant: Some(3) }),
             Action::Attempt {
-                in_line: true,
+                line: Line::In,
                 first: false
             }
         );
@@ -615,11 +657,102 @@ mod tests {
             assert_eq!(
                 w.next(t0 + STARVATION, Outcome::Woke { grant: None }),
                 Action::Attempt {
-                    in_line: fair,
+                    line: if fair { Line::In } else { Line::IfRemote },
                     first: false
                 },
                 "then it looks, through the script"
             );
         }
+    }
+
+    /// A busy reply from a look that holds a place in line: it read the
+    /// fencing counter.
+    fn busy_in_line(retry_in: Duration, fence: u64) -> Outcome {
+        Outcome::Attempted(Attempt::Busy(Busy::new(Some(retry_in))), Some(fence))
+    }
+
+    #[test]
+    fn a_barging_waiter_whose_look_joined_the_line_waits_there_for_its_grant() {
+        let t0 = Instant::now();
+        let req = Request::new("k");
+        let mut w = waiting(&req, None, t0);
+        w.next(t0, Outcome::Start);
+        assert_eq!(w.next(t0, busy(None)), Action::Listen);
+        assert_eq!(
+            w.next(t0, Outcome::Subscribed(Ok(()))),
+            Action::Attempt {
+                line: Line::IfRemote,
+                first: false
+            }
+        );
+        // Another process holds the lock: the look joined the line.
+        assert_eq!(
+            w.next(t0, busy_in_line(Duration::from_secs(60), 7)),
+            Action::Listen
+        );
+        match w.next(
+            t0,
+            Outcome::Listening {
+                fresh: false,
+                in_time: true,
+            },
+        ) {
+            Action::Sleep { until: Some(u) } => assert!(
+                u > t0 + STARVATION && u <= t0 + REFRESH,
+                "in line it sleeps until its refresh, not a barging waiter's 10 ms: {:?}",
+                u - t0
+            ),
+            other => panic!("expected a sleep, got {other:?}"),
+        }
+        assert!(w.holds_place());
+        assert_eq!(
+            w.next(t0 + REFRESH, Outcome::Woke { grant: None }),
+            Action::Attempt {
+                line: Line::In,
+                first: false
+            },
+            "its later looks keep its place"
+        );
+        assert!(
+            matches!(
+                w.next(t0 + REFRESH, busy_in_line(Duration::from_secs(60), 8)),
+                Action::Listen
+            ),
+            "still waiting"
+        );
+        assert!(matches!(
+            w.next(t0 + REFRESH, Outcome::Woke { grant: Some(9) }),
+            Action::Done(Some(_))
+        ));
+        assert!(!w.holds_place(), "the grant took it out of the line");
+    }
+
+    #[test]
+    fn a_barging_waiter_behind_a_holder_of_its_own_process_joins_the_line_only_when_it_starves() {
+        let t0 = Instant::now();
+        let req = Request::new("k");
+        let mut w = waiting(&req, None, t0);
+        w.next(t0, Outcome::Start);
+        w.next(t0, busy(None));
+        w.next(t0, Outcome::Subscribed(Ok(())));
+        // The holder is of its own process: no place in line, no counter.
+        let until = sleeps_after_busy(&mut w, t0, Some(Duration::from_secs(60)));
+        assert!(until <= t0 + STARVATION, "{:?}", until - t0);
+        let starving = t0 + STARVATION;
+        assert_eq!(
+            w.next(starving, Outcome::Woke { grant: None }),
+            Action::Attempt {
+                line: Line::IfRemote,
+                first: false
+            }
+        );
+        assert_eq!(
+            w.next(starving, busy(Some(Duration::from_secs(60)))),
+            Action::Attempt {
+                line: Line::In,
+                first: false
+            },
+            "starving, it joins whoever holds the lock"
+        );
     }
 }
