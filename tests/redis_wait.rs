@@ -549,3 +549,32 @@ fn a_waiter_joins_the_line_at_once_when_another_process_holds_the_lock() {
     let granted = waiter.join().unwrap().unwrap();
     assert!(granted.is_some(), "a granted lock has its fencing token");
 }
+
+/// A waiter that gives up behind a holder of its own process never stood
+/// in Redis's line (its looks find the holder local and only mark the lock
+/// as waited for), so it sends no leave: in a burst of waiters timing out,
+/// a leave each was a round trip on the connection the hand-offs use.
+#[test]
+fn a_waiter_that_gives_up_behind_its_own_process_holder_sends_no_leave() {
+    let server = RedisServer::start();
+    let a = slow_polling_alias(&server.url(), "wait-own");
+    let held = Lock::new("own").alias(a).acquire().unwrap();
+    server.cmd(&["CONFIG", "RESETSTAT"]);
+    // Its deadline comes before the 10 ms after which a waiter joins the
+    // line behind any holder.
+    let err = Lock::new("own")
+        .alias(a)
+        .wait_for(Duration::from_millis(5))
+        .acquire()
+        .unwrap_err();
+    assert!(err.is_timeout(), "{err}");
+    assert!(
+        calls(&server, "evalsha") >= 1,
+        "the waiter looked through the line's script"
+    );
+    // A leave is the only script that removes a place (`ZREM`); a look
+    // behind a local holder neither joins nor leaves.
+    assert_eq!(calls(&server, "zrem"), 0, "a leave was sent");
+    assert!(list(&server, "lock%:line:lock:own").is_empty());
+    held.release().unwrap();
+}

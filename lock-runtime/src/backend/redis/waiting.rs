@@ -195,11 +195,18 @@ impl Waiting {
             Outcome::Attempted(Attempt::Acquired(a), _) => self.done(a),
             Outcome::Attempted(Attempt::Busy(busy), fence) => {
                 self.first = false;
-                if let Some(f) = fence {
+                match fence {
                     // Only a look that holds a place in line reads the counter.
-                    self.seen_fence = self.seen_fence.max(f);
-                    self.queued = true;
-                    self.line = Line::In;
+                    Some(f) => {
+                        self.seen_fence = self.seen_fence.max(f);
+                        self.queued = true;
+                        self.line = Line::In;
+                    }
+                    // A look asked to join only behind another process's
+                    // holder found none, and found no place of its own
+                    // either: there is none to leave when it gives up.
+                    None if self.line == Line::IfRemote => self.joined = false,
+                    None => {}
                 }
                 if self.deadline.is_some_and(|d| now >= d) {
                     return Action::Done(None);
@@ -738,6 +745,10 @@ mod tests {
         // The holder is of its own process: no place in line, no counter.
         let until = sleeps_after_busy(&mut w, t0, Some(Duration::from_secs(60)));
         assert!(until <= t0 + STARVATION, "{:?}", until - t0);
+        assert!(
+            !w.holds_place(),
+            "a look that found its own process's holder left no place to leave"
+        );
         let starving = t0 + STARVATION;
         assert_eq!(
             w.next(starving, Outcome::Woke { grant: None }),
@@ -754,5 +765,6 @@ mod tests {
             },
             "starving, it joins whoever holds the lock"
         );
+        assert!(w.holds_place(), "a look in line may have joined it");
     }
 }
