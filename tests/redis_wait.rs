@@ -578,3 +578,47 @@ fn a_waiter_that_gives_up_behind_its_own_process_holder_sends_no_leave() {
     assert!(list(&server, "lock%:line:lock:own").is_empty());
     held.release().unwrap();
 }
+
+/// Waiters that give up while a release in their own process hands them the
+/// lock leave no lock behind: the release granted it before the waiter gave
+/// up, so the waiter passes it on as it leaves (it used to stay held, for
+/// nobody, until its lease ran out). Rounds of tasks with deadlines shorter
+/// than the crowd needs make many such crossings.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiters_that_give_up_as_the_lock_is_handed_to_them_leave_it_free() {
+    let server = RedisServer::start();
+    let a = slow_polling_alias(&server.url(), "wait-give-up");
+    for round in 0..10 {
+        let key = format!("crowd-{round}");
+        let tasks: Vec<_> = (0..1_000)
+            .map(|_| {
+                let lock = Lock::new(key.clone())
+                    .alias(a)
+                    .wait_for(Duration::from_millis(20));
+                tokio::spawn(async move {
+                    match lock.acquire_async().await {
+                        Ok(guard) => {
+                            tokio::task::yield_now().await;
+                            guard.release_async().await.unwrap();
+                        }
+                        Err(e) => assert!(e.is_timeout(), "{e}"),
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+        // What is passed on in the background has a moment to land.
+        let lock_key = format!("lock:{key}");
+        let deadline = Instant::now() + Duration::from_secs(1);
+        while server.cmd(&["EXISTS", &lock_key]) != RespValue::Int(0) {
+            assert!(
+                Instant::now() < deadline,
+                "round {round}: {lock_key} is still held after every waiter ended: {:?}",
+                server.cmd(&["GET", &lock_key]).as_str().map(str::to_owned)
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}

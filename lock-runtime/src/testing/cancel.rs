@@ -144,4 +144,44 @@ impl Conformance {
             s.takeable(&format!("after racing waiter {i} was cancelled"), &lock);
         }
     }
+
+    /// A crowd of async waiters with deadlines too short for all of them
+    /// strands nothing: some get the lock (each holding it across a yield),
+    /// the rest give up, many of them just as a release hands them the
+    /// lock; once every task has ended, the lock is free within the slack.
+    ///
+    /// ```
+    /// use lock_runtime::registry::AliasConfig;
+    /// use lock_runtime::testing::Conformance;
+    ///
+    /// Conformance::new("memory", AliasConfig::memory).crowd_giving_up_strands_nothing();
+    /// ```
+    pub fn crowd_giving_up_strands_nothing(&self) {
+        let s = Arc::new(self.scope("crowd_giving_up_strands_nothing"));
+        let rt = runtime(&s);
+        for round in 0..5 {
+            let lock = s.lock(&s.key(&format!("crowd-{round}")));
+            rt.block_on(async {
+                let tasks: Vec<_> = (0..300)
+                    .map(|_| {
+                        let lock = lock.clone().wait_for(Duration::from_millis(10));
+                        tokio::spawn(async move {
+                            let guard = lock.acquire_async().await?;
+                            tokio::task::yield_now().await;
+                            guard.release_async().await
+                        })
+                    })
+                    .collect();
+                for t in tasks {
+                    match t.await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) if e.is_timeout() => {}
+                        Ok(Err(e)) => panic!("{s}: a waiter of the crowd failed: {e}"),
+                        Err(e) => panic!("{s}: a waiter of the crowd did not finish: {e}"),
+                    }
+                }
+            });
+            s.takeable(&format!("after crowd {round} ended"), &lock);
+        }
+    }
 }

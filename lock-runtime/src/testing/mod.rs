@@ -371,6 +371,10 @@ impl Conformance {
             Self::cancelled_grant_gives_the_lock_back,
         ),
         (
+            "crowd_giving_up_strands_nothing",
+            Self::crowd_giving_up_strands_nothing,
+        ),
+        (
             "lost_signal_keeps_its_promises",
             Self::lost_signal_keeps_its_promises,
         ),
@@ -598,6 +602,7 @@ macro_rules! conformance_tests {
             $crate::__conformance_test!(try_wait_and_wait_for_deadlines; [$($($ignored : $why),*)?]);
             $crate::__conformance_test!(cancelled_waiter_strands_nothing; [$($($ignored : $why),*)?]);
             $crate::__conformance_test!(cancelled_grant_gives_the_lock_back; [$($($ignored : $why),*)?]);
+            $crate::__conformance_test!(crowd_giving_up_strands_nothing; [$($($ignored : $why),*)?]);
             $crate::__conformance_test!(lost_signal_keeps_its_promises; [$($($ignored : $why),*)?]);
             $crate::__conformance_test!(hostile_keys_are_distinct_locks; [$($($ignored : $why),*)?]);
             $crate::__conformance_test!(holders_are_listed; [$($($ignored : $why),*)?]);

@@ -36,24 +36,19 @@ pub(super) fn acquire_blocking(
             busy => last = Outcome::Attempted(busy, tried.fence_now),
         }
     }
+    let waiter = LocalWaiter::for_thread(args.token);
+    let deadline = waiting.deadline();
+    let mut line = LineGuard::new(inner, args, waiting, Via::Pool, &waiter);
     // Behind another waiter of this process for the key: wait here first.
     let Some(turn) = inner
         .gates
-        .turn_blocking(&args.key, args.seat(), waiting.deadline())
+        .turn_blocking(&args.key, args.seat(), &waiter, deadline)
     else {
         return Ok(None);
     };
-    let mut line = LineGuard {
-        inner,
-        args,
-        waiting,
-        via: Via::Pool,
-        give_back: false,
-    };
-    let mut listening = Listening::default();
-    let make = || LocalWaiter::for_thread(args.token);
+    let mut listening = Listening::new(waiter);
     if let Some(start) =
-        listening.queued_turn(&turn, &mut line.waiting, || inner.wakeups.io(), args, make)
+        listening.queued_turn(&turn, &mut line.waiting, || inner.wakeups.io(), args)
     {
         last = start;
     }
@@ -67,7 +62,7 @@ pub(super) fn acquire_blocking(
                 Outcome::Attempted(tried.attempt, tried.fence_now)
             }
             Action::Listen => {
-                let fresh = listening.register(|| inner.wakeups.io(), &args.key, make);
+                let fresh = listening.register(|| inner.wakeups.io(), &args.key);
                 listening.offer(&turn, args);
                 match listening.subscription() {
                     None => Outcome::Listening {
@@ -78,13 +73,16 @@ pub(super) fn acquire_blocking(
                 }
             }
             Action::Sleep { until } => {
-                let waiter = listening.waiter(make);
-                waiter.park_until(until);
-                woke(waiter)
+                listening.waiter.park_until(until);
+                woke(&listening.waiter)
             }
+            // Its deadline passed as a release granted it the lock: the
+            // grant is taken up (or, if stale, looked at), not bounced.
+            Action::Done(None) if listening.waiter.has_grant() => woke(&listening.waiter),
             Action::Done(outcome) => {
                 turn.finish(outcome.is_some());
-                if line.waiting.holds_place() {
+                line.won = outcome.is_some();
+                if line.must_leave() {
                     line.leave_blocking();
                 }
                 return Ok(outcome);
@@ -135,30 +133,22 @@ async fn wait(
     waiting: Waiting,
     mut last: Outcome,
 ) -> Result<Option<Acquired>, BackendError> {
+    let waiter = LocalWaiter::for_task(args.token);
+    let deadline = waiting.deadline();
+    let via = Via::Conn(conn.clone());
+    let mut line = LineGuard::new(&inner, &args, waiting, via, &waiter);
     // Behind another waiter of this process for the key: wait here first.
     let Some(turn) = inner
         .gates
-        .turn(&args.key, args.seat(), waiting.deadline())
+        .turn(&args.key, args.seat(), Arc::clone(&waiter), deadline)
         .await
     else {
         return Ok(None);
     };
-    let mut line = LineGuard {
-        inner: &inner,
-        args: &args,
-        waiting,
-        via: Via::Conn(conn.clone()),
-        give_back: false,
-    };
-    let mut listening = Listening::default();
-    let make = || LocalWaiter::for_task(args.token);
-    if let Some(start) = listening.queued_turn(
-        &turn,
-        &mut line.waiting,
-        || inner.wakeups.here(),
-        &args,
-        make,
-    ) {
+    let mut listening = Listening::new(waiter);
+    if let Some(start) =
+        listening.queued_turn(&turn, &mut line.waiting, || inner.wakeups.here(), &args)
+    {
         last = start;
     }
     let mut turn = turn;
@@ -179,7 +169,7 @@ async fn wait(
             Action::Listen => {
                 // This runs on the runtime whose subscriber it gets, so the
                 // subscription is awaited right here.
-                let fresh = listening.register(|| inner.wakeups.here(), &args.key, make);
+                let fresh = listening.register(|| inner.wakeups.here(), &args.key);
                 listening.offer(&turn, &args);
                 match listening.subscription() {
                     None => Outcome::Listening {
@@ -190,7 +180,7 @@ async fn wait(
                 }
             }
             Action::Sleep { until } => {
-                let waiter = listening.waiter(make);
+                let waiter = &listening.waiter;
                 match until {
                     Some(u) => {
                         let _ = tokio::time::timeout_at(u.into(), waiter.signalled()).await;
@@ -199,9 +189,12 @@ async fn wait(
                 }
                 woke(waiter)
             }
+            // As in the blocking driver.
+            Action::Done(None) if listening.waiter.has_grant() => woke(&listening.waiter),
             Action::Done(outcome) => {
                 turn.finish(outcome.is_some());
-                if line.waiting.holds_place() {
+                line.won = outcome.is_some();
+                if line.must_leave() {
                     line.leave(&mut conn).await;
                 }
                 return Ok(outcome);
@@ -226,15 +219,24 @@ fn woke(waiter: &LocalWaiter) -> Outcome {
 
 /// A waiting acquisition's registration for wake-ups, made on its first
 /// wait only (most acquisitions never wait).
-#[derive(Default)]
 struct Listening {
-    waiter: Option<Arc<LocalWaiter>>,
+    /// What it sleeps on, and what a release in this process grants the
+    /// lock to.
+    waiter: Arc<LocalWaiter>,
     watch: Option<Watch>,
     /// The subscriber connection up when the last look was sent.
     before: Option<u64>,
 }
 
 impl Listening {
+    fn new(waiter: Arc<LocalWaiter>) -> Self {
+        Self {
+            waiter,
+            watch: None,
+            before: None,
+        }
+    }
+
     /// Notes which subscriber connection is up as a look is sent.
     fn before_look(&mut self, subscriber: impl FnOnce() -> Wakeups) {
         self.before = subscriber().live_generation();
@@ -260,15 +262,13 @@ impl Listening {
         waiting: &mut Waiting,
         subscriber: impl FnOnce() -> Wakeups,
         args: &AcquireArgs,
-        make: impl FnOnce() -> Arc<LocalWaiter>,
     ) -> Option<Outcome> {
         if !turn.was_queued() {
             return None;
         }
         let now = Instant::now();
         waiting.contended(now);
-        self.waiter = turn.waiter().cloned();
-        self.register(subscriber, &args.key, make);
+        self.register(subscriber, &args.key);
         self.offer(turn, args);
         Some(if turn.held_here() {
             waiting.skip_look(now)
@@ -279,17 +279,11 @@ impl Listening {
 
     /// Registers for wake-ups on `key` unless it did already; whether it
     /// registered just now. `subscriber` is asked for only then.
-    fn register(
-        &mut self,
-        subscriber: impl FnOnce() -> Wakeups,
-        key: &str,
-        make: impl FnOnce() -> Arc<LocalWaiter>,
-    ) -> bool {
+    fn register(&mut self, subscriber: impl FnOnce() -> Wakeups, key: &str) -> bool {
         if self.watch.is_some() {
             return false;
         }
-        let waiter = self.waiter.get_or_insert_with(make);
-        self.watch = Some(subscriber().register(key, waiter));
+        self.watch = Some(subscriber().register(key, &self.waiter));
         true
     }
 
@@ -307,14 +301,7 @@ impl Listening {
     /// Offers this waiter as the successor of a release made in this
     /// process (once registered).
     fn offer(&self, turn: &Turn<'_>, args: &AcquireArgs) {
-        if let Some(w) = &self.waiter {
-            turn.offer(args.token, args.lease_ms, &args.meta, w);
-        }
-    }
-
-    /// The waiter to sleep on (made here when wake-ups are off).
-    fn waiter(&mut self, make: impl FnOnce() -> Arc<LocalWaiter>) -> &Arc<LocalWaiter> {
-        self.waiter.get_or_insert_with(make)
+        turn.offer(args.token, args.lease_ms, &args.meta, &self.waiter);
     }
 }
 
@@ -326,20 +313,61 @@ enum Via {
 
 /// Holds a driver's [`Waiting`] so that however the driver ends without the
 /// lock (the deadline, an error, a panic, its future dropped), Redis keeps
-/// no place in line for it; and after an async request failed, what that
-/// request may have won is given back. On an async connection both go
-/// after whatever is still in flight on it, so they cannot overtake it. (A
-/// lock won by a request whose future was dropped is the runtime's to give
-/// back, through [`Backend::release_detached`](crate::backend::Backend::release_detached).)
+/// no place in line for it, and a lock a release granted it on its way out
+/// is passed on (the leave does both); and after an async request failed,
+/// what that request may have won is given back. On an async connection
+/// these go after whatever is still in flight on it, so they cannot
+/// overtake it. (A lock won by a request whose future was dropped is the
+/// runtime's to give back, through
+/// [`Backend::release_detached`](crate::backend::Backend::release_detached).)
+///
+/// Made before the local line is entered, so that it is dropped after the
+/// line's turn: once the turn has ended, no release can grant the waiter
+/// anything more.
 struct LineGuard<'a> {
     inner: &'a Arc<Inner>,
     args: &'a AcquireArgs,
     waiting: Waiting,
     via: Via,
+    /// What a release in this process grants the lock to.
+    waiter: Arc<LocalWaiter>,
+    /// The acquisition ended with the lock.
+    won: bool,
     give_back: bool,
 }
 
-impl LineGuard<'_> {
+impl<'a> LineGuard<'a> {
+    fn new(
+        inner: &'a Arc<Inner>,
+        args: &'a AcquireArgs,
+        waiting: Waiting,
+        via: Via,
+        waiter: &Arc<LocalWaiter>,
+    ) -> Self {
+        Self {
+            inner,
+            args,
+            waiting,
+            via,
+            waiter: Arc::clone(waiter),
+            won: false,
+            give_back: false,
+        }
+    }
+
+    /// Whether Redis may keep a place in line for the waiter, or a release
+    /// granted the lock to a waiter that ends without it (the grant came as
+    /// it gave up: its deadline passed, or its future was dropped).
+    fn must_leave(&self) -> bool {
+        self.waiting.holds_place() || (!self.won && self.waiter.has_grant())
+    }
+
+    /// It leaves: no place, and no grant, is left to give up.
+    fn left(&mut self) {
+        self.waiting.left();
+        self.waiter.take_grant();
+    }
+
     fn leave_invocation(&self) -> Call {
         handover_invocation(
             &scripts::LEAVE,
@@ -357,7 +385,7 @@ impl LineGuard<'_> {
     }
 
     fn leave_blocking(&mut self) {
-        self.waiting.left();
+        self.left();
         if let Err(e) = self.inner.sync::<i64>(&self.leave_invocation()) {
             tracing::warn!(key = %self.args.key, error = %e, "could not leave the line; the place expires by itself");
         }
@@ -370,13 +398,13 @@ impl LineGuard<'_> {
         if let Err(e) = self.inner.invoke_on::<i64>(conn, leave).await {
             tracing::warn!(key = %self.args.key, error = %e, "could not leave the line; the place expires by itself");
         }
-        self.waiting.left();
+        self.left();
     }
 }
 
 impl Drop for LineGuard<'_> {
     fn drop(&mut self) {
-        let leave = self.waiting.holds_place();
+        let leave = self.must_leave();
         match &self.via {
             Via::Pool if leave => self.leave_blocking(),
             Via::Pool => {}

@@ -124,8 +124,6 @@ pub(super) struct Turn<'a> {
     beat: Arc<Beat>,
     /// It waited behind another local waiter: the key is contended.
     queued: bool,
-    /// The waiter it waited on, offered as a successor from the start.
-    waiter: Option<Arc<LocalWaiter>>,
     /// The turn came from a holder that ended with the lock.
     held_here: bool,
     /// How it ended, for the turn's next holder.
@@ -142,12 +140,6 @@ impl Turn<'_> {
     /// Whether it waited behind another waiter of this process.
     pub(super) fn was_queued(&self) -> bool {
         self.queued
-    }
-
-    /// The waiter it waited on: offered as the successor since it got the
-    /// turn, so the acquisition sleeps on it.
-    pub(super) fn waiter(&self) -> Option<&Arc<LocalWaiter>> {
-        self.waiter.as_ref()
     }
 
     /// Whether the previous holder of the turn ended with the lock, so a
@@ -291,15 +283,34 @@ impl Drop for Queued<'_> {
 }
 
 impl<'a> Queued<'a> {
-    /// Whether it has the turn now, taking it over from a stalled holder if
-    /// it is first in the queue; its turn when it has.
-    fn poll(&mut self, now: Instant) -> Option<Turn<'a>> {
+    /// What a queued waiter does next, for both drivers: it has the turn
+    /// (taking it over from a stalled holder if it is first in the queue),
+    /// or its deadline passed, or it sleeps until a signal or the instant
+    /// given (its deadline, or when to look for a stalled turn). All three
+    /// are decided under one lock: a waiter that gives up was never given
+    /// the turn, so no release can be handing it the lock.
+    fn next(&mut self, now: Instant, deadline: Option<Instant>) -> Next<'a> {
         let mut lines = lock(&self.gates.lines);
-        let line = lines.get_mut(self.key)?;
+        let waits = |line: Option<&mut Line>, done: &mut bool| {
+            if deadline.is_some_and(|d| now >= d) {
+                if let Some(line) = line {
+                    line.queue.remove(&self.number);
+                }
+                *done = true;
+                return Next::GaveUp;
+            }
+            // Looks again after STALL at the latest: the turn's holder may
+            // have stalled.
+            let check = now + STALL;
+            Next::Sleep(deadline.map_or(check, |d| d.min(check)))
+        };
+        let Some(line) = lines.get_mut(self.key) else {
+            return waits(None, &mut self.done);
+        };
         if line.turn != self.number {
             let first = line.queue.first_key_value().map(|(n, _)| *n);
             if first != Some(self.number) || !line.beat.stalled(now) {
-                return None;
+                return waits(Some(line), &mut self.done);
             }
             tracing::debug!(
                 key = self.key,
@@ -317,34 +328,16 @@ impl<'a> Queued<'a> {
             // wake-up for the acquisition to find.
             self.waiter.signal();
         }
-        Some(Turn {
+        Next::Turn(Turn {
             gates: self.gates,
             key: self.key,
             number: self.number,
             beat: Arc::clone(&line.beat),
             queued: true,
-            waiter: Some(Arc::clone(&self.waiter)),
             held_here: line.held_here,
             acquired: false,
             finished: false,
         })
-    }
-
-    /// What a queued waiter does next, for both drivers: it has the turn,
-    /// or its deadline passed, or it sleeps until a signal or the instant
-    /// given (its deadline, or when to look for a stalled turn).
-    fn next(&mut self, deadline: Option<Instant>) -> Next<'a> {
-        let now = Instant::now();
-        if let Some(turn) = self.poll(now) {
-            return Next::Turn(turn);
-        }
-        if deadline.is_some_and(|d| now >= d) {
-            return Next::GaveUp;
-        }
-        // Looks again after STALL at the latest: the turn's holder may have
-        // stalled.
-        let check = now + STALL;
-        Next::Sleep(deadline.map_or(check, |d| d.min(check)))
     }
 }
 
@@ -369,12 +362,7 @@ impl Gates {
             .map(|_| Solo(&self.active))
     }
 
-    fn enter<'a>(
-        &'a self,
-        key: &'a str,
-        seat: Seat<'_>,
-        make: impl FnOnce() -> Arc<LocalWaiter>,
-    ) -> Entry<'a> {
+    fn enter<'a>(&'a self, key: &'a str, seat: Seat<'_>, waiter: &Arc<LocalWaiter>) -> Entry<'a> {
         let number = self.next.fetch_add(1, Ordering::Relaxed);
         let mut lines = lock(&self.lines);
         match lines.get_mut(key) {
@@ -397,14 +385,13 @@ impl Gates {
                     number,
                     beat,
                     queued: false,
-                    waiter: None,
                     held_here: false,
                     acquired: false,
                     finished: false,
                 })
             }
             Some(line) => {
-                let waiter = make();
+                let waiter = Arc::clone(waiter);
                 line.queue.insert(
                     number,
                     Offer {
@@ -426,21 +413,23 @@ impl Gates {
         }
     }
 
-    /// The key's turn for a blocking waiter, parking the thread until it
-    /// comes; `None` if the deadline passed first.
+    /// The key's turn for a blocking waiter, parking the thread on `waiter`
+    /// (made for it) until it comes; `None` if the deadline passed first.
+    /// Once the turn is its, a release in this process may grant `waiter`
+    /// the lock: the caller gives back a grant it leaves without.
     pub(super) fn turn_blocking<'a>(
         &'a self,
         key: &'a str,
         seat: Seat<'_>,
+        waiter: &Arc<LocalWaiter>,
         deadline: Option<Instant>,
     ) -> Option<Turn<'a>> {
-        let token = seat.token;
-        let mut queued = match self.enter(key, seat, || LocalWaiter::for_thread(token)) {
+        let mut queued = match self.enter(key, seat, waiter) {
             Entry::Turn(t) => return Some(t),
             Entry::Queued(q) => q,
         };
         loop {
-            match queued.next(deadline) {
+            match queued.next(Instant::now(), deadline) {
                 Next::Turn(turn) => return Some(turn),
                 Next::GaveUp => return None,
                 Next::Sleep(until) => queued.waiter.park_until(Some(until)),
@@ -449,21 +438,24 @@ impl Gates {
         }
     }
 
-    /// The key's turn for an async waiter; `None` if the deadline passed
-    /// first. Dropped while queued, it leaves the queue.
+    /// The key's turn for an async waiter, woken through `waiter` (made for
+    /// a task); `None` if the deadline passed first. Dropped while queued,
+    /// it leaves the queue. Once the turn is its, a release in this process
+    /// may grant `waiter` the lock: the caller gives back a grant it leaves
+    /// without.
     pub(super) async fn turn<'a>(
         &'a self,
         key: &'a str,
         seat: Seat<'_>,
+        waiter: Arc<LocalWaiter>,
         deadline: Option<Instant>,
     ) -> Option<Turn<'a>> {
-        let token = seat.token;
-        let mut queued = match self.enter(key, seat, || LocalWaiter::for_task(token)) {
+        let mut queued = match self.enter(key, seat, &waiter) {
             Entry::Turn(t) => return Some(t),
             Entry::Queued(q) => q,
         };
         loop {
-            match queued.next(deadline) {
+            match queued.next(Instant::now(), deadline) {
                 Next::Turn(turn) => return Some(turn),
                 Next::GaveUp => return None,
                 Next::Sleep(until) => {
@@ -546,6 +538,14 @@ mod tests {
         Token::new()
     }
 
+    fn waiter() -> Arc<LocalWaiter> {
+        LocalWaiter::for_thread(token())
+    }
+
+    fn task_waiter() -> Arc<LocalWaiter> {
+        LocalWaiter::for_task(token())
+    }
+
     fn seat() -> Seat<'static> {
         Seat {
             token: token(),
@@ -560,7 +560,9 @@ mod tests {
         let solo = gates.solo().expect("nobody waits");
         assert!(gates.solo().is_none(), "one solo attempt at a time");
         drop(solo);
-        let turn = gates.turn_blocking("k", seat(), None).expect("free");
+        let turn = gates
+            .turn_blocking("k", seat(), &waiter(), None)
+            .expect("free");
         assert!(gates.solo().is_none(), "a line is open");
         let (offered, waiter) = (turn, LocalWaiter::for_thread(token()));
         offered.offer(token(), 1000, "", &waiter);
@@ -574,14 +576,16 @@ mod tests {
     #[test]
     fn the_first_waiter_gets_the_turn_and_passes_it_in_arrival_order() {
         let gates = Arc::new(Gates::default());
-        let first = gates.turn_blocking("k", seat(), None).expect("free");
+        let first = gates
+            .turn_blocking("k", seat(), &waiter(), None)
+            .expect("free");
         let order = Arc::new(Mutex::new(Vec::new()));
         let mut threads = Vec::new();
         for i in 0..3 {
             let (shared, order) = (Arc::clone(&gates), Arc::clone(&order));
             threads.push(std::thread::spawn(move || {
                 let turn = shared
-                    .turn_blocking("k", seat(), None)
+                    .turn_blocking("k", seat(), &waiter(), None)
                     .expect("no deadline");
                 lock(&order).push(i);
                 drop(turn);
@@ -591,7 +595,9 @@ mod tests {
             }
         }
         assert!(
-            gates.turn_blocking("other", seat(), None).is_some(),
+            gates
+                .turn_blocking("other", seat(), &waiter(), None)
+                .is_some(),
             "another key has its own line"
         );
         drop(first);
@@ -608,10 +614,16 @@ mod tests {
     #[test]
     fn a_queued_waiter_gives_up_at_its_deadline_and_leaves_the_queue() {
         let gates = Gates::default();
-        let turn = gates.turn_blocking("k", seat(), None).expect("free");
+        let turn = gates
+            .turn_blocking("k", seat(), &waiter(), None)
+            .expect("free");
         let t0 = Instant::now();
         let deadline = t0 + Duration::from_millis(30);
-        assert!(gates.turn_blocking("k", seat(), Some(deadline)).is_none());
+        assert!(
+            gates
+                .turn_blocking("k", seat(), &waiter(), Some(deadline))
+                .is_none()
+        );
         assert!(t0.elapsed() >= Duration::from_millis(30));
         assert_eq!(gates.queued("k"), 0);
         drop(turn);
@@ -621,9 +633,12 @@ mod tests {
     #[tokio::test]
     async fn a_dropped_queued_future_leaves_and_a_turn_given_on_its_way_out_goes_on() {
         let gates = Gates::default();
-        let turn = gates.turn("k", seat(), None).await.expect("free");
+        let turn = gates
+            .turn("k", seat(), task_waiter(), None)
+            .await
+            .expect("free");
         {
-            let waiting = gates.turn("k", seat(), None);
+            let waiting = gates.turn("k", seat(), task_waiter(), None);
             let mut waiting = Box::pin(waiting);
             assert!(futures::poll!(waiting.as_mut()).is_pending());
             assert_eq!(gates.queued("k"), 1);
@@ -631,8 +646,8 @@ mod tests {
         assert_eq!(gates.queued("k"), 0, "the dropped future left the queue");
         // One queued waiter is given the turn, then dropped unpolled: the
         // turn goes to the one behind it.
-        let mut a = Box::pin(gates.turn("k", seat(), None));
-        let mut b = Box::pin(gates.turn("k", seat(), None));
+        let mut a = Box::pin(gates.turn("k", seat(), task_waiter(), None));
+        let mut b = Box::pin(gates.turn("k", seat(), task_waiter(), None));
         assert!(futures::poll!(a.as_mut()).is_pending());
         assert!(futures::poll!(b.as_mut()).is_pending());
         drop(turn);
@@ -646,16 +661,20 @@ mod tests {
     #[test]
     fn a_stalled_turn_is_taken_over_and_its_late_drop_changes_nothing() {
         let gates = Gates::default();
-        let stuck = gates.turn_blocking("k", seat(), None).expect("free");
+        let stuck = gates
+            .turn_blocking("k", seat(), &waiter(), None)
+            .expect("free");
         // Pretend the holder last stepped longer than STALL ago.
-        let Entry::Queued(mut next) = gates.enter("k", seat(), || LocalWaiter::for_thread(token()))
-        else {
+        let Entry::Queued(mut next) = gates.enter("k", seat(), &waiter()) else {
             panic!("the key is taken");
         };
-        assert!(next.poll(Instant::now()).is_none(), "the holder is alive");
-        let taken = next
-            .poll(Instant::now() + STALL)
-            .expect("taken over from a stalled holder");
+        assert!(
+            matches!(next.next(Instant::now(), None), Next::Sleep(_)),
+            "the holder is alive"
+        );
+        let Next::Turn(taken) = next.next(Instant::now() + STALL, None) else {
+            panic!("not taken over from a stalled holder");
+        };
         drop(stuck);
         assert_eq!(
             lock(&gates.lines).get("k").map(|l| l.turn),
@@ -667,7 +686,9 @@ mod tests {
     }
 
     fn offered(gates: &Gates) -> (Turn<'_>, Arc<LocalWaiter>) {
-        let turn = gates.turn_blocking("k", seat(), None).expect("free");
+        let turn = gates
+            .turn_blocking("k", seat(), &waiter(), None)
+            .expect("free");
         let waiter = LocalWaiter::for_thread(token());
         turn.offer(token(), 1000, "#3", &waiter);
         (turn, waiter)
@@ -728,9 +749,11 @@ mod tests {
     #[test]
     fn the_next_waiter_is_offered_as_successor_the_moment_it_gets_the_turn() {
         let gates = Gates::default();
-        let mut first = gates.turn_blocking("k", seat(), None).expect("free");
-        let Entry::Queued(mut next) = gates.enter("k", seat(), || LocalWaiter::for_thread(token()))
-        else {
+        let mut first = gates
+            .turn_blocking("k", seat(), &waiter(), None)
+            .expect("free");
+        let waiter = waiter();
+        let Entry::Queued(mut next) = gates.enter("k", seat(), &waiter) else {
             panic!("the key is taken");
         };
         first.finish(true);
@@ -738,19 +761,41 @@ mod tests {
         // A release made before the next waiter even ran hands it the lock.
         let claim = gates.claim("k").expect("offered at once");
         assert!(!gates.deliver("k", &claim, Some(4)));
-        let turn = next.poll(Instant::now()).expect("its turn");
+        // Its deadline passed meanwhile: it still takes the turn, whose
+        // grant only its driver can take up or give back.
+        let now = Instant::now();
+        let Next::Turn(turn) = next.next(now, Some(now)) else {
+            panic!("a waiter given the turn gave up without it");
+        };
         assert!(turn.held_here(), "the previous holder ended with the lock");
-        let waiter = turn.waiter().expect("it waited on one");
         assert!(waiter.take_signal(), "the grant's wake-up is kept for it");
         assert_eq!(waiter.take_grant(), Some(4));
     }
 
     #[test]
+    fn a_waiter_gives_up_only_while_the_turn_is_not_its() {
+        let gates = Gates::default();
+        let first = gates
+            .turn_blocking("k", seat(), &waiter(), None)
+            .expect("free");
+        let Entry::Queued(mut next) = gates.enter("k", seat(), &waiter()) else {
+            panic!("the key is taken");
+        };
+        let now = Instant::now();
+        assert!(matches!(next.next(now, Some(now)), Next::GaveUp));
+        assert_eq!(gates.queued("k"), 0, "it left the queue as it gave up");
+        drop(next);
+        drop(first);
+        assert!(lock(&gates.lines).is_empty(), "nobody was given the turn");
+    }
+
+    #[test]
     fn a_waiter_leaving_as_its_turn_and_a_grant_come_has_the_lock_given_back() {
         let gates = Gates::default();
-        let mut first = gates.turn_blocking("k", seat(), None).expect("free");
-        let Entry::Queued(next) = gates.enter("k", seat(), || LocalWaiter::for_thread(token()))
-        else {
+        let mut first = gates
+            .turn_blocking("k", seat(), &waiter(), None)
+            .expect("free");
+        let Entry::Queued(next) = gates.enter("k", seat(), &waiter()) else {
             panic!("the key is taken");
         };
         first.finish(true);
