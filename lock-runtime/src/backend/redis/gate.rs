@@ -546,6 +546,17 @@ mod tests {
         LocalWaiter::for_task(token())
     }
 
+    /// The turn of key `k`, and a waiter queued behind it on `waiter`.
+    fn behind_a_turn<'a>(gates: &'a Gates, waiter: &Arc<LocalWaiter>) -> (Turn<'a>, Queued<'a>) {
+        let first = gates
+            .turn_blocking("k", seat(), &super::tests::waiter(), None)
+            .expect("free");
+        let Entry::Queued(next) = gates.enter("k", seat(), waiter) else {
+            panic!("the key is taken");
+        };
+        (first, next)
+    }
+
     fn seat() -> Seat<'static> {
         Seat {
             token: token(),
@@ -661,13 +672,8 @@ mod tests {
     #[test]
     fn a_stalled_turn_is_taken_over_and_its_late_drop_changes_nothing() {
         let gates = Gates::default();
-        let stuck = gates
-            .turn_blocking("k", seat(), &waiter(), None)
-            .expect("free");
+        let (stuck, mut next) = behind_a_turn(&gates, &waiter());
         // Pretend the holder last stepped longer than STALL ago.
-        let Entry::Queued(mut next) = gates.enter("k", seat(), &waiter()) else {
-            panic!("the key is taken");
-        };
         assert!(
             matches!(next.next(Instant::now(), None), Next::Sleep(_)),
             "the holder is alive"
@@ -749,13 +755,8 @@ mod tests {
     #[test]
     fn the_next_waiter_is_offered_as_successor_the_moment_it_gets_the_turn() {
         let gates = Gates::default();
-        let mut first = gates
-            .turn_blocking("k", seat(), &waiter(), None)
-            .expect("free");
         let waiter = waiter();
-        let Entry::Queued(mut next) = gates.enter("k", seat(), &waiter) else {
-            panic!("the key is taken");
-        };
+        let (mut first, mut next) = behind_a_turn(&gates, &waiter);
         first.finish(true);
         drop(first);
         // A release made before the next waiter even ran hands it the lock.
@@ -775,12 +776,7 @@ mod tests {
     #[test]
     fn a_waiter_gives_up_only_while_the_turn_is_not_its() {
         let gates = Gates::default();
-        let first = gates
-            .turn_blocking("k", seat(), &waiter(), None)
-            .expect("free");
-        let Entry::Queued(mut next) = gates.enter("k", seat(), &waiter()) else {
-            panic!("the key is taken");
-        };
+        let (first, mut next) = behind_a_turn(&gates, &waiter());
         let now = Instant::now();
         assert!(matches!(next.next(now, Some(now)), Next::GaveUp));
         assert_eq!(gates.queued("k"), 0, "it left the queue as it gave up");
@@ -792,12 +788,7 @@ mod tests {
     #[test]
     fn a_waiter_leaving_as_its_turn_and_a_grant_come_has_the_lock_given_back() {
         let gates = Gates::default();
-        let mut first = gates
-            .turn_blocking("k", seat(), &waiter(), None)
-            .expect("free");
-        let Entry::Queued(next) = gates.enter("k", seat(), &waiter()) else {
-            panic!("the key is taken");
-        };
+        let (mut first, next) = behind_a_turn(&gates, &waiter());
         first.finish(true);
         drop(first);
         let claim = gates.claim("k").expect("offered with its turn");

@@ -522,11 +522,9 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_subscribed_channel_means_one_more_look() {
-        let t0 = Instant::now();
-        let req = Request::new("k");
-        let mut w = waiting(&req, None, t0);
+    /// A barging waiter's start: its first attempt is busy, it subscribes,
+    /// and then looks once more, in line if another process holds the lock.
+    fn subscribed_after_busy(w: &mut Waiting, t0: Instant) {
         w.next(t0, Outcome::Start);
         assert_eq!(w.next(t0, busy(None)), Action::Listen);
         assert_eq!(
@@ -536,6 +534,14 @@ mod tests {
                 first: false
             }
         );
+    }
+
+    #[test]
+    fn a_subscribed_channel_means_one_more_look() {
+        let t0 = Instant::now();
+        let req = Request::new("k");
+        let mut w = waiting(&req, None, t0);
+        subscribed_after_busy(&mut w, t0);
     }
 
     #[test]
@@ -683,15 +689,7 @@ mod tests {
         let t0 = Instant::now();
         let req = Request::new("k");
         let mut w = waiting(&req, None, t0);
-        w.next(t0, Outcome::Start);
-        assert_eq!(w.next(t0, busy(None)), Action::Listen);
-        assert_eq!(
-            w.next(t0, Outcome::Subscribed(Ok(()))),
-            Action::Attempt {
-                line: Line::IfRemote,
-                first: false
-            }
-        );
+        subscribed_after_busy(&mut w, t0);
         // Another process holds the lock: the look joined the line.
         assert_eq!(
             w.next(t0, busy_in_line(Duration::from_secs(60), 7)),
@@ -739,9 +737,7 @@ mod tests {
         let t0 = Instant::now();
         let req = Request::new("k");
         let mut w = waiting(&req, None, t0);
-        w.next(t0, Outcome::Start);
-        w.next(t0, busy(None));
-        w.next(t0, Outcome::Subscribed(Ok(())));
+        subscribed_after_busy(&mut w, t0);
         // The holder is of its own process: no place in line, no counter.
         let until = sleeps_after_busy(&mut w, t0, Some(Duration::from_secs(60)));
         assert!(until <= t0 + STARVATION, "{:?}", until - t0);
