@@ -1,6 +1,6 @@
 //! Cancelled async acquisitions: a future dropped while it waits, or right
 //! after its request won, leaves nothing behind that keeps the lock from the
-//! next holder.
+//! next holder; nor does a crowd of waiters giving up at their deadlines.
 
 use std::sync::Arc;
 use std::thread;
@@ -10,14 +10,14 @@ use super::{Conformance, Scope, runtime};
 
 impl Scope {
     /// Checks that nobody is left holding `lock`: a waiter gets it within
-    /// the slack (a cancelled acquisition may give it back asynchronously,
+    /// the slack (an acquisition that ended may give it back asynchronously,
     /// but not only when some lease ends).
     fn takeable(&self, what: &str, lock: &crate::Lock) {
         let started = Instant::now();
         match lock.clone().wait_for(self.opts.slack).acquire() {
             Ok(guard) => drop(guard),
             Err(e) if e.is_timeout() => panic!(
-                "{self}: {what}: the lock was still held {:?} later: a cancelled acquisition kept it",
+                "{self}: {what}: the lock was still held {:?} later: an acquisition that ended (cancelled or given up) kept it",
                 started.elapsed()
             ),
             Err(e) => panic!("{self}: {what}: acquiring failed: {e}"),
