@@ -149,9 +149,9 @@ fn run(quick: bool, only: Option<&str>) -> BenchResult<()> {
     registry::add(ALIAS, AliasConfig::from_url(&server.url())?)?;
 
     if runs("redis") || only == Some("uncontended") {
-        let rtt_us = uncontended::run(&server, &mut report, quick)?;
+        uncontended::run(&server, &mut report, quick)?;
         if runs("redis") {
-            contended::run(&server, &mut report, quick, rtt_us)?;
+            contended::run(&server, &mut report, quick)?;
         }
     }
     if runs("memory") {

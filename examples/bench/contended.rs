@@ -18,7 +18,7 @@ use lock_runtime::Lock;
 use lock_runtime::registry::{self, AliasConfig};
 use tokio::runtime::{Builder, Runtime};
 
-use crate::measure::{Contention, Event, analyse, mono_ns, spin_until};
+use crate::measure::{Contention, Event, Pinger, analyse, mono_ns, spin_until};
 use crate::report::{Report, Target, rate, short, us};
 use crate::support::RedisServer;
 use crate::{ALIAS, BenchResult, counters, threads};
@@ -88,7 +88,7 @@ pub struct Outcome {
     pub calls: HashMap<String, u64>,
 }
 
-pub fn run(server: &RedisServer, report: &mut Report, quick: bool, rtt_us: f64) -> BenchResult<()> {
+pub fn run(server: &RedisServer, report: &mut Report, quick: bool) -> BenchResult<()> {
     let duration = Duration::from_secs(if quick { 1 } else { 5 });
     let (thread_rounds, thread_run) = if quick {
         (3, Duration::from_millis(500))
@@ -103,16 +103,17 @@ pub fn run(server: &RedisServer, report: &mut Report, quick: bool, rtt_us: f64) 
         "threads and processes use acquire()/release(); \
          tasks use acquire_async()/release_async() on a multi-thread runtime",
     );
-    report.line(&format!(
-        "ceiling = 1e6 / (measured hold + 1 RTT of {rtt_us:.1} us); \
-         hand-off = release to the next acquire returning, when someone was waiting"
-    ));
+    report.line(
+        "1 RTT = median PING during the run (every 5 ms, on a connection of its own); \
+         ceiling = 1e6 / (measured hold + 1 RTT); \
+         hand-off = release to the next acquire returning, when someone was waiting",
+    );
     report.line(
         "Redis commands = total_commands_processed, which counts the commands scripts run; \
          client-issued = EVALSHA/EVAL/SCRIPT/(UN)SUBSCRIBE calls",
     );
     report.columns();
-    threads::run(server, report, thread_rounds, thread_run, rtt_us)?;
+    threads::run(server, report, thread_rounds, thread_run)?;
     report.line("");
     report.line(&format!(
         "{WORKERS} processes and {WORKERS} tasks, default and fair mode, {} s per run",
@@ -129,10 +130,12 @@ pub fn run(server: &RedisServer, report: &mut Report, quick: bool, rtt_us: f64) 
                     pause_us,
                     duration,
                 };
+                let pinger = Pinger::start(&server.url())?;
                 let outcome = match workers {
                     Workers::Processes => run_processes(server, &exe, cfg)?,
                     Workers::Tasks => run_tasks(server, &tasks_rt, cfg, cfg.key())?,
                 };
+                let rtt_us = pinger.finish()?;
                 if outcome.c.overlaps > 0 {
                     return Err(format!(
                         "{} holds overlapped in the {} {} run: the lock let two holders in",
@@ -162,6 +165,11 @@ fn print_run(report: &mut Report, cfg: Config, o: &Outcome, rtt_us: f64) {
         "{WORKERS} {name}: {} acquisitions in the window",
         c.acquisitions
     ));
+    report.row(
+        "  1 RTT during the run",
+        &us(rtt_us),
+        "median PING, every 5 ms on a connection of its own",
+    );
     let ceiling = 1e6 / (c.hold_mean_us + rtt_us);
     let ratio = c.per_second / ceiling;
     let per_acq = |n: u64| n as f64 / c.total_acquisitions as f64;
@@ -269,6 +277,7 @@ fn print_run(report: &mut Report, cfg: Config, o: &Outcome, rtt_us: f64) {
     let j = &mut report.json;
     j.put(&format!("{key}.acquisitions"), c.acquisitions);
     j.put(&format!("{key}.acquisitions_per_s"), c.per_second);
+    j.put(&format!("{key}.rtt_us"), rtt_us);
     j.put(&format!("{key}.ceiling_per_s"), ceiling);
     j.put(&format!("{key}.ratio_to_ceiling"), ratio);
     j.put(&format!("{key}.handoffs"), c.handoffs);

@@ -410,3 +410,50 @@ mod tests {
         assert_eq!(c.per_worker, vec![2, 1]);
     }
 }
+
+/// How often [`Pinger`] sends its `PING`.
+const PING_EVERY: Duration = Duration::from_millis(5);
+
+/// Times a `PING` on a connection of its own every [`PING_EVERY`] while a
+/// run goes on: the round trip under the run's own load, which is what its
+/// hand-offs are judged by (on this shared virtual machine a round trip
+/// measured apart, before the run, was seen ten times faster or slower
+/// than during it).
+pub struct Pinger {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<BenchResult<Vec<f64>>>,
+}
+
+impl Pinger {
+    pub fn start(url: &str) -> BenchResult<Self> {
+        let mut conn = redis::Client::open(url)?.get_connection()?;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopped = std::sync::Arc::clone(&stop);
+        let thread = std::thread::Builder::new()
+            .name("bench-pinger".into())
+            .spawn(move || -> BenchResult<Vec<f64>> {
+                let mut samples = Vec::new();
+                while !stopped.load(std::sync::atomic::Ordering::Acquire) {
+                    let t = Instant::now();
+                    redis::cmd("PING").query::<String>(&mut conn)?;
+                    samples.push(t.elapsed().as_secs_f64() * 1e6);
+                    std::thread::sleep(PING_EVERY);
+                }
+                Ok(samples)
+            })?;
+        Ok(Self { stop, thread })
+    }
+
+    /// The median round trip over the run, in microseconds.
+    pub fn finish(self) -> BenchResult<f64> {
+        self.stop.store(true, std::sync::atomic::Ordering::Release);
+        let samples = self
+            .thread
+            .join()
+            .map_err(|_| "the pinger thread panicked")??;
+        if samples.is_empty() {
+            return Err("the pinger took no sample".into());
+        }
+        Ok(median(&samples))
+    }
+}

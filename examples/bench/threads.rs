@@ -18,7 +18,7 @@ use crate::contended::{
     HOLD_US, MAX_COMMANDS, MAX_HANDOFF_RTT, MAX_WAIT_US, MIN_JAIN, Outcome, WORKERS, outcome,
     tasks_default,
 };
-use crate::measure::{Event, Interleaved, analyse, median, mono_ns, spin_until};
+use crate::measure::{Event, Interleaved, Pinger, analyse, median, mono_ns, spin_until};
 use crate::report::{Report, Target, rate, short, us};
 use crate::support::RedisServer;
 use crate::{ALIAS, BenchResult, counters};
@@ -380,7 +380,6 @@ pub fn run(
     report: &mut Report,
     rounds: usize,
     duration: Duration,
-    rtt_us: f64,
 ) -> BenchResult<()> {
     report.line("");
     report.line(&format!(
@@ -396,6 +395,7 @@ pub fn run(
         let pause = Duration::from_micros(pause_us);
         let mut runs: Vec<Vec<Outcome>> = (0..sides).map(|_| Vec::new()).collect();
         let mut rates = Interleaved::with_sides(sides);
+        let pinger = Pinger::start(&server.url())?;
         for round in 0..rounds {
             for i in Interleaved::order(round, sides) {
                 let side = Side::INTERLEAVED[i];
@@ -405,6 +405,7 @@ pub fn run(
                 runs[i].push(o);
             }
         }
+        let rtt_us = pinger.finish()?;
         let key = format!("threads-rslock-pause{pause_us}");
         let peer = run_once(server, &tasks_rt, Side::Rslock, &key, pause, duration)?;
         let peer = Summary::of(&[peer]);
@@ -430,6 +431,11 @@ fn print(
     let name = format!("threads default, pause {} ms", pause_us / 1000);
     report.line("");
     report.line(&format!("{WORKERS} {name}"));
+    report.row(
+        "  1 RTT during the rounds",
+        &us(rtt_us),
+        "median PING, every 5 ms on a connection of its own",
+    );
     for (side, s) in [
         (Side::Polling, poll),
         (Side::Blpop, blpop),
@@ -563,6 +569,7 @@ fn print(
             s.commands_per_acq,
         );
     }
+    j.put(&format!("{key}.rtt_us"), rtt_us);
     j.put(&format!("{key}.ours_to_polling"), to_poll);
     j.put(&format!("{key}.ours_to_blpop"), to_blpop);
     j.put(&format!("{key}.tasks_to_threads"), to_threads);
