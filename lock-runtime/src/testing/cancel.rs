@@ -149,6 +149,7 @@ impl Conformance {
     /// strands nothing: some get the lock (each holding it across a yield),
     /// the rest give up, many of them just as a release hands them the
     /// lock; once every task has ended, the lock is free within the slack.
+    /// Then the same with crowds of threads using the blocking API.
     ///
     /// ```
     /// use lock_runtime::registry::AliasConfig;
@@ -182,6 +183,31 @@ impl Conformance {
                 }
             });
             s.takeable(&format!("after crowd {round} ended"), &lock);
+        }
+        // The same with threads, through the blocking API.
+        for round in 0..3 {
+            let lock = s.lock(&s.key(&format!("thread-crowd-{round}")));
+            thread::scope(|scope| {
+                for _ in 0..32 {
+                    let lock = lock.clone().wait_for(Duration::from_millis(3));
+                    let s = &s;
+                    scope.spawn(move || {
+                        for _ in 0..10 {
+                            match lock.acquire() {
+                                Ok(guard) => {
+                                    thread::sleep(Duration::from_micros(200));
+                                    if let Err(e) = guard.release() {
+                                        panic!("{s}: a thread of the crowd could not release: {e}");
+                                    }
+                                }
+                                Err(e) if e.is_timeout() => {}
+                                Err(e) => panic!("{s}: a thread of the crowd failed: {e}"),
+                            }
+                        }
+                    });
+                }
+            });
+            s.takeable(&format!("after thread crowd {round} ended"), &lock);
         }
     }
 }
