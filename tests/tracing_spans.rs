@@ -11,6 +11,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, MutexGuard, Once};
 use std::time::Duration;
 
+mod support;
+
 use lock_runtime::registry::{self, AliasConfig};
 use lock_runtime::{Lock, LockError, lock};
 use tracing::field::{Field, Visit};
@@ -547,4 +549,43 @@ fn a_renewed_hold_counts_its_renewals_and_extensions() {
     let renewed: u64 = seen.field(held, "renewed").parse().unwrap();
     assert!(renewed >= 4, "renewed {renewed} times");
     assert_eq!(seen.field(held, "lost"), "false");
+}
+
+/// A cancelled acquisition on Redis gives back whatever it may have won by
+/// its token, and says nothing when it won nothing: it used to warn that
+/// the lock "was no longer held when its guard was dropped", though it
+/// never had a guard, once for every acquisition a timeout cancelled.
+#[cfg(feature = "redis")]
+#[test]
+fn a_cancelled_redis_acquisition_that_won_nothing_warns_of_nothing() {
+    install();
+    let server = support::RedisServer::start();
+    let a = support::add_alias("spans-redis", AliasConfig::from_url(&server.url()).unwrap());
+    let held = Lock::new("spans-cancel-redis").alias(a).acquire().unwrap();
+    futures::executor::block_on(async {
+        let waiting = Box::pin(Lock::new("spans-cancel-redis").alias(a).acquire_async());
+        let deadline = Box::pin(futures_timeout(Duration::from_millis(30)));
+        match futures::future::select(waiting, deadline).await {
+            futures::future::Either::Left(_) => panic!("acquired a held lock"),
+            futures::future::Either::Right(((), waiting)) => drop(waiting),
+        }
+    });
+    // The give-back goes out on the store's I/O thread.
+    std::thread::sleep(Duration::from_millis(300));
+    held.release().unwrap();
+    let seen = Seen::now();
+    let said: Vec<&EventRec> = seen
+        .events
+        .iter()
+        .filter(|e| e.level <= tracing::Level::WARN)
+        .filter(|e| {
+            e.fields
+                .get("key")
+                .is_some_and(|k| k.contains("spans-cancel-redis"))
+        })
+        .collect();
+    assert!(
+        said.is_empty(),
+        "a cancelled acquisition that won nothing said: {said:?}"
+    );
 }

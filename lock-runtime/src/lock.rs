@@ -698,7 +698,7 @@ struct Pending<'a> {
 
 impl Drop for Pending<'_> {
     fn drop(&mut self) {
-        self.backend.release_detached(self.key, self.token);
+        self.backend.give_back_detached(self.key, self.token);
     }
 }
 

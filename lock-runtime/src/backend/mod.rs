@@ -1005,6 +1005,30 @@ pub trait Backend: Send + Sync + 'static {
         }
     }
 
+    /// Gives back, without making the caller wait, whatever an async
+    /// acquisition dropped before its answer may have won, by the
+    /// request's token. Unlike [`release_detached`](Self::release_detached),
+    /// which releases a dropped guard's lock, finding nothing is the usual
+    /// outcome here (the acquisition was still waiting) and is not worth
+    /// reporting. The default calls `release_detached`.
+    ///
+    /// ```
+    /// use lock_runtime::backend::memory::MemoryBackend;
+    /// use lock_runtime::backend::{Attempt, Backend, Request};
+    ///
+    /// let store = MemoryBackend::new();
+    /// let won = Request::new("k");
+    /// store.try_acquire(&won).unwrap();
+    /// // A request that had won the lock before it was cancelled, then one
+    /// // that had won nothing.
+    /// store.give_back_detached("k", won.token);
+    /// store.give_back_detached("k", Request::new("k").token);
+    /// assert!(matches!(store.try_acquire(&Request::new("k")).unwrap(), Attempt::Acquired(_)));
+    /// ```
+    fn give_back_detached(&self, key: &str, token: Token) {
+        self.release_detached(key, token);
+    }
+
     /// Whether `token` still holds `key`, changing nothing; `None` when the
     /// store cannot tell (the default). Used to notice, for whoever awaits
     /// [`LockGuard::lost`](crate::LockGuard::lost), a lock that was deleted or

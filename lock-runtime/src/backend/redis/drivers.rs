@@ -443,7 +443,8 @@ pub(super) enum Release {
     /// A guard was dropped, or an acquisition cancelled: warn if it was not
     /// held any more.
     Dropped,
-    /// A failed request may have won it: nothing to say if it did not.
+    /// A failed or cancelled request may have won it: nothing to say if it
+    /// did not.
     MayHaveWon,
     /// A release got no answer: nothing to say if it had landed.
     Again,
@@ -452,6 +453,18 @@ pub(super) enum Release {
 impl Inner {
     /// An attempt sent on `conn` failed: its request may have landed all
     /// the same, so whatever it won is given back after it.
+    /// Releases `key` by `token` without making anyone wait, saying what
+    /// `release` asks for when the lock was not held.
+    pub(super) fn release_leftover(self: &Arc<Self>, key: &str, token: Token, release: Release) {
+        let leftover = Leftover {
+            key: key.to_owned(),
+            token,
+            release,
+            leave: None,
+        };
+        self.hand_off(None, leftover);
+    }
+
     pub(super) fn attempt_failed(
         self: &Arc<Self>,
         conn: MultiplexedConnection,
@@ -581,7 +594,7 @@ fn released(l: &Leftover, outcome: Result<i64, BackendError>) {
             tracing::error!(key, error = %e, "releasing a dropped lock guard failed; the lock frees itself when its lease ends")
         }
         (Release::MayHaveWon, Err(e)) => {
-            tracing::error!(key, error = %e, "could not give back a lock a failed acquisition may have won; it frees itself when its lease ends")
+            tracing::error!(key, error = %e, "could not give back a lock a failed or cancelled acquisition may have won; it frees itself when its lease ends")
         }
         (Release::Again, Err(e)) => {
             tracing::error!(key, error = %e, "releasing a lock failed; it frees itself when its lease ends")

@@ -850,13 +850,7 @@ impl Inner {
 
     /// Gives back, without waiting, a lock granted to a successor that left.
     fn give_back(self: &Arc<Self>, key: &str, claim: &gate::Claim) {
-        let leftover = Leftover {
-            key: key.to_owned(),
-            token: claim.token,
-            release: Release::MayHaveWon,
-            leave: None,
-        };
-        self.hand_off(None, leftover);
+        self.release_leftover(key, claim.token, Release::MayHaveWon);
     }
 
     /// The release of a lock granted to a successor that left.
@@ -1054,13 +1048,12 @@ impl Backend for RedisBackend {
     /// acquisition of that caller used: Redis runs the release after the
     /// acquisition's request still in flight, which it cannot overtake.
     fn release_detached(&self, key: &str, token: Token) {
-        let leftover = Leftover {
-            key: key.to_owned(),
-            token,
-            release: Release::Dropped,
-            leave: None,
-        };
-        self.inner.hand_off(None, leftover);
+        self.inner.release_leftover(key, token, Release::Dropped);
+    }
+
+    fn give_back_detached(&self, key: &str, token: Token) {
+        // A cancelled acquisition usually won nothing: no warning then.
+        self.inner.release_leftover(key, token, Release::MayHaveWon);
     }
 }
 
