@@ -816,7 +816,7 @@ impl Wait {
 /// - An async method's future may be dropped at any await point. When a
 ///   [`Lock`](crate::Lock)'s async acquisition is dropped before it
 ///   answered, the runtime gives back whatever it may have won by calling
-///   [`release_detached`](Self::release_detached) with its token; the
+///   [`give_back_detached`](Self::give_back_detached) with its token; the
 ///   backend must make sure that release reaches the store after the
 ///   acquisition's request in flight (the runtime's adapters do; Redis sends
 ///   it on the same connection). Whatever else a dropped wait leaves behind
@@ -984,7 +984,8 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Releases without making the caller wait: called when a guard taken
     /// with `acquire_async` is dropped (possibly on an executor thread), and
-    /// when an async acquisition is dropped before it answered. A network
+    /// by the default [`give_back_detached`](Self::give_back_detached) when
+    /// an async acquisition is dropped before it answered. A network
     /// backend sends the release from a task or thread of its own, ordered
     /// after any request of the same caller still in flight; the default
     /// releases inline. Failures are reported through `tracing`.

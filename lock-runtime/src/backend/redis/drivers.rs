@@ -319,7 +319,7 @@ enum Via {
 /// these go after whatever is still in flight on it, so they cannot
 /// overtake it. (A lock won by a request whose future was dropped is the
 /// runtime's to give back, through
-/// [`Backend::release_detached`](crate::backend::Backend::release_detached).)
+/// [`Backend::give_back_detached`](crate::backend::Backend::give_back_detached).)
 ///
 /// Made before the local line is entered, so that it is dropped after the
 /// line's turn: once the turn has ended, no release can grant the waiter
