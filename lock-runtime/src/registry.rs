@@ -607,7 +607,32 @@ impl AliasConfig {
 /// assert_eq!(default.prefix(), "", "a memory store needs no prefix");
 /// ```
 #[derive(Clone)]
-pub struct Alias(pub(crate) Arc<AliasInner>);
+pub struct Alias(pub(crate) Shared);
+
+/// An alias's settings and store, shared by the registry, lookups and
+/// guards. The process's built-in default lives as long as the process and
+/// is lent without a reference count (its two atomic updates were a tenth
+/// of an uncontended in-memory lock); any other alias is counted. One
+/// pointer wide: a guard of more than 128 bytes is moved by a call to
+/// `memcpy` rather than inline.
+#[derive(Clone)]
+pub(crate) struct Shared(Option<Arc<AliasInner>>);
+
+impl Shared {
+    /// The built-in default alias.
+    const BUILTIN: Self = Self(None);
+}
+
+impl std::ops::Deref for Shared {
+    type Target = AliasInner;
+
+    fn deref(&self) -> &AliasInner {
+        match &self.0 {
+            Some(inner) => inner,
+            None => &BUILTIN,
+        }
+    }
+}
 
 pub(crate) struct AliasInner {
     pub(crate) name: String,
@@ -632,6 +657,7 @@ impl fmt::Debug for Alias {
 }
 
 impl Alias {
+    #[cfg(test)]
     fn build(name: &str, cfg: AliasConfig) -> Result<Self, LockError> {
         Self::build_in(name, cfg, None, false)
     }
@@ -644,6 +670,16 @@ impl Alias {
         scope: Option<&Scope>,
         inherited: bool,
     ) -> Result<Self, LockError> {
+        Self::inner(name, cfg, scope, inherited).map(|inner| Self(Shared(Some(Arc::new(inner)))))
+    }
+
+    /// What [`build_in`](Self::build_in) shares.
+    fn inner(
+        name: &str,
+        cfg: AliasConfig,
+        scope: Option<&Scope>,
+        inherited: bool,
+    ) -> Result<AliasInner, LockError> {
         cfg.check()
             .map_err(|e| LockError::config(name, e.setting, e.reason))?;
         // The store's URL (or its nodes') could not be used.
@@ -682,14 +718,14 @@ impl Alias {
             None if backend.supports_unleased() => None,
             None => Some(DEFAULT_LEASE),
         };
-        Ok(Self(Arc::new(AliasInner {
+        Ok(AliasInner {
             name: name.to_owned(),
             namespace,
             poll_interval: cfg.poll_interval,
             lease,
             backend,
             config: cfg,
-        })))
+        })
     }
 
     /// The alias's name.
@@ -1125,9 +1161,15 @@ impl Scope {
     }
 }
 
+/// The alias `default` until the application configures another: an
+/// in-process store that lives as long as the process.
+static BUILTIN: Lazy<AliasInner> = Lazy::new(|| {
+    Alias::inner(DEFAULT_ALIAS, AliasConfig::memory(), None, false)
+        .expect("the built-in default alias is valid")
+});
+
 static REGISTRY: Lazy<ArcSwap<Registry>> = Lazy::new(|| {
-    let default = Alias::build(DEFAULT_ALIAS, AliasConfig::memory())
-        .expect("the built-in default alias is valid");
+    let default = Alias(Shared::BUILTIN);
     ArcSwap::from_pointee(Registry {
         by_name: HashMap::from([(DEFAULT_ALIAS.to_owned(), default.clone())]),
         default,
@@ -1149,34 +1191,43 @@ fn publish(registry: Arc<Registry>) {
 
 thread_local! {
     /// The default alias as this thread last looked it up, and the
-    /// generation it was read under. Weak: a replaced alias (or a test
-    /// scope's) is not kept alive by a thread that stopped locking; its
-    /// store goes when the last guard and the registry let go of it.
-    static DEFAULT: RefCell<(u64, Weak<AliasInner>)> = const { RefCell::new((u64::MAX, Weak::new())) };
+    /// generation it was read under. `None`: the built-in default. Weak
+    /// otherwise: a replaced alias (or a test scope's) is not kept alive by
+    /// a thread that stopped locking; its store goes when the last guard
+    /// and the registry let go of it.
+    static DEFAULT: RefCell<(u64, Option<Weak<AliasInner>>)> =
+        const { RefCell::new((u64::MAX, Some(Weak::new()))) };
 }
 
 /// The default alias: most locks name it, and the registry's lookup (an
 /// `ArcSwap` load, its debt paid back on drop, then a clone) was a tenth of
-/// an uncontended in-memory lock. A thread's cached copy, checked against
-/// the generation and upgraded, costs one shared-count update.
+/// an uncontended in-memory lock. A thread's cached copy is checked against
+/// the generation; the built-in default's costs nothing more, another's
+/// one shared-count update.
 #[inline]
 fn default_alias() -> Alias {
     let generation = GENERATION.load(Ordering::Acquire);
     let cached = DEFAULT
         .try_with(|d| {
             let d = d.try_borrow().ok()?;
-            (d.0 == generation).then(|| d.1.upgrade()).flatten()
+            if d.0 != generation {
+                return None;
+            }
+            match &d.1 {
+                None => Some(Shared::BUILTIN),
+                Some(weak) => weak.upgrade().map(|inner| Shared(Some(inner))),
+            }
         })
         .ok()
         .flatten();
-    if let Some(inner) = cached {
-        return Alias(inner);
+    if let Some(shared) = cached {
+        return Alias(shared);
     }
     // Read after the generation: an alias cached under it is never older.
     let alias = REGISTRY.load().default.clone();
     let _ = DEFAULT.try_with(|d| {
         if let Ok(mut d) = d.try_borrow_mut() {
-            *d = (generation, Arc::downgrade(&alias.0));
+            *d = (generation, alias.0.0.as_ref().map(Arc::downgrade));
         }
     });
     alias
