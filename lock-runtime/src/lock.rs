@@ -345,7 +345,7 @@ impl Lock {
         let lease = self.expire.or(alias.0.lease);
         // No prefix and nothing to escape (a private memory store): the key
         // as given, borrowed or moved, with no new string.
-        let key = alias.0.namespace.key(self.key.clone());
+        let key = alias.0.namespace.stored(&self.key);
         Ok(Prepared {
             alias,
             key,

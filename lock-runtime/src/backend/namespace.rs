@@ -99,6 +99,21 @@ impl Namespace {
         }
     }
 
+    /// [`key`](Self::key) of a key its caller keeps: copied only when the
+    /// stored name is the key as given (and then only an owned key's
+    /// text). Passing the key by reference also spares the copy of a `Cow`
+    /// built just to be passed, which the processor could not forward to
+    /// the read that followed (a stall on every acquisition).
+    #[inline]
+    // A `&str` could not be given back borrowed for `'static`.
+    #[allow(clippy::ptr_arg)]
+    pub(crate) fn stored(&self, key: &Cow<'static, str>) -> Cow<'static, str> {
+        if self.head.is_empty() && !has_escaped_byte(key.as_bytes()) {
+            return key.clone();
+        }
+        Cow::Owned(self.key(Cow::Borrowed(key)).into_owned())
+    }
+
     /// The key a stored name stands for, if it is a key of this namespace
     /// (`None` for another namespace's keys and for a store's own records):
     /// the inverse of [`key`](Self::key), for listing what a store holds.
