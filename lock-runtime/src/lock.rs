@@ -338,30 +338,41 @@ impl Lock {
         Ok(())
     }
 
+    /// The request's store, once its options were checked. Only the alias
+    /// comes back through the `Result`: a whole [`Prepared`] moved out of one
+    /// was copied through memory in pieces the processor could not forward.
     #[inline(always)]
-    fn prepare(&self) -> Result<Prepared, LockError> {
+    fn resolve(&self) -> Result<Alias, LockError> {
         self.check()?;
-        let alias = registry::alias(&self.alias)?;
+        registry::alias(&self.alias)
+    }
+
+    #[inline(always)]
+    fn prepare(&self, alias: Alias) -> Prepared {
         let lease = self.expire.or(alias.0.lease);
         // No prefix and nothing to escape (a private memory store): the key
         // as given, borrowed or moved, with no new string.
         let key = alias.0.namespace.stored(&self.key);
-        Ok(Prepared {
+        Prepared {
             alias,
             key,
             lease,
             token: Token::new(),
-        })
+        }
     }
 
     fn request<'a>(&'a self, p: &'a Prepared) -> Request<'a> {
-        Request::new(&p.key)
-            .token(p.token)
-            .lease(p.lease)
-            .steal_after(self.steal_after)
-            .fair(self.fair)
-            .label(self.label.as_deref())
-            .function(self.function)
+        // Built whole: `Request::new` would draw a token only to have it
+        // replaced.
+        Request {
+            key: &p.key,
+            token: p.token,
+            lease: p.lease,
+            steal_after: self.steal_after,
+            fair: self.fair,
+            label: self.label.as_deref(),
+            function: self.function,
+        }
     }
 
     /// When the acquisition starts, read only if something needs it: a
@@ -408,7 +419,7 @@ impl Lock {
     }
 
     fn acquire_unobserved(&self) -> Result<LockGuard, LockError> {
-        let p = self.prepare()?;
+        let p = self.prepare(self.resolve()?);
         let req = self.request(&p);
         let sent = self.started(&p);
         let backend = p.alias.backend();
@@ -465,7 +476,7 @@ impl Lock {
     }
 
     async fn acquire_async_unobserved(&self, wait: bool) -> Result<LockGuard, LockError> {
-        let p = self.prepare()?;
+        let p = self.prepare(self.resolve()?);
         let req = self.request(&p);
         let sent = self.started(&p);
         let backend = p.alias.backend();
@@ -499,7 +510,7 @@ impl Lock {
     /// ```
     pub fn try_acquire(&self) -> Result<Option<LockGuard>, LockError> {
         let attempt = || {
-            let p = self.prepare()?;
+            let p = self.prepare(self.resolve()?);
             let req = self.request(&p);
             let sent = self.started(&p);
             let outcome = p.alias.backend().try_acquire(&req).map(granted);

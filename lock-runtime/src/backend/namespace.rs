@@ -104,7 +104,7 @@ impl Namespace {
     /// text). Passing the key by reference also spares the copy of a `Cow`
     /// built just to be passed, which the processor could not forward to
     /// the read that followed (a stall on every acquisition).
-    #[inline]
+    #[inline(always)]
     // A `&str` could not be given back borrowed for `'static`.
     #[allow(clippy::ptr_arg)]
     pub(crate) fn stored(&self, key: &Cow<'static, str>) -> Cow<'static, str> {
