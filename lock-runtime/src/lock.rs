@@ -758,17 +758,16 @@ impl Cold {
 /// A guard's `valid_for` when it has no lease.
 const NO_VALIDITY: u64 = u64::MAX;
 
-/// When a lock whose store did not say when it granted it (an unleased
-/// in-memory lock) counts as held from. Only its spans and metrics time
-/// the hold (and nothing else the guard counts from it can end before the
-/// reading), so with nobody observing, the kernel's tick-old clock does,
-/// at a quarter of the cost: never later than now, so a lease an extension
-/// adds is never counted past its end.
+/// What a guard counts from when its store did not say when it granted
+/// the lock (an unleased in-memory lock). Observed, the hold is timed from
+/// now. Unobserved, nothing times it, and the guard counts only a lease an
+/// extension adds, as an offset from this base, which any moment up to now
+/// serves: the process clock's epoch, read for nothing.
 fn held_from() -> Instant {
     if observe::wanted() {
         Instant::now()
     } else {
-        crate::backend::clock::instant_at(crate::backend::clock::elapsed_ns_coarse_low())
+        crate::backend::clock::origin()
     }
 }
 
@@ -829,7 +828,10 @@ pub struct LockGuard {
     /// flags: 8 bytes less than an `Option<u64>`).
     fencing: u64,
     fenced: bool,
-    /// When the request that won the lock was sent.
+    /// When the request that won the lock was sent: what its validity
+    /// and the timing of an observed hold count from. An unleased lock
+    /// nobody observes counts from the process clock's epoch instead (see
+    /// [`held_from`]).
     start: Instant,
     /// Until when the lock surely is ours, while no watchdog tracks it:
     /// nanoseconds after `start`, or `NO_VALIDITY` (8 bytes, not an

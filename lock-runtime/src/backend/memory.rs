@@ -10,10 +10,12 @@
 //! hands the lock straight to it, so nobody starves.
 //!
 //! A lock taken free and without a lease is stamped with the kernel's coarse
-//! clock, to within a tick (1 to 4 ms), never earlier than it was taken: a
-//! thief's `steal_after` and a clean-up's grace are never cut short, and a
-//! listing may show it held up to a tick less long than it was. Leases,
-//! waiting and hand-offs read the precise clock.
+//! clock, to within a tick and a millisecond (2 to 5 ms), never earlier
+//! than it was taken unless the kernel's tick itself comes more than a
+//! millisecond late (a host stopping a VM): a thief's `steal_after` and a
+//! clean-up's grace are not cut short, though they may end that much late,
+//! and a listing may show the lock held that much less long than it was.
+//! Leases, waiting and hand-offs read the precise clock.
 //!
 //! Aliases that name the same store share its locks:
 //!
@@ -377,11 +379,11 @@ impl<'a> Clock<'a> {
     }
 
     /// When a free, unleased lock is taken, for its record alone: the time
-    /// to within a kernel tick, never earlier, at a quarter of the precise
-    /// clock's cost (which was an eighth of an uncontended lock). A stealer
-    /// or a clean-up then never judges the lock older than it is; a
-    /// listing may show it held up to a tick less long. The precise reading
-    /// if one was made, and the virtual clock's, which tests move.
+    /// to within a kernel tick and a millisecond, never earlier (see the
+    /// module's docs), at a quarter of the precise clock's cost (which was
+    /// an eighth of an uncontended lock). A stealer or a clean-up then does
+    /// not judge the lock older than it is. The precise reading if one was
+    /// made, and the virtual clock's, which tests move.
     fn stamp(&mut self) -> u64 {
         match (self.read, self.store) {
             (Some(now), _) => now,
@@ -1361,12 +1363,15 @@ mod tests {
     }
 
     /// A free, unleased lock's record is stamped from the coarse clock,
-    /// never earlier than the grant: a thief with `steal_after` (a tick's
-    /// age and less) never takes it over sooner, and its store says when
-    /// it granted only what it read on the precise clock.
+    /// never earlier than the grant: a thief with `steal_after` (of a tick
+    /// and less) never takes it over sooner, and its store says when it
+    /// granted only what it read on the precise clock. A round in which a
+    /// tick came more than a millisecond late (seen from the clocks around
+    /// the grant) cannot be judged, and is only counted.
     #[test]
     fn a_stamped_lock_is_never_stolen_early() {
         let store = MemoryBackend::new();
+        let mut judged = 0;
         for (round, age_us) in [500u64, 1_000, 2_000, 3_000]
             .into_iter()
             .cycle()
@@ -1375,24 +1380,32 @@ mod tests {
         {
             let key = format!("stamped-{round}");
             let age = Duration::from_micros(age_us);
-            let before = Instant::now();
+            let (before, coarse) = (Instant::now(), clock::elapsed_ns_coarse());
             let granted = acquired(store.try_acquire(&req(&key)).unwrap());
+            let covered = coarse + clock::coarse_margin_ns() >= clock::elapsed_ns();
             assert_eq!(granted.sent_at, None, "stamped, not read");
             let thief = req(&key).steal_after(Some(age));
             loop {
                 let attempt = store.try_acquire(&thief).unwrap();
                 let after = Instant::now();
                 if let Attempt::Acquired(stolen) = attempt {
-                    assert!(
-                        after - before >= age,
-                        "stolen {:?} after the grant, age {age:?}",
-                        after - before
-                    );
+                    if covered {
+                        judged += 1;
+                        assert!(
+                            after - before >= age,
+                            "stolen {:?} after the grant, age {age:?}",
+                            after - before
+                        );
+                    }
                     assert!(stolen.sent_at.is_some(), "a steal reads the precise clock");
                     break;
                 }
             }
         }
+        assert!(
+            judged >= 6,
+            "only {judged} of 12 rounds without a late tick"
+        );
         let leased = acquired(
             store
                 .try_acquire(&req("leased").lease(Some(Duration::from_secs(5))))
