@@ -509,21 +509,34 @@ impl Lock {
     /// assert!(lock.try_acquire().unwrap().is_some());
     /// ```
     pub fn try_acquire(&self) -> Result<Option<LockGuard>, LockError> {
-        let attempt = || {
-            let p = self.prepare(self.resolve()?);
-            let req = self.request(&p);
-            let sent = self.started(&p);
-            let outcome = p.alias.backend().try_acquire(&req).map(granted);
-            self.finish(p, outcome, sent, false, false)
-        };
-        let result = if observe::wanted() {
-            let obs = Acquiring::start(&self.alias, &self.key, Mode::Try);
-            let result = obs.span().in_scope(attempt);
-            self.observed(obs, result)
-        } else {
-            attempt()
-        };
-        result.map(Some).or_else(busy_is_none)
+        if !observe::wanted() {
+            return self.try_acquire_unobserved();
+        }
+        let obs = Acquiring::start(&self.alias, &self.key, Mode::Try);
+        match obs.span().in_scope(|| self.try_acquire_unobserved()) {
+            Ok(None) => {
+                let _ = obs.end(Outcome::Busy, None, None);
+                Ok(None)
+            }
+            Ok(Some(guard)) => self.observed(obs, Ok(guard)).map(Some),
+            Err(e) => self.observed(obs, Err(e)).map(Some),
+        }
+    }
+
+    /// A busy lock is `None` before any guard is built, and a won one is
+    /// built where it is returned: made an error and turned back, the
+    /// guard was moved twice, read back in other widths than written.
+    #[inline(always)]
+    fn try_acquire_unobserved(&self) -> Result<Option<LockGuard>, LockError> {
+        let p = self.prepare(self.resolve()?);
+        let req = self.request(&p);
+        let sent = self.started(&p);
+        match p.alias.backend().try_acquire(&req) {
+            Ok(Attempt::Busy(_)) => Ok(None),
+            outcome => self
+                .finish(p, outcome.map(granted), sent, false, false)
+                .map(Some),
+        }
     }
 
     fn mode(&self, wait: bool) -> Mode {
