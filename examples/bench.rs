@@ -90,6 +90,7 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let outcome = match args.first().map(String::as_str) {
         Some("--worker") => contended::worker(&args[1..]),
+        Some(memory::OBSERVED_WORKER) => memory::observed_worker(&args[1..]),
         _ => match parse(&args) {
             Some((quick, only)) => run(quick, only),
             None => {
