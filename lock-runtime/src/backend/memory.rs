@@ -1448,12 +1448,18 @@ mod tests {
             for at in 0..n {
                 let mut other = text[..n].as_bytes().to_vec();
                 other[at] = b'!';
-                assert!(!key.is(std::str::from_utf8(&other).unwrap()), "{n}, byte {at}");
+                assert!(
+                    !key.is(std::str::from_utf8(&other).unwrap()),
+                    "{n}, byte {at}"
+                );
             }
             if n > 0 {
                 assert!(!key.is(&text[..n - 1]), "{n}, shorter");
             }
-            assert!(!key.is(&text[..(n + 1).min(text.len())]) || n == text.len(), "{n}, longer");
+            assert!(
+                !key.is(&text[..(n + 1).min(text.len())]) || n == text.len(),
+                "{n}, longer"
+            );
         }
     }
 
