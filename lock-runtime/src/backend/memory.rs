@@ -1446,7 +1446,7 @@ mod tests {
             let key = Key::new(&text[..n]);
             assert!(key.is(&text[..n]), "{n}");
             for at in 0..n {
-                let mut other = text[..n].as_bytes().to_vec();
+                let mut other = text.as_bytes()[..n].to_vec();
                 other[at] = b'!';
                 assert!(
                     !key.is(std::str::from_utf8(&other).unwrap()),
