@@ -638,7 +638,7 @@ impl Lock {
                 });
             }
         };
-        let start = acquired.sent_at.or(sent).unwrap_or_else(held_from);
+        let start = acquired.sent_at.or(sent).unwrap_or_else(Instant::now);
         // A lock handed over by a release may start with a shorter lease
         // than asked; it is topped up below.
         let granted = acquired.lease.filter(|g| p.lease.is_some_and(|l| *g < l));
@@ -771,19 +771,6 @@ impl Cold {
 /// A guard's `valid_for` when it has no lease.
 const NO_VALIDITY: u64 = u64::MAX;
 
-/// What a guard counts from when its store did not say when it granted
-/// the lock (an unleased in-memory lock). Observed, the hold is timed from
-/// now. Unobserved, nothing times it, and the guard counts only a lease an
-/// extension adds, as an offset from this base, which any moment up to now
-/// serves: the process clock's epoch, read for nothing.
-fn held_from() -> Instant {
-    if observe::wanted() {
-        Instant::now()
-    } else {
-        crate::backend::clock::origin()
-    }
-}
-
 fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos())
         .unwrap_or(u64::MAX)
@@ -841,10 +828,7 @@ pub struct LockGuard {
     /// flags: 8 bytes less than an `Option<u64>`).
     fencing: u64,
     fenced: bool,
-    /// When the request that won the lock was sent: what its validity
-    /// and the timing of an observed hold count from. An unleased lock
-    /// nobody observes counts from the process clock's epoch instead (see
-    /// [`held_from`]).
+    /// When the request that won the lock was sent.
     start: Instant,
     /// Until when the lock surely is ours, while no watchdog tracks it:
     /// nanoseconds after `start`, or `NO_VALIDITY` (8 bytes, not an

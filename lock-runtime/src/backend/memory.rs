@@ -9,14 +9,6 @@
 //! has queued for longer than [`STARVATION`], or asked for `fair`, the release
 //! hands the lock straight to it, so nobody starves.
 //!
-//! A lock taken free and without a lease is stamped with the kernel's coarse
-//! clock, to within a tick and a millisecond (2 to 5 ms), never earlier
-//! than it was taken unless the kernel's tick itself comes more than a
-//! millisecond late (a host stopping a VM): a thief's `steal_after` and a
-//! clean-up's grace are not cut short, though they may end that much late,
-//! and a listing may show the lock held that much less long than it was.
-//! Leases, waiting and hand-offs read the precise clock.
-//!
 //! Aliases that name the same store share its locks:
 //!
 //! ```
@@ -46,7 +38,6 @@ use crate::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use crate::sync::thread::{self, Thread};
 use crate::sync::{Arc, Mutex, MutexGuard, Weak};
 
-use super::clock;
 use super::timer::Timer;
 use super::{
     Acquired, Attempt, Backend, BackendError, BoxFuture, Busy, Held, Namespace, Request, Token,
@@ -397,20 +388,6 @@ impl<'a> Clock<'a> {
             Some(clock) => clock.now(),
         })
     }
-
-    /// When a free, unleased lock is taken, for its record alone: the time
-    /// to within a kernel tick and a millisecond, never earlier (see the
-    /// module's docs), at a quarter of the precise clock's cost (which was
-    /// an eighth of an uncontended lock). A stealer or a clean-up then does
-    /// not judge the lock older than it is. The precise reading if one was
-    /// made, and the virtual clock's, which tests move.
-    fn stamp(&mut self) -> u64 {
-        match (self.read, self.store) {
-            (Some(now), _) => now,
-            (None, Some(_)) => self.now(),
-            (None, None) => clock::elapsed_ns_coarse_high(),
-        }
-    }
 }
 
 /// A clock that runs ahead of the real one by however far a test advanced
@@ -525,21 +502,14 @@ impl MemoryBackend {
 
     /// What a grant tells the runtime: the lease counts from the real
     /// instant the store's reading `at` stands for.
-    /// What the caller gets for a grant at `at` on the store's clock;
-    /// `None`: the time was only stamped (see [`Clock::stamp`]), and the
-    /// caller reads its own.
-    fn granted(&self, fence: u64, at: Option<u64>) -> Acquired {
-        let granted = Acquired::new(Some(fence));
-        let Some(at) = at else {
-            return granted;
-        };
+    fn granted(&self, fence: u64, at: u64) -> Acquired {
         let at = match &self.clock {
             None => at,
             // A later advance only moves this earlier: the guard then counts
             // a shorter validity, never a longer one.
             Some(clock) => at.saturating_sub(clock.offset.load(Ordering::Acquire)),
         };
-        granted.sent_at(clock::instant_at(at))
+        Acquired::new(Some(fence)).sent_at(EPOCH.at + Duration::from_nanos(at))
     }
 
     /// Has every queued waiter look at its lock again, as if its timer had
@@ -673,17 +643,12 @@ impl MemoryBackend {
         wake: impl FnOnce() -> Wake,
     ) -> Result<(Ticket<'a>, Option<u64>), Option<Acquired>> {
         let hash = self.hash(req.key);
-        let mut clock = Clock::lazy(self);
-        if req.lease.is_some() {
-            // Read before the shard is locked: a leased grant needs it.
-            clock.now();
-        }
+        let now = self.now();
         let mut st = self.shard(hash);
-        match st.take(&self.hasher, hash, req, &mut clock, false) {
-            Ok(fence) => Err(Some(self.granted(fence, clock.read))),
+        match st.take(&self.hasher, hash, req, now, false) {
+            Ok(fence) => Err(Some(self.granted(fence, now))),
             Err(_) if past(wait.deadline) => Err(None),
             Err(retry_at) => {
-                let now = clock.now();
                 let waiter = Arc::new(Waiter {
                     meta: Meta::of(req),
                     token: req.token,
@@ -727,15 +692,15 @@ impl MemoryBackend {
                 ticket.done = true;
                 return Step::Done(Some(self.granted(
                     waiter.fence.load(Ordering::Acquire),
-                    Some(waiter.granted_at.load(Ordering::Acquire)),
+                    waiter.granted_at.load(Ordering::Acquire),
                 )));
             }
             WOKEN => {
                 // Popped by a release: the slot is free unless a newcomer barged.
-                match st.take(&self.hasher, hash, req, &mut Clock::read(now), true) {
+                match st.take(&self.hasher, hash, req, now, true) {
                     Ok(fence) => {
                         ticket.done = true;
-                        return Step::Done(Some(self.granted(fence, Some(now))));
+                        return Step::Done(Some(self.granted(fence, now)));
                     }
                     Err(_) if past(wait.deadline) => {
                         ticket.done = true;
@@ -756,12 +721,12 @@ impl MemoryBackend {
         }
         // Timed out while queued: the holder's lease or steal age may have run
         // out (no release signals that), or the deadline came.
-        match st.take(&self.hasher, hash, req, &mut Clock::read(now), true) {
+        match st.take(&self.hasher, hash, req, now, true) {
             Ok(fence) => {
                 // Still in line: dropped from it by the next hand-off.
                 waiter.state.store(LEFT, Ordering::Release);
                 ticket.done = true;
-                Step::Done(Some(self.granted(fence, Some(now))))
+                Step::Done(Some(self.granted(fence, now)))
             }
             Err(_) if past(wait.deadline) => {
                 ticket.done = true;
@@ -824,10 +789,10 @@ impl ShardState {
         hasher: &DefaultHashBuilder,
         hash: u64,
         req: &Request<'_>,
-        clock: &mut Clock<'_>,
+        now: u64,
         queued: bool,
     ) -> Result<u64, Option<u64>> {
-        let fence = self.fence + 1;
+        let holder = Holder::new(req.token, now, req.lease, self.fence + 1);
         // One probe of the table, whether the key is there or not.
         let table = &mut self.table;
         match table.entry(
@@ -836,23 +801,16 @@ impl ShardState {
             |s| hasher.hash_one(s.key.bytes()),
         ) {
             hashbrown::hash_table::Entry::Vacant(vacant) => {
-                let since = match req.lease {
-                    Some(_) => clock.now(),
-                    None => clock.stamp(),
-                };
-                let holder = Holder::new(req.token, since, req.lease, fence);
                 let mut spare = self.spare.take();
                 let slot = fresh(&mut spare, req.key, Some(holder), Meta::of(req));
                 self.spare = spare;
                 vacant.insert(slot);
                 self.inserts += 1;
                 if self.inserts.is_multiple_of(SWEEP_EVERY) {
-                    self.sweep(clock.now());
+                    self.sweep(now);
                 }
             }
             hashbrown::hash_table::Entry::Occupied(mut occupied) => {
-                let now = clock.now();
-                let holder = Holder::new(req.token, now, req.lease, fence);
                 let slot = occupied.get_mut();
                 if let Some(h) = slot.holder {
                     let steal_at = req
@@ -1111,22 +1069,18 @@ fn wake_deadline(
 
 impl Backend for MemoryBackend {
     fn try_acquire(&self, req: &Request<'_>) -> Result<Attempt, BackendError> {
+        let now = self.now();
         let hash = self.hash(req.key);
-        let mut clock = Clock::lazy(self);
-        if req.lease.is_some() {
-            clock.now();
-        }
-        let taken = self
-            .shard(hash)
-            .take(&self.hasher, hash, req, &mut clock, false);
-        Ok(match taken {
-            Ok(fence) => Attempt::Acquired(self.granted(fence, clock.read)),
-            Err(retry_at) => Attempt::Busy(Busy::new(
-                retry_at
-                    .filter(|&r| r != NO_LEASE)
-                    .map(|r| Duration::from_nanos(r.saturating_sub(clock.now()))),
-            )),
-        })
+        Ok(
+            match self.shard(hash).take(&self.hasher, hash, req, now, false) {
+                Ok(fence) => Attempt::Acquired(self.granted(fence, now)),
+                Err(retry_at) => Attempt::Busy(Busy::new(
+                    retry_at
+                        .filter(|&r| r != NO_LEASE)
+                        .map(|r| Duration::from_nanos(r.saturating_sub(now))),
+                )),
+            },
+        )
     }
 
     fn release(&self, key: &str, token: Token) -> Result<bool, BackendError> {
@@ -1350,10 +1304,43 @@ impl MemoryBackend {
     }
 }
 
-/// Nanoseconds on the process's monotonic clock.
-#[inline(always)]
+/// Where the store's clock readings count from.
+struct Epoch {
+    at: Instant,
+    /// `at` on `CLOCK_MONOTONIC` (the clock behind `Instant`), read just
+    /// after it: a reading turned back into an `Instant` is then never
+    /// later than the moment it was taken, so a lease counted from it
+    /// errs short.
+    #[cfg(target_os = "linux")]
+    raw: u64,
+}
+
+static EPOCH: Lazy<Epoch> = Lazy::new(|| Epoch {
+    at: Instant::now(),
+    #[cfg(target_os = "linux")]
+    raw: monotonic_ns(),
+});
+
+/// Nanoseconds since the first call, on the monotonic clock. Read as a
+/// plain number: `Instant::elapsed`'s timespec arithmetic and `Duration`
+/// conversion cost a fifth as much as the reading itself, on every
+/// acquisition.
+#[cfg(target_os = "linux")]
 fn now() -> u64 {
-    clock::elapsed_ns()
+    let epoch = &*EPOCH;
+    monotonic_ns().saturating_sub(epoch.raw)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn now() -> u64 {
+    nanos(EPOCH.at.elapsed())
+}
+
+/// The monotonic clock; a reading that failed (it cannot on Linux) counts
+/// as the epoch, never later.
+#[cfg(target_os = "linux")]
+fn monotonic_ns() -> u64 {
+    super::clock::monotonic_ns().unwrap_or(0)
 }
 
 fn nanos(d: Duration) -> u64 {
@@ -1380,61 +1367,6 @@ mod tests {
             Attempt::Acquired(a) => a,
             Attempt::Busy(b) => panic!("expected the lock, got Busy({b:?})"),
         }
-    }
-
-    /// A free, unleased lock's record is stamped from the coarse clock,
-    /// never earlier than the grant: a thief with `steal_after` (of a tick
-    /// and less) never takes it over sooner, and its store says when it
-    /// granted only what it read on the precise clock. A round in which a
-    /// tick came more than a millisecond late (seen from the clocks around
-    /// the grant) cannot be judged, and is only counted.
-    #[test]
-    fn a_stamped_lock_is_never_stolen_early() {
-        let store = MemoryBackend::new();
-        let mut judged = 0;
-        for (round, age_us) in [500u64, 1_000, 2_000, 3_000]
-            .into_iter()
-            .cycle()
-            .take(12)
-            .enumerate()
-        {
-            let key = format!("stamped-{round}");
-            let age = Duration::from_micros(age_us);
-            let (before, coarse) = (Instant::now(), clock::elapsed_ns_coarse());
-            let granted = acquired(store.try_acquire(&req(&key)).unwrap());
-            let covered = coarse + clock::coarse_margin_ns() >= clock::elapsed_ns();
-            assert_eq!(granted.sent_at, None, "stamped, not read");
-            let thief = req(&key).steal_after(Some(age));
-            loop {
-                let attempt = store.try_acquire(&thief).unwrap();
-                let after = Instant::now();
-                if let Attempt::Acquired(stolen) = attempt {
-                    if covered {
-                        judged += 1;
-                        assert!(
-                            after - before >= age,
-                            "stolen {:?} after the grant, age {age:?}",
-                            after - before
-                        );
-                    }
-                    assert!(stolen.sent_at.is_some(), "a steal reads the precise clock");
-                    break;
-                }
-            }
-        }
-        assert!(
-            judged >= 6,
-            "only {judged} of 12 rounds without a late tick"
-        );
-        let leased = acquired(
-            store
-                .try_acquire(&req("leased").lease(Some(Duration::from_secs(5))))
-                .unwrap(),
-        );
-        assert!(
-            leased.sent_at.is_some(),
-            "a lease counts from a precise reading"
-        );
     }
 
     /// Keys compare as bytes whatever their length, the word-wise

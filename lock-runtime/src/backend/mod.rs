@@ -180,7 +180,7 @@ pub use crate::admin::Owner;
 use crate::admin::{Forced, Page};
 pub use crate::error::{BackendError, BackendErrorKind};
 
-pub(crate) mod clock;
+mod clock;
 mod drive;
 #[cfg(feature = "file")]
 pub mod file;
