@@ -440,8 +440,7 @@ pub(super) struct Leftover {
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(super) enum Release {
     No,
-    /// A guard was dropped, or an acquisition cancelled: warn if it was not
-    /// held any more.
+    /// A guard was dropped: warn if it was not held any more.
     Dropped,
     /// A failed or cancelled request may have won it: nothing to say if it
     /// did not.
@@ -451,8 +450,6 @@ pub(super) enum Release {
 }
 
 impl Inner {
-    /// An attempt sent on `conn` failed: its request may have landed all
-    /// the same, so whatever it won is given back after it.
     /// Releases `key` by `token` without making anyone wait, saying what
     /// `release` asks for when the lock was not held.
     pub(super) fn release_leftover(self: &Arc<Self>, key: &str, token: Token, release: Release) {
@@ -465,6 +462,8 @@ impl Inner {
         self.hand_off(None, leftover);
     }
 
+    /// An attempt sent on `conn` failed: its request may have landed all
+    /// the same, so whatever it won is given back after it.
     pub(super) fn attempt_failed(
         self: &Arc<Self>,
         conn: MultiplexedConnection,
