@@ -23,7 +23,7 @@ use crate::backend::{Acquired, Attempt, BackendError, Token};
 pub(super) fn acquire_blocking(
     inner: &Arc<Inner>,
     args: &AcquireArgs,
-    waiting: Waiting,
+    mut waiting: Waiting,
 ) -> Result<Option<Acquired>, BackendError> {
     let mut last = Outcome::Start;
     if !waiting.fair()
@@ -38,7 +38,7 @@ pub(super) fn acquire_blocking(
     }
     let waiter = LocalWaiter::for_thread(args.token);
     let deadline = waiting.deadline();
-    let mut line = LineGuard::new(inner, args, waiting, Via::Pool, &waiter);
+    let mut line = LineGuard::new(inner, args, &mut waiting, Via::Pool, &waiter);
     // Behind another waiter of this process for the key: wait here first.
     let Some(turn) = inner
         .gates
@@ -47,9 +47,7 @@ pub(super) fn acquire_blocking(
         return Ok(None);
     };
     let mut listening = Listening::new(waiter);
-    if let Some(start) =
-        listening.queued_turn(&turn, &mut line.waiting, || inner.wakeups.io(), args)
-    {
+    if let Some(start) = listening.queued_turn(&turn, line.waiting, || inner.wakeups.io(), args) {
         last = start;
     }
     let mut turn = turn;
@@ -121,22 +119,29 @@ pub(super) async fn acquire(
     }
     // The waiting driver is a large future: boxed apart, it costs the
     // uncontended acquisition above neither its allocation nor its moves.
-    Box::pin(wait(inner, conn, args, waiting, last)).await
+    drop(conn);
+    Box::pin(wait(inner, args, waiting, last)).await
 }
 
-/// The rest of [`acquire`]: waits in the local line, then in Redis, `last`
-/// being what the attempt made before the line (if any) found.
-async fn wait(
+/// The rest of [`acquire`], and all of an async acquisition that finds the
+/// key contended in this process: waits in the local line, then in Redis,
+/// `last` being what the attempt made before the line (if any) found.
+///
+/// A waiter queued in the local line keeps only this future's small state:
+/// what it waits in Redis with (its guard, the future of its looks) is made
+/// once it has the turn, so a burst of waiters costs little memory and
+/// allocation while it queues.
+pub(super) async fn wait(
     inner: Arc<Inner>,
-    mut conn: MultiplexedConnection,
     args: AcquireArgs,
-    waiting: Waiting,
-    mut last: Outcome,
+    mut waiting: Waiting,
+    last: Outcome,
 ) -> Result<Option<Acquired>, BackendError> {
+    let conn = inner.conn.get().await.map_err(super::backend_error)?;
     let waiter = LocalWaiter::for_task(args.token);
     let deadline = waiting.deadline();
     let via = Via::Conn(conn.clone());
-    let mut line = LineGuard::new(&inner, &args, waiting, via, &waiter);
+    let mut line = LineGuard::new(&inner, &args, &mut waiting, via, &waiter);
     // Behind another waiter of this process for the key: wait here first.
     let Some(turn) = inner
         .gates
@@ -145,10 +150,28 @@ async fn wait(
     else {
         return Ok(None);
     };
+    // Bound after `line`, so dropped before it (as is the turn in it): the
+    // turn has ended, and nothing more can be granted, when the guard looks
+    // for a grant to give back.
+    let mut in_redis = Box::pin(wait_in_redis(
+        &inner, conn, &args, &mut line, turn, waiter, last,
+    ));
+    in_redis.as_mut().await
+}
+
+/// The turn's wait in Redis: looks, listens and sleeps as [`Waiting`]
+/// decides until it has the lock or gives up.
+async fn wait_in_redis(
+    inner: &Arc<Inner>,
+    mut conn: MultiplexedConnection,
+    args: &AcquireArgs,
+    line: &mut LineGuard<'_>,
+    turn: Turn<'_>,
+    waiter: Arc<LocalWaiter>,
+    mut last: Outcome,
+) -> Result<Option<Acquired>, BackendError> {
     let mut listening = Listening::new(waiter);
-    if let Some(start) =
-        listening.queued_turn(&turn, &mut line.waiting, || inner.wakeups.here(), &args)
-    {
+    if let Some(start) = listening.queued_turn(&turn, line.waiting, || inner.wakeups.here(), args) {
         last = start;
     }
     let mut turn = turn;
@@ -157,7 +180,7 @@ async fn wait(
         last = match line.waiting.next(Instant::now(), last) {
             Action::Attempt { line: stand, first } => {
                 listening.before_look(|| inner.wakeups.here());
-                match inner.try_acquire_on(&mut conn, &args, stand, first).await {
+                match inner.try_acquire_on(&mut conn, args, stand, first).await {
                     Ok(tried) => Outcome::Attempted(tried.attempt, tried.fence_now),
                     Err(e) => {
                         // The request may have landed all the same.
@@ -170,7 +193,7 @@ async fn wait(
                 // This runs on the runtime whose subscriber it gets, so the
                 // subscription is awaited right here.
                 let fresh = listening.register(|| inner.wakeups.here(), &args.key);
-                listening.offer(&turn, &args);
+                listening.offer(&turn, args);
                 match listening.subscription() {
                     None => Outcome::Listening {
                         fresh,
@@ -327,7 +350,9 @@ enum Via {
 struct LineGuard<'a> {
     inner: &'a Arc<Inner>,
     args: &'a AcquireArgs,
-    waiting: Waiting,
+    /// Borrowed, not owned: a queued waiter's future holds the guard, and
+    /// is kept small.
+    waiting: &'a mut Waiting,
     via: Via,
     /// What a release in this process grants the lock to.
     waiter: Arc<LocalWaiter>,
@@ -340,7 +365,7 @@ impl<'a> LineGuard<'a> {
     fn new(
         inner: &'a Arc<Inner>,
         args: &'a AcquireArgs,
-        waiting: Waiting,
+        waiting: &'a mut Waiting,
         via: Via,
         waiter: &Arc<LocalWaiter>,
     ) -> Self {

@@ -362,6 +362,13 @@ impl Gates {
             .map(|_| Solo(&self.active))
     }
 
+    /// Whether no line is open and no [`solo`](Self::solo) attempt is in
+    /// flight, so an acquisition may try first: a hint, as a line may open
+    /// at any moment.
+    pub(super) fn quiet(&self) -> bool {
+        self.active.load(Ordering::Acquire) == 0
+    }
+
     fn enter<'a>(&'a self, key: &'a str, seat: Seat<'_>, waiter: &Arc<LocalWaiter>) -> Entry<'a> {
         let number = self.next.fetch_add(1, Ordering::Relaxed);
         let mut lines = lock(&self.lines);

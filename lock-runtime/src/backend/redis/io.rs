@@ -54,6 +54,12 @@ impl AsyncConn {
         if let Some(c) = self.cached(id) {
             return Ok(c);
         }
+        // Connecting is rare and its future large: boxed apart, it does not
+        // weigh on every caller's future (a waiting task keeps its future).
+        Box::pin(self.connect(id)).await
+    }
+
+    async fn connect(&self, id: tokio::runtime::Id) -> RedisResult<MultiplexedConnection> {
         let _one_at_a_time = self.connecting.lock().await;
         if let Some(c) = self.cached(id) {
             return Ok(c);

@@ -1000,8 +1000,19 @@ impl Backend for RedisBackend {
     ) -> BoxFuture<'a, Result<Option<Acquired>, BackendError>> {
         let args = AcquireArgs::new(req, true, self.inner.books.meta_of(req));
         let waiting = Waiting::new(req, wait, Instant::now());
-        self.inner
-            .run(move |inner, conn| drivers::acquire(inner, conn, args, waiting))
+        if !waiting.fair() && self.inner.gates.quiet() {
+            return self
+                .inner
+                .run(move |inner, conn| drivers::acquire(inner, conn, args, waiting));
+        }
+        // Contended in this process (or fair): no attempt before the local
+        // line, whose waiters' futures are kept small.
+        Place::here().run(drivers::wait(
+            Arc::clone(&self.inner),
+            args,
+            waiting,
+            waiting::Outcome::Start,
+        ))
     }
 
     fn release_async<'a>(
