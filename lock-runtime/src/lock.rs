@@ -466,6 +466,12 @@ impl Lock {
         if !observe::wanted() {
             return self.acquire_async_unobserved(wait).await;
         }
+        // Boxed apart: the future every acquisition holds (a waiting task
+        // holds it all along) carries none of the observation's state.
+        Box::pin(self.acquire_async_observed(wait)).await
+    }
+
+    async fn acquire_async_observed(&self, wait: bool) -> Result<LockGuard, LockError> {
         let obs = Acquiring::start(&self.alias, &self.key, self.mode(wait));
         // Entered on each poll, never held across an await.
         let result = self
