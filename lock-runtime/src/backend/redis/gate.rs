@@ -77,6 +77,8 @@ struct Offer {
     lease_ms: u64,
     meta: String,
     waiter: Arc<LocalWaiter>,
+    /// When it gives up: past it, it is passed over for the turn.
+    deadline: Option<Instant>,
     /// A release is handing the lock to it now.
     claimed: bool,
 }
@@ -161,6 +163,7 @@ impl Turn<'_> {
                 lease_ms,
                 meta: meta.to_owned(),
                 waiter: Arc::clone(waiter),
+                deadline: None,
                 claimed: false,
             });
         }
@@ -201,9 +204,13 @@ impl Drop for Turn<'_> {
 }
 
 /// Hands the turn numbered `number` on `key` to the first waiter queued
-/// there, offered as the successor at once, or closes the line if none is
-/// (unless another took the turn over). `acquired`: the turn ended with the
-/// lock.
+/// there whose deadline has not passed, offered as the successor at once,
+/// or closes the line if none is (unless another took the turn over).
+/// `acquired`: the turn ended with the lock.
+///
+/// A waiter passed over gives up on its own wake-up, as it would have with
+/// the turn; given the turn, it would have cost the line that wake-up before
+/// the turn went on (at the end of a crowd, most of the line).
 fn pass_on(
     gates: &Gates,
     lines: &mut HashMap<String, Line>,
@@ -217,7 +224,14 @@ fn pass_on(
     if line.turn != number {
         return;
     }
-    match line.queue.pop_first() {
+    let mut now = None;
+    let mut live = |offer: &Offer| {
+        offer
+            .deadline
+            .is_none_or(|d| d > *now.get_or_insert_with(Instant::now))
+    };
+    let first = std::iter::from_fn(|| line.queue.pop_first()).find(|(_, offer)| live(offer));
+    match first {
         Some((next, offer)) => {
             line.turn = next;
             line.beat = Beat::new();
@@ -369,7 +383,13 @@ impl Gates {
         self.active.load(Ordering::Acquire) == 0
     }
 
-    fn enter<'a>(&'a self, key: &'a str, seat: Seat<'_>, waiter: &Arc<LocalWaiter>) -> Entry<'a> {
+    fn enter<'a>(
+        &'a self,
+        key: &'a str,
+        seat: Seat<'_>,
+        waiter: &Arc<LocalWaiter>,
+        deadline: Option<Instant>,
+    ) -> Entry<'a> {
         let number = self.next.fetch_add(1, Ordering::Relaxed);
         let mut lines = lock(&self.lines);
         match lines.get_mut(key) {
@@ -406,6 +426,7 @@ impl Gates {
                         lease_ms: seat.lease_ms,
                         meta: seat.meta.to_owned(),
                         waiter: Arc::clone(&waiter),
+                        deadline,
                         claimed: false,
                     },
                 );
@@ -431,7 +452,7 @@ impl Gates {
         waiter: &Arc<LocalWaiter>,
         deadline: Option<Instant>,
     ) -> Option<Turn<'a>> {
-        let mut queued = match self.enter(key, seat, waiter) {
+        let mut queued = match self.enter(key, seat, waiter, deadline) {
             Entry::Turn(t) => return Some(t),
             Entry::Queued(q) => q,
         };
@@ -457,7 +478,7 @@ impl Gates {
         waiter: Arc<LocalWaiter>,
         deadline: Option<Instant>,
     ) -> Option<Turn<'a>> {
-        let mut queued = match self.enter(key, seat, &waiter) {
+        let mut queued = match self.enter(key, seat, &waiter, deadline) {
             Entry::Turn(t) => return Some(t),
             Entry::Queued(q) => q,
         };
@@ -558,7 +579,7 @@ mod tests {
         let first = gates
             .turn_blocking("k", seat(), &super::tests::waiter(), None)
             .expect("free");
-        let Entry::Queued(next) = gates.enter("k", seat(), waiter) else {
+        let Entry::Queued(next) = gates.enter("k", seat(), waiter, None) else {
             panic!("the key is taken");
         };
         (first, next)
@@ -778,6 +799,33 @@ mod tests {
         assert!(turn.held_here(), "the previous holder ended with the lock");
         assert!(waiter.take_signal(), "the grant's wake-up is kept for it");
         assert_eq!(waiter.take_grant(), Some(4));
+    }
+
+    #[test]
+    fn a_waiter_past_its_deadline_is_passed_over_for_the_turn() {
+        let gates = Gates::default();
+        let first = gates
+            .turn_blocking("k", seat(), &waiter(), None)
+            .expect("free");
+        let past = Instant::now();
+        let (late, live) = (waiter(), waiter());
+        let Entry::Queued(mut gone) = gates.enter("k", seat(), &late, Some(past)) else {
+            panic!("the key is taken");
+        };
+        let live_seat = seat();
+        let Entry::Queued(mut next) = gates.enter("k", live_seat, &live, None) else {
+            panic!("the key is taken");
+        };
+        drop(first);
+        assert!(!late.take_signal(), "the late waiter is not woken for it");
+        assert!(live.take_signal(), "the next live waiter is");
+        let claim = gates.claim("k").expect("the live waiter is offered");
+        assert_eq!(claim.token, live_seat.token);
+        assert!(matches!(
+            gone.next(Instant::now(), Some(past)),
+            Next::GaveUp
+        ));
+        assert!(matches!(next.next(Instant::now(), None), Next::Turn(_)));
     }
 
     #[test]
