@@ -137,11 +137,9 @@ pub(super) async fn wait(
     mut waiting: Waiting,
     last: Outcome,
 ) -> Result<Option<Acquired>, BackendError> {
-    let conn = inner.conn.get().await.map_err(super::backend_error)?;
     let waiter = LocalWaiter::for_task(args.token);
     let deadline = waiting.deadline();
-    let via = Via::Conn(conn.clone());
-    let mut line = LineGuard::new(&inner, &args, &mut waiting, via, &waiter);
+    let mut line = LineGuard::new(&inner, &args, &mut waiting, Via::Conn(None), &waiter);
     // Behind another waiter of this process for the key: wait here first.
     let Some(turn) = inner
         .gates
@@ -150,6 +148,8 @@ pub(super) async fn wait(
     else {
         return Ok(None);
     };
+    let conn = inner.conn.get().await.map_err(super::backend_error)?;
+    line.via = Via::Conn(Some(conn.clone()));
     // Bound after `line`, so dropped before it (as is the turn in it): the
     // turn has ended, and nothing more can be granted, when the guard looks
     // for a grant to give back.
@@ -331,7 +331,11 @@ impl Listening {
 /// The connection an acquisition's requests go through.
 enum Via {
     Pool,
-    Conn(MultiplexedConnection),
+    /// The multiplexed connection of the runtime it runs on, once it has
+    /// one: a waiter queued in the local line has sent nothing yet, and
+    /// holds none (a clone made and dropped by every waiter of a crowd is
+    /// a reference count bounced between the runtime's threads).
+    Conn(Option<MultiplexedConnection>),
 }
 
 /// Holds a driver's [`Waiting`] so that however the driver ends without the
@@ -444,7 +448,7 @@ impl Drop for LineGuard<'_> {
                     },
                     leave: leave.then(|| self.place()),
                 };
-                self.inner.hand_off(Some(conn.clone()), leftover);
+                self.inner.hand_off(conn.clone(), leftover);
             }
             Via::Conn(_) => {}
         }
