@@ -458,6 +458,51 @@ async fn a_burst_of_waiters_in_one_process_costs_redis_one_waiter() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_crowd_of_waiters_sends_redis_next_to_nothing() {
+    const WAITERS: usize = 1000;
+    let server = RedisServer::start();
+    let a = slow_polling_alias(&server.url(), "wait-cancelled");
+    let held = Lock::new("k").alias(a).acquire_async().await.unwrap();
+    let waiters: Vec<_> = (0..WAITERS)
+        .map(|_| tokio::spawn(Lock::new("k").alias(a).acquire_async()))
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !server.get("lock:k").is_some_and(|v| v.ends_with('*')) {
+        assert!(Instant::now() < deadline, "nobody waits");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        list(&server, "lock%:line:lock:k").len(),
+        1,
+        "one waiter of the process stands in Redis's line"
+    );
+    let before = commands(&server);
+    for w in &waiters {
+        w.abort();
+    }
+    for w in waiters {
+        assert!(w.await.unwrap_err().is_cancelled());
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The waiter that stood in Redis leaves its place; the others, queued
+    // in the process, had sent nothing, so there is nothing to give back
+    // (this was one release by token each). The probe's INFO counts too.
+    let spent = commands(&server) - before;
+    assert!(
+        spent < 50,
+        "{spent} commands to cancel {WAITERS} waiters of one process"
+    );
+    assert!(
+        list(&server, "lock%:line:lock:k").is_empty(),
+        "nobody is left in line"
+    );
+    held.release_async().await.unwrap();
+    let again = Lock::new("k").alias(a).try_acquire_async().await.unwrap();
+    assert!(again.is_some(), "the lock is free for the next one");
+}
+
 #[test]
 fn a_release_hands_the_lock_to_a_waiter_of_its_own_process_without_a_message() {
     let server = RedisServer::start();

@@ -4,6 +4,7 @@
 //! future. Also what they leave behind when they end without the lock: a
 //! place in line to give up, a lock a failed request may have won.
 
+use std::cell::Cell;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
@@ -138,6 +139,11 @@ pub(super) async fn wait(
     last: Outcome,
 ) -> Result<Option<Acquired>, BackendError> {
     let waiter = LocalWaiter::for_task(args.token);
+    let mut untried = Untried {
+        token: args.token,
+        waiter: &waiter,
+        armed: matches!(last, Outcome::Start),
+    };
     let deadline = waiting.deadline();
     let mut line = LineGuard::new(&inner, &args, &mut waiting, Via::Conn(None), &waiter);
     // Behind another waiter of this process for the key: wait here first.
@@ -148,15 +154,57 @@ pub(super) async fn wait(
     else {
         return Ok(None);
     };
+    // From here on it may send.
+    untried.armed = false;
     let conn = inner.conn.get().await.map_err(super::backend_error)?;
     line.via = Via::Conn(Some(conn.clone()));
     // Bound after `line`, so dropped before it (as is the turn in it): the
     // turn has ended, and nothing more can be granted, when the guard looks
     // for a grant to give back.
     let mut in_redis = Box::pin(wait_in_redis(
-        &inner, conn, &args, &mut line, turn, waiter, last,
+        &inner,
+        conn,
+        &args,
+        &mut line,
+        turn,
+        Arc::clone(&waiter),
+        last,
     ));
     in_redis.as_mut().await
+}
+
+thread_local! {
+    /// The token of the last async acquisition dropped on this thread
+    /// having sent Redis nothing (see [`Untried`]).
+    static UNSENT: Cell<Option<Token>> = const { Cell::new(None) };
+}
+
+/// Armed while an async acquisition has sent Redis nothing and holds no
+/// grant (it waits in the local line, and no attempt went before): dropped
+/// so, it leaves its token for [`sent_nothing`]. The runtime's give-back of
+/// a cancelled acquisition follows at once on the same thread, and would
+/// otherwise send a release for every waiter of a cancelled crowd.
+struct Untried<'a> {
+    token: Token,
+    waiter: &'a LocalWaiter,
+    armed: bool,
+}
+
+impl Drop for Untried<'_> {
+    fn drop(&mut self) {
+        if self.armed && !self.waiter.has_grant() {
+            let _ = UNSENT.try_with(|u| u.set(Some(self.token)));
+        }
+    }
+}
+
+/// Whether the async acquisition of `token`, dropped just now on this
+/// thread, had sent Redis nothing, so has nothing to give back. `false`
+/// when unknown (dropped elsewhere, say on the I/O thread).
+pub(super) fn sent_nothing(token: Token) -> bool {
+    UNSENT
+        .try_with(|u| u.take() == Some(token))
+        .unwrap_or(false)
 }
 
 /// The turn's wait in Redis: looks, listens and sleeps as [`Waiting`]
