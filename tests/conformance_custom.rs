@@ -160,3 +160,80 @@ fn clean_up_deletes_only_what_ended_before_the_grace_period() {
         "nothing to clean"
     );
 }
+
+/// The docs' store, counting its calls.
+#[derive(Default)]
+struct CountedMapStore {
+    store: MapStore,
+    attempts: std::sync::atomic::AtomicUsize,
+    releases: std::sync::atomic::AtomicUsize,
+}
+
+impl Store for CountedMapStore {
+    fn try_acquire(&self, req: &Request<'_>) -> Result<Attempt, BackendError> {
+        let out = self.store.try_acquire(req);
+        self.attempts
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        out
+    }
+
+    fn release(&self, key: &str, token: Token) -> Result<bool, BackendError> {
+        self.releases
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.store.release(key, token)
+    }
+
+    fn extend(&self, key: &str, token: Token, lease: Duration) -> Result<bool, BackendError> {
+        self.store.extend(key, token, lease)
+    }
+}
+
+/// Async waiters cancelled while they sleep between attempts cost the
+/// store nothing: each had its busy answer, and an attempt takes the lock
+/// or changes nothing, so there is nothing to give back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_crowd_of_sleeping_waiters_sends_the_store_no_release() {
+    use std::sync::atomic::Ordering::SeqCst;
+
+    use lock_runtime::{Lock, registry};
+    const WAITERS: usize = 100;
+    let store = Arc::new(CountedMapStore::default());
+    let config = AliasConfig::store(Arc::clone(&store)).poll_interval(Duration::from_secs(60));
+    registry::add("counted", config).unwrap();
+    let held = Lock::new("k")
+        .alias("counted")
+        .acquire_async()
+        .await
+        .unwrap();
+    let waiters: Vec<_> = (0..WAITERS)
+        .map(|_| tokio::spawn(Lock::new("k").alias("counted").acquire_async()))
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while store.attempts.load(SeqCst) < WAITERS + 1 {
+        assert!(Instant::now() < deadline, "the waiters never tried");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // Each has had its answer (busy until the holder's lease ends, 30 s
+    // away) and sleeps.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(store.attempts.load(SeqCst), WAITERS + 1, "one look each");
+    for w in &waiters {
+        w.abort();
+    }
+    for w in waiters {
+        assert!(w.await.unwrap_err().is_cancelled());
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        store.releases.load(SeqCst),
+        0,
+        "a cancelled waiter that won nothing gives nothing back"
+    );
+    held.release_async().await.unwrap();
+    assert_eq!(store.releases.load(SeqCst), 1);
+    let again = Lock::new("k").alias("counted").try_acquire_async().await;
+    assert!(
+        again.unwrap().is_some(),
+        "the lock is free for the next one"
+    );
+}

@@ -719,7 +719,12 @@ fn check_duration(name: &'static str, d: Duration) -> Result<(), LockError> {
 /// An async acquisition whose outcome is not yet known. Dropped (the
 /// acquisition was cancelled), it releases by the request's token, which
 /// frees the lock if the request won it and does nothing otherwise; this
-/// covers every store, whatever its requests were doing when dropped.
+/// covers every store, whatever its requests were doing when dropped. The
+/// backend's future, dropped just before on the same thread, may have said
+/// it could have won nothing (see [`backend::won_nothing`]): then it sends
+/// nothing.
+///
+/// [`backend::won_nothing`]: crate::backend::won_nothing
 struct Pending<'a> {
     backend: &'a Arc<dyn crate::backend::Backend>,
     key: &'a str,
@@ -728,6 +733,9 @@ struct Pending<'a> {
 
 impl Drop for Pending<'_> {
     fn drop(&mut self) {
+        if crate::backend::won_nothing(self.token) {
+            return;
+        }
         self.backend.give_back_detached(self.key, self.token);
     }
 }

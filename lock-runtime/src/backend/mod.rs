@@ -206,6 +206,7 @@ pub use store::{
     AsyncStore, CleanUp, ForceRelease, Held, Inspect, Listing, OwnerCheck, Signal, Store, Unleased,
     WakeUps, Watch,
 };
+pub(crate) use wait::won_nothing;
 
 /// A boxed, `Send` future: the return type of a backend's async methods.
 ///
@@ -816,7 +817,9 @@ impl Wait {
 /// - An async method's future may be dropped at any await point. When a
 ///   [`Lock`](crate::Lock)'s async acquisition is dropped before it
 ///   answered, the runtime gives back whatever it may have won by calling
-///   [`give_back_detached`](Self::give_back_detached) with its token; the
+///   [`give_back_detached`](Self::give_back_detached) with its token
+///   (unless the runtime's own wait loop was asleep after a busy attempt,
+///   when it can have won nothing); the
 ///   backend must make sure that release reaches the store after the
 ///   acquisition's request in flight (the runtime's adapters do; Redis sends
 ///   it on the same connection). Whatever else a dropped wait leaves behind

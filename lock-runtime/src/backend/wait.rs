@@ -4,6 +4,7 @@
 //! answers each attempt (acquired, or busy with when to retry) and, if it
 //! has [`WakeUps`], notifies a [`Signal`].
 
+use std::cell::Cell;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -11,8 +12,55 @@ use std::time::{Duration, Instant};
 
 use super::timer::Timer;
 use super::{
-    Acquired, Attempt, Backend, BackendError, Busy, Jitter, Request, Signal, Wait, WakeUps, Watch,
+    Acquired, Attempt, Backend, BackendError, Busy, Jitter, Request, Signal, Token, Wait, WakeUps,
+    Watch,
 };
+
+thread_local! {
+    /// The token of the last async acquisition dropped on this thread at a
+    /// point where it could have won nothing (see [`WonNothing`]).
+    static WON_NOTHING: Cell<Option<Token>> = const { Cell::new(None) };
+}
+
+/// Armed while an async acquisition can have won nothing: it has no
+/// attempt in flight and its last one was answered busy (asleep in the
+/// runtime's wait loop), or it has sent nothing at all (queued in a
+/// process's local line). Dropped armed, it leaves its token for
+/// [`won_nothing`]: the runtime's give-back of a cancelled acquisition,
+/// which follows at once on the same thread, then sends nothing, where a
+/// cancelled crowd of waiters cost the store one release each.
+pub(crate) struct WonNothing {
+    token: Token,
+    armed: bool,
+}
+
+impl WonNothing {
+    pub(crate) fn new(token: Token, armed: bool) -> Self {
+        Self { token, armed }
+    }
+
+    pub(crate) fn disarm(&mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for WonNothing {
+    fn drop(&mut self) {
+        if self.armed {
+            let _ = WON_NOTHING.try_with(|w| w.set(Some(self.token)));
+        }
+    }
+}
+
+/// Whether the async acquisition of `token`, dropped just now on this
+/// thread, could have won nothing, so has nothing to give back. `false`
+/// when unknown (its future was dropped elsewhere, or by a backend that
+/// does not say).
+pub(crate) fn won_nothing(token: Token) -> bool {
+    WON_NOTHING
+        .try_with(|w| w.take() == Some(token))
+        .unwrap_or(false)
+}
 
 /// How long a waiter with ready wake-ups sleeps at most between attempts.
 pub(crate) const LOST_WAKE_UP: Duration = Duration::from_secs(1);
@@ -176,7 +224,12 @@ pub(crate) async fn acquire_async<B: Backend + ?Sized>(
             Step::Sleep(until) => {
                 let signal = listener.signal();
                 let timer = until.map(Timer::at);
+                // Dropped asleep, it has no attempt in flight, and its last
+                // one was answered busy (an attempt takes the lock or
+                // changes nothing).
+                let mut asleep = WonNothing::new(req.token, true);
                 Sleep { signal, timer }.await;
+                asleep.disarm();
                 signal.take_notified();
             }
         }

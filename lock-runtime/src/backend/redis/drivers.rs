@@ -4,7 +4,6 @@
 //! future. Also what they leave behind when they end without the lock: a
 //! place in line to give up, a lock a failed request may have won.
 
-use std::cell::Cell;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
@@ -17,6 +16,7 @@ use super::scripts::{self, Call};
 use super::waiting::{Action, Line, Outcome, Waiting};
 use super::wake::{LocalWaiter, Wakeups, Watch};
 use super::{AcquireArgs, Inner, Tried, handover_invocation};
+use crate::backend::wait::WonNothing;
 use crate::backend::{Acquired, Attempt, BackendError, Token};
 
 /// A sync waiting acquisition: blocking pool, parked thread, subscriptions
@@ -140,9 +140,8 @@ pub(super) async fn wait(
 ) -> Result<Option<Acquired>, BackendError> {
     let waiter = LocalWaiter::for_task(args.token);
     let mut untried = Untried {
-        token: args.token,
+        won_nothing: WonNothing::new(args.token, matches!(last, Outcome::Start)),
         waiter: &waiter,
-        armed: matches!(last, Outcome::Start),
     };
     let deadline = waiting.deadline();
     let mut line = LineGuard::new(&inner, &args, &mut waiting, Via::Conn(None), &waiter);
@@ -155,7 +154,7 @@ pub(super) async fn wait(
         return Ok(None);
     };
     // From here on it may send.
-    untried.armed = false;
+    untried.won_nothing.disarm();
     let conn = inner.conn.get().await.map_err(super::backend_error)?;
     line.via = Via::Conn(Some(conn.clone()));
     // Bound after `line`, so dropped before it (as is the turn in it): the
@@ -173,38 +172,21 @@ pub(super) async fn wait(
     in_redis.as_mut().await
 }
 
-thread_local! {
-    /// The token of the last async acquisition dropped on this thread
-    /// having sent Redis nothing (see [`Untried`]).
-    static UNSENT: Cell<Option<Token>> = const { Cell::new(None) };
-}
-
 /// Armed while an async acquisition has sent Redis nothing and holds no
 /// grant (it waits in the local line, and no attempt went before): dropped
-/// so, it leaves its token for [`sent_nothing`]. The runtime's give-back of
-/// a cancelled acquisition follows at once on the same thread, and would
-/// otherwise send a release for every waiter of a cancelled crowd.
+/// so, it says so ([`WonNothing`]), and the runtime's give-back of the
+/// cancelled acquisition sends nothing.
 struct Untried<'a> {
-    token: Token,
+    won_nothing: WonNothing,
     waiter: &'a LocalWaiter,
-    armed: bool,
 }
 
 impl Drop for Untried<'_> {
     fn drop(&mut self) {
-        if self.armed && !self.waiter.has_grant() {
-            let _ = UNSENT.try_with(|u| u.set(Some(self.token)));
+        if self.waiter.has_grant() {
+            self.won_nothing.disarm();
         }
     }
-}
-
-/// Whether the async acquisition of `token`, dropped just now on this
-/// thread, had sent Redis nothing, so has nothing to give back. `false`
-/// when unknown (dropped elsewhere, say on the I/O thread).
-pub(super) fn sent_nothing(token: Token) -> bool {
-    UNSENT
-        .try_with(|u| u.take() == Some(token))
-        .unwrap_or(false)
 }
 
 /// The turn's wait in Redis: looks, listens and sleeps as [`Waiting`]

@@ -1063,10 +1063,6 @@ impl Backend for RedisBackend {
     }
 
     fn give_back_detached(&self, key: &str, token: Token) {
-        // Still waiting in the local line, it had sent nothing to win with.
-        if drivers::sent_nothing(token) {
-            return;
-        }
         // A cancelled acquisition usually won nothing: no warning then.
         self.inner.release_leftover(key, token, Release::MayHaveWon);
     }
