@@ -244,6 +244,47 @@ fn checker_explains_an_overlap_by_a_pause_and_wants_the_lost_signal() {
 }
 
 #[test]
+fn checker_explains_a_hold_whose_worker_was_paused_as_its_acquisition_returned() {
+    // B won the lock (token 1) at 10 ms, and its worker was paused from
+    // 11 ms for a second, past the 800 ms lease, before B's hold was
+    // recorded; A got the lock meanwhile (token 2). B's hold shows at
+    // 1,012 ms with the older token, sees the loss and writes nothing.
+    let mut a = hold(0, 1, 2, 900, 1100);
+    a.pid = 1000;
+    let mut b = hold(1, 1, 1, 1012, 1014);
+    b.waited = 1007 * MS;
+    b.lost = Some(1013 * MS);
+    b.write = Some("cancelled".into());
+    b.write_at = None;
+    b.release = Some("not_held".into());
+    let mut h = History {
+        writes: vec![write(&a, true)],
+        holds: vec![a, b],
+        ..History::default()
+    };
+    h.faults.push(Fault {
+        kind: "pause_worker".into(),
+        target: "worker 1".into(),
+        pid: Some(1001),
+        start: 11 * MS,
+        end: 1011 * MS,
+    });
+    let s = check(&h, &profile());
+    assert!(s.passed(), "{:?}", s.failures);
+    assert_eq!((s.overlaps, s.unexplained_overlaps), (1, 0));
+
+    // A pause shorter than the lease explains nothing: B's lease held.
+    h.faults[0].end = 300 * MS;
+    let s = check(&h, &profile());
+    assert_eq!(s.unexplained_overlaps, 1);
+    assert!(
+        s.failures.iter().any(|f| f.contains("did not grow")),
+        "{:?}",
+        s.failures
+    );
+}
+
+#[test]
 fn checker_flags_a_stale_write_accepted() {
     let mut h = clean();
     // The resource took token 2, then token 1.

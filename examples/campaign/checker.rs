@@ -94,11 +94,28 @@ fn effective_end(h: &Hold, faults: &[Fault]) -> Option<u64> {
     })
 }
 
+/// Whether `b`'s worker was paused past the lease as `b`'s acquisition
+/// returned: it had won the lock, then stood still while the lease ran out
+/// and others took the lock, and its hold, recorded when it ran again,
+/// carries the token it won before theirs.
+fn paused_as_it_won(b: &Hold, p: &Profile, faults: &[Fault]) -> bool {
+    faults.iter().any(|f| {
+        f.kind == "pause_worker"
+            && f.pid == Some(b.pid)
+            && f.start >= b.start.saturating_sub(b.waited)
+            && f.start <= b.start
+            && f.end - f.start > p.lease_ns
+    })
+}
+
 /// Why `a`'s hold overlapping `b`'s (which began later) is allowed, or
 /// `None`.
 fn explain(a: &Hold, b: &Hold, p: &Profile, faults: &[Fault]) -> Option<&'static str> {
     if fault_in(faults, &["pause_worker"], Some(a.pid), a.start, b.start).is_some() {
         return Some("holder paused past its lease");
+    }
+    if b.token < a.token && paused_as_it_won(b, p, faults) {
+        return Some("holder paused past its lease as its acquisition returned");
     }
     if a.lost.is_some_and(|lost| lost <= b.start) {
         return Some("holder's guard reported lost before the overlap");
@@ -188,7 +205,11 @@ pub fn check(history: &History, p: &Profile) -> Summary {
         for (i, a) in holds.iter().enumerate() {
             let a_end = effective_end(a, faults);
             for b in &holds[i + 1..] {
-                if b.token <= a.token {
+                // Won before `a`, then paused past the lease before its hold
+                // was recorded: the order of the tokens is the order of
+                // the grants.
+                let won_first = b.token < a.token && paused_as_it_won(b, p, faults);
+                if b.token <= a.token && !won_first {
                     let restarted = (p.restart_forgets || p.node_restart_forgets)
                         && fault_in(
                             faults,
