@@ -418,6 +418,15 @@ fn commands(server: &RedisServer) -> u64 {
         .unwrap()
 }
 
+/// Until the lock `k` is marked as waited for.
+async fn until_someone_waits(server: &RedisServer) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !server.get("lock:k").is_some_and(|v| v.ends_with('*')) {
+        assert!(Instant::now() < deadline, "nobody waits");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_of_waiters_in_one_process_costs_redis_one_waiter() {
     const WAITERS: usize = 1000;
@@ -434,11 +443,7 @@ async fn a_burst_of_waiters_in_one_process_costs_redis_one_waiter() {
             })
         })
         .collect();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !server.get("lock:k").is_some_and(|v| v.ends_with('*')) {
-        assert!(Instant::now() < deadline, "nobody waits");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    until_someone_waits(&server).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     // The probe's own GETs and INFO count too; a thousand looks would not fit.
     let spent = commands(&server) - before;
@@ -467,11 +472,7 @@ async fn a_cancelled_crowd_of_waiters_sends_redis_next_to_nothing() {
     let waiters: Vec<_> = (0..WAITERS)
         .map(|_| tokio::spawn(Lock::new("k").alias(a).acquire_async()))
         .collect();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !server.get("lock:k").is_some_and(|v| v.ends_with('*')) {
-        assert!(Instant::now() < deadline, "nobody waits");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    until_someone_waits(&server).await;
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(
         list(&server, "lock%:line:lock:k").len(),
