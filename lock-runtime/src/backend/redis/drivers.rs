@@ -118,8 +118,9 @@ pub(super) async fn acquire(
             }
         }
     }
-    // The waiting driver is a large future: boxed apart, it costs the
-    // uncontended acquisition above neither its allocation nor its moves.
+    // The waiting driver, boxed apart, costs the uncontended acquisition
+    // above neither its allocation nor its moves. It takes the connection
+    // again once it has the turn (a queued waiter holds none).
     drop(conn);
     Box::pin(wait(inner, args, waiting, last)).await
 }
