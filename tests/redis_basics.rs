@@ -451,3 +451,94 @@ fn scripts_the_server_forgot_are_loaded_again() {
         assert!(!server.exists("lock:noscript"));
     });
 }
+
+/// A crowd of calls that all find their scripts forgotten at once (after a
+/// restart, or `SCRIPT FLUSH`) loads them once, not once per call: 200
+/// concurrent async releases, then 8 threads' releases, each of whose
+/// first `EVALSHA` the server answers `NOSCRIPT`, load the scripts as often
+/// as one release alone does (each used to load its own: 165 loads for the
+/// 200).
+#[test]
+fn a_crowd_that_finds_its_scripts_forgotten_loads_them_once() {
+    const TASKS: usize = 200;
+    let server = RedisServer::start();
+    let a = redis_alias(&server, "basics-noscript-crowd");
+    let flush = || {
+        let ok = server.cmd(&["SCRIPT", "FLUSH"]);
+        assert_eq!(ok.as_str(), Some("OK"), "{ok:?}");
+    };
+    let loads = || server.calls("script|load");
+    let refusals = || -> u64 { server.info("stats")["total_error_replies"].parse().unwrap() };
+
+    // What one release that finds the scripts gone loads.
+    let alone = Lock::new("alone").alias(a).acquire().unwrap();
+    flush();
+    let before = loads();
+    alone.release().unwrap();
+    let once = loads() - before;
+    assert!(once >= 1, "the release loaded its script");
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut guards = Vec::with_capacity(TASKS);
+        for i in 0..TASKS {
+            let lock = Lock::new(format!("crowd-{i}")).alias(a);
+            guards.push(lock.acquire_async().await.unwrap());
+        }
+        flush();
+        let (before, refused) = (loads(), refusals());
+        let releases: Vec<_> = guards
+            .into_iter()
+            .map(|g| tokio::spawn(g.release_async()))
+            .collect();
+        for r in releases {
+            r.await.unwrap().unwrap();
+        }
+        let noscript = refusals() - refused;
+        assert!(
+            noscript > 10,
+            "the crowd's calls found the script gone ({noscript} NOSCRIPT answers)"
+        );
+        let loaded = loads() - before;
+        assert_eq!(
+            loaded, once,
+            "script loads for {noscript} NOSCRIPT answers, against {once} for one call"
+        );
+    });
+    assert!(
+        (0..TASKS).all(|i| !server.exists(&format!("lock:crowd-{i}"))),
+        "every release got through"
+    );
+
+    let guards: Vec<_> = (0..8)
+        .map(|i| {
+            Lock::new(format!("threads-{i}"))
+                .alias(a)
+                .acquire()
+                .unwrap()
+        })
+        .collect();
+    flush();
+    let (before, refused) = (loads(), refusals());
+    let start = std::sync::Barrier::new(8);
+    std::thread::scope(|s| {
+        for g in guards {
+            let start = &start;
+            s.spawn(move || {
+                start.wait();
+                g.release().unwrap();
+            });
+        }
+    });
+    let noscript = refusals() - refused;
+    let loaded = loads() - before;
+    assert_eq!(
+        loaded, once,
+        "script loads for 8 threads' releases ({noscript} NOSCRIPT answers), against {once} for one"
+    );
+    assert!((0..8).all(|i| !server.exists(&format!("lock:threads-{i}"))));
+}

@@ -402,16 +402,6 @@ fn a_lock_handed_over_in_line_gets_the_lease_it_asked_for() {
     }
 }
 
-/// Calls of `command` the server has run so far.
-fn calls(server: &RedisServer, command: &str) -> u64 {
-    server
-        .info("commandstats")
-        .get(&format!("cmdstat_{command}"))
-        .and_then(|v| v.strip_prefix("calls="))
-        .and_then(|v| v.split(',').next())
-        .map_or(0, |n| n.parse().unwrap())
-}
-
 fn commands(server: &RedisServer) -> u64 {
     server.info_stats()["total_commands_processed"]
         .parse()
@@ -517,7 +507,7 @@ fn a_release_hands_the_lock_to_a_waiter_of_its_own_process_without_a_message() {
         std::thread::sleep(Duration::from_millis(5));
     }
     std::thread::sleep(Duration::from_millis(50));
-    let published = calls(&server, "publish");
+    let published = server.calls("publish");
     held.release().unwrap();
     let got = waiter.join().unwrap();
     let second = got.fencing_token().unwrap();
@@ -526,7 +516,7 @@ fn a_release_hands_the_lock_to_a_waiter_of_its_own_process_without_a_message() {
         "fencing tokens go on: {first} then {second}"
     );
     assert_eq!(
-        calls(&server, "publish"),
+        server.calls("publish"),
         published,
         "the hand-off within the process went without a message"
     );
@@ -615,12 +605,12 @@ fn a_waiter_that_gives_up_behind_its_own_process_holder_sends_no_leave() {
         .unwrap_err();
     assert!(err.is_timeout(), "{err}");
     assert!(
-        calls(&server, "evalsha") >= 1,
+        server.calls("evalsha") >= 1,
         "the waiter looked through the line's script"
     );
     // A leave is the only script that removes a place (`ZREM`); a look
     // behind a local holder neither joins nor leaves.
-    assert_eq!(calls(&server, "zrem"), 0, "a leave was sent");
+    assert_eq!(server.calls("zrem"), 0, "a leave was sent");
     assert!(list(&server, "lock%:line:lock:own").is_empty());
     held.release().unwrap();
 }

@@ -237,6 +237,16 @@ impl RedisServer {
         self.info("stats")
     }
 
+    /// How often the server ran `command` (`INFO commandstats`; a
+    /// subcommand as `script|load`).
+    pub fn calls(&self, command: &str) -> u64 {
+        self.info("commandstats")
+            .get(&format!("cmdstat_{command}"))
+            .and_then(|v| v.strip_prefix("calls="))
+            .and_then(|v| v.split(',').next())
+            .map_or(0, |n| n.parse().expect("a count of calls"))
+    }
+
     /// `FLUSHALL`.
     pub fn flushall(&self) {
         self.checked(&["FLUSHALL"]);

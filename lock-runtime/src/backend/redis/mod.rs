@@ -228,6 +228,8 @@ struct Inner {
     gates: gate::Gates,
     /// This process's record beside the locks (who holds them).
     books: books::Books,
+    /// Loading the scripts again when the server forgot them.
+    loads: scripts::Loads,
 }
 
 impl fmt::Debug for RedisBackend {
@@ -263,6 +265,7 @@ impl RedisBackend {
                 wakeups: Subscribers::new(client.clone(), connect_timeout, command_timeout, own),
                 gates: gate::Gates::default(),
                 conn: io::AsyncConn::new(client, config),
+                loads: scripts::Loads::default(),
             }),
         })
     }
@@ -434,7 +437,7 @@ impl AcquireArgs {
 /// token name its place): the same keys, since either may hand the lock to
 /// the head of the line.
 fn handover_invocation(
-    script: &'static redis::Script,
+    script: &'static scripts::Lua,
     fence_key: &str,
     key: &str,
     token: Token,
@@ -750,7 +753,7 @@ impl Inner {
 
     fn sync<T: FromRedisValue>(&self, call: &Call) -> Result<T, BackendError> {
         self.pool
-            .with(|c| call.query(c))
+            .with(|c| call.query(c, &self.loads))
             .map_err(|e| self.sync_failed(e))
     }
 
@@ -764,7 +767,7 @@ impl Inner {
         conn: &mut MultiplexedConnection,
         call: Call,
     ) -> Result<T, BackendError> {
-        call.query_async(conn)
+        call.query_async(conn, &self.loads)
             .await
             .map_err(|e| self.async_failed(e))
     }

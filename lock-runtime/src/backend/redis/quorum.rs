@@ -20,8 +20,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
-use once_cell::sync::Lazy;
-use redis::Script;
 use tokio::sync::{mpsc, watch};
 
 use super::waiting::Line;
@@ -34,18 +32,6 @@ use crate::backend::{
     Request, Token,
 };
 use crate::watchdog::drift;
-
-/// `KEYS[1]` fence counter; `ARGV[1]` a fencing token. Raises the counter to
-/// the token if it is lower.
-static RAISE_FENCE: Lazy<Script> = Lazy::new(|| {
-    Script::new(
-        r#"
-local now = tonumber(redis.call('GET', KEYS[1]) or '0')
-if now < tonumber(ARGV[1]) then redis.call('SET', KEYS[1], ARGV[1]) end
-return 1
-"#,
-    )
-});
 
 /// Several independent Redis servers acting as one lock store. Build it with
 /// [`AliasConfig::quorum`](crate::registry::AliasConfig::quorum) or a
@@ -498,7 +484,7 @@ impl QuorumBackend {
     ) -> Result<(), BackendError> {
         let started = Instant::now();
         let mut answers = self.spawn_each(|inner| async move {
-            let mut call = scripts::Call::new(&RAISE_FENCE, &[&inner.fence_key]);
+            let mut call = scripts::Call::new(&scripts::RAISE_FENCE, &[&inner.fence_key]);
             call.arg(fence);
             inner.invoke::<i64>(call).await
         });

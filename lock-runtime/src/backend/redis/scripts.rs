@@ -1,6 +1,7 @@
 //! The Lua scripts that make every lock operation one atomic step on the
 //! server. Keys and tokens travel as `KEYS`/`ARGV`, never in the script text;
-//! the scripts are called by hash and reloaded after `NOSCRIPT`.
+//! the scripts are called by hash and loaded again after `NOSCRIPT`, once
+//! for a crowd of calls (see [`Loads`]).
 //!
 //! A lock's value is `<token><span>[#<meta>]<flag>`: the owner's
 //! 22-character token; the lock's age at its last (re)lease plus that
@@ -29,6 +30,9 @@
 //! grant blocks the line no longer than the TTL. Waiters refresh their
 //! deadline while they wait; a dead one is dropped from the head of the line
 //! once its deadline passes.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use once_cell::sync::Lazy;
 use redis::aio::MultiplexedConnection;
@@ -109,7 +113,21 @@ local function pass_on(lock, line, alive, fence, marked)
 end
 "#;
 
-fn script(body: &str) -> Script {
+/// A script: its source, kept to load it again, and the hash `EVALSHA`
+/// calls it by.
+pub(crate) struct Lua {
+    code: String,
+    hash: String,
+}
+
+impl Lua {
+    fn new(code: String) -> Self {
+        let hash = Script::new(&code).get_hash().to_owned();
+        Self { code, hash }
+    }
+}
+
+fn script(body: &str) -> Lua {
     script_after("", body)
 }
 
@@ -117,34 +135,96 @@ fn script(body: &str) -> Script {
 /// makes a closure for each helper every time the script runs), so that a
 /// common case needing none of them can return first. `TTL` is the waiter
 /// TTL in ms.
-fn script_after(first: &str, body: &str) -> Script {
+fn script_after(first: &str, body: &str) -> Lua {
     let ttl = super::WAITER_TTL.as_millis();
-    Script::new(&format!("{first}local TTL = {ttl}\n{PRELUDE}{body}"))
+    Lua::new(format!("{first}local TTL = {ttl}\n{PRELUDE}{body}"))
+}
+
+/// Every script of the Redis stores, loaded together.
+fn all() -> [&'static Lua; 9] {
+    [
+        &ACQUIRE,
+        &ACQUIRE_FAIR,
+        &RELEASE,
+        &RELEASE_TO,
+        &LEAVE,
+        &EXTEND,
+        &INSPECT,
+        &FORCE,
+        &RAISE_FENCE,
+    ]
+}
+
+/// Loading the scripts on one server again. A call whose script the server
+/// forgot (`NOSCRIPT`: it restarted, or ran `SCRIPT FLUSH`) loads every
+/// script, in one round trip, unless another call loaded them since it was
+/// sent; a crowd of calls that all find their scripts gone waits for one
+/// load instead of making one each (200 concurrent releases made 165).
+#[derive(Default)]
+pub(crate) struct Loads {
+    /// Loads made so far: a call notes it before it is sent.
+    made: AtomicU64,
+    /// One caller loads at a time; the others wait for it, then see it done.
+    sync_turn: Mutex<()>,
+    async_turn: tokio::sync::Mutex<()>,
+}
+
+impl Loads {
+    fn seen(&self) -> u64 {
+        self.made.load(Ordering::Acquire)
+    }
+
+    /// Loads every script on `con`, unless a load was made since `seen`.
+    fn load(&self, seen: u64, con: &mut dyn ConnectionLike) -> RedisResult<()> {
+        let _turn = self.sync_turn.lock().unwrap_or_else(|e| e.into_inner());
+        if self.seen() == seen {
+            load_all().query::<()>(con)?;
+            self.made.fetch_add(1, Ordering::AcqRel);
+        }
+        Ok(())
+    }
+
+    async fn load_async(&self, seen: u64, con: &mut MultiplexedConnection) -> RedisResult<()> {
+        let _turn = self.async_turn.lock().await;
+        if self.seen() == seen {
+            load_all().query_async::<()>(con).await?;
+            self.made.fetch_add(1, Ordering::AcqRel);
+        }
+        Ok(())
+    }
+}
+
+/// `SCRIPT LOAD` of every script, as one pipeline.
+fn load_all() -> redis::Pipeline {
+    let mut pipe = redis::pipe();
+    for lua in all() {
+        pipe.cmd("SCRIPT").arg("LOAD").arg(&lua.code).ignore();
+    }
+    pipe
 }
 
 /// One call of a script: `EVALSHA`, its hash, its keys and its arguments,
 /// written straight into one command (redis-rs's `ScriptInvocation` copies
 /// each key and argument into a buffer of its own first, then into the
 /// command, which costs every lock operation several allocations).
-/// Loaded and sent again if the server answers `NOSCRIPT` (after a restart,
-/// or `SCRIPT FLUSH`).
+/// Sent again after the scripts are loaded if the server answers
+/// `NOSCRIPT` (see [`Loads`]).
 pub(crate) struct Call {
-    script: &'static Script,
     cmd: Cmd,
 }
 
 impl Call {
     /// A call of `script` on `keys`; its arguments follow with
     /// [`arg`](Self::arg).
-    pub(crate) fn new(script: &'static Script, keys: &[&str]) -> Self {
+    pub(crate) fn new(script: &Lua, keys: &[&str]) -> Self {
         // Sized once for what a lock operation sends (a few keys, tokens and
         // numbers), so that writing it does not grow the buffers step by step.
         let mut cmd = Cmd::with_capacity(16, 256);
-        cmd.arg("EVALSHA").arg(script.get_hash()).arg(keys.len());
+        cmd.arg("EVALSHA").arg(&script.hash).arg(keys.len());
         for key in keys {
             cmd.arg(*key);
         }
-        Self { script, cmd }
+        Self { cmd }
     }
 
     pub(crate) fn arg(&mut self, arg: impl ToRedisArgs) -> &mut Self {
@@ -152,10 +232,15 @@ impl Call {
         self
     }
 
-    pub(crate) fn query<T: FromRedisValue>(&self, con: &mut dyn ConnectionLike) -> RedisResult<T> {
+    pub(crate) fn query<T: FromRedisValue>(
+        &self,
+        con: &mut dyn ConnectionLike,
+        loads: &Loads,
+    ) -> RedisResult<T> {
+        let seen = loads.seen();
         match self.cmd.query(con) {
             Err(e) if is_noscript(&e) => {
-                self.script.load(con)?;
+                loads.load(seen, con)?;
                 self.cmd.query(con)
             }
             out => out,
@@ -165,10 +250,12 @@ impl Call {
     pub(crate) async fn query_async<T: FromRedisValue>(
         &self,
         con: &mut MultiplexedConnection,
+        loads: &Loads,
     ) -> RedisResult<T> {
+        let seen = loads.seen();
         match self.cmd.query_async(con).await {
             Err(e) if is_noscript(&e) => {
-                self.script.load_async(con).await?;
+                loads.load_async(seen, con).await?;
                 self.cmd.query_async(con).await
             }
             out => out,
@@ -187,7 +274,7 @@ fn is_noscript(e: &redis::RedisError) -> bool {
 /// it may be taken next: its lease's end, or when it turns stale. Running it twice
 /// with one token grants twice, so a request whose reply was lost can be
 /// retried safely.
-pub(crate) static ACQUIRE: Lazy<Script> = Lazy::new(|| {
+pub(crate) static ACQUIRE: Lazy<Lua> = Lazy::new(|| {
     script(
         r#"
 local token, lease = ARGV[1], ARGV[2]
@@ -222,7 +309,7 @@ return {0, retry_in(held, pttl, tonumber(ARGV[3]))}
 /// token's head is the caller's) is only marked as waited for, and the
 /// reply is `{0, ms}` as from [`ACQUIRE`]: that holder's release hands the
 /// lock to the process's waiter itself, with no line in Redis.
-pub(crate) static ACQUIRE_FAIR: Lazy<Script> = Lazy::new(|| {
+pub(crate) static ACQUIRE_FAIR: Lazy<Lua> = Lazy::new(|| {
     script(
         r#"
 local token, lease = ARGV[1], ARGV[2]
@@ -279,7 +366,7 @@ return {0, redis.call('PTTL', KEYS[1]), fence_now()}
 /// waits; the wake-up goes out on the lock's own name); returns 1 if it
 /// did, else 0. A lock nobody waits for is deleted before the helpers are
 /// even defined: that common case pays for none of their closures.
-pub(crate) static RELEASE: Lazy<Script> = Lazy::new(|| {
+pub(crate) static RELEASE: Lazy<Lua> = Lazy::new(|| {
     script_after(
         r#"
 local held = redis.call('GET', KEYS[1])
@@ -305,7 +392,7 @@ return 1
 /// suffix. Returns `{0, 0}` if the token did not own the lock, `{1, 0}` if
 /// it was freed or handed to the line's head, `{1, fence}` if the successor
 /// has it.
-pub(crate) static RELEASE_TO: Lazy<Script> = Lazy::new(|| {
+pub(crate) static RELEASE_TO: Lazy<Lua> = Lazy::new(|| {
     script(
         r#"
 local held = redis.call('GET', KEYS[1])
@@ -332,7 +419,7 @@ return {1, redis.call('INCR', KEYS[4])}
 /// lease the waiter asked for and its meta suffix (the rest of its entry).
 /// A waiter gives up its place in line, and passes on a grant it never took
 /// up.
-pub(crate) static LEAVE: Lazy<Script> = Lazy::new(|| {
+pub(crate) static LEAVE: Lazy<Lua> = Lazy::new(|| {
     script(
         r#"
 local entry = ARGV[1] .. ARGV[2]
@@ -350,7 +437,7 @@ return 1
 
 /// `KEYS[1]` lock; `ARGV`: token, lease ms. Renews the lease if the token
 /// owns the lock, keeping its age; returns 1 if it did, else 0.
-pub(crate) static EXTEND: Lazy<Script> = Lazy::new(|| {
+pub(crate) static EXTEND: Lazy<Lua> = Lazy::new(|| {
     script(
         r#"
 local held = redis.call('GET', KEYS[1])
@@ -368,7 +455,7 @@ return 1
 /// record. `ARGV[1]`: the records' prefix (`<books>proc:`). Returns per key
 /// `{value, pttl, host, pid, label, function}`, `value` nil for a key that
 /// is gone or not a lock.
-pub(crate) static INSPECT: Lazy<Script> = Lazy::new(|| {
+pub(crate) static INSPECT: Lazy<Lua> = Lazy::new(|| {
     script(
         r#"
 local out = {}
@@ -394,7 +481,7 @@ return out
 /// counter, audit list. `ARGV`: the entry's head (fields joined by NUL),
 /// the audit list's length, the records' prefix. Returns the entry as recorded: its head, then `1` and the holder
 /// removed (host, pid, label, function, age ms, PTTL, token), or `0`.
-pub(crate) static FORCE: Lazy<Script> = Lazy::new(|| {
+pub(crate) static FORCE: Lazy<Lua> = Lazy::new(|| {
     script(
         r#"
 local held = false
@@ -413,5 +500,18 @@ redis.call('LPUSH', KEYS[5], entry)
 redis.call('LTRIM', KEYS[5], 0, tonumber(ARGV[2]) - 1)
 return entry
 "#,
+    )
+});
+
+/// `KEYS[1]` fence counter; `ARGV[1]` a fencing token. Raises the counter to
+/// the token if it is lower (the quorum store's nodes, after a grant).
+pub(crate) static RAISE_FENCE: Lazy<Lua> = Lazy::new(|| {
+    Lua::new(
+        r#"
+local now = tonumber(redis.call('GET', KEYS[1]) or '0')
+if now < tonumber(ARGV[1]) then redis.call('SET', KEYS[1], ARGV[1]) end
+return 1
+"#
+        .to_owned(),
     )
 });
