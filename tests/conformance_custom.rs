@@ -237,3 +237,170 @@ async fn a_cancelled_crowd_of_sleeping_waiters_sends_the_store_no_release() {
         "the lock is free for the next one"
     );
 }
+
+/// The docs' store, counting its calls, whose attempts wait at a gate the
+/// test opens, so that an acquisition can be cancelled while its attempt is
+/// out on the pool.
+#[derive(Default)]
+struct GatedMapStore {
+    counted: CountedMapStore,
+    closed: Mutex<bool>,
+    opened: std::sync::Condvar,
+    started: std::sync::atomic::AtomicUsize,
+}
+
+impl GatedMapStore {
+    fn close(&self) {
+        *self.closed.lock().unwrap() = true;
+    }
+
+    fn open(&self) {
+        *self.closed.lock().unwrap() = false;
+        self.opened.notify_all();
+    }
+}
+
+impl Store for GatedMapStore {
+    fn try_acquire(&self, req: &Request<'_>) -> Result<Attempt, BackendError> {
+        self.started
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let closed = self.closed.lock().unwrap();
+        drop(self.opened.wait_while(closed, |c| *c).unwrap());
+        self.counted.try_acquire(req)
+    }
+
+    fn release(&self, key: &str, token: Token) -> Result<bool, BackendError> {
+        self.counted.release(key, token)
+    }
+
+    fn extend(&self, key: &str, token: Token, lease: Duration) -> Result<bool, BackendError> {
+        self.counted.extend(key, token, lease)
+    }
+}
+
+/// An async acquisition cancelled while its attempt is out on the pool
+/// gives back once, whatever the attempt turns out to win: the attempt
+/// gives back a lock it won for a caller that has left, and the runtime
+/// then sends nothing more (it used to send a release by token as well).
+/// 20 cancelled waiters of a held lock: no release; a cancelled one whose
+/// attempt wins a free lock: one release, and the lock is free again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_acquisition_cancelled_during_its_attempt_gives_back_once() {
+    use std::sync::atomic::Ordering::SeqCst;
+
+    use lock_runtime::{Lock, registry};
+    const WAITERS: usize = 20;
+    let store = Arc::new(GatedMapStore::default());
+    let config = AliasConfig::store(Arc::clone(&store)).poll_interval(Duration::from_secs(60));
+    registry::add("gated", config).unwrap();
+    let until = |count: &std::sync::atomic::AtomicUsize, n: usize, what: &str| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while count.load(SeqCst) < n {
+            assert!(Instant::now() < deadline, "{what}");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    };
+
+    let held = Lock::new("k").alias("gated").acquire_async().await.unwrap();
+    store.close();
+    let waiters: Vec<_> = (0..WAITERS)
+        .map(|_| tokio::spawn(Lock::new("k").alias("gated").acquire_async()))
+        .collect();
+    until(&store.started, WAITERS + 1, "the waiters never tried");
+    for w in &waiters {
+        w.abort();
+    }
+    for w in waiters {
+        assert!(w.await.unwrap_err().is_cancelled());
+    }
+    store.open();
+    until(
+        &store.counted.attempts,
+        WAITERS + 1,
+        "the attempts never ended",
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        store.counted.releases.load(SeqCst),
+        0,
+        "attempts answered busy for callers that left win nothing to give back"
+    );
+
+    store.close();
+    let free = tokio::spawn(Lock::new("free").alias("gated").acquire_async());
+    until(
+        &store.started,
+        WAITERS + 2,
+        "the free lock's waiter never tried",
+    );
+    free.abort();
+    assert!(free.await.unwrap_err().is_cancelled());
+    store.open();
+    until(
+        &store.counted.attempts,
+        WAITERS + 2,
+        "its attempt never ended",
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        store.counted.releases.load(SeqCst),
+        1,
+        "the attempt won the free lock for nobody, and was given back once"
+    );
+    let again = Lock::new("free").alias("gated").try_acquire_async().await;
+    let again = again.unwrap().expect("the free lock is free again");
+    again.release_async().await.unwrap();
+    held.release_async().await.unwrap();
+    assert_eq!(
+        store.counted.releases.load(SeqCst),
+        3,
+        "one release for each guard"
+    );
+}
+
+/// The docs' store, which panics after taking a lock.
+#[derive(Default)]
+struct PanickingMapStore {
+    store: MapStore,
+    took: std::sync::atomic::AtomicBool,
+}
+
+impl Store for PanickingMapStore {
+    fn try_acquire(&self, req: &Request<'_>) -> Result<Attempt, BackendError> {
+        if let Ok(Attempt::Acquired(_)) = self.store.try_acquire(req) {
+            self.took.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+        panic!("a store that panics after taking the lock");
+    }
+
+    fn release(&self, key: &str, token: Token) -> Result<bool, BackendError> {
+        self.store.release(key, token)
+    }
+
+    fn extend(&self, key: &str, token: Token, lease: Duration) -> Result<bool, BackendError> {
+        self.store.extend(key, token, lease)
+    }
+}
+
+/// A store that panics in an async acquisition's attempt, after taking the
+/// lock, panics the caller's task; the runtime still gives back by token
+/// what the attempt may have won.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_panicking_in_an_attempt_strands_no_lock() {
+    use lock_runtime::{Lock, registry};
+    let store = Arc::new(PanickingMapStore::default());
+    registry::add("panicking", AliasConfig::store(Arc::clone(&store))).unwrap();
+    let acquiring = tokio::spawn(Lock::new("k").alias("panicking").acquire_async());
+    assert!(acquiring.await.unwrap_err().is_panic());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    assert!(store.took.load(std::sync::atomic::Ordering::SeqCst));
+    // Its only key is the one the attempt took (under the runtime's
+    // namespace).
+    while !store.store.map.lock().unwrap().is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the lock taken before the panic stayed held"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}

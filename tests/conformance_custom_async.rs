@@ -335,3 +335,119 @@ fn a_tokio_bound_store_serves_sync_callers_and_other_executors() {
         assert!(again.is_some(), "released");
     });
 }
+
+/// The docs' async store, whose attempts wait at a gate the test opens, so
+/// that an acquisition can be cancelled while its attempt is out.
+struct GatedAsyncStore {
+    store: AsyncMapStore,
+    gate: tokio::sync::watch::Sender<bool>,
+    started: std::sync::atomic::AtomicUsize,
+    answered: std::sync::atomic::AtomicUsize,
+    releases: std::sync::atomic::AtomicUsize,
+}
+
+impl AsyncStore for GatedAsyncStore {
+    fn try_acquire<'a>(
+        &'a self,
+        req: &'a Request<'a>,
+    ) -> BoxFuture<'a, Result<Attempt, BackendError>> {
+        use std::sync::atomic::Ordering::SeqCst;
+        Box::pin(async move {
+            self.started.fetch_add(1, SeqCst);
+            let mut open = self.gate.subscribe();
+            let _ = open.wait_for(|open| *open).await;
+            let out = self.store.try_acquire(req).await;
+            self.answered.fetch_add(1, SeqCst);
+            out
+        })
+    }
+
+    fn release<'a>(
+        &'a self,
+        key: &'a str,
+        token: Token,
+    ) -> BoxFuture<'a, Result<bool, BackendError>> {
+        self.releases
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.store.release(key, token)
+    }
+
+    fn extend<'a>(
+        &'a self,
+        key: &'a str,
+        token: Token,
+        lease: Duration,
+    ) -> BoxFuture<'a, Result<bool, BackendError>> {
+        self.store.extend(key, token, lease)
+    }
+}
+
+/// On an executor that is not Tokio, an async store's attempt runs on the
+/// runtime's I/O thread; an acquisition cancelled while it is out gives
+/// back once, whatever the attempt wins: the attempt gives back a lock it
+/// won for a caller that has left, and the runtime then sends nothing more
+/// (it used to send a release by token as well).
+#[test]
+fn an_acquisition_cancelled_during_its_attempt_elsewhere_gives_back_once() {
+    use std::future::Future;
+    use std::sync::atomic::Ordering::SeqCst;
+    use std::task::Context;
+
+    use lock_runtime::Lock;
+    let store = Arc::new(GatedAsyncStore {
+        store: AsyncMapStore::default(),
+        gate: tokio::sync::watch::Sender::new(true),
+        started: Default::default(),
+        answered: Default::default(),
+        releases: Default::default(),
+    });
+    let config =
+        AliasConfig::async_store(Arc::clone(&store)).poll_interval(Duration::from_secs(60));
+    lock_runtime::registry::add("gated-async", config).unwrap();
+    let until = |count: &std::sync::atomic::AtomicUsize, n: usize, what: &str| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while count.load(SeqCst) < n {
+            assert!(Instant::now() < deadline, "{what}");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    };
+    // Polls an acquisition once, so that its attempt goes out, drops it
+    // while the store holds the attempt at its gate, then lets the attempt
+    // end: the `n`th the store sees.
+    let cancel_during_attempt = |key: &str, n: usize| {
+        store.gate.send_replace(false);
+        let lock = Lock::new(key.to_owned()).alias("gated-async");
+        let mut acquiring = Box::pin(lock.acquire_async());
+        let mut cx = Context::from_waker(futures::task::noop_waker_ref());
+        assert!(acquiring.as_mut().poll(&mut cx).is_pending());
+        until(&store.started, n, "the attempt never reached the store");
+        drop(acquiring);
+        store.gate.send_replace(true);
+        until(&store.answered, n, "the attempt never ended");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+
+    let held = Lock::new("k").alias("gated-async").acquire().unwrap();
+    cancel_during_attempt("k", 2);
+    assert_eq!(
+        store.releases.load(SeqCst),
+        0,
+        "an attempt answered busy for a caller that left wins nothing to give back"
+    );
+    cancel_during_attempt("free", 3);
+    assert_eq!(
+        store.releases.load(SeqCst),
+        1,
+        "the attempt won the free lock for nobody, and was given back once"
+    );
+    let again = Lock::new("free")
+        .alias("gated-async")
+        .try_acquire()
+        .unwrap();
+    again
+        .expect("the free lock is free again")
+        .release()
+        .unwrap();
+    held.release().unwrap();
+    assert_eq!(store.releases.load(SeqCst), 3, "one release for each guard");
+}

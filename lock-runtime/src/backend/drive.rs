@@ -5,7 +5,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;
 
 use super::{
@@ -150,12 +150,82 @@ impl Owned {
     }
 }
 
-/// Sets its flag when dropped: the caller of a pool call has gone.
-struct Gone(Arc<AtomicBool>);
+/// An attempt sent off to run on its own (on the pool, or on the runtime's
+/// I/O thread) and the caller awaiting it, who may leave first. Whichever
+/// of the two comes second settles a lock the attempt won: the attempt
+/// gives it back if the caller had left before the answer; otherwise the
+/// caller has the answer (and the runtime gives back what it leaves
+/// unread). So a cancelled acquisition gives back once, not twice.
+#[derive(Clone)]
+struct Handed(Arc<AtomicU8>);
 
-impl Drop for Gone {
+/// The attempt is out.
+const OUT: u8 = 0;
+/// The attempt was answered before the caller left.
+const ANSWERED: u8 = 1;
+/// The caller left first.
+const LEFT: u8 = 2;
+
+impl Handed {
+    fn new() -> Self {
+        Self(Arc::new(AtomicU8::new(OUT)))
+    }
+
+    /// Marks the attempt answered; false if its caller had left, so that a
+    /// lock the attempt won is for the attempt to give back.
+    fn answered(&self) -> bool {
+        self.0
+            .compare_exchange(OUT, ANSWERED, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+}
+
+/// Held by an attempt while the store works on it: if the store panics,
+/// the unwinding marks the attempt answered, which leaves the caller to give
+/// back by token what it may have won, as for any answer it leaves unread.
+struct Working<'a>(&'a Handed);
+
+impl Drop for Working<'_> {
     fn drop(&mut self) {
-        self.0.store(true, Ordering::Release);
+        if std::thread::panicking() {
+            self.0.answered();
+        }
+    }
+}
+
+/// Held by the caller while its attempt is out. Dropped before the answer
+/// (the caller left), it leaves whatever the attempt wins to the attempt,
+/// and tells the runtime that its give-back of the cancelled acquisition
+/// has nothing to do ([`wait::nothing_to_give_back`]).
+struct Awaiting {
+    handed: Option<Handed>,
+    token: Token,
+}
+
+impl Awaiting {
+    fn new(handed: &Handed, token: Token) -> Self {
+        Self {
+            handed: Some(handed.clone()),
+            token,
+        }
+    }
+
+    /// The caller has the answer (or the error that there is none): nothing
+    /// to settle when dropped.
+    fn done(&mut self) {
+        self.handed = None;
+    }
+}
+
+impl Drop for Awaiting {
+    fn drop(&mut self) {
+        let Some(handed) = &self.handed else { return };
+        let left = handed
+            .0
+            .compare_exchange(OUT, LEFT, Ordering::AcqRel, Ordering::Acquire);
+        if left.is_ok() {
+            wait::nothing_to_give_back(self.token);
+        }
     }
 }
 
@@ -192,23 +262,26 @@ impl<S: Store> Backend for Blocking<S> {
         req: &'a Request<'a>,
     ) -> BoxFuture<'a, Result<Attempt, BackendError>> {
         let (store, owned) = (Arc::clone(&self.0), Owned::new(req));
-        let gone = Arc::new(AtomicBool::new(false));
-        let flag = Arc::clone(&gone);
-        // If the caller has gone by the time the attempt won, nobody holds
-        // the lock: give it back here. The store has applied the attempt
-        // before the flag is read, so a release the runtime sends after the
-        // caller left (by token) cannot overtake it either.
+        let handed = Handed::new();
+        let awaiting = Awaiting::new(&handed, req.token);
+        // If the caller left before the answer, nobody holds what the
+        // attempt won: give it back here, after the store applied it.
         let task = blocking::unblock(move || {
             let req = owned.request();
-            let attempt = store.try_acquire(&req);
-            if matches!(attempt, Ok(Attempt::Acquired(_))) && flag.load(Ordering::Acquire) {
+            let attempt = {
+                let _working = Working(&handed);
+                store.try_acquire(&req)
+            };
+            if !handed.answered() && matches!(attempt, Ok(Attempt::Acquired(_))) {
                 report_detached(&owned.key, store.release(&owned.key, owned.token));
             }
             attempt
         });
         Box::pin(async move {
-            let _gone = Gone(gone);
-            task.await
+            let mut awaiting = awaiting;
+            let out = task.await;
+            awaiting.done();
+            out
         })
     }
 
@@ -328,18 +401,21 @@ fn elsewhere<'a, T: Send + 'static>(
 }
 
 impl<S: AsyncStore> NonBlocking<S> {
-    /// One attempt, owned: if the caller has gone by the time it won, the
-    /// lock is given back right here (see `Blocking::try_acquire_async`).
+    /// One attempt, owned: if the caller left before the answer, a lock it
+    /// won is given back right here (see [`Handed`]).
     fn attempt(
         &self,
         req: &Request<'_>,
-        gone: Arc<AtomicBool>,
+        handed: Handed,
     ) -> impl Future<Output = Result<Attempt, BackendError>> + Send + 'static {
         let (store, owned) = (Arc::clone(&self.0), Owned::new(req));
         async move {
             let req = owned.request();
-            let attempt = store.try_acquire(&req).await;
-            if matches!(attempt, Ok(Attempt::Acquired(_))) && gone.load(Ordering::Acquire) {
+            let attempt = {
+                let _working = Working(&handed);
+                store.try_acquire(&req).await
+            };
+            if !handed.answered() && matches!(attempt, Ok(Attempt::Acquired(_))) {
                 report_detached(&owned.key, store.release(&owned.key, owned.token).await);
             }
             attempt
@@ -349,7 +425,7 @@ impl<S: AsyncStore> NonBlocking<S> {
 
 impl<S: AsyncStore> Backend for NonBlocking<S> {
     fn try_acquire(&self, req: &Request<'_>) -> Result<Attempt, BackendError> {
-        finish(self.attempt(req, Arc::new(AtomicBool::new(false))))
+        finish(self.attempt(req, Handed::new()))
     }
 
     fn release(&self, key: &str, token: Token) -> Result<bool, BackendError> {
@@ -373,11 +449,14 @@ impl<S: AsyncStore> Backend for NonBlocking<S> {
         if here() {
             return self.0.try_acquire(req);
         }
-        let gone = Arc::new(AtomicBool::new(false));
-        let attempt = elsewhere(self.attempt(req, Arc::clone(&gone)));
+        let handed = Handed::new();
+        let awaiting = Awaiting::new(&handed, req.token);
+        let attempt = elsewhere(self.attempt(req, handed));
         Box::pin(async move {
-            let _gone = Gone(gone);
-            attempt.await
+            let mut awaiting = awaiting;
+            let out = attempt.await;
+            awaiting.done();
+            out
         })
     }
 

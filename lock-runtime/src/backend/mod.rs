@@ -819,7 +819,9 @@ impl Wait {
 ///   answered, the runtime gives back whatever it may have won by calling
 ///   [`give_back_detached`](Self::give_back_detached) with its token
 ///   (unless the runtime's own wait loop was asleep after a busy attempt,
-///   when it can have won nothing); the
+///   when it can have won nothing, or its attempt was out on the runtime's
+///   thread pool or I/O thread, which then gives back what it wins itself);
+///   the
 ///   backend must make sure that release reaches the store after the
 ///   acquisition's request in flight (the runtime's adapters do; Redis sends
 ///   it on the same connection). Whatever else a dropped wait leaves behind

@@ -47,9 +47,17 @@ impl WonNothing {
 impl Drop for WonNothing {
     fn drop(&mut self) {
         if self.armed {
-            let _ = WON_NOTHING.try_with(|w| w.set(Some(self.token)));
+            nothing_to_give_back(self.token);
         }
     }
+}
+
+/// Says that the async acquisition of `token`, being dropped on this thread,
+/// leaves the runtime nothing to give back (see [`won_nothing`]): it won
+/// nothing, or what its attempt in flight wins is given back by that
+/// attempt.
+pub(crate) fn nothing_to_give_back(token: Token) {
+    let _ = WON_NOTHING.try_with(|w| w.set(Some(token)));
 }
 
 /// Whether the async acquisition of `token`, dropped just now on this
