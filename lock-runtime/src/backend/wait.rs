@@ -18,7 +18,8 @@ use super::{
 
 thread_local! {
     /// The token of the last async acquisition dropped on this thread at a
-    /// point where it could have won nothing (see [`WonNothing`]).
+    /// point where it left the runtime nothing to give back (see
+    /// [`nothing_to_give_back`]).
     static WON_NOTHING: Cell<Option<Token>> = const { Cell::new(None) };
 }
 
