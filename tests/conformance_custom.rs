@@ -341,6 +341,12 @@ async fn an_acquisition_cancelled_during_its_attempt_gives_back_once() {
         WAITERS + 2,
         "its attempt never ended",
     );
+    until(
+        &store.counted.releases,
+        1,
+        "the lock won for nobody was never given back",
+    );
+    // Time for a second release, if one were sent.
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(
         store.counted.releases.load(SeqCst),

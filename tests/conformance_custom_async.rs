@@ -435,6 +435,13 @@ fn an_acquisition_cancelled_during_its_attempt_elsewhere_gives_back_once() {
         "an attempt answered busy for a caller that left wins nothing to give back"
     );
     cancel_during_attempt("free", 3);
+    until(
+        &store.releases,
+        1,
+        "the lock won for nobody was never given back",
+    );
+    // Time for a second release, if one were sent.
+    std::thread::sleep(Duration::from_millis(200));
     assert_eq!(
         store.releases.load(SeqCst),
         1,

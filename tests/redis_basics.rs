@@ -499,8 +499,9 @@ fn a_crowd_that_finds_its_scripts_forgotten_loads_them_once() {
             r.await.unwrap().unwrap();
         }
         let noscript = refusals() - refused;
+        // Two are a crowd: each would have loaded the scripts itself.
         assert!(
-            noscript > 10,
+            noscript >= 2,
             "the crowd's calls found the script gone ({noscript} NOSCRIPT answers)"
         );
         let loaded = loads() - before;
