@@ -721,8 +721,8 @@ fn check_duration(name: &'static str, d: Duration) -> Result<(), LockError> {
 /// frees the lock if the request won it and does nothing otherwise; this
 /// covers every store, whatever its requests were doing when dropped. The
 /// backend's future, dropped just before on the same thread, may have said
-/// it could have won nothing (see [`backend::won_nothing`]): then it sends
-/// nothing.
+/// there is nothing to give back (see [`backend::won_nothing`]): then it
+/// sends nothing.
 ///
 /// [`backend::won_nothing`]: crate::backend::won_nothing
 struct Pending<'a> {

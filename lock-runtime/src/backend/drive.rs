@@ -171,12 +171,17 @@ impl Handed {
         Self(Arc::new(AtomicU8::new(OUT)))
     }
 
-    /// Marks the attempt answered; false if its caller had left, so that a
-    /// lock the attempt won is for the attempt to give back.
+    /// Marks the attempt answered; false if its caller had left.
     fn answered(&self) -> bool {
         self.0
             .compare_exchange(OUT, ANSWERED, Ordering::AcqRel, Ordering::Acquire)
             .is_ok()
+    }
+
+    /// Marks the attempt answered with `attempt`; true if it won the lock
+    /// for a caller that had left, so that the attempt must give it back.
+    fn won_for_nobody(&self, attempt: &Result<Attempt, BackendError>) -> bool {
+        !self.answered() && matches!(attempt, Ok(Attempt::Acquired(_)))
     }
 }
 
@@ -210,10 +215,12 @@ impl Awaiting {
         }
     }
 
-    /// The caller has the answer (or the error that there is none): nothing
-    /// to settle when dropped.
-    fn done(&mut self) {
+    /// Awaits the attempt's answer (or the error that there is none), after
+    /// which there is nothing to settle.
+    async fn answer<T>(mut self, attempt: impl Future<Output = T>) -> T {
+        let out = attempt.await;
         self.handed = None;
+        out
     }
 }
 
@@ -272,17 +279,12 @@ impl<S: Store> Backend for Blocking<S> {
                 let _working = Working(&handed);
                 store.try_acquire(&req)
             };
-            if !handed.answered() && matches!(attempt, Ok(Attempt::Acquired(_))) {
+            if handed.won_for_nobody(&attempt) {
                 report_detached(&owned.key, store.release(&owned.key, owned.token));
             }
             attempt
         });
-        Box::pin(async move {
-            let mut awaiting = awaiting;
-            let out = task.await;
-            awaiting.done();
-            out
-        })
+        Box::pin(awaiting.answer(task))
     }
 
     fn acquire_async<'a>(
@@ -415,7 +417,7 @@ impl<S: AsyncStore> NonBlocking<S> {
                 let _working = Working(&handed);
                 store.try_acquire(&req).await
             };
-            if !handed.answered() && matches!(attempt, Ok(Attempt::Acquired(_))) {
+            if handed.won_for_nobody(&attempt) {
                 report_detached(&owned.key, store.release(&owned.key, owned.token).await);
             }
             attempt
@@ -452,12 +454,7 @@ impl<S: AsyncStore> Backend for NonBlocking<S> {
         let handed = Handed::new();
         let awaiting = Awaiting::new(&handed, req.token);
         let attempt = elsewhere(self.attempt(req, handed));
-        Box::pin(async move {
-            let mut awaiting = awaiting;
-            let out = attempt.await;
-            awaiting.done();
-            out
-        })
+        Box::pin(awaiting.answer(attempt))
     }
 
     fn acquire_async<'a>(

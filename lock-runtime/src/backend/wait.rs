@@ -62,9 +62,10 @@ pub(crate) fn nothing_to_give_back(token: Token) {
 }
 
 /// Whether the async acquisition of `token`, dropped just now on this
-/// thread, could have won nothing, so has nothing to give back. `false`
-/// when unknown (its future was dropped elsewhere, or by a backend that
-/// does not say).
+/// thread, left the runtime nothing to give back: it could have won
+/// nothing, or its attempt in flight gives back what it wins. `false` when
+/// unknown (its future was dropped elsewhere, or by a backend that does not
+/// say).
 pub(crate) fn won_nothing(token: Token) -> bool {
     WON_NOTHING
         .try_with(|w| w.take() == Some(token))
